@@ -1,0 +1,171 @@
+"""create_app(settings, services) -> the ASGI app: /slack/events, /v1, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import Clock as SignatureClock
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.exceptions import HTTPException
+
+from bot import api, cards
+from bot.clock import Clock
+from bot.errors import HandrailError
+from bot.scheduler import start_scheduler
+from bot.services import Services
+from bot.slack_gateway import SlackError
+from handlers import actions, commands, views
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000
+
+
+class _VerifierClock(SignatureClock):
+    """slack_sdk's signature check, reading Handrail's injected clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _field_errors(error: RequestValidationError) -> tuple[str, str]:
+    problems = []
+    for item in error.errors():
+        if item["type"] == "json_invalid":
+            return "invalid_json", f"the body is not valid JSON: {item.get('ctx', {}).get('error', '')}".rstrip(": ")
+        location = ".".join(str(part) for part in item["loc"][1:]) or str(item["loc"][0])
+        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{location}: {message}")
+    return "invalid_request", "; ".join(problems)
+
+
+def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(channel, user) of a Slack interaction, for an ephemeral reply."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    return channel or body.get("channel_id"), (body.get("user") or {}).get("id") or body.get("user_id")
+
+
+def slack_app(services: Services) -> AsyncApp:
+    settings = services.settings
+    assert settings.slack_bot_token and settings.slack_signing_secret
+    bolt = AsyncApp(
+        client=AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url),
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        request_verification_enabled=False,  # verified in /slack/events with the injected clock
+        token_verification_enabled=False,
+    )
+
+    @bolt.error
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        channel, user = _where(body)
+        if isinstance(error, HandrailError):
+            text = error.message
+        elif isinstance(error, SlackError):
+            text = "Slack did not answer in time; please try again."
+            log.warning("slack call failed while handling a request: %s", error.error)
+        else:
+            text = "Something went wrong on our side; it has been logged."
+            log.error("unhandled error in a Slack listener", exc_info=error)
+        if channel and user:
+            with suppress(SlackError):
+                await services.slack.ephemeral(channel, user, text)
+
+    actions.register(bolt, services)
+    views.register(bolt, services)
+    commands.register(bolt, services)
+    return bolt
+
+
+def create_app(services: Services, *, run_background: bool = True) -> FastAPI:
+    settings = services.settings
+    assert settings.slack_signing_secret
+    verifier = SignatureVerifier(settings.slack_signing_secret.get_secret_value(), clock=_VerifierClock(services.clock))
+    slack_handler = AsyncSlackRequestHandler(slack_app(services))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tasks = []
+        scheduler = None
+        if run_background:
+            tasks = [asyncio.create_task(services.feed.listen()), asyncio.create_task(services.deliverer.run_forever())]
+            scheduler = start_scheduler(services)
+            services.deliverer.kick()  # send what an earlier process left
+        try:
+            yield
+        finally:
+            if scheduler:
+                scheduler.shutdown(wait=False)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await services.aclose()
+
+    app = FastAPI(title="Handrail", version="0.1.0", lifespan=lifespan)
+    app.include_router(api.router(services))
+
+    @app.exception_handler(HandrailError)
+    async def domain_error(_: Request, error: HandrailError) -> JSONResponse:
+        return _error(error.status, error.code, cards.as_plain_text(error.message))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        code, message = _field_errors(error)
+        return _error(400 if code == "invalid_json" else 422, code, message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return _error(error.status_code, code, str(error.detail))
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return _error(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+        return await call_next(request)
+
+    @app.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Any:
+        body = await request.body()
+        if not verifier.is_valid_request(body, dict(request.headers)):
+            return _error(401, "invalid_signature", "bad Slack signature or a request older than 5 minutes")
+        return await slack_handler.handle(request)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.to_thread(services.db.ping)
+            checks["database"] = "ok"
+        except Exception as error:  # any driver error means not ready
+            checks["database"] = f"unreachable: {type(error).__name__}"
+        try:
+            await services.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as error:
+            checks["redis"] = f"unreachable: {type(error).__name__}"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    return app

@@ -1,0 +1,276 @@
+"""Block Kit builders: pure functions from domain objects to dicts.
+
+Everything an agent wrote is escaped before it reaches Slack (no `<!channel>`, `@here`, user-group
+pings or disguised links), and every part has a length budget, so a card stays well inside Slack's
+limits (50 blocks, 3000 characters per section, 2000 per field, 150 per header) whatever an agent
+sends. Whatever a card cuts is posted in full in the card's thread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.config import AgentConfig
+from storage.tables import Approval
+
+APPROVE_ACTION = "approval.approve"
+DENY_ACTION = "approval.deny"
+DENY_VIEW = "approval.deny"
+REASON_BLOCK = "reason"
+REASON_INPUT = "reason"
+
+CUT_NOTE = " … _(cut: full request in the thread)_"
+THREAD_TEXT_MAX = 39_000  # Slack truncates message text past 40,000 characters
+
+_BROADCAST = re.compile(r"@(?=(?:here|channel|everyone)\b)", re.IGNORECASE)
+
+
+def escape(text: str) -> str:
+    """Make agent-written text inert in mrkdwn: `<`, `>` and `&` become entities, so no mention,
+    broadcast or link can be formed; bare @here/@channel/@everyone get a zero-width joiner."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST.sub("@\u2060", text)
+
+
+def _plain(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Budget:
+    """Cuts text to a length and remembers whether anything was cut."""
+
+    def __init__(self) -> None:
+        self.cut = False
+
+    def fit(self, text: str, limit: int) -> str:
+        if len(text) <= limit:
+            return text
+        self.cut = True
+        head = text[: max(0, limit - len(CUT_NOTE))]
+        amp = head.rfind("&")
+        if amp != -1 and ";" not in head[amp:]:  # never split an entity such as &lt;
+            head = head[:amp]
+        return head.rstrip() + CUT_NOTE
+
+    def escaped(self, text: str, limit: int) -> str:
+        return self.fit(escape(text), limit)
+
+    def link(self, url: str, label: str, limit: int) -> str:
+        """A link within `limit` characters, or just its label when the URL is too long."""
+        text = link(url, label)
+        if len(text) <= limit:
+            return text
+        self.cut = True
+        return self.fit(escape(label), limit - len(" (link in the thread)")) + " (link in the thread)"
+
+
+def link(url: str, label: str) -> str:
+    """A mrkdwn link that shows the real host beside the label, so a label cannot pass for
+    another site."""
+    safe_url = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    host = urlsplit(url).hostname or url
+    return f"<{safe_url}|{escape(label).replace('|', '¦')}> ({escape(host)})"
+
+
+def slack_date(when: datetime, fmt: str = "{date_short_pretty} {time}") -> str:
+    """Rendered by Slack in the reader's own time zone; the fallback is UTC."""
+    return f"<!date^{int(when.timestamp())}^{fmt}|{when.strftime('%Y-%m-%d %H:%M UTC')}>"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def outcome_sentence(approval: Approval) -> str:
+    """One line saying where the request stands; the card's status and the thread note."""
+    deciders = ", ".join(f"<@{user}>" for user in approval.decided_by or [])
+    if approval.status == "approved":
+        line = f":white_check_mark: Approved by {deciders} at {slack_date(approval.decided_at, '{time}')}"
+        return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
+    if approval.status == "denied":
+        return (
+            f":no_entry: Denied by {deciders} at {slack_date(approval.decided_at, '{time}')}: "
+            f"{escape(approval.decision_reason or '')}"
+        )
+    if approval.status == "expired":
+        return f":hourglass: Expired at {slack_date(approval.expires_at)} with no decision"
+    if approval.status == "cancelled":
+        return f":no_entry_sign: Cancelled by the agent at {slack_date(approval.decided_at or approval.expires_at)}"
+    return f":hourglass_flowing_sand: Waiting for a decision · expires {slack_date(approval.expires_at)}"
+
+
+@dataclass(frozen=True)
+class Card:
+    text: str
+    blocks: list[dict[str, Any]]
+    cut: bool
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
+
+
+def _target(approval: Approval, budget: _Budget) -> str:
+    target = approval.target
+    name = f"{target['system']} {target['object']} {target['id']}"
+    if target.get("url"):
+        return budget.link(target["url"], name, 1900)
+    return budget.escaped(name, 1900)
+
+
+def _changes(approval: Approval, budget: _Budget) -> str | None:
+    if not approval.changes:
+        return None
+    lines = []
+    for change in approval.changes:
+        before = budget.escaped(_value(change.get("before")), 300)
+        after = budget.escaped(_value(change.get("after")), 300)
+        lines.append(f"• *{budget.escaped(change['field'], 100)}*: {before} → {after}")
+    text = "*Changes* (before → after)\n"
+    for count, line in enumerate(lines):
+        if len(text) + len(line) + 1 > 2800:
+            budget.cut = True
+            return text + f"_…and {len(lines) - count} more: full list in the thread_"
+        text += line + "\n"
+    return text.rstrip("\n")
+
+
+def _evidence(approval: Approval, budget: _Budget) -> str | None:
+    if not approval.evidence:
+        return None
+    shown = approval.evidence[:10]
+    text = "*Evidence*\n" + "\n".join("• " + budget.link(item["url"], item["label"], 270) for item in shown)
+    if len(approval.evidence) > len(shown):
+        budget.cut = True
+        text += f"\n_…and {len(approval.evidence) - len(shown)} more in the thread_"
+    return budget.fit(text, 2900)
+
+
+def approval_card(approval: Approval, agent: AgentConfig) -> Card:
+    budget = _Budget()
+    version = f" {budget.escaped(approval.agent_version, 60)}" if approval.agent_version else ""
+    fields = [
+        f"*Agent*\n{escape(agent.name)}{version}",
+        f"*Action*\n{budget.escaped(approval.action, 300)}",
+        f"*Target*\n{_target(approval, budget)}",
+    ]
+    if approval.customer:
+        fields.append(f"*Customer*\n{budget.escaped(approval.customer, 300)}")
+    if approval.run_id:
+        fields.append(f"*Run*\n{budget.escaped(approval.run_id, 300)}")
+    if approval.requested_by:
+        fields.append(f"*Asked by*\n<@{approval.requested_by}>")
+    fields.append(f"*Expires*\n{slack_date(approval.expires_at)}")
+
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _plain(f"Approval: {approval.action}", 150), "emoji": False},
+        },
+        _section(budget.escaped(approval.summary, 1500)),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f, "verbatim": True} for f in fields]},
+    ]
+    changes = _changes(approval, budget)
+    if changes:
+        blocks.append(_section(changes))
+    blocks.append(_section("*Reason*\n" + budget.escaped(approval.request_reason, 1500)))
+    evidence = _evidence(approval, budget)
+    if evidence:
+        blocks.append(_section(evidence))
+    blocks.append(_section(outcome_sentence(approval)))
+    if approval.status == "pending":
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "decision",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "style": "primary",
+                        "value": approval.id,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": DENY_ACTION,
+                        "text": {"type": "plain_text", "text": "Deny"},
+                        "style": "danger",
+                        "value": approval.id,
+                    },
+                ],
+            }
+        )
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Request `{approval.id}`"}]})
+    text = _plain(f"{agent.name} asks to {approval.action}: {approval.status}", 300)
+    return Card(text=escape(text), blocks=blocks, cut=budget.cut)
+
+
+def full_request_text(approval: Approval, agent: AgentConfig) -> str | None:
+    """The whole request as one thread message, for when the card had to cut something."""
+    if not approval_card(approval, agent).cut:
+        return None
+    parts = [
+        f"*Full request `{approval.id}`*",
+        "*Summary*\n" + escape(approval.summary),
+        "*Reason*\n" + escape(approval.request_reason),
+    ]
+    if approval.changes:
+        parts.append(
+            "*Changes*\n"
+            + "\n".join(
+                f"• {escape(c['field'])}: {escape(_value(c.get('before')))} → {escape(_value(c.get('after')))}"
+                for c in approval.changes
+            )
+        )
+    if approval.evidence:
+        parts.append("*Evidence*\n" + "\n".join("• " + link(e["url"], e["label"]) for e in approval.evidence))
+    text = "\n\n".join(parts)
+    if len(text) > THREAD_TEXT_MAX:
+        text = text[: THREAD_TEXT_MAX - 200].rsplit("&", 1)[0] + (
+            f"\n_…cut at {THREAD_TEXT_MAX:,} characters; the agent's copy of `{approval.id}` has the rest._"
+        )
+    return text
+
+
+def deny_modal(approval: Approval) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": DENY_VIEW,
+        "private_metadata": json.dumps({"approval_id": approval.id}),
+        "title": {"type": "plain_text", "text": "Deny request"},
+        "submit": {"type": "plain_text", "text": "Deny"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            _section(f"Deny *{escape(_plain(approval.action, 200))}* (request `{approval.id}`)?"),
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "Reason (the agent and the channel see it)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            },
+        ],
+    }
+
+
+_MENTION = re.compile(r"<@([A-Z0-9]+)>|<!subteam\^([A-Z0-9]+)>|<!date\^\d+\^[^|>]*\|([^>]*)>")
+
+
+def as_plain_text(text: str) -> str:
+    """Mrkdwn for places that show plain text (modal errors): mentions become @ids, dates their
+    fallback, emoji codes go."""
+    text = _MENTION.sub(lambda m: "@" + (m.group(1) or m.group(2)) if not m.group(3) else m.group(3), text)
+    text = re.sub(r":[a-z_]+: ", "", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -1,0 +1,40 @@
+"""Typed domain errors. The API turns them into `{"error": {"code", "message"}}` with their status;
+the Slack side turns them into an ephemeral message to the person who clicked."""
+
+from __future__ import annotations
+
+
+class HandrailError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class Unauthenticated(HandrailError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(HandrailError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(HandrailError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HandrailError):
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(HandrailError):
+    status = 503
+    code = "unavailable"

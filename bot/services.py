@@ -1,0 +1,80 @@
+"""The services one process shares, built once and handed to the web app, the Slack handlers and
+the scheduler by closure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from anyio import to_thread
+from redis.asyncio import Redis
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.approvals import CHANGED
+from bot.clock import Clock, SystemClock
+from bot.config import HandrailConfig, Settings
+from bot.outbox import Deliverer
+from bot.slack_gateway import SlackGateway
+from storage.db import Database
+from storage.redis_store import ChangeFeed, GroupCache
+
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    config: HandrailConfig
+    clock: Clock
+    db: Database
+    redis: Redis
+    feed: ChangeFeed
+    slack: SlackGateway
+    deliverer: Deliverer
+    http: httpx.AsyncClient
+
+    async def run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a domain function in one transaction in a worker thread; after it commits, send
+        what it queued and wake whoever waits on the approvals it changed."""
+
+        def work() -> tuple[T, set[str]]:
+            with self.db.transaction() as session:
+                result = fn(session, **kwargs)
+                changed = set(session.info.get(CHANGED, ()))
+            return result, changed
+
+        result, changed = await to_thread.run_sync(work)
+        if changed:
+            self.deliverer.kick()
+            await self.feed.announce(changed)
+        return result
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+        await self.feed.subscriber.aclose()
+        self.db.dispose()
+
+
+def slack_client(settings: Settings) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+
+
+def build_services(settings: Settings, config: HandrailConfig, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    db = Database(settings.database_url)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    slack = SlackGateway(slack_client(settings), GroupCache(redis))
+    http = httpx.AsyncClient(timeout=10, follow_redirects=False)
+    secret = settings.handrail_webhook_secret
+    deliverer = Deliverer(
+        db=db, config=config, clock=clock, slack=slack, http=http,
+        webhook_secret=secret.get_secret_value() if secret else None,
+    )
+    return Services(
+        settings=settings, config=config, clock=clock, db=db, redis=redis,
+        feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, health_check_interval=30)), slack=slack, deliverer=deliverer, http=http,
+    )

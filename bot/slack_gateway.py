@@ -1,0 +1,87 @@
+"""Calls to the Slack Web API: messages, ephemeral replies, modals, user-group members.
+
+Errors come back as SlackError, which tells the outbox whether to retry and when
+(HTTP 429 carries Slack's Retry-After)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from storage.redis_store import GroupCache
+
+# Slack errors that no retry can fix.
+PERMANENT_ERRORS = frozenset({
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_arguments",
+    "msg_too_long", "no_text", "message_not_found", "cant_update_message", "edit_window_closed",
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "missing_scope",
+    "restricted_action", "user_not_found", "no_permission", "card_never_posted",
+})
+
+
+class SlackError(Exception):
+    def __init__(self, error: str, *, retry_after: float | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.retry_after = retry_after
+
+    @property
+    def permanent(self) -> bool:
+        return self.error in PERMANENT_ERRORS
+
+
+def _translate(error: Exception) -> SlackError:
+    if isinstance(error, SlackApiError):
+        response = error.response
+        if response.status_code == 429:
+            retry_after = float(response.headers.get("Retry-After", response.headers.get("retry-after", 1)))
+            return SlackError("ratelimited", retry_after=retry_after)
+        return SlackError(str(response.get("error") or f"http_{response.status_code}"))
+    return SlackError(f"{type(error).__name__}: {error}")
+
+
+class SlackGateway:
+    def __init__(self, client: AsyncWebClient, groups: GroupCache) -> None:
+        self.client = client
+        self.groups = groups
+
+    async def _call(self, method: str, **params: Any) -> Any:
+        try:
+            return await self.client.api_call(method, json=params)
+        except (SlackClientError, OSError, TimeoutError) as error:
+            raise _translate(error) from error
+
+    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
+                   thread_ts: str | None = None) -> str:
+        params: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False, "unfurl_media": False}
+        if blocks is not None:
+            params["blocks"] = blocks
+        if thread_ts is not None:
+            params["thread_ts"] = thread_ts
+        response = await self._call("chat.postMessage", **params)
+        return str(response["ts"])
+
+    async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        await self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def ephemeral(self, channel: str, user: str, text: str) -> None:
+        await self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
+        await self._call("views.open", trigger_id=trigger_id, view=view)
+
+    async def group_members(self, group_id: str) -> frozenset[str]:
+        members = await self.groups.get(group_id)
+        if members is None:
+            try:
+                response = await self.client.usergroups_users_list(usergroup=group_id)
+            except (SlackClientError, OSError, TimeoutError) as error:
+                raise _translate(error) from error
+            members = frozenset(response.get("users") or ())
+            await self.groups.put(group_id, members)
+        return members
+
+    async def groups_containing(self, user_id: str, group_ids: tuple[str, ...]) -> frozenset[str]:
+        return frozenset([g for g in group_ids if user_id in await self.group_members(g)])

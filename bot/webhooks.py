@@ -1,0 +1,65 @@
+"""Signed callbacks to agents.
+
+Each POST carries `X-Handrail-Timestamp` (Unix seconds) and
+`X-Handrail-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>." + raw body)>`. The key is per agent,
+derived from HANDRAIL_WEBHOOK_SECRET (`handrail webhook-key <agent>` prints it). Receivers check
+the signature with `verify()` (or the same three lines in any language) and reject timestamps more
+than five minutes old.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import timedelta
+
+import httpx
+
+TIMESTAMP_HEADER = "X-Handrail-Timestamp"
+SIGNATURE_HEADER = "X-Handrail-Signature"
+TOLERANCE_SECONDS = 300
+MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
+
+
+def agent_key(secret: str, agent_id: str) -> str:
+    return hmac.new(secret.encode(), f"handrail-callback:{agent_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def sign(key: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(key.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify(key: str, timestamp: str, body: bytes, signature: str, now: float) -> bool:
+    """What an agent runs on each callback it receives."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now - sent) > TOLERANCE_SECONDS:
+        return False
+    return hmac.compare_digest(sign(key, sent, body), signature)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Back-off after the n-th failed attempt."""
+    return timedelta(seconds=min(5 * 2 ** (attempts - 1), 3600))
+
+
+class CallbackFailed(Exception):
+    pass
+
+
+async def deliver(client: httpx.AsyncClient, *, url: str, key: str, timestamp: int, body: bytes) -> None:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Handrail",
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(key, timestamp, body),
+    }
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        raise CallbackFailed(f"{type(error).__name__}: {error}") from error
+    if not response.is_success:
+        raise CallbackFailed(f"HTTP {response.status_code}")

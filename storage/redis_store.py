@@ -1,0 +1,94 @@
+"""Redis: caches and wake-ups only. Everything here can be rebuilt from SQL or from Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+CHANGED_CHANNEL = "handrail:approvals:changed"
+GROUP_KEY = "handrail:usergroup:{}"
+
+
+class ChangeFeed:
+    """Wakes long-polls when an approval changes, in this process at once and in every other
+    replica through Redis pub/sub. A lost message only delays a waiter until its deadline, when it
+    re-reads SQL anyway."""
+
+    def __init__(self, redis: Redis, subscriber: Redis) -> None:
+        self.redis = redis
+        self.subscriber = subscriber  # no socket timeout: a subscription is quiet for long stretches
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    @asynccontextmanager
+    async def watch(self, approval_id: str) -> AsyncIterator[asyncio.Event]:
+        """Register before reading the state, so a change between the read and the wait is seen."""
+        event = asyncio.Event()
+        self._waiters.setdefault(approval_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(approval_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[approval_id]
+
+    def _wake(self, approval_id: str) -> None:
+        for event in self._waiters.get(approval_id, ()):
+            event.set()
+
+    async def announce(self, approval_ids: Iterable[str]) -> None:
+        ids = sorted(approval_ids)
+        for approval_id in ids:
+            self._wake(approval_id)
+        try:
+            await self.redis.publish(CHANGED_CHANNEL, json.dumps(ids))
+        except RedisError as error:
+            log.warning("could not publish approval changes: %s", error)
+
+    async def listen(self) -> None:
+        """Relay other replicas' announcements to local waiters, reconnecting after Redis errors."""
+        delay = 0.5
+        while True:
+            try:
+                async with self.subscriber.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANGED_CHANNEL)
+                    delay = 0.5
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            for approval_id in json.loads(message["data"]):
+                                self._wake(approval_id)
+            except RedisError as error:
+                log.warning("approval change feed lost Redis (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+
+class GroupCache:
+    """Members of Slack user groups, cached for a few minutes."""
+
+    def __init__(self, redis: Redis, ttl_seconds: int = 300) -> None:
+        self.redis = redis
+        self.ttl = ttl_seconds
+
+    async def get(self, group_id: str) -> frozenset[str] | None:
+        try:
+            cached = await self.redis.get(GROUP_KEY.format(group_id))
+        except RedisError as error:
+            log.warning("user group cache unavailable: %s", error)
+            return None
+        return None if cached is None else frozenset(json.loads(cached))
+
+    async def put(self, group_id: str, members: frozenset[str]) -> None:
+        try:
+            await self.redis.set(GROUP_KEY.format(group_id), json.dumps(sorted(members)), ex=self.ttl)
+        except RedisError as error:
+            log.warning("user group cache unavailable: %s", error)
