@@ -1,7 +1,5 @@
 """The /v1 HTTP API for agents: bearer-token authentication, typed requests and responses."""
 
-from __future__ import annotations
-
 import asyncio
 import hashlib
 from typing import Annotated

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +15,6 @@ from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
-from slack_sdk.web.async_client import AsyncWebClient
 from starlette.exceptions import HTTPException
 
 from bot import api, cards
@@ -23,8 +22,7 @@ from bot.clock import Clock
 from bot.errors import HandrailError
 from bot.scheduler import start_scheduler
 from bot.services import Services
-from bot.slack_gateway import SlackError
-from handlers import actions, commands, views
+from handlers import actions, commands, events, views
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +54,19 @@ def _field_errors(error: RequestValidationError) -> tuple[str, str]:
     return "invalid_request", "; ".join(problems)
 
 
-def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(channel, user) of a Slack interaction, for an ephemeral reply."""
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-    return channel or body.get("channel_id"), (body.get("user") or {}).get("id") or body.get("user_id")
-
-
 def slack_app(services: Services) -> AsyncApp:
     settings = services.settings
     assert settings.slack_bot_token and settings.slack_signing_secret
     bolt = AsyncApp(
-        client=AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url),
+        client=services.slack.client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         request_verification_enabled=False,  # verified in /slack/events with the injected clock
-        token_verification_enabled=False,
     )
-
-    @bolt.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        channel, user = _where(body)
-        if isinstance(error, HandrailError):
-            text = error.message
-        elif isinstance(error, SlackError):
-            text = "Slack did not answer in time; please try again."
-            log.warning("slack call failed while handling a request: %s", error.error)
-        else:
-            text = "Something went wrong on our side; it has been logged."
-            log.error("unhandled error in a Slack listener", exc_info=error)
-        if channel and user:
-            with suppress(SlackError):
-                await services.slack.ephemeral(channel, user, text)
 
     actions.register(bolt, services)
     views.register(bolt, services)
     commands.register(bolt, services)
+    events.register(bolt)
     return bolt
 
 

@@ -63,6 +63,7 @@ class Deliverer:
         self.webhook_secret = webhook_secret
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
+        self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
 
     def kick(self) -> None:
         self._wake.set()
@@ -79,12 +80,13 @@ class Deliverer:
     async def deliver_due(self) -> int:
         """Deliver every row due now; returns how many rows were worked on."""
         total = 0
-        while rows := await to_thread.run_sync(self._claim_due):
-            by_approval: dict[str, list[_Row]] = defaultdict(list)
-            for row in rows:
-                by_approval[row.approval_id].append(row)
-            await asyncio.gather(*(self._deliver_in_order(group) for group in by_approval.values()))
-            total += len(rows)
+        async with self._pass:
+            while rows := await to_thread.run_sync(self._claim_due):
+                by_approval: dict[str, list[_Row]] = defaultdict(list)
+                for row in rows:
+                    by_approval[row.approval_id].append(row)
+                await asyncio.gather(*(self._deliver_in_order(group) for group in by_approval.values()))
+                total += len(rows)
         return total
 
     # --- claiming and finishing rows (database, in a worker thread) ---

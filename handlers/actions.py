@@ -8,10 +8,14 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import approvals, cards
 from bot.services import Services
+from handlers.errors import replies_with_errors
 
 
 def register(app: AsyncApp, services: Services) -> None:
+    reply_errors = replies_with_errors(services)
+
     @app.action(cards.APPROVE_ACTION)
+    @reply_errors
     async def approve(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         await approvals.decide_in_slack(
@@ -19,6 +23,7 @@ def register(app: AsyncApp, services: Services) -> None:
         )
 
     @app.action(cards.DENY_ACTION)
+    @reply_errors
     async def deny(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         approval, _ = await approvals.authorize_in_slack(

@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot import approvals, cards
 from bot.errors import HandrailError
 from bot.services import Services
+from bot.slack_gateway import SlackError
 
 
 class DenyMetadata(BaseModel):
@@ -35,5 +36,8 @@ def register(app: AsyncApp, services: Services) -> None:
             )
         except HandrailError as error:  # shown in the modal, which stays open
             await ack(response_action="errors", errors={cards.REASON_BLOCK: cards.as_plain_text(error.message)[:300]})
+            return
+        except SlackError:
+            await ack(response_action="errors", errors={cards.REASON_BLOCK: "Slack did not answer in time; please try again."})
             return
         await ack()

@@ -1,0 +1,47 @@
+"""The app manifest is valid for Slack and matches what the app serves."""
+
+import json
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft7Validator
+from referencing import Registry, Resource
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT.parent / "shared" / "slack" / "manifest"
+
+
+def validator() -> Draft7Validator:
+    """The all-versions schema, its per-version $refs served from the local copies."""
+    base = "https://raw.githubusercontent.com/slackapi/manifest-schema/v0.5.0/schemas/"
+    registry = Registry().with_resources(
+        (base + f"manifest.schema.{v}.json",
+         Resource.from_contents(json.loads((SCHEMAS / f"schemas_manifest.schema.{v}.json").read_text())))
+        for v in ("1.0.0", "2.0.0")
+    )
+    return Draft7Validator(json.loads((SCHEMAS / "manifest.schema.json").read_text()), registry=registry)
+
+
+def manifest() -> dict:
+    return yaml.safe_load((ROOT / "manifest.yml").read_text())
+
+
+def test_the_manifest_is_valid_against_slacks_schema() -> None:
+    errors = [e.message for e in validator().iter_errors(manifest())]
+    assert errors == []
+
+
+def test_the_schema_catches_a_broken_manifest() -> None:
+    broken = manifest()
+    broken["features"]["slash_commands"][0]["command"] = "agent"  # must start with /
+    assert list(validator().iter_errors(broken))
+
+
+def test_everything_slack_sends_goes_to_slack_events_with_the_scopes_handrail_needs() -> None:
+    data = manifest()
+    urls = [data["settings"]["interactivity"]["request_url"], data["settings"]["event_subscriptions"]["request_url"],
+            *(c["url"] for c in data["features"]["slash_commands"])]
+    assert all(url.endswith("/slack/events") for url in urls)
+    assert [c["command"] for c in data["features"]["slash_commands"]] == ["/agent"]
+    assert set(data["oauth_config"]["scopes"]["bot"]) >= {"chat:write", "commands", "im:write", "users:read", "usergroups:read"}
+    assert data["settings"]["socket_mode_enabled"] is False and data["settings"]["interactivity"]["is_enabled"]
