@@ -32,20 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests import slackreq  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
+from tests.samples import REQUEST  # noqa: E402
 
 TOKEN = "bench-token"
 SECRET = "bench-signing-secret"
-REQUEST = {
-    "agent": "lead-router",
-    "action": "opportunity.update_stage",
-    "summary": "Move ACME to Closed Won",
-    "target": {"system": "salesforce", "object": "Opportunity", "id": "006XYZ", "url": "https://crm.example/006XYZ"},
-    "changes": [{"field": "StageName", "before": "Negotiation", "after": "Closed Won"}],
-    "reason": "Signed contract received",
-    "evidence": [{"label": "Contract", "url": "https://docs.example/contract.pdf"}],
-    "requested_by": "U0REP",
-}
-
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -70,7 +70,7 @@ def slack_app(services: Services) -> AsyncApp:
     return bolt
 
 
-def create_app(services: Services, *, run_background: bool = True) -> FastAPI:
+def create_app(services: Services) -> FastAPI:
     settings = services.settings
     assert settings.slack_signing_secret
     verifier = SignatureVerifier(settings.slack_signing_secret.get_secret_value(), clock=_VerifierClock(services.clock))
@@ -78,17 +78,13 @@ def create_app(services: Services, *, run_background: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = []
-        scheduler = None
-        if run_background:
-            tasks = [asyncio.create_task(services.feed.listen()), asyncio.create_task(services.deliverer.run_forever())]
-            scheduler = start_scheduler(services)
-            services.deliverer.kick()  # send what an earlier process left
+        tasks = [asyncio.create_task(services.feed.listen()), asyncio.create_task(services.deliverer.run_forever())]
+        scheduler = start_scheduler(services)
+        services.deliverer.kick()  # send what an earlier process left
         try:
             yield
         finally:
-            if scheduler:
-                scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -33,8 +33,3 @@ class NotFound(HandrailError):
 class Conflict(HandrailError):
     status = 409
     code = "conflict"
-
-
-class Unavailable(HandrailError):
-    status = 503
-    code = "unavailable"

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from anyio import to_thread
+from sqlalchemy.orm import Session
 
 from bot import cards, webhooks
 from bot.clock import Clock
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 WAIT_FOR_CARD = timedelta(seconds=1)
 BATCH = 100
+MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Back-off after the n-th failed attempt."""
+    return timedelta(seconds=min(5 * 2 ** (attempts - 1), 3600))
 
 
 @dataclass(frozen=True)
@@ -100,13 +107,16 @@ class Deliverer:
             return [_Row(r.id, r.kind, r.approval_id, dict(r.payload)) for r in rows if r is not None]
 
     def _finish(self, row: _Row, *, audit: dict[str, Any] | None = None) -> None:
-        now = self.clock.now()
         with self.db.transaction() as session:
-            message = Outbox(session).get(row.id)
-            assert message is not None
-            message.status, message.done_at, message.lease_until = "sent", now, None
-            if audit:
-                Audit(session).record(at=now, object_type="approval", object_id=row.approval_id, **audit)
+            self._mark_sent(session, row, audit)
+
+    def _mark_sent(self, session: Session, row: _Row, audit: dict[str, Any] | None) -> None:
+        now = self.clock.now()
+        message = Outbox(session).get(row.id)
+        assert message is not None
+        message.status, message.done_at, message.lease_until = "sent", now, None
+        if audit:
+            Audit(session).record(at=now, object_type="approval", object_id=row.approval_id, **audit)
 
     def _postpone(self, row: _Row, delay: timedelta) -> None:
         with self.db.transaction() as session:
@@ -122,7 +132,7 @@ class Deliverer:
             message.attempts += 1
             message.last_error = error
             message.lease_until = None
-            if permanent or message.attempts >= webhooks.MAX_ATTEMPTS:
+            if permanent or message.attempts >= MAX_ATTEMPTS:
                 message.status, message.done_at = "dead", now
                 Audit(session).record(
                     at=now, actor="system", event=f"{row.kind}.dead", object_type="approval",
@@ -132,7 +142,7 @@ class Deliverer:
                 log.error("outbox %s %s for %s is dead after %d attempts: %s",
                           row.id, row.kind, row.approval_id, message.attempts, error)
             else:
-                delay = timedelta(seconds=retry_after) if retry_after else webhooks.retry_delay(message.attempts)
+                delay = timedelta(seconds=retry_after) if retry_after else retry_delay(message.attempts)
                 message.next_at = now + delay
 
     # --- delivery ---
@@ -160,15 +170,15 @@ class Deliverer:
             return approvals.get(approval_id)
 
     def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None) -> None:
-        with self.db.transaction() as session:
-            Approvals(session).release_card_lease(
-                approval.id, shown_version=approval.state_version, message_ts=new_ts
-            )
         posted = {
             "actor": "system", "event": "approval.posted",
             "after": {"channel": approval.channel, "ts": new_ts}, "source": {"agent": approval.agent},
         }
-        self._finish(row, audit=posted if new_ts else None)
+        with self.db.transaction() as session:
+            Approvals(session).release_card_lease(
+                approval.id, shown_version=approval.state_version, message_ts=new_ts
+            )
+            self._mark_sent(session, row, posted if new_ts else None)
 
     async def _deliver_card(self, row: _Row) -> None:
         approval = await to_thread.run_sync(self._take_card, row.approval_id)

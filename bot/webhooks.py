@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import timedelta
-
 import httpx
 
 TIMESTAMP_HEADER = "X-Handrail-Timestamp"
 SIGNATURE_HEADER = "X-Handrail-Signature"
 TOLERANCE_SECONDS = 300
-MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
 
 
 def agent_key(secret: str, agent_id: str) -> str:
@@ -39,11 +36,6 @@ def verify(key: str, timestamp: str, body: bytes, signature: str, now: float) ->
     if abs(now - sent) > TOLERANCE_SECONDS:
         return False
     return hmac.compare_digest(sign(key, sent, body), signature)
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Back-off after the n-th failed attempt."""
-    return timedelta(seconds=min(5 * 2 ** (attempts - 1), 3600))
 
 
 class CallbackFailed(Exception):

@@ -64,15 +64,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_line(process: subprocess.Popen[str], marker: str, name: str) -> None:
-    """Read a server's log until it says it is ready (no sleeping, no polling)."""
+def _start(command: list[str], ready: str) -> subprocess.Popen[str]:
+    """Start a server and read its log until it says it is ready (no sleeping, no polling); then
+    keep draining the log so the server never blocks on a full pipe."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if marker in line:
-            return
-    raise RuntimeError(f"{name} exited before it was ready:\n{''.join(seen[-20:])}")
+        if ready in line:
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return process
+    raise RuntimeError(f"{command[0]} exited before it was ready:\n{''.join(seen[-20:])}")
 
 
 @pytest.fixture(scope="session")
@@ -81,12 +84,8 @@ def redis_url() -> Iterator[str]:
     if binary is None:
         pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
     port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    _wait_for_line(process, "Ready to accept connections", "redis-server")
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    process = _start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                     ready="Ready to accept connections")
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
@@ -112,13 +111,11 @@ def postgres_url() -> Iterator[str]:
         check=True, capture_output=True,
     )
     port = _free_port()
-    process = subprocess.Popen(
+    process = _start(
         [*as_user, _postgres_bin("postgres"), "-D", str(data / "db"), "-p", str(port), "-k", str(data),
          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ready="ready to accept connections",
     )
-    _wait_for_line(process, "ready to accept connections", "postgres")
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
     yield f"postgresql+psycopg://handrail@127.0.0.1:{port}/postgres"
     process.terminate()
     process.wait(10)

@@ -18,7 +18,8 @@ from storage.tables import Approval, AuditEvent, OutboxMessage
 from tests import slackreq
 from tests.conftest import AGENT_TOKENS, Running, serve
 from tests.fakeslack import FakeSlack
-from tests.test_scenarios import REQUEST, ask, click, posted_card
+from tests.samples import REQUEST
+from tests.test_scenarios import ask, click, posted_card
 
 
 def rows(running: Running) -> tuple[int, int, int]:

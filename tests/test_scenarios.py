@@ -8,24 +8,12 @@ from typing import Any
 
 import httpx
 
-from bot import webhooks
+from bot import outbox, webhooks
 from storage.repositories import Audit
 from tests import slackreq
 from tests.conftest import WEBHOOK_SECRET, AgentEndpoint, Running
 from tests.fakeslack import Call, FakeSlack
-
-REQUEST: dict[str, Any] = {
-    "agent": "lead-router",
-    "action": "opportunity.update_stage",
-    "summary": "Move ACME to Closed Won",
-    "target": {"system": "salesforce", "object": "Opportunity", "id": "006XYZ", "url": "https://crm.example/006XYZ"},
-    "changes": [{"field": "StageName", "before": "Negotiation", "after": "Closed Won"}],
-    "reason": "Signed contract received",
-    "evidence": [{"label": "Contract", "url": "https://docs.example/contract.pdf"}],
-    "requested_by": "U0REP",
-    "params": {"id": "006XYZ", "stage": "Closed Won"},
-}
-
+from tests.samples import REQUEST
 
 def ask(running: Running, **overrides: Any) -> dict[str, Any]:
     response = running.agent().post("/v1/approvals", json=REQUEST | overrides)
@@ -210,16 +198,16 @@ def test_a_failing_callback_is_retried_with_backoff_then_recorded_dead(
         assert "callback.delivered" in [e.event for e in Audit(session).for_object("approval", created["id"])]
 
     # An endpoint that never answers well is given up on after MAX_ATTEMPTS, and that is recorded.
-    agent_endpoint.statuses = [500] * webhooks.MAX_ATTEMPTS
+    agent_endpoint.statuses = [500] * outbox.MAX_ATTEMPTS
     second = ask(running, callback_url=agent_endpoint.url, summary="second")
     second_post = posted_card(slack, 2)
     click(running, second_post, "U0REVIEWER", "approval.approve", second["id"])
-    for attempt in range(1, webhooks.MAX_ATTEMPTS):
+    for attempt in range(1, outbox.MAX_ATTEMPTS):
         agent_endpoint.wait_for(3 + attempt)
         running.deliver_due()
-        running.clock.advance(webhooks.retry_delay(attempt))
+        running.clock.advance(outbox.retry_delay(attempt))
         running.deliver_due()
-    agent_endpoint.wait_for(3 + webhooks.MAX_ATTEMPTS)
+    agent_endpoint.wait_for(3 + outbox.MAX_ATTEMPTS)
     running.deliver_due()
     with running.services.db.transaction() as session:
         events = Audit(session).for_object("approval", second["id"])
@@ -234,3 +222,13 @@ def test_agent_slash_command_help(running: Running, slack: FakeSlack) -> None:
     assert response.status_code == 200 and "/agent help" in response.text
     unknown = running.slack_post(slackreq.slash_command(text="frobnicate", user_id="U0ONCALL"))
     assert "Unknown command `frobnicate`" in unknown.text
+
+
+def test_a_long_request_is_cut_on_the_card_and_posted_whole_in_its_thread(running: Running, slack: FakeSlack) -> None:
+    summary = "Reprice every seat. " * 500
+    created = ask(running, summary=summary)
+    post = posted_card(slack)
+    assert "full request in the thread" in json.dumps(post.params["blocks"])
+    replies = slack.wait_for(lambda calls: any(c.params.get("thread_ts") == post.response["ts"] for c in calls))
+    [full] = [c for c in replies if c.params.get("thread_ts") == post.response["ts"]]
+    assert created["id"] in full.params["text"] and summary.strip() in full.params["text"]
