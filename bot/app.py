@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,8 +22,6 @@ from bot.errors import HandrailError
 from bot.scheduler import start_scheduler
 from bot.services import Services
 from handlers import actions, commands, events, views
-
-log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 

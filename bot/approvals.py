@@ -239,28 +239,32 @@ def decide(
     return approval
 
 
-async def authorize_in_slack(
-    services: Services, *, approval_id: str, user_id: str, decision: Decision
-) -> tuple[Approval, frozenset[str]]:
-    """Check, before any modal opens, that this Slack user may take this decision now. Returns the
-    approval and the approver groups the user belongs to."""
-    approval = await services.run(get, approval_id=approval_id)
+async def _approver_groups(services: Services, approval: Approval, user_id: str) -> frozenset[str]:
+    """The approver user groups of the approval's agent that the user belongs to (asks Slack, so it
+    runs outside the deciding transaction)."""
     agent = services.config.agents.get(approval.agent)
     if agent is None:
         raise Forbidden(f"agent {approval.agent!r} is no longer configured", code="unknown_agent")
-    groups = await services.slack.groups_containing(user_id, agent.approver_groups)
-    check_may_decide(approval, agent, user_id, groups, decision)
+    return await services.slack.groups_containing(user_id, agent.approver_groups)
+
+
+async def authorize_in_slack(
+    services: Services, *, approval_id: str, user_id: str, decision: Decision
+) -> Approval:
+    """Check, before a modal opens, that this Slack user may take this decision now."""
+    approval = await services.run(get, approval_id=approval_id)
+    groups = await _approver_groups(services, approval, user_id)
+    check_may_decide(approval, services.config.agents[approval.agent], user_id, groups, decision)
     if approval.status != "pending":
         raise already_decided(approval)
-    return approval, groups
+    return approval
 
 
 async def decide_in_slack(
     services: Services, *, approval_id: str, user_id: str, decision: Decision, reason: str | None = None
 ) -> Approval:
-    _, groups = await authorize_in_slack(
-        services, approval_id=approval_id, user_id=user_id, decision=decision
-    )
+    approval = await services.run(get, approval_id=approval_id)
+    groups = await _approver_groups(services, approval, user_id)
     return await services.run(
         decide, config=services.config, approval_id=approval_id, user_id=user_id,
         user_groups=groups, decision=decision, reason=reason, now=services.clock.now(),

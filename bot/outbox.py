@@ -106,7 +106,7 @@ class Deliverer:
             rows = [outbox.get(i) for i in claimed]
             return [_Row(r.id, r.kind, r.approval_id, dict(r.payload)) for r in rows if r is not None]
 
-    def _finish(self, row: _Row, *, audit: dict[str, Any] | None = None) -> None:
+    def _finish(self, row: _Row, audit: dict[str, Any] | None = None) -> None:
         with self.db.transaction() as session:
             self._mark_sent(session, row, audit)
 
@@ -124,7 +124,7 @@ class Deliverer:
             assert message is not None
             message.next_at, message.lease_until = self.clock.now() + delay, None
 
-    def _fail(self, row: _Row, error: str, *, retry_after: float | None, permanent: bool) -> None:
+    def _fail(self, row: _Row, error: str, retry_after: float | None, permanent: bool) -> None:
         now = self.clock.now()
         with self.db.transaction() as session:
             message = Outbox(session).get(row.id)
@@ -153,14 +153,9 @@ class Deliverer:
                 try:
                     await getattr(self, f"_deliver_{row.kind}")(row)
                 except SlackError as error:
-                    await to_thread.run_sync(
-                        lambda: self._fail(row, error.error, retry_after=error.retry_after,
-                                           permanent=error.permanent)
-                    )
+                    await to_thread.run_sync(self._fail, row, error.error, error.retry_after, error.permanent)
                 except webhooks.CallbackFailed as error:
-                    await to_thread.run_sync(
-                        lambda: self._fail(row, str(error), retry_after=None, permanent=False)
-                    )
+                    await to_thread.run_sync(self._fail, row, str(error), None, False)
 
     def _take_card(self, approval_id: str) -> Approval | None:
         with self.db.transaction() as session:
@@ -194,7 +189,7 @@ class Deliverer:
                 else:
                     await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks)
         except BaseException:
-            await to_thread.run_sync(lambda: self._release_card(approval.id))
+            await to_thread.run_sync(self._release_card, approval.id)
             raise
         await to_thread.run_sync(self._card_shown, row, approval, new_ts)
 
@@ -230,4 +225,4 @@ class Deliverer:
         )
         delivered = {"actor": "system", "event": "callback.delivered",
                      "after": {"url": row.payload["url"], "event": row.payload["body"]["event"]}}
-        await to_thread.run_sync(lambda: self._finish(row, audit=delivered))
+        await to_thread.run_sync(self._finish, row, delivered)

@@ -26,7 +26,7 @@ def register(app: AsyncApp, services: Services) -> None:
     @reply_errors
     async def deny(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        approval, _ = await approvals.authorize_in_slack(
+        approval = await approvals.authorize_in_slack(
             services, approval_id=body["actions"][0]["value"], user_id=body["user"]["id"], decision="deny"
         )
         await services.slack.open_view(body["trigger_id"], cards.deny_modal(approval))

@@ -36,9 +36,10 @@ def click(running: Running, post: Call, user: str, action: str, approval_id: str
     return running.slack_post(body)
 
 
-def updates(slack: FakeSlack, count: int) -> list[Call]:
-    return [c for c in slack.wait_for(lambda calls: len([c for c in calls if c.method == "chat.update"]) >= count)
-            if c.method == "chat.update"]
+def wait_calls(slack: FakeSlack, method: str, count: int = 1) -> list[Call]:
+    """Wait until Slack has had `count` calls of `method`; return all calls of it."""
+    slack.wait_for(lambda calls: sum(c.method == method for c in calls) >= count)
+    return slack.calls_to(method)
 
 
 def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint) -> None:
@@ -56,7 +57,7 @@ def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: 
     ack = click(running, post, "U0REVIEWER", "approval.approve", created["id"])
     assert ack.status_code == 200
 
-    [update] = updates(slack, 1)
+    [update] = wait_calls(slack, "chat.update", 1)
     assert (update.params["channel"], update.params["ts"]) == (post.response["channel"], post.response["ts"])
     card = json.dumps(card_of(slack, post)["blocks"])
     assert "Approved by <@U0REVIEWER> at <!date^" in card
@@ -90,7 +91,7 @@ def test_deny_asks_for_a_reason_in_a_modal(running: Running, slack: FakeSlack) -
     created = ask(running)
     post = posted_card(slack)
     assert click(running, post, "U0OWNER", "approval.deny", created["id"]).status_code == 200
-    [opened] = slack.wait_for(lambda calls: any(c.method == "views.open" for c in calls)) and slack.calls_to("views.open")
+    [opened] = wait_calls(slack, "views.open")
     view = opened.params["view"]
     assert view["callback_id"] == "approval.deny"
 
@@ -106,7 +107,7 @@ def test_deny_asks_for_a_reason_in_a_modal(running: Running, slack: FakeSlack) -
     assert running.agent().get(f"/v1/approvals/{created['id']}").json()["status"] == "pending"
 
     assert submit("Wrong account <!channel>").status_code == 200
-    updates(slack, 1)
+    wait_calls(slack, "chat.update", 1)
     card = json.dumps(card_of(slack, post)["blocks"])
     assert "Denied by <@U0OWNER>" in card and "Wrong account &lt;!channel&gt;" in card
     got = running.agent().get(f"/v1/approvals/{created['id']}").json()
@@ -117,18 +118,13 @@ def test_deny_asks_for_a_reason_in_a_modal(running: Running, slack: FakeSlack) -
     assert "Denied by @U0OWNER" in late.json()["errors"]["reason"]
 
 
-def ephemerals(slack: FakeSlack, count: int) -> list[Call]:
-    return slack.wait_for(lambda calls: len([c for c in calls if c.method == "chat.postEphemeral"]) >= count) and \
-        slack.calls_to("chat.postEphemeral")
-
-
 def test_people_who_may_not_decide_are_told_who_can(running: Running, slack: FakeSlack) -> None:
     created = ask(running, requested_by="U0REVIEWER")
     post = posted_card(slack)
     assert click(running, post, "U0STRANGER", "approval.approve", created["id"]).status_code == 200
     assert click(running, post, "U0STRANGER", "approval.deny", created["id"]).status_code == 200
     assert click(running, post, "U0REVIEWER", "approval.approve", created["id"]).status_code == 200
-    told = {(c.params["user"], c.params["text"]) for c in ephemerals(slack, 3)}
+    told = {(c.params["user"], c.params["text"]) for c in wait_calls(slack, "chat.postEphemeral", 3)}
     who = "Only <@U0REVIEWER>, <@U0OWNER> or members of <!subteam^S0DEALDESK> can decide requests from Lead router."
     assert ("U0STRANGER", who) in told
     assert any(user == "U0REVIEWER" and "someone else must approve" in text for user, text in told)
@@ -138,7 +134,7 @@ def test_people_who_may_not_decide_are_told_who_can(running: Running, slack: Fak
 
     # A member of an approver user group may decide.
     assert click(running, post, "U0DEALDESK2", "approval.approve", created["id"]).status_code == 200
-    updates(slack, 1)
+    wait_calls(slack, "chat.update", 1)
     assert running.agent().get(f"/v1/approvals/{created['id']}").json()["decided_by"] == ["U0DEALDESK2"]
 
 
@@ -153,7 +149,7 @@ def test_racing_clicks_end_in_one_decision_and_losers_learn_who_won(running: Run
         thread.start()
     for thread in threads:
         thread.join(30)
-    losers = ephemerals(slack, len(clicks) - 1)
+    losers = wait_calls(slack, "chat.postEphemeral", len(clicks) - 1)
     final = running.agent().get(f"/v1/approvals/{created['id']}").json()
     winner = final["decided_by"][0]
     assert final["status"] == "approved"
