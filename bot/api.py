@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot import approvals
 from bot.errors import Forbidden, HandrailError, Unauthenticated
-from bot.models import ApprovalOut, ApprovalRequest, ErrorOut
+from bot.models import ApprovalOut, ApprovalRequest, CancelRequest, ErrorOut, ExecuteRequest
 from bot.services import Services
 
 MAX_WAIT_SECONDS = 60
@@ -45,7 +45,7 @@ def router(services: Services) -> APIRouter:
             raise HandrailError(
                 "callbacks are off on this server: it has no HANDRAIL_WEBHOOK_SECRET", code="callbacks_disabled"
             )
-        create = dict(agent=services.config.agents[agent_id], request=body, now=services.clock.now())
+        create = dict(config=services.config, request=body, now=services.clock.now())
         try:
             approval, created = await services.run(approvals.create, **create)
         except IntegrityError:  # the same idempotency key raced in from another request
@@ -75,6 +75,26 @@ def router(services: Services) -> APIRouter:
                     break
                 changed.clear()  # before the read, so a change after it wakes the next wait
                 approval = await services.run(approvals.get, approval_id=approval_id)
+        return approvals.to_out(approval)
+
+    async def owned(approval_id: str, agent_id: str) -> None:
+        own(agent_id, (await services.run(approvals.get, approval_id=approval_id)).agent)
+
+    @api.post("/approvals/{approval_id}/execute", response_model=ApprovalOut)
+    async def execute_approval(approval_id: str, body: ExecuteRequest, agent_id: Agent) -> ApprovalOut:
+        """Claim an approval right before acting on it: once, within `execute_by`, with the exact
+        params that were approved. Anything else is a 409 and the agent must not act."""
+        await owned(approval_id, agent_id)
+        approval = await services.run(approvals.execute, approval_id=approval_id, agent_id=agent_id,
+                                      params=body.params, now=services.clock.now())
+        return approvals.to_out(approval)
+
+    @api.post("/approvals/{approval_id}/cancel", response_model=ApprovalOut)
+    async def cancel_approval(approval_id: str, agent_id: Agent, body: CancelRequest | None = None) -> ApprovalOut:
+        """Withdraw a pending request; its card says so. Cancelling twice is harmless."""
+        await owned(approval_id, agent_id)
+        approval = await services.run(approvals.cancel, approval_id=approval_id, agent_id=agent_id,
+                                      reason=body.reason if body else None, now=services.clock.now())
         return approvals.to_out(approval)
 
     return api

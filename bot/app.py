@@ -76,12 +76,13 @@ def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(services.feed.listen()), asyncio.create_task(services.deliverer.run_forever())]
-        scheduler = start_scheduler(services)
+        scheduler = start_scheduler(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
         try:
             yield
         finally:
-            scheduler.shutdown(wait=False)
+            if scheduler:
+                scheduler.shutdown(wait=False)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,9 +88,30 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def duration_text(span: timedelta) -> str:
+    """`45 s`, `30 min`, `1 h 30 min`, `2 d`."""
+    seconds = int(span.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
+def target_name(approval: Approval) -> str:
+    target = approval.target
+    return f"{target['system']} {target['object']} {target['id']}"
+
+
 def outcome_sentence(approval: Approval) -> str:
     """One line saying where the request stands; the card's status and the thread note."""
     deciders = ", ".join(f"<@{user}>" for user in approval.decided_by or [])
+    if approval.decision_code == "auto":
+        return f":robot_face: {escape(approval.decision_reason or '')} Posted here for review."
+    if approval.decision_code == "human_only":
+        return (":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: "
+                + escape(approval.decision_reason or ""))
     if approval.status == "approved":
         line = f":white_check_mark: Approved by {deciders} at {slack_date(approval.decided_at, '{time}')}"
         return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
@@ -102,8 +123,42 @@ def outcome_sentence(approval: Approval) -> str:
     if approval.status == "expired":
         return f":hourglass: Expired at {slack_date(approval.expires_at)} with no decision"
     if approval.status == "cancelled":
-        return f":no_entry_sign: Cancelled by the agent at {slack_date(approval.decided_at or approval.expires_at)}"
+        line = f":no_entry_sign: Cancelled by the agent at {slack_date(approval.decided_at or approval.expires_at)}"
+        return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
     return f":hourglass_flowing_sand: Waiting for a decision · expires {slack_date(approval.expires_at)}"
+
+
+def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
+    """Where a request stands beyond its status: approvals toward the quorum, the last
+    escalation, whether the agent acted, why the default policy applied."""
+    policy = approval.policy
+    lines = []
+    if approval.status == "pending" and policy["quorum"] > 1:
+        who = ", ".join(f"<@{user}>" for user in approval.approved_by)
+        lines.append(f":ballot_box_with_check: {len(approval.approved_by)} of {policy['quorum']} approvals"
+                     + (f" ({who})" if who else ""))
+    if approval.status == "pending" and approval.steps_done and approval.escalated_at:
+        role = policy["escalation"][approval.steps_done - 1]["notify"]
+        user = getattr(agent.owners, role)
+        if user:
+            lines.append(f":rotating_light: Escalated to <@{user}> {slack_date(approval.escalated_at, '{time}')}")
+    if approval.executed_at:
+        lines.append(f":gear: The agent acted on it at {slack_date(approval.executed_at, '{time}')}")
+    if policy.get("note"):
+        lines.append(f":information_source: Default policy: {escape(policy['note'])}")
+    return lines
+
+
+def escalation_dm(approval: Approval, agent: AgentConfig | None, role: str, waited: str) -> str:
+    name = escape(agent.name if agent else approval.agent)
+    return (f":rotating_light: A request from {name} has had no decision for {waited}, and you are its {role}: "
+            f"*{escape(_plain(approval.action, 200))}* on {escape(_plain(target_name(approval), 300))}. "
+            f"It expires {slack_date(approval.expires_at)}.")
+
+
+def expiry_dm(approval: Approval, agent: AgentConfig) -> str:
+    return (f":hourglass: A request from {escape(agent.name)} expired with no decision, so the agent was told "
+            f"not to act: *{escape(_plain(approval.action, 200))}* on {escape(_plain(target_name(approval), 300))}.")
 
 
 @dataclass(frozen=True)
@@ -118,11 +173,9 @@ def _section(text: str) -> dict[str, Any]:
 
 
 def _target(approval: Approval, budget: _Budget) -> str:
-    target = approval.target
-    name = f"{target['system']} {target['object']} {target['id']}"
-    if target.get("url"):
-        return budget.link(target["url"], name, 1900)
-    return budget.escaped(name, 1900)
+    if approval.target.get("url"):
+        return budget.link(approval.target["url"], target_name(approval), 1900)
+    return budget.escaped(target_name(approval), 1900)
 
 
 def _changes(approval: Approval, budget: _Budget) -> str | None:
@@ -167,12 +220,14 @@ def approval_card(approval: Approval, agent: AgentConfig) -> Card:
         fields.append(f"*Run*\n{budget.escaped(approval.run_id, 300)}")
     if approval.requested_by:
         fields.append(f"*Asked by*\n<@{approval.requested_by}>")
-    fields.append(f"*Expires*\n{slack_date(approval.expires_at)}")
+    if approval.status == "pending":
+        fields.append(f"*Expires*\n{slack_date(approval.expires_at)}")
+    title = "Task for a person" if approval.decision_code == "human_only" else "Approval"
 
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": _plain(f"Approval: {approval.action}", 150), "emoji": False},
+            "text": {"type": "plain_text", "text": _plain(f"{title}: {approval.action}", 150), "emoji": False},
         },
         _section(budget.escaped(approval.summary, 1500)),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f, "verbatim": True} for f in fields]},
@@ -184,7 +239,7 @@ def approval_card(approval: Approval, agent: AgentConfig) -> Card:
     evidence = _evidence(approval, budget)
     if evidence:
         blocks.append(_section(evidence))
-    blocks.append(_section(outcome_sentence(approval)))
+    blocks.append(_section("\n".join([outcome_sentence(approval), *_progress(approval, agent)])))
     if approval.status == "pending":
         blocks.append(
             {
@@ -208,7 +263,8 @@ def approval_card(approval: Approval, agent: AgentConfig) -> Card:
                 ],
             }
         )
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Request `{approval.id}`"}]})
+    context = f"Request `{approval.id}` · policy `{escape(approval.policy['source'])}`"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     text = _plain(f"{agent.name} asks to {approval.action}: {approval.status}", 300)
     return Card(text=escape(text), blocks=blocks, cut=budget.cut)
 

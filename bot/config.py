@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 USER_ID = r"^[UW][A-Z0-9]{2,}$"
@@ -44,8 +46,90 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Approver = Annotated[str, Field(pattern=USER_OR_GROUP_ID)]
+Role = Literal["primary", "backup", "escalation_manager"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LadderStep(_Strict):
+    """One rung of an escalation ladder: after this long with no decision, notify this owner."""
+
+    after: Duration
+    notify: Role
+
+
+DEFAULT_LADDER = (
+    LadderStep(after=timedelta(minutes=15), notify="primary"),
+    LadderStep(after=timedelta(minutes=30), notify="backup"),
+    LadderStep(after=timedelta(hours=1), notify="escalation_manager"),
+)
+DEFAULT_EXECUTE_WINDOW = timedelta(minutes=15)
+_OPERATORS = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "eq": "="}
+
+
+class Condition(_Strict):
+    """A test on one numeric fact of the request, e.g. `{fact: discount_pct, gt: 8}`."""
+
+    fact: Annotated[str, Field(min_length=1, max_length=100)]
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    eq: float | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Condition:
+        given = [name for name in _OPERATORS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(_OPERATORS)} (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def operator(self) -> str:
+        return next(name for name in _OPERATORS if getattr(self, name) is not None)
+
+    def holds(self, value: float) -> bool:
+        limit: float = getattr(self, self.operator)
+        return {"gt": value > limit, "gte": value >= limit, "lt": value < limit,
+                "lte": value <= limit, "eq": value == limit}[self.operator]
+
+    def __str__(self) -> str:
+        return f"{self.fact} {_OPERATORS[self.operator]} {getattr(self, self.operator):g}"
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, dict) else value
+
+
+class Policy(_Strict):
+    """One entry of a `policies:` list: which actions it covers and how they are decided."""
+
+    match: Annotated[str, Field(min_length=1, max_length=200, description="glob on the action name")]
+    when: Annotated[tuple[Condition, ...], BeforeValidator(_as_list)] = ()
+    mode: Literal["auto", "approve", "human_only"]
+    approvers: Annotated[tuple[Approver, ...], Field(min_length=1)] | None = None
+    quorum: Annotated[int, Field(ge=1, le=20)] | None = None
+    timeout: Duration | None = None
+    escalation: tuple[LadderStep, ...] | None = None
+    execute_window: Duration | None = None
+    sample: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_mode(self) -> Policy:
+        ladder_keys = ("approvers", "quorum", "timeout", "escalation", "execute_window")
+        not_for = {"auto": ("approvers", "quorum", "timeout", "escalation"),
+                   "approve": ("sample",), "human_only": (*ladder_keys, "sample")}[self.mode]
+        misplaced = [key for key in not_for if getattr(self, key) is not None]
+        if misplaced:
+            raise ValueError(f"{', '.join(misplaced)} cannot be used with mode {self.mode}")
+        steps = [step.after for step in self.escalation or ()]
+        if steps != sorted(set(steps)):
+            raise ValueError("escalation steps must come in order of `after`, each later than the one before")
+        return self
 
 
 class Owners(_Strict):
@@ -60,8 +144,9 @@ class AgentConfig(_Strict):
     channel: Annotated[str, Field(pattern=CHANNEL_ID)]
     owner_channel: Annotated[str | None, Field(pattern=CHANNEL_ID)] = None
     owners: Owners
-    approvers: Annotated[list[Annotated[str, Field(pattern=USER_OR_GROUP_ID)]], Field(min_length=1)]
-    approval_timeout: timedelta = timedelta(hours=24)
+    approvers: Annotated[tuple[Approver, ...], Field(min_length=1)]
+    approval_timeout: Duration = timedelta(hours=24)
+    policies: tuple[Policy, ...] = ()
 
     @field_validator("token_sha256")
     @classmethod
@@ -70,22 +155,10 @@ class AgentConfig(_Strict):
             raise ValueError("must be the SHA-256 of the agent's token: 64 hex characters")
         return value.lower()
 
-    @field_validator("approval_timeout", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta:
-        return parse_duration(value)  # type: ignore[arg-type]
-
-    @property
-    def approver_users(self) -> frozenset[str]:
-        return frozenset(a for a in self.approvers if not a.startswith("S"))
-
-    @property
-    def approver_groups(self) -> tuple[str, ...]:
-        return tuple(a for a in self.approvers if a.startswith("S"))
-
 
 class HandrailConfig(_Strict):
     agents: dict[Annotated[str, Field(pattern=AGENT_ID)], AgentConfig]
+    policies: tuple[Policy, ...] = ()
 
     @field_validator("agents")
     @classmethod
@@ -97,6 +170,17 @@ class HandrailConfig(_Strict):
             seen[agent.token_sha256] = agent_id
         return agents
 
+    @model_validator(mode="after")
+    def _policies_fit_every_agent(self) -> HandrailConfig:
+        """A global policy applies to every agent, so check it against each one."""
+        for agent_id, agent in self.agents.items():
+            scoped = [(f"agents.{agent_id}.policies.{i}", p) for i, p in enumerate(agent.policies)]
+            for key, policy in scoped + [(f"policies.{i}", p) for i, p in enumerate(self.policies)]:
+                problem = _misfit(policy, agent)
+                if problem:
+                    raise ValueError(f"{key}: {problem} (agent {agent_id})")
+        return self
+
     def agent_for_token_hash(self, digest: str) -> str | None:
         for agent_id, agent in self.agents.items():
             if agent.token_sha256 == digest:
@@ -104,14 +188,30 @@ class HandrailConfig(_Strict):
         return None
 
 
+def _misfit(policy: Policy, agent: AgentConfig) -> str | None:
+    """What makes a policy unusable for an agent: a ladder step the timeout cuts off, an owner
+    the agent does not have, or a quorum larger than the people who could approve."""
+    timeout = policy.timeout or agent.approval_timeout
+    for step in policy.escalation or ():
+        if step.after >= timeout:
+            return f"the escalation step after {step.after} would come after the timeout ({timeout})"
+        if getattr(agent.owners, step.notify) is None:
+            return f"the escalation step notifies {step.notify}, but the agent has no owners.{step.notify}"
+    approvers = policy.approvers or agent.approvers
+    users = [a for a in approvers if not a.startswith("S")]
+    if policy.quorum and len(users) == len(approvers) and policy.quorum > len(users):
+        return f"quorum {policy.quorum} needs more approvers than the {len(users)} listed"
+    return None
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{key}: {message}")
+        lines.append(f"{key}: {message}" if key else message)
     return "; ".join(lines)
 
 
@@ -149,6 +249,7 @@ class Settings(BaseSettings):
     handrail_config: Path = Path("handrail.yml")
     handrail_webhook_secret: SecretStr | None = None
     handrail_sweep_interval: timedelta = timedelta(seconds=5)
+    handrail_scheduler: bool = True  # HANDRAIL_SCHEDULER=off: this process leaves the sweeps to a worker
     port: int = 3000
 
     @field_validator("handrail_sweep_interval", mode="before")

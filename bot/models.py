@@ -63,6 +63,7 @@ class ApprovalOut(BaseModel):
 
     id: str
     status: Status
+    code: str | None = Field(description="Set when a policy decided: `auto` (approved) or `human_only` (denied)")
     agent: str
     action: str
     summary: str
@@ -80,9 +81,25 @@ class ApprovalOut(BaseModel):
     idempotency_key: str | None
     created_at: datetime
     expires_at: datetime
+    policy: dict[str, Any] = Field(description="The policy frozen onto the request when it was created")
+    approvals: list[str] = Field(description="Slack user ids of the approvals so far, toward the quorum")
     decided_by: list[str] | None = Field(description="Slack user ids of the deciders")
     decided_at: datetime | None
     reason: str | None = Field(description="The decision's reason (a denial always has one)")
+    execute_by: datetime | None = Field(description="Once approved: claim it with /execute before this time")
+    executed_at: datetime | None
+
+
+class ExecuteRequest(_In):
+    """Body of POST /v1/approvals/{id}/execute: the params the agent is about to act with."""
+
+    params: dict[str, Any]
+
+
+class CancelRequest(_In):
+    """Body of POST /v1/approvals/{id}/cancel (optional)."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
 
 
 class ErrorBody(BaseModel):

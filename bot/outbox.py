@@ -1,4 +1,4 @@
-"""Delivery of outbox rows: approval cards, thread notes, agent callbacks.
+"""Delivery of outbox rows: approval cards, thread notes, direct messages, agent callbacks.
 
 Rows are written in the transaction of the change that causes them. The deliverer is kicked right
 after that commit (a card appears in milliseconds) and by every sweep (re-sending what failed or was
@@ -214,6 +214,21 @@ class Deliverer:
             raise SlackError("card_never_posted")
         await self.slack.post(channel, row.payload["text"], thread_ts=ts)
         await to_thread.run_sync(self._finish, row)
+
+    async def _deliver_dm(self, row: _Row) -> None:
+        """A direct message to a person, ending with a link to the request's card."""
+        channel, ts, card_pending = await to_thread.run_sync(self._card_place, row)
+        if ts is None and card_pending:
+            await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
+            return
+        text = row.payload["text"]
+        if ts is None:
+            text += f"\n_The request's card could not be posted in <#{channel}>._"
+        else:
+            text += f"\n<{await self.slack.permalink(channel, ts)}|Open the request>"
+        await self.slack.post(row.payload["user"], text)
+        sent = {"actor": "system", "event": "notification.sent", "after": {"user": row.payload["user"]}}
+        await to_thread.run_sync(self._finish, row, sent)
 
     async def _deliver_webhook(self, row: _Row) -> None:
         if not self.webhook_secret:

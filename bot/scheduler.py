@@ -10,6 +10,8 @@ from bot.services import Services
 def start_scheduler(services: Services) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler()
     seconds = services.settings.handrail_sweep_interval.total_seconds()
-    scheduler.add_job(services.deliverer.kick, "interval", seconds=seconds, id="outbox", max_instances=1)
+    every = dict(trigger="interval", seconds=seconds, max_instances=1, coalesce=True)
+    scheduler.add_job(services.sweeper.sweep, id="escalations", **every)
+    scheduler.add_job(services.deliverer.kick, id="outbox", **every)
     scheduler.start()
     return scheduler

@@ -4,7 +4,7 @@ the scheduler by closure."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.approvals import CHANGED
 from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
+from bot.jobs import Sweeper
 from bot.outbox import Deliverer
 from bot.slack_gateway import SlackGateway
 from storage.db import Database
@@ -34,6 +35,10 @@ class Services:
     slack: SlackGateway
     deliverer: Deliverer
     http: httpx.AsyncClient
+    sweeper: Sweeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sweeper = Sweeper(self)
 
     async def run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a domain function in one transaction in a worker thread; after it commits, send
@@ -76,5 +81,6 @@ def build_services(settings: Settings, config: HandrailConfig, clock: Clock | No
     )
     return Services(
         settings=settings, config=config, clock=clock, db=db, redis=redis,
-        feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, health_check_interval=30)), slack=slack, deliverer=deliverer, http=http,
+        feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, health_check_interval=30)),
+        slack=slack, deliverer=deliverer, http=http,
     )

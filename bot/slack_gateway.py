@@ -66,6 +66,10 @@ class SlackGateway:
     async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         await self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
 
+    async def permalink(self, channel: str, ts: str) -> str:
+        response = await self._call("chat.getPermalink", channel=channel, message_ts=ts)
+        return str(response["permalink"])
+
     async def ephemeral(self, channel: str, user: str, text: str) -> None:
         await self._call("chat.postEphemeral", channel=channel, user=user, text=text)
 

@@ -27,16 +27,45 @@ class Approvals:
         self.session.add(approval)
         self.session.flush()
 
-    def transition(self, approval_id: str, *, expected_status: str, **values: Any) -> bool:
-        """Compare-and-set: change the row only if it still has the expected status.
+    def transition(self, approval_id: str, *, expected_version: int, **values: Any) -> bool:
+        """Compare-and-set: change the row only if it is still at the version the caller read.
         Exactly one of several racing callers gets True."""
         result = self.session.execute(
             update(Approval)
-            .where(Approval.id == approval_id, Approval.status == expected_status)
+            .where(Approval.id == approval_id, Approval.state_version == expected_version)
             .values(state_version=Approval.state_version + 1, **values)
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
+
+    def due(self, now: datetime, limit: int) -> list[Approval]:
+        """Pending requests whose next ladder step or expiry is due, oldest first. On PostgreSQL
+        the rows stay locked until the caller commits and other sweeps skip them; elsewhere the
+        caller serializes sweeps (and every change is a compare-and-set anyway)."""
+        return list(
+            self.session.scalars(
+                select(Approval)
+                .where(Approval.next_at <= now)
+                .order_by(Approval.next_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+
+    def denials_of_same(self, approval: Approval, since: datetime) -> list[Approval]:
+        """People's denials (not a policy's) of this agent, action and target since a time."""
+        return list(
+            self.session.scalars(
+                select(Approval).where(
+                    Approval.agent == approval.agent,
+                    Approval.action == approval.action,
+                    Approval.target_key == approval.target_key,
+                    Approval.status == "denied",
+                    Approval.decision_code.is_(None),
+                    Approval.decided_at >= since,
+                )
+            )
+        )
 
     def take_card_lease(self, approval_id: str, now: datetime, hold: timedelta) -> bool:
         """Only one sender at a time may post or update an approval's card."""

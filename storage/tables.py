@@ -36,7 +36,10 @@ class Base(DeclarativeBase):
 
 class Approval(Base):
     __tablename__ = "approvals"
-    __table_args__ = (UniqueConstraint("agent", "idempotency_key", name="uq_approvals_idempotency"),)
+    __table_args__ = (
+        UniqueConstraint("agent", "idempotency_key", name="uq_approvals_idempotency"),
+        Index("ix_approvals_same_target", "agent", "action", "target_key", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     agent: Mapped[str] = mapped_column(String(64), index=True)
@@ -62,6 +65,19 @@ class Approval(Base):
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[list[Any] | None]
     decision_reason: Mapped[str | None] = mapped_column(Text)
+    decision_code: Mapped[str | None] = mapped_column(String(32))  # auto, human_only: decided by policy
+    # The policy frozen onto the request when it was created (bot.policy.AppliedPolicy).
+    policy: Mapped[dict[str, Any]]
+    approved_by: Mapped[list[Any]]  # approvals so far, toward the policy's quorum
+    # Escalation: ladder steps fired so far, when the last fired, and when the next step (or the
+    # expiry) is due. next_at is the timer the sweep claims; NULL once the request is decided.
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    escalated_at: Mapped[datetime | None]
+    next_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Same agent, action and target: SHA-256 of the target's system, object and id.
+    target_key: Mapped[str | None] = mapped_column(String(64))
+    execute_by: Mapped[datetime | None]
+    executed_at: Mapped[datetime | None]
     # The one Slack message of this approval, re-rendered from state on every change.
     channel: Mapped[str] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))

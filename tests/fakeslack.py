@@ -88,6 +88,7 @@ class FakeSlack:
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update_message,
+            "chat.getPermalink": self._permalink,
             "chat.postEphemeral": self._post_ephemeral,
             "views.open": functools.partial(self._view, "modal_view"),
             "views.update": functools.partial(self._view, "modal_view"),
@@ -274,6 +275,12 @@ class FakeSlack:
         self.messages[(channel, ts)] = message
         answered = {key: value for key, value in message.items() if key not in ("ts", "thread_ts")}
         return {"channel": channel, "ts": ts, "text": message["text"], "message": answered}
+
+    def _permalink(self, params: Params) -> Answer:
+        channel, ts = _conversation_id(params["channel"]), params["message_ts"]
+        if (channel, ts) not in self.messages:
+            raise SlackError("message_not_found", f"no message ts={ts} in {channel}")
+        return {"channel": channel, "permalink": f"https://handrail-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
 
     def _post_ephemeral(self, params: Params) -> Answer:
         self._check_blocks(params)

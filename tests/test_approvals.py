@@ -35,7 +35,7 @@ def request(**overrides: Any) -> ApprovalRequest:
 def create(db: Database, clock: ManualClock, **overrides: Any) -> str:
     with db.transaction() as session:
         approval, created = approvals.create(
-            session, agent=CONFIG.agents["lead-router"], request=request(**overrides), now=clock.now()
+            session, config=CONFIG, request=request(**overrides), now=clock.now()
         )
         assert created
         return approval.id
@@ -68,7 +68,7 @@ def test_create_stores_the_request_queues_its_card_and_audits(db: Database, cloc
     assert outbox_kinds(db, approval_id) == ["card"]
     [event] = events
     assert (event.actor, event.event, event.reason) == ("agent:lead-router", "approval.requested", "Signed contract")
-    assert event.source == {"agent": "lead-router", "agent_version": "v7", "run_id": "run-1", "requested_by": "U0REP"}
+    assert event.source == {"agent": "lead-router", "agent_version": "v7", "run_id": "run-1", "policy": "default"}
     assert event.evidence == [{"label": "Contract", "url": "https://docs.example/c"}]
 
 
@@ -76,12 +76,12 @@ def test_the_same_idempotency_key_returns_the_same_request(db: Database, clock: 
     first = create(db, clock, idempotency_key="k-1")
     with db.transaction() as session:
         again, created = approvals.create(
-            session, agent=CONFIG.agents["lead-router"], request=request(idempotency_key="k-1"), now=clock.now()
+            session, config=CONFIG, request=request(idempotency_key="k-1"), now=clock.now()
         )
     assert (again.id, created) == (first, False)
     assert outbox_kinds(db, first) == ["card"], "a replay posts no second card"
     with pytest.raises(Conflict, match="already used for a different request"), db.transaction() as session:
-        approvals.create(session, agent=CONFIG.agents["lead-router"],
+        approvals.create(session, config=CONFIG,
                          request=request(idempotency_key="k-1", summary="other"), now=clock.now())
 
 
@@ -96,7 +96,7 @@ def test_an_approver_decides_once_and_the_decision_is_audited_and_sent(db: Datab
         webhook = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "webhook")).one()
     assert [(e.event, e.actor) for e in events] == [
         ("approval.requested", "agent:lead-router"), ("approval.approved", "user:U0REVIEWER")]
-    assert events[1].before == {"status": "pending"}
+    assert events[1].before == {"status": "pending", "approvals": []}
     assert webhook.payload["body"]["event"] == "approval.approved"
     assert webhook.payload["body"]["approval"]["decided_by"] == ["U0REVIEWER"]
     with pytest.raises(Conflict, match=r"Approved by <@U0REVIEWER>"):

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from bot import cards
+from bot import cards, policy
 from bot.config import parse_config
 from bot.models import ApprovalRequest
 from storage.tables import Approval
 from tests.conftest import T0, config_dict
 from tests.fakeslack import FakeSlack
 
-AGENT = parse_config(config_dict()).agents["lead-router"]
+CONFIG = parse_config(config_dict())
+AGENT = CONFIG.agents["lead-router"]
 
 HOSTILE = "<!channel> <!here> @here @channel <@U0CEO> <!subteam^S0ALL> <https://evil.example|https://crm.example> &amp;"
 
@@ -46,7 +47,8 @@ def approval(**overrides: Any) -> Approval:
         changes=body["changes"], evidence=body["evidence"], params={}, params_sha256="0" * 64, facts={},
         customer=request.customer, run_id=request.run_id, agent_version=request.version,
         requested_by=request.requested_by, created_at=T0, expires_at=T0 + timedelta(hours=24),
-        channel="C0APPROVALS", state_version=1, card_version=0,
+        channel="C0APPROVALS", state_version=1, card_version=0, approved_by=[], steps_done=0,
+        policy=policy.choose(CONFIG, "lead-router", request.action, {}).model_dump(mode="json"),
     )
 
 

@@ -1,0 +1,83 @@
+"""The escalation sweep: claims pending requests whose next ladder step or expiry is due and
+takes those steps.
+
+Timers are rows (`approvals.next_at`), so nothing is lost when a process dies: whichever process
+sweeps next finds what is due. Each batch is claimed atomically: `FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so replicas split the due rows between them; on SQLite, one sweeper at a time under a
+Redis lock. Every step is a compare-and-set on the row's version (the fencing token), so a stale or
+duplicate sweep changes nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from redis.exceptions import LockError, RedisError
+from sqlalchemy.orm import Session
+
+from bot import approvals
+from bot.config import HandrailConfig
+from storage.repositories import Approvals
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+RETRY_BROKEN = timedelta(minutes=1)
+LOCK_NAME = "handrail:lock:escalation-sweep"
+
+
+def sweep_escalations(session: Session, *, config: HandrailConfig, now: datetime, limit: int = BATCH) -> int:
+    """Take the due steps of up to `limit` requests; returns how many were claimed."""
+    due = Approvals(session).due(now, limit)
+    for approval in due:
+        try:
+            with session.begin_nested():
+                approvals.escalate(session, config=config, approval=approval, now=now)
+        except Exception:  # one broken request must not stall the others: look again later
+            log.exception("escalation of %s failed; retrying in %s", approval.id, RETRY_BROKEN)
+            approval.next_at = now + RETRY_BROKEN
+    return len(due)
+
+
+class Sweeper:
+    """Runs the sweep for one process: one sweep at a time, batch after batch until nothing due
+    is left."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._one = asyncio.Lock()
+
+    async def sweep(self) -> int:
+        async with self._one:
+            if self.services.db.engine.dialect.name == "postgresql":
+                return await self._sweep_all()
+            lock = self.services.redis.lock(LOCK_NAME, timeout=60, blocking=False)
+            try:
+                if not await lock.acquire():
+                    return 0  # another process is sweeping
+            except RedisError as error:  # sweep anyway: each step is fenced, at worst work is repeated
+                log.warning("escalation sweep runs without its Redis lock: %s", error)
+                return await self._sweep_all()
+            try:
+                return await self._sweep_all()
+            finally:
+                try:
+                    await lock.release()
+                except (LockError, RedisError) as error:
+                    log.warning("could not release the escalation sweep lock: %s", error)
+
+    async def _sweep_all(self) -> int:
+        total = 0
+        while True:
+            claimed = await self.services.run(
+                sweep_escalations, config=self.services.config, now=self.services.clock.now()
+            )
+            total += claimed
+            if claimed < BATCH:
+                return total

@@ -1,0 +1,131 @@
+"""Approval policy as code: which policy governs a request, frozen onto it when it is created.
+
+Policies are tried in order, the agent's own (`agents.<id>.policies`) before the global ones
+(`policies`); the first whose glob matches the action and whose conditions all hold wins. A
+condition on a fact the request does not carry cannot be decided, so the request goes to people
+under the default policy (never to `auto`), and the snapshot says which fact was missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import timedelta
+from fnmatch import fnmatchcase
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.config import DEFAULT_EXECUTE_WINDOW, DEFAULT_LADDER, AgentConfig, HandrailConfig, Policy, Role
+
+Mode = Literal["auto", "approve", "human_only"]
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    after_s: float
+    notify: Role
+
+
+class AppliedPolicy(BaseModel):
+    """The policy a request was created under, stored with it (later config changes leave it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str  # "agents.lead-router.policies.0", "policies.2" or "default"
+    match: str
+    mode: Mode
+    approvers: tuple[str, ...]
+    quorum: int
+    timeout_s: float
+    escalation: tuple[Step, ...]
+    execute_window_s: float
+    sample: float = 0.0
+    note: str | None = None  # e.g. why the default applied
+
+    @property
+    def approver_users(self) -> frozenset[str]:
+        return frozenset(a for a in self.approvers if not a.startswith("S"))
+
+    @property
+    def approver_groups(self) -> tuple[str, ...]:
+        return tuple(a for a in self.approvers if a.startswith("S"))
+
+    @property
+    def timeout(self) -> timedelta:
+        return timedelta(seconds=self.timeout_s)
+
+    @property
+    def execute_window(self) -> timedelta:
+        return timedelta(seconds=self.execute_window_s)
+
+    def describe(self) -> str:
+        if self.mode == "auto":
+            return f"`{self.source}` ({self.match}: auto" + (f", {self.sample:.0%} sampled)" if self.sample else ")")
+        if self.mode == "human_only":
+            return f"`{self.source}` ({self.match}: human only)"
+        return f"`{self.source}` ({self.match}: {self.quorum} approval{'s' if self.quorum > 1 else ''})"
+
+
+    def explain(self) -> str:
+        """Every setting on one line, for `handrail config-check --action`."""
+        text = f"{self.source} (match {self.match!r}) -> {self.mode}"
+        if self.mode == "auto":
+            text += f"; {self.sample:.0%} posted for review" if self.sample else ""
+        elif self.mode == "approve":
+            ladder = ", ".join(f"{_span(s.after_s)} {s.notify}" for s in self.escalation) or "none"
+            text += (f"; approvers {' '.join(self.approvers)}; quorum {self.quorum}; timeout {_span(self.timeout_s)}"
+                     f"; ladder {ladder}; execute within {_span(self.execute_window_s)}")
+        return text + (f"\n  note: {self.note}" if self.note else "")
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _applied(source: str, policy: Policy | None, agent: AgentConfig, note: str | None = None) -> AppliedPolicy:
+    timeout = (policy.timeout if policy else None) or agent.approval_timeout
+    ladder = policy.escalation if policy and policy.escalation is not None else None
+    if ladder is None:  # the default ladder, without owners the agent lacks or steps past its timeout
+        ladder = tuple(s for s in DEFAULT_LADDER if getattr(agent.owners, s.notify) and s.after < timeout)
+    return AppliedPolicy(
+        source=source,
+        match=policy.match if policy else "*",
+        mode=policy.mode if policy else "approve",
+        approvers=tuple(policy.approvers or agent.approvers) if policy else tuple(agent.approvers),
+        quorum=(policy.quorum if policy else None) or 1,
+        timeout_s=timeout.total_seconds(),
+        escalation=tuple(Step(after_s=s.after.total_seconds(), notify=s.notify) for s in ladder),
+        execute_window_s=((policy.execute_window if policy else None) or DEFAULT_EXECUTE_WINDOW).total_seconds(),
+        sample=(policy.sample if policy else None) or 0.0,
+        note=note,
+    )
+
+
+def choose(config: HandrailConfig, agent_id: str, action: str, facts: Mapping[str, float]) -> AppliedPolicy:
+    agent = config.agents[agent_id]
+    candidates = [(f"agents.{agent_id}.policies.{i}", p) for i, p in enumerate(agent.policies)]
+    candidates += [(f"policies.{i}", p) for i, p in enumerate(config.policies)]
+    for source, policy in candidates:
+        if not fnmatchcase(action, policy.match):
+            continue
+        missing = [c.fact for c in policy.when if c.fact not in facts]
+        if missing:
+            note = f"{source} needs the fact {missing[0]}, which the request did not give"
+            return _applied("default", None, agent, note)
+        if all(c.holds(facts[c.fact]) for c in policy.when):
+            return _applied(source, policy, agent)
+    return _applied("default", None, agent)
+
+
+def sampled(approval_id: str, rate: float) -> bool:
+    """Whether an auto-approved request is posted for review: a fixed fraction of ids, so the
+    choice can be recomputed from the id alone."""
+    if rate <= 0:
+        return False
+    draw = int.from_bytes(hashlib.sha256(approval_id.encode()).digest()[:8], "big") / 2**64
+    return draw < rate
