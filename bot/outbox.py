@@ -221,11 +221,13 @@ class Deliverer:
         if ts is None and card_pending:
             await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
             return
-        text = row.payload["text"]
-        if ts is None:
-            text += f"\n_The request's card could not be posted in <#{channel}>._"
-        else:
-            text += f"\n<{await self.slack.permalink(channel, ts)}|Open the request>"
+        text = row.payload["text"] + f"\n_The request's card is in <#{channel}>._"
+        if ts is not None:
+            try:
+                text = row.payload["text"] + f"\n<{await self.slack.permalink(channel, ts)}|Open the request>"
+            except SlackError as error:
+                if not error.permanent:  # retry later; a deleted card only costs the DM its link
+                    raise
         await self.slack.post(row.payload["user"], text)
         sent = {"actor": "system", "event": "notification.sent", "after": {"user": row.payload["user"]}}
         await to_thread.run_sync(self._finish, row, sent)

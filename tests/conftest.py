@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from glob import glob
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,7 @@ from bot.config import Settings, parse_config
 from bot.services import Services, build_services
 from storage.db import Database, make_engine, migrate
 from tests.fakeslack import FakeSlack
+from tests.servers import start_postgres, start_redis
 from tests import slackreq
 
 SIGNING_SECRET = "test-signing-secret"
@@ -58,68 +54,24 @@ def config_dict() -> dict[str, Any]:
     return {"agents": agents}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(command: list[str], ready: str) -> subprocess.Popen[str]:
-    """Start a server and read its log until it says it is ready (no sleeping, no polling); then
-    keep draining the log so the server never blocks on a full pipe."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if ready in line:
-            threading.Thread(target=process.stdout.read, daemon=True).start()
-            return process
-    raise RuntimeError(f"{command[0]} exited before it was ready:\n{''.join(seen[-20:])}")
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
-    port = _free_port()
-    process = _start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                     ready="Ready to accept connections")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
-
-
-def _postgres_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
-    if found is None:
-        pytest.fail(f"PostgreSQL's {name} is not installed (apt-get install -y postgresql)")
-    return found
+    try:
+        url, stop = start_redis()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield url
+    stop()
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (run as the postgres user when the tests run as root)."""
-    data = Path(tempfile.mkdtemp(prefix="handrail-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, _postgres_bin("initdb"), "-D", str(data / "db"), "-U", "handrail", "--auth=trust", "-E", "UTF8"],
-        check=True, capture_output=True,
-    )
-    port = _free_port()
-    process = _start(
-        [*as_user, _postgres_bin("postgres"), "-D", str(data / "db"), "-p", str(port), "-k", str(data),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
-        ready="ready to accept connections",
-    )
-    yield f"postgresql+psycopg://handrail@127.0.0.1:{port}/postgres"
-    process.terminate()
-    process.wait(10)
-    shutil.rmtree(data, ignore_errors=True)
+    try:
+        url, stop = start_postgres()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield url
+    stop()
 
 
 def reset_postgres(url: str) -> None:

@@ -1,0 +1,82 @@
+"""Real redis-server and PostgreSQL processes on loopback, for the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from glob import glob
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a server and read its log until it says it is ready (no sleeping, no polling); then
+    keep draining the log so the server never blocks on a full pipe."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if ready in line:
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return process
+    raise RuntimeError(f"{command[0]} exited before it was ready:\n{''.join(seen[-20:])}")
+
+
+def start_redis() -> tuple[str, Callable[[], None]]:
+    """A throwaway redis-server: (url, stop)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    process = start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                    ready="Ready to accept connections")
+
+    def stop() -> None:
+        process.terminate()
+        process.wait(10)
+
+    return f"redis://127.0.0.1:{port}/0", stop
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed (apt-get install -y postgresql)")
+    return found
+
+
+def start_postgres() -> tuple[str, Callable[[], None]]:
+    """A throwaway PostgreSQL cluster (run as the postgres user when running as root): (url, stop)."""
+    data = Path(tempfile.mkdtemp(prefix="handrail-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, _postgres_bin("initdb"), "-D", str(data / "db"), "-U", "handrail", "--auth=trust", "-E", "UTF8"],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    process = start(
+        [*as_user, _postgres_bin("postgres"), "-D", str(data / "db"), "-p", str(port), "-k", str(data),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
+        ready="ready to accept connections",
+    )
+
+    def stop() -> None:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
+
+    return f"postgresql+psycopg://handrail@127.0.0.1:{port}/postgres", stop
