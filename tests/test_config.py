@@ -236,3 +236,9 @@ def test_config_check_shows_which_policy_a_sample_action_hits(tmp_path: Path) ->
     assert (bad.returncode, "write NAME=NUMBER" in bad.stderr) == (2, True)
     assert "give both --agent and --action" in _cli("config-check", str(path), "--action", "q", env=env).stderr
     assert "no agent 'nobody'" in _cli("config-check", str(path), "--agent", "nobody", "--action", "q", env=env).stderr
+
+
+def test_the_shipped_example_config_loads_with_its_policies() -> None:
+    config = load_config(Path(__file__).resolve().parents[1] / "handrail.example.yml")
+    assert [p.mode for p in config.policies] == ["human_only", "approve", "auto"]
+    assert choose(config, "lead-router", "quote.create", {"discount_pct": 12}).quorum == 2
