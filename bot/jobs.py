@@ -36,7 +36,7 @@ def sweep_escalations(session: Session, *, config: HandrailConfig, now: datetime
     """Take the due steps of up to `limit` requests; returns how many were claimed."""
     due = Approvals(session).due(now, limit)
     for approval in due:
-        try:
+        try:  # a savepoint per request (with SQLite's driver, in effect a transaction per request)
             with session.begin_nested():
                 approvals.escalate(session, config=config, approval=approval, now=now)
         except Exception:  # one broken request must not stall the others: look again later

@@ -327,3 +327,13 @@ def test_the_agent_can_cancel_a_pending_request_once(db: Database, clock: Manual
     with pytest.raises(Conflict) as refused:
         cancel(decided.id)
     assert refused.value.code == "already_approved"
+
+
+def test_a_broken_request_does_not_stall_the_sweep(db: Database, clock: ManualClock) -> None:
+    broken, healthy = create(db, clock, summary="broken"), create(db, clock, summary="healthy")
+    with db.transaction() as session:
+        approvals.get(session, broken.id).policy = {"source": "default"}  # unreadable: no ladder, no quorum
+    clock.advance(timedelta(minutes=15))
+    assert sweep(db, clock) == 2
+    assert [m["user"] for m in sent(db, healthy.id, "dm")] == ["U0OWNER"]
+    assert sent(db, broken.id, "dm") == [] and load(db, broken.id).next_at == clock.now() + jobs.RETRY_BROKEN
