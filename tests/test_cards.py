@@ -22,7 +22,12 @@ AGENT = CONFIG.agents["lead-router"]
 HOSTILE = "<!channel> <!here> @here @channel <@U0CEO> <!subteam^S0ALL> <https://evil.example|https://crm.example> &amp;"
 
 
+STORED = {"status", "decision_code", "decided_by", "decided_at", "decision_reason", "approved_by", "steps_done",
+          "escalated_at", "executed_at"}
+
+
 def approval(**overrides: Any) -> Approval:
+    stored = {key: overrides.pop(key) for key in STORED & set(overrides)}
     request = ApprovalRequest.model_validate(
         {
             "agent": "lead-router",
@@ -42,13 +47,14 @@ def approval(**overrides: Any) -> Approval:
     )
     body = request.model_dump(mode="json")
     return Approval(
-        id="apr_0123456789abcdef0123", agent="lead-router", action=request.action, status="pending",
+        id="apr_0123456789abcdef0123", agent="lead-router", action=request.action,
         summary=request.summary, request_reason=request.reason, target=body["target"],
         changes=body["changes"], evidence=body["evidence"], params={}, params_sha256="0" * 64, facts={},
         customer=request.customer, run_id=request.run_id, agent_version=request.version,
         requested_by=request.requested_by, created_at=T0, expires_at=T0 + timedelta(hours=24),
-        channel="C0APPROVALS", state_version=1, card_version=0, approved_by=[], steps_done=0,
+        channel="C0APPROVALS", state_version=1, card_version=0,
         policy=policy.choose(CONFIG, "lead-router", request.action, {}).model_dump(mode="json"),
+        **{"status": "pending", "approved_by": [], "steps_done": 0} | stored,
     )
 
 
@@ -157,3 +163,37 @@ def test_plain_text_for_modal_errors() -> None:
     assert cards.as_plain_text(
         ":no_entry: Denied by <@U0OWNER> at <!date^1^{time}|10:42 UTC>: a &lt;b&gt;"
     ) == "Denied by @U0OWNER at 10:42 UTC: a <b>"
+
+
+def test_cards_show_quorum_escalation_policy_notes_and_policy_decisions(slack: FakeSlack) -> None:
+    quorum = approval(approved_by=["U0REVIEWER"], steps_done=2, escalated_at=T0 + timedelta(minutes=31))
+    quorum.policy = quorum.policy | {"quorum": 2, "note": "policies.0 needs the fact <discount_pct>"}
+    card = cards.approval_card(quorum, AGENT)
+    post(slack, card)
+    text = card_text(card)
+    assert "1 of 2 approvals (<@U0REVIEWER>)" in text
+    assert "Escalated to <@U0BACKUP> <!date^" in text, "the second default step is the backup"
+    assert "Default policy: policies.0 needs the fact &lt;discount_pct&gt;" in text
+    assert "policy `default`" in text
+
+    task = approval(status="denied", decision_code="human_only", decided_by=[], decided_at=T0,
+                    decision_reason="Policy `policies.3` (x: human only) says a person must do this; the agent may not.")
+    card = cards.approval_card(task, AGENT)
+    post(slack, card)
+    assert card.blocks[0]["text"]["text"].startswith("Task for a person: ")
+    assert "Agent proposes; a person must do this." in card_text(card)
+    assert not [b for b in card.blocks if b["type"] == "actions"]
+
+    auto = approval(status="approved", decision_code="auto", decided_by=[], decided_at=T0,
+                    decision_reason="Approved automatically by policy `policies.2` (lead.score: auto, 5% sampled).",
+                    executed_at=T0 + timedelta(minutes=1))
+    card = cards.approval_card(auto, AGENT)
+    post(slack, card)
+    assert "Approved automatically by policy" in card_text(card) and "Posted here for review." in card_text(card)
+    assert "The agent acted on it at <!date^" in card_text(card)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (900, "15 min"), (5400, "1 h 30 min"),
+                                               (86400, "1 d"), (90061, "1 d 1 h")])
+def test_durations_read_naturally(seconds: int, text: str) -> None:
+    assert cards.duration_text(timedelta(seconds=seconds)) == text
