@@ -75,6 +75,7 @@ def create_app(services: Services) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await services.start()
         tasks = [asyncio.create_task(services.feed.listen()), asyncio.create_task(services.deliverer.run_forever())]
         scheduler = start_scheduler(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left

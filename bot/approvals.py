@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot import cards, policy
 from bot.config import AgentConfig, HandrailConfig
@@ -131,10 +132,15 @@ def _audit(session: Session, approval: Approval, now: datetime, actor: str, even
 
 
 def _change(session: Session, approval: Approval, **values: Any) -> bool:
-    """Compare-and-set against the version this caller read; refreshes the approval either way."""
+    """Compare-and-set against the version this caller read. When it wins, the object takes the
+    values it wrote; when it loses, it is re-read."""
     won = Approvals(session).transition(approval.id, expected_version=approval.state_version, **values)
-    session.refresh(approval)
-    return won
+    if not won:
+        session.refresh(approval)
+        return False
+    for key, value in {**values, "state_version": approval.state_version + 1}.items():
+        set_committed_value(approval, key, value)
+    return True
 
 
 def create(

@@ -68,6 +68,7 @@ def worker(settings: Settings) -> int:
     from bot.scheduler import start_scheduler
 
     async def work() -> None:
+        await services.start()
         scheduler = start_scheduler(services)
         services.deliverer.kick()
         try:

@@ -32,14 +32,21 @@ RETRY_BROKEN = timedelta(minutes=1)
 LOCK_NAME = "handrail:lock:escalation-sweep"
 
 
-def sweep_escalations(session: Session, *, config: HandrailConfig, now: datetime, limit: int = BATCH) -> int:
-    """Take the due steps of up to `limit` requests; returns how many were claimed."""
+def sweep_escalations(
+    session: Session, *, config: HandrailConfig, now: datetime, limit: int = BATCH, careful: bool = False
+) -> int:
+    """Take the due steps of up to `limit` requests in one transaction; returns how many were
+    claimed. `careful` (after a batch failed) puts each request in a savepoint of its own, so a
+    broken one is set aside for a minute and the others go on."""
     due = Approvals(session).due(now, limit)
     for approval in due:
-        try:  # a savepoint per request (with SQLite's driver, in effect a transaction per request)
+        if not careful:
+            approvals.escalate(session, config=config, approval=approval, now=now)
+            continue
+        try:  # with SQLite's driver, a savepoint is in effect a transaction per request
             with session.begin_nested():
                 approvals.escalate(session, config=config, approval=approval, now=now)
-        except Exception:  # one broken request must not stall the others: look again later
+        except Exception:
             log.exception("escalation of %s failed; retrying in %s", approval.id, RETRY_BROKEN)
             approval.next_at = now + RETRY_BROKEN
     return len(due)
@@ -75,9 +82,12 @@ class Sweeper:
     async def _sweep_all(self) -> int:
         total = 0
         while True:
-            claimed = await self.services.run(
-                sweep_escalations, config=self.services.config, now=self.services.clock.now()
-            )
+            step = dict(config=self.services.config, now=self.services.clock.now())
+            try:
+                claimed = await self.services.run(sweep_escalations, **step)
+            except Exception:  # the whole batch rolled back: take it again, request by request
+                log.exception("escalation sweep failed; taking the batch again one request at a time")
+                claimed = await self.services.run(sweep_escalations, **step, careful=True)
             total += claimed
             if claimed < BATCH:
                 return total

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from anyio import to_thread
 from redis.asyncio import Redis
@@ -22,6 +23,7 @@ from storage.db import Database
 from storage.redis_store import ChangeFeed, GroupCache
 
 T = TypeVar("T")
+SLACK_TIMEOUT = 10  # seconds
 
 
 @dataclass
@@ -56,7 +58,14 @@ class Services:
             await self.feed.announce(changed)
         return result
 
+    async def start(self) -> None:
+        """Open what needs the running event loop: one HTTP session for all calls to Slack, so
+        connections are reused (without it, slack_sdk opens a new one for every call)."""
+        self.slack.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT))
+
     async def aclose(self) -> None:
+        if self.slack.client.session is not None:
+            await self.slack.client.session.close()
         await self.http.aclose()
         await self.redis.aclose()
         await self.feed.subscriber.aclose()
@@ -65,7 +74,7 @@ class Services:
 
 def slack_client(settings: Settings) -> AsyncWebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10)
+    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
 
 
 def build_services(settings: Settings, config: HandrailConfig, clock: Clock | None = None) -> Services:

@@ -327,6 +327,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as Slack does: clients reuse their connections
 
     def do_GET(self) -> None:
         self._serve(b"")

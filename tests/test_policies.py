@@ -334,6 +334,10 @@ def test_a_broken_request_does_not_stall_the_sweep(db: Database, clock: ManualCl
     with db.transaction() as session:
         approvals.get(session, broken.id).policy = {"source": "default"}  # unreadable: no ladder, no quorum
     clock.advance(timedelta(minutes=15))
-    assert sweep(db, clock) == 2
+    with pytest.raises(Exception), db.transaction() as session:
+        jobs.sweep_escalations(session, config=CONFIG, now=clock.now())
+    assert sent(db, healthy.id, "dm") == [], "a failed batch leaves nothing half-done"
+    with db.transaction() as session:
+        assert jobs.sweep_escalations(session, config=CONFIG, now=clock.now(), careful=True) == 2
     assert [m["user"] for m in sent(db, healthy.id, "dm")] == ["U0OWNER"]
     assert sent(db, broken.id, "dm") == [] and load(db, broken.id).next_at == clock.now() + jobs.RETRY_BROKEN
