@@ -39,10 +39,12 @@ def sweep_escalations(
     claimed. `careful` (after a batch failed) puts each request in a savepoint of its own, so a
     broken one is set aside for a minute and the others go on."""
     due = Approvals(session).due(now, limit)
+    if not careful:
+        with session.no_autoflush:  # the batch's new rows go out together at commit
+            for approval in due:
+                approvals.escalate(session, config=config, approval=approval, now=now)
+        return len(due)
     for approval in due:
-        if not careful:
-            approvals.escalate(session, config=config, approval=approval, now=now)
-            continue
         try:  # with SQLite's driver, a savepoint is in effect a transaction per request
             with session.begin_nested():
                 approvals.escalate(session, config=config, approval=approval, now=now)
