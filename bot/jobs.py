@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 RETRY_BROKEN = timedelta(minutes=1)
 LOCK_NAME = "handrail:lock:escalation-sweep"
+LOCK_SECONDS = 15  # a sweeper killed mid-sweep holds up the others this long at most
 
 
 def sweep_escalations(
@@ -66,7 +67,7 @@ class Sweeper:
         async with self._one:
             if self.services.db.engine.dialect.name == "postgresql":
                 return await self._sweep_all()
-            lock = self.services.redis.lock(LOCK_NAME, timeout=60, blocking=False)
+            lock = self.services.redis.lock(LOCK_NAME, timeout=LOCK_SECONDS, blocking=False)
             try:
                 if not await lock.acquire():
                     return 0  # another process is sweeping

@@ -38,7 +38,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Enough kept-open connections for the worker threads and concurrent deliveries of one process.
+    return create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
 
 
 class Database:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from bot import approvals, jobs
@@ -334,7 +335,7 @@ def test_a_broken_request_does_not_stall_the_sweep(db: Database, clock: ManualCl
     with db.transaction() as session:
         approvals.get(session, broken.id).policy = {"source": "default"}  # unreadable: no ladder, no quorum
     clock.advance(timedelta(minutes=15))
-    with pytest.raises(Exception), db.transaction() as session:
+    with pytest.raises(ValidationError), db.transaction() as session:
         jobs.sweep_escalations(session, config=CONFIG, now=clock.now())
     assert sent(db, healthy.id, "dm") == [], "a failed batch leaves nothing half-done"
     with db.transaction() as session:
