@@ -27,3 +27,4 @@ test: install
 
 bench: install
 	$(BIN)/python bench/approvals.py
+	$(BIN)/python bench/escalation.py
