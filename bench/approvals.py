@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,15 +32,10 @@ sys.path.insert(0, str(ROOT))
 from tests import slackreq  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.samples import REQUEST  # noqa: E402
+from tests.servers import free_port, peak_memory_mb  # noqa: E402
 
 TOKEN = "bench-token"
 SECRET = "bench-signing-secret"
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
@@ -133,13 +127,6 @@ async def bench(url: str, fake: FakeSlack, rate: float, count: int) -> dict[str,
         "offered_rate_per_s": rate,
         "approvals_accepted_per_s": round(throughput, 1),
     }
-
-
-def peak_memory_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from storage.db import Database, migrate  # noqa: E402
 from storage.tables import Approval, AuditEvent, OutboxMessage  # noqa: E402
 from tests.fakeslack import BOT_USER_ID, FakeSlack  # noqa: E402
 from tests.samples import REQUEST  # noqa: E402
-from tests.servers import free_port, start_postgres, start_redis  # noqa: E402
+from tests.servers import free_port, peak_memory_mb, start_postgres, start_redis  # noqa: E402
 
 SECRET = "bench-signing-secret"
 CHANNEL = "C0APPROVALS"
@@ -301,13 +301,6 @@ def lateness(work: Path, config: HandrailConfig, pending: int, steps: int, windo
         "target_s": target,
         "target_met": {"fire": bool(fire_late) and fired["p99"] < target, "dm": bool(dm_late) and dm["p99"] < target},
     }
-
-
-def peak_memory_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 def main() -> None:

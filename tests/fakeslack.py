@@ -329,6 +329,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, as Slack does: clients reuse their connections
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionResetError:  # a client that went away between keep-alive requests
+            pass
+
     def do_GET(self) -> None:
         self._serve(b"")
 

@@ -33,6 +33,14 @@ def start(command: list[str], ready: str, env: dict[str, str] | None = None) -> 
     raise RuntimeError(f"{command[0]} exited before it was ready:\n{''.join(seen[-20:])}")
 
 
+def peak_memory_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def start_redis() -> tuple[str, Callable[[], None]]:
     """A throwaway redis-server: (url, stop)."""
     binary = shutil.which("redis-server")
