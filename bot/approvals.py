@@ -95,7 +95,7 @@ def has_card(approval: Approval) -> bool:
 
 def _source(approval: Approval) -> dict[str, Any]:
     return {"agent": approval.agent, "agent_version": approval.agent_version, "run_id": approval.run_id,
-            "policy": approval.policy.get("source")}
+            "requested_by": approval.requested_by, "policy": approval.policy.get("source")}
 
 
 def _agent(config: HandrailConfig, approval: Approval) -> AgentConfig:

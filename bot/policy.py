@@ -45,14 +45,6 @@ class AppliedPolicy(BaseModel):
     note: str | None = None  # e.g. why the default applied
 
     @property
-    def approver_users(self) -> frozenset[str]:
-        return frozenset(a for a in self.approvers if not a.startswith("S"))
-
-    @property
-    def approver_groups(self) -> tuple[str, ...]:
-        return tuple(a for a in self.approvers if a.startswith("S"))
-
-    @property
     def timeout(self) -> timedelta:
         return timedelta(seconds=self.timeout_s)
 

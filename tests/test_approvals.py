@@ -68,7 +68,8 @@ def test_create_stores_the_request_queues_its_card_and_audits(db: Database, cloc
     assert outbox_kinds(db, approval_id) == ["card"]
     [event] = events
     assert (event.actor, event.event, event.reason) == ("agent:lead-router", "approval.requested", "Signed contract")
-    assert event.source == {"agent": "lead-router", "agent_version": "v7", "run_id": "run-1", "policy": "default"}
+    assert event.source == {"agent": "lead-router", "agent_version": "v7", "run_id": "run-1", "requested_by": "U0REP",
+                            "policy": "default"}
     assert event.evidence == [{"label": "Contract", "url": "https://docs.example/c"}]
 
 

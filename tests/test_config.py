@@ -12,12 +12,11 @@ from bot.policy import choose
 from tests.conftest import config_dict
 
 
-def test_the_documented_example_loads_and_splits_users_from_groups() -> None:
+def test_the_default_policy_takes_the_agents_approvers() -> None:
     config = parse_config(config_dict())
     agent = config.agents["lead-router"]
     applied = choose(config, "lead-router", "anything", {})
-    assert applied.approver_users == {"U0REVIEWER", "U0OWNER"}
-    assert applied.approver_groups == ("S0DEALDESK",)
+    assert applied.approvers == ("U0REVIEWER", "U0OWNER", "S0DEALDESK")
     assert agent.owners.escalation_manager == "U0MANAGER"
     assert agent.approval_timeout == timedelta(hours=24)
 
