@@ -49,6 +49,7 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Approver = Annotated[str, Field(pattern=USER_OR_GROUP_ID)]
 Role = Literal["primary", "backup", "escalation_manager"]
+Mode = Literal["auto", "approve", "human_only"]
 
 
 class _Strict(BaseModel):
@@ -68,7 +69,7 @@ DEFAULT_LADDER = (
     LadderStep(after=timedelta(hours=1), notify="escalation_manager"),
 )
 DEFAULT_EXECUTE_WINDOW = timedelta(minutes=15)
-_OPERATORS = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "eq": "="}
+_OPERATORS = ("gt", "gte", "lt", "lte", "eq")
 
 
 class Condition(_Strict):
@@ -97,9 +98,6 @@ class Condition(_Strict):
         return {"gt": value > limit, "gte": value >= limit, "lt": value < limit,
                 "lte": value <= limit, "eq": value == limit}[self.operator]
 
-    def __str__(self) -> str:
-        return f"{self.fact} {_OPERATORS[self.operator]} {getattr(self, self.operator):g}"
-
 
 def _as_list(value: object) -> object:
     return [value] if isinstance(value, dict) else value
@@ -110,7 +108,7 @@ class Policy(_Strict):
 
     match: Annotated[str, Field(min_length=1, max_length=200, description="glob on the action name")]
     when: Annotated[tuple[Condition, ...], BeforeValidator(_as_list)] = ()
-    mode: Literal["auto", "approve", "human_only"]
+    mode: Mode
     approvers: Annotated[tuple[Approver, ...], Field(min_length=1)] | None = None
     quorum: Annotated[int, Field(ge=1, le=20)] | None = None
     timeout: Duration | None = None
@@ -248,14 +246,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     handrail_config: Path = Path("handrail.yml")
     handrail_webhook_secret: SecretStr | None = None
-    handrail_sweep_interval: timedelta = timedelta(seconds=5)
+    handrail_sweep_interval: Duration = timedelta(seconds=5)
     handrail_scheduler: bool = True  # HANDRAIL_SCHEDULER=off: this process leaves the sweeps to a worker
     port: int = 3000
-
-    @field_validator("handrail_sweep_interval", mode="before")
-    @classmethod
-    def _interval(cls, value: object) -> timedelta:
-        return parse_duration(value)  # type: ignore[arg-type]
 
     def missing_slack_credentials(self) -> list[str]:
         return [

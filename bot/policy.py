@@ -12,13 +12,11 @@ import hashlib
 from collections.abc import Mapping
 from datetime import timedelta
 from fnmatch import fnmatchcase
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict
 
-from bot.config import DEFAULT_EXECUTE_WINDOW, DEFAULT_LADDER, AgentConfig, HandrailConfig, Policy, Role
+from bot.config import DEFAULT_EXECUTE_WINDOW, DEFAULT_LADDER, AgentConfig, HandrailConfig, Mode, Policy, Role
 
-Mode = Literal["auto", "approve", "human_only"]
+DEFAULT_POLICY = Policy(match="*", mode="approve")
 
 
 class Step(BaseModel):
@@ -59,7 +57,6 @@ class AppliedPolicy(BaseModel):
             return f"`{self.source}` ({self.match}: human only)"
         return f"`{self.source}` ({self.match}: {self.quorum} approval{'s' if self.quorum > 1 else ''})"
 
-
     def explain(self) -> str:
         """Every setting on one line, for `handrail config-check --action`."""
         text = f"{self.source} (match {self.match!r}) -> {self.mode}"
@@ -79,21 +76,22 @@ def _span(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _applied(source: str, policy: Policy | None, agent: AgentConfig, note: str | None = None) -> AppliedPolicy:
-    timeout = (policy.timeout if policy else None) or agent.approval_timeout
-    ladder = policy.escalation if policy and policy.escalation is not None else None
+def _applied(source: str, policy: Policy, agent: AgentConfig, note: str | None = None) -> AppliedPolicy:
+    """A policy with every blank filled in from the agent and the defaults."""
+    timeout = policy.timeout or agent.approval_timeout
+    ladder = policy.escalation
     if ladder is None:  # the default ladder, without owners the agent lacks or steps past its timeout
         ladder = tuple(s for s in DEFAULT_LADDER if getattr(agent.owners, s.notify) and s.after < timeout)
     return AppliedPolicy(
         source=source,
-        match=policy.match if policy else "*",
-        mode=policy.mode if policy else "approve",
-        approvers=tuple(policy.approvers or agent.approvers) if policy else tuple(agent.approvers),
-        quorum=(policy.quorum if policy else None) or 1,
+        match=policy.match,
+        mode=policy.mode,
+        approvers=policy.approvers or agent.approvers,
+        quorum=policy.quorum or 1,
         timeout_s=timeout.total_seconds(),
         escalation=tuple(Step(after_s=s.after.total_seconds(), notify=s.notify) for s in ladder),
-        execute_window_s=((policy.execute_window if policy else None) or DEFAULT_EXECUTE_WINDOW).total_seconds(),
-        sample=(policy.sample if policy else None) or 0.0,
+        execute_window_s=(policy.execute_window or DEFAULT_EXECUTE_WINDOW).total_seconds(),
+        sample=policy.sample or 0.0,
         note=note,
     )
 
@@ -108,10 +106,10 @@ def choose(config: HandrailConfig, agent_id: str, action: str, facts: Mapping[st
         missing = [c.fact for c in policy.when if c.fact not in facts]
         if missing:
             note = f"{source} needs the fact {missing[0]}, which the request did not give"
-            return _applied("default", None, agent, note)
+            return _applied("default", DEFAULT_POLICY, agent, note)
         if all(c.holds(facts[c.fact]) for c in policy.when):
             return _applied(source, policy, agent)
-    return _applied("default", None, agent)
+    return _applied("default", DEFAULT_POLICY, agent)
 
 
 def sampled(approval_id: str, rate: float) -> bool:
