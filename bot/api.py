@@ -7,14 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from bot import approvals
+from bot import approvals, control, runs
 from bot.errors import Forbidden, HandrailError, Unauthenticated
-from bot.models import ApprovalOut, ApprovalRequest, CancelRequest, ErrorOut, ExecuteRequest
+from bot.models import (
+    ActionIn, ActionOut, ApprovalOut, ApprovalRequest, CancelRequest, ErrorOut, ExecuteRequest, GateOut, RunIn, RunsIn,
+    VersionIn, VersionOut,
+)
 from bot.services import Services
 
 MAX_WAIT_SECONDS = 60
 
-ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 503)}
+ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+
 
 
 def router(services: Services) -> APIRouter:
@@ -96,5 +100,58 @@ def router(services: Services) -> APIRouter:
         approval = await services.run(approvals.cancel, approval_id=approval_id, agent_id=agent_id,
                                       reason=body.reason if body else None, now=services.clock.now())
         return approvals.to_out(approval)
+
+    def own_agent(agent_id: str, path_agent: str) -> None:
+        if path_agent != agent_id:
+            raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach agent {path_agent!r}")
+
+    @api.get("/agents/{agent}/gate", response_model=GateOut)
+    async def gate(
+        agent: str,
+        agent_id: Agent,
+        customer: Annotated[str | None, Query(max_length=200, description="the customer the agent is about to act for")] = None,
+        run_id: Annotated[str | None, Query(max_length=200, description="the run, for the per-run cap")] = None,
+    ) -> GateOut:
+        """May the agent act now? Check before each run and each action. Treat any error or
+        timeout as `allowed: false`."""
+        own_agent(agent_id, agent)
+        return await services.gate.check(agent, customer, run_id)
+
+    @api.post("/agents/{agent}/versions", status_code=201, response_model=VersionOut)
+    async def register_version(agent: str, body: VersionIn, agent_id: Agent, response: Response) -> VersionOut:
+        """Register the version the agent now runs; the newest is the active one. Registering the
+        active version again with the same details is a no-op (200)."""
+        own_agent(agent_id, agent)
+        entry, created = await services.run(
+            control.register_version, config=services.config, agent_id=agent, version=body.version, notes=body.notes,
+            prompt_sha=body.prompt_sha, settings=body.config, now=services.clock.now())
+        if not created:
+            response.status_code = 200
+        return control.version_out(entry, active=True)
+
+    @api.get("/agents/{agent}/versions", response_model=list[VersionOut])
+    async def version_history(agent: str, agent_id: Agent) -> list[VersionOut]:
+        """The version history, newest (active) first, rollbacks included."""
+        own_agent(agent_id, agent)
+        history = await services.run(control.history, agent_id=agent)
+        return [control.version_out(entry, active=i == 0) for i, entry in enumerate(history)]
+
+    @api.post("/actions", status_code=201, response_model=ActionOut)
+    async def record_action(body: ActionIn, agent_id: Agent, response: Response) -> ActionOut:
+        """Record a write right before making it, with each field's value before and after, so
+        that it can be undone. A 429 (`volume_cap`) means the agent must not make it."""
+        own_agent(agent_id, body.agent)
+        action, created = await services.run(runs.record_action, config=services.config, request=body,
+                                             now=services.clock.now())
+        if not created:
+            response.status_code = 200
+        return runs.to_out(action)
+
+    @api.post("/runs", status_code=202)
+    async def report_runs(body: RunIn | RunsIn, agent_id: Agent) -> dict[str, int]:
+        """Report one run, or several as `{"runs": [...]}`; a run reported again is updated."""
+        reported = body.runs if isinstance(body, RunsIn) else [body]
+        created = await services.run(runs.report_runs, agent_id=agent_id, runs=reported, now=services.clock.now())
+        return {"received": len(reported), "new": created}
 
     return api

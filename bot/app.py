@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from bot import api, cards
 from bot.clock import Clock
-from bot.errors import HandrailError
+from bot.errors import HandrailError, TooMany
 from bot.scheduler import start_scheduler
 from bot.services import Services
 from handlers import actions, commands, events, views
@@ -76,7 +76,9 @@ def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.start()
-        tasks = [asyncio.create_task(services.feed.listen()), asyncio.create_task(services.deliverer.run_forever())]
+        await services.gate.reload()  # the first checks read SQL until the pub/sub link is up
+        tasks = [asyncio.create_task(coroutine) for coroutine in (
+            services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())]
         scheduler = start_scheduler(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
         try:
@@ -94,7 +96,10 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(HandrailError)
     async def domain_error(_: Request, error: HandrailError) -> JSONResponse:
-        return _error(error.status, error.code, cards.as_plain_text(error.message))
+        response = _error(error.status, error.code, cards.as_plain_text(error.message))
+        if isinstance(error, TooMany) and error.retry_after:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

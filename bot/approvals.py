@@ -43,7 +43,7 @@ def sha256_of(value: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _mark_changed(session: Session, approval_id: str) -> None:
+def mark_changed(session: Session, approval_id: str) -> None:
     session.info.setdefault(CHANGED, set()).add(approval_id)
 
 
@@ -117,7 +117,7 @@ def _show(
         body = {"event": event, "approval": to_out(approval).model_dump(mode="json")}
         outbox.enqueue(kind="webhook", approval_id=approval.id,
                        payload={"url": approval.callback_url, "agent": approval.agent, "body": body}, now=now)
-    _mark_changed(session, approval.id)
+    mark_changed(session, approval.id)
 
 
 def _dm(session: Session, approval: Approval, users: list[str | None], text: str, now: datetime) -> None:
@@ -218,7 +218,7 @@ def create(
                reason=approval.decision_reason)
     if has_card(approval):
         _show(session, approval, now, thread=cards.full_request_text(approval, agent))
-    _mark_changed(session, approval.id)
+    mark_changed(session, approval.id)
     return approval, True
 
 
@@ -425,7 +425,7 @@ def execute(
            after={"executed_at": now.isoformat(), "params_sha256": approval.params_sha256})
     if has_card(approval):
         _show(session, approval, now, thread=f":gear: The agent acted on this approval at {cards.slack_date(now, '{time}')}.")
-    _mark_changed(session, approval.id)
+    mark_changed(session, approval.id)
     return approval
 
 

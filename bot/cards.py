@@ -12,11 +12,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bot.config import AgentConfig
 from storage.tables import Approval
+
+if TYPE_CHECKING:
+    from bot.control import PauseView
 
 APPROVE_ACTION = "approval.approve"
 DENY_ACTION = "approval.deny"
@@ -206,7 +209,15 @@ def _evidence(approval: Approval, budget: _Budget) -> str | None:
     return text  # at most 10 links of 270 characters: inside a section's 3000
 
 
-def approval_card(approval: Approval, agent: AgentConfig) -> Card:
+def paused_line(pause: PauseView) -> str:
+    until = f" until {slack_date(pause.until)}" if pause.until else ""
+    scope = "Every agent is" if pause.agent == "*" else "The agent is"
+    reason = f": {escape(pause.reason)}" if pause.reason else ""
+    return (f":double_vertical_bar: {scope} paused by <@{pause.paused_by}>{until}{reason}. You can still decide; "
+            f"it will not act until it is resumed.")
+
+
+def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | None = None) -> Card:
     budget = _Budget()
     version = f" {budget.escaped(approval.agent_version, 60)}" if approval.agent_version else ""
     fields = [
@@ -239,7 +250,10 @@ def approval_card(approval: Approval, agent: AgentConfig) -> Card:
     evidence = _evidence(approval, budget)
     if evidence:
         blocks.append(_section(evidence))
-    blocks.append(_section("\n".join([outcome_sentence(approval), *_progress(approval, agent)])))
+    status = [outcome_sentence(approval), *_progress(approval, agent)]
+    if paused is not None and approval.status == "pending":
+        status.append(paused_line(paused))
+    blocks.append(_section("\n".join(status)))
     if approval.status == "pending":
         blocks.append(
             {
@@ -330,3 +344,145 @@ def as_plain_text(text: str) -> str:
     text = _MENTION.sub(lambda m: "@" + (m.group(1) or m.group(2)) if not m.group(3) else m.group(3), text)
     text = re.sub(r":[a-z_]+: ", "", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+# --- /agent replies ---------------------------------------------------------------------------
+
+PAUSE_ALL_ACTION = "control.pause_all"
+PAUSE_ALL_CANCEL = "control.pause_all_cancel"
+UNDO_VIEW = "control.undo"
+
+
+def owners_text(agent_id: str, agent: AgentConfig, oncall: tuple[str, ...]) -> str:
+    def who(user: str | None) -> str:
+        return f"<@{user}>" if user else "none"
+
+    def mention(entry: str) -> str:
+        return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
+
+    lines = [
+        f"*{escape(agent.name)}* (`{agent_id}`)",
+        f"• Primary owner: {who(agent.owners.primary)}",
+        f"• Backup: {who(agent.owners.backup)}",
+        f"• Escalation manager: {who(agent.owners.escalation_manager)}",
+        f"• Channel: <#{agent.channel}>" + (f" · owner channel <#{agent.owner_channel}>" if agent.owner_channel else ""),
+        "• On-call: " + (", ".join(mention(e) for e in oncall) if oncall else "nobody under `roles.oncall`"),
+    ]
+    return "\n".join(lines)
+
+
+def _pause_text(pause: PauseView) -> str:
+    scope = "every agent" if pause.agent == "*" else "this agent"
+    scope += f", customer `{escape(pause.customer)}`" if pause.customer else ""
+    until = f" until {slack_date(pause.until)}" if pause.until else ""
+    reason = f": {escape(pause.reason)}" if pause.reason else ""
+    return f":double_vertical_bar: Paused ({scope}) by <@{pause.paused_by}> {slack_date(pause.created_at)}{until}{reason}"
+
+
+def status_text(status: Any) -> str:
+    """`/agent status <agent>`: a bot.control.AgentStatus in a few lines."""
+    version = status.version
+    lines = [f"*{escape(status.agent.name)}* (`{status.agent_id}`)"]
+    line = f"• Mode `{status.mode}` · "
+    if version is None:
+        line += "no version registered"
+    else:
+        line += f"version `{escape(version.version)}` since {slack_date(version.created_at)}"
+        line += " (a rollback)" if version.restores_id else ""
+    lines.append(line)
+    lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
+    if status.capped_until:
+        lines.append(f"• :no_entry: Hourly volume cap reached; it lifts {slack_date(status.capped_until)}")
+    lines.append(f"• Pending approvals: {status.pending}")
+    run = status.last_run
+    if run is None:
+        lines.append("• Last run: none reported")
+    else:
+        lines.append(f"• Last run: `{escape(run.run_id)}` {run.status} {slack_date(run.at)}")
+    if status.runs:
+        lines.append(f"• Last hour: {status.runs} run(s), {status.failures} failed "
+                     f"({status.failures / status.runs:.0%}), cost ${status.cost_usd:,.2f}")
+    else:
+        lines.append(f"• Last hour: no finished runs, cost ${status.cost_usd:,.2f}")
+    return "\n".join(lines)
+
+
+def status_line(status: Any) -> str:
+    """One agent in `/agent status`."""
+    version = f"`{escape(status.version.version)}`" if status.version else "no version"
+    state = ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
+    customers = [p for p in status.pauses if p.customer]
+    if customers:
+        state += f" ({len(customers)} customer pause{'s' if len(customers) > 1 else ''})"
+    return (f"• *{escape(status.agent.name)}* (`{status.agent_id}`): {state} · mode `{status.mode}` · {version} · "
+            f"{status.pending} pending")
+
+
+def pause_all_confirm(value: str, scope: str, count: int) -> Card:
+    text = f":warning: This pauses *every agent* ({count}){scope}. Agents stop at their next gate check."
+    blocks = [
+        _section(text),
+        {
+            "type": "actions",
+            "block_id": "confirm",
+            "elements": [
+                {"type": "button", "action_id": PAUSE_ALL_ACTION, "style": "danger", "value": value,
+                 "text": {"type": "plain_text", "text": "Pause every agent"}},
+                {"type": "button", "action_id": PAUSE_ALL_CANCEL, "value": "cancel",
+                 "text": {"type": "plain_text", "text": "Cancel"}},
+            ],
+        },
+    ]
+    return Card(text="Pause every agent?", blocks=blocks, cut=False)
+
+
+def _action_line(action: Any) -> str:
+    target = action.target
+    name = escape(_plain(f"{target['system']} {target['object']} {target['id']}", 200))
+    return f"`{action.id}` *{escape(_plain(action.action, 100))}* on {name} · {slack_date(action.created_at)}"
+
+
+def _restore_text(action: Any) -> str:
+    parts = [f"{escape(_plain(c['field'], 100))} → {escape(_plain(_value(c.get('before')), 200))}" for c in action.changes[:10]]
+    more = f" and {len(action.changes) - 10} more" if len(action.changes) > 10 else ""
+    return "restores " + ", ".join(parts) + more
+
+
+def undo_modal(agent_id: str, agent: AgentConfig, actions: list[Any], metadata: str) -> dict[str, Any]:
+    """The preview: what undoing each of the newest actions would restore; irreversible ones are
+    listed as skipped. No submit button when nothing can be undone."""
+    reversible = [a for a in actions if a.reversible]
+    head = (f"The {len(actions)} newest recorded action(s) of *{escape(agent.name)}* (`{agent_id}`) not yet undone. "
+            f"Each undo is sent to the agent's control hook.") if actions else (
+        f"*{escape(agent.name)}* (`{agent_id}`) has no recorded action left to undo.")
+    blocks: list[dict[str, Any]] = [_section(head)]
+    for action in actions:
+        detail = _restore_text(action) if action.reversible else ":no_entry_sign: irreversible: skipped"
+        blocks.append(_section(_plain(f"{_action_line(action)}\n{detail}", 2900)))
+    view: dict[str, Any] = {
+        "type": "modal",
+        "callback_id": UNDO_VIEW,
+        "private_metadata": metadata,
+        "title": {"type": "plain_text", "text": "Undo actions"},
+        "close": {"type": "plain_text", "text": "Cancel" if reversible else "Close"},
+        "blocks": blocks,
+    }
+    if reversible:
+        view["submit"] = {"type": "plain_text", "text": f"Undo {len(reversible)}"}
+    return view
+
+
+def undo_progress_modal(count: int) -> dict[str, Any]:
+    return {"type": "modal", "title": {"type": "plain_text", "text": "Undo actions"},
+            "blocks": [_section(f":hourglass_flowing_sand: Undoing {count} action(s)…")]}
+
+
+def undo_result_modal(results: list[Any], skipped: int) -> dict[str, Any]:
+    done = sum(r.ok for r in results)
+    lines = [f"*Undid {done} of {len(results)}*" + (f" · {skipped} irreversible skipped" if skipped else "")]
+    blocks = [_section(lines[0])]
+    for result in results:
+        mark = ":white_check_mark:" if result.ok else ":x:"
+        blocks.append(_section(_plain(f"{mark} `{result.action_id}`: {escape(result.detail)}", 2900)))
+    return {"type": "modal", "title": {"type": "plain_text", "text": "Undo actions"},
+            "close": {"type": "plain_text", "text": "Close"}, "blocks": blocks}

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+    AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -136,6 +136,21 @@ class Owners(_Strict):
     escalation_manager: Annotated[str | None, Field(pattern=USER_ID)] = None
 
 
+class Limits(_Strict):
+    """Volume caps on recorded actions; past one the gate closes and POST /v1/actions gets 429."""
+
+    actions_per_hour: Annotated[int, Field(ge=1)] | None = None
+    actions_per_run: Annotated[int, Field(ge=1)] | None = None
+
+
+class Roles(_Strict):
+    """Who may run which /agent command besides an agent's own owners (users or user groups)."""
+
+    oncall: tuple[Approver, ...] = ()
+    managers: tuple[Approver, ...] = ()
+    admins: tuple[Approver, ...] = ()
+
+
 class AgentConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=80)]
     token_sha256: str
@@ -145,6 +160,9 @@ class AgentConfig(_Strict):
     approvers: Annotated[tuple[Approver, ...], Field(min_length=1)]
     approval_timeout: Duration = timedelta(hours=24)
     policies: tuple[Policy, ...] = ()
+    limits: Limits = Limits()
+    # The agent platform's control hook: rollbacks and undos are POSTed here, signed.
+    control_url: Annotated[AnyHttpUrl, Field(description="http or https URL")] | None = None
 
     @field_validator("token_sha256")
     @classmethod
@@ -157,10 +175,13 @@ class AgentConfig(_Strict):
 class HandrailConfig(_Strict):
     agents: dict[Annotated[str, Field(pattern=AGENT_ID)], AgentConfig]
     policies: tuple[Policy, ...] = ()
+    roles: Roles = Roles()
 
     @field_validator("agents")
     @classmethod
     def _unique_tokens(cls, agents: dict[str, AgentConfig]) -> dict[str, AgentConfig]:
+        if "all" in agents:
+            raise ValueError("`all` cannot be an agent id: `/agent pause all` means every agent")
         seen: dict[str, str] = {}
         for agent_id, agent in agents.items():
             if agent.token_sha256 in seen:

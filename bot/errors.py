@@ -33,3 +33,14 @@ class NotFound(HandrailError):
 class Conflict(HandrailError):
     status = 409
     code = "conflict"
+
+
+class TooMany(HandrailError):
+    """Past a volume cap. `retry_after` (seconds) is when the cap lifts, if it lifts by itself."""
+
+    status = 429
+    code = "volume_cap"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

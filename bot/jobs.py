@@ -1,5 +1,5 @@
-"""The escalation sweep: claims pending requests whose next ladder step or expiry is due and
-takes those steps.
+"""The sweep: claims pending requests whose next ladder step or expiry is due and takes those
+steps, and marks pauses whose time is up as lifted.
 
 Timers are rows (`approvals.next_at`), so nothing is lost when a process dies: whichever process
 sweeps next finds what is due. Each batch is claimed atomically: `FOR UPDATE SKIP LOCKED` on
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot import approvals
+from bot import approvals, control
 from bot.config import HandrailConfig
 from storage.repositories import Approvals
 
@@ -83,6 +83,10 @@ class Sweeper:
                     log.warning("could not release the escalation sweep lock: %s", error)
 
     async def _sweep_all(self) -> int:
+        try:
+            await self.services.run(control.lift_expired, config=self.services.config, now=self.services.clock.now())
+        except Exception:  # the gate already ignores a pause past its end; this only records it
+            log.exception("lifting expired pauses failed")
         total = 0
         while True:
             step = dict(config=self.services.config, now=self.services.clock.now())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.config import USER_ID
 
@@ -100,6 +100,92 @@ class CancelRequest(_In):
     """Body of POST /v1/approvals/{id}/cancel (optional)."""
 
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
+OperatingMode = Literal["shadow", "suggest", "auto"]
+
+
+class GateOut(BaseModel):
+    """GET /v1/agents/{agent}/gate: may the agent act now? Treat an error or a timeout as `false`."""
+
+    allowed: bool
+    reason: Literal["paused", "volume_cap", "state_unavailable"] | None = Field(
+        description="Why not: `paused`, `volume_cap`, or `state_unavailable` (Handrail could not read its state)")
+    message: str | None = Field(description="The same for people: who paused it and why, which cap, what failed")
+    paused_by: str | None = Field(description="Slack user id of whoever paused the agent")
+    until: datetime | None = Field(description="When the pause or the cap lifts by itself, if it does")
+    customer: str | None = Field(description="Set when only this customer is paused")
+    mode: OperatingMode | None
+    version: str | None = Field(description="The active version; after a rollback, the one to run")
+
+
+class VersionIn(_In):
+    """Body of POST /v1/agents/{agent}/versions."""
+
+    version: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    notes: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    prompt_sha: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{7,128}$")] | None = None
+    config: dict[str, Any] | None = None
+
+
+class VersionOut(BaseModel):
+    id: int
+    agent: str
+    version: str
+    notes: str | None
+    prompt_sha: str | None
+    config: dict[str, Any] | None
+    created_at: datetime
+    created_by: str = Field(description="`agent:<id>` for a registration, `user:<Slack id>` for a rollback")
+    restores_id: int | None = Field(description="For a rollback: the entry it made active again")
+    active: bool
+
+
+class ActionIn(_In):
+    """Body of POST /v1/actions: one write the agent is making, with what it changes."""
+
+    agent: Short
+    action: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,200}$")]
+    target: Target
+    changes: Annotated[list[Change], Field(min_length=1, max_length=500)]
+    run_id: Short | None = None
+    customer: Short | None = None
+    reversible: bool = True
+    dedup_key: Short | None = None
+
+
+class ActionOut(BaseModel):
+    id: str
+    agent: str
+    action: str
+    target: dict[str, Any]
+    changes: list[dict[str, Any]]
+    run_id: str | None
+    customer: str | None
+    reversible: bool
+    dedup_key: str | None
+    created_at: datetime
+    undo_status: Literal["claimed", "undone"] | None
+    undone_by: str | None
+    undone_at: datetime | None
+
+
+class RunIn(_In):
+    """One run, as POST /v1/runs takes it (alone, or as `{"runs": [...]}`). Reporting a run again
+    (same run_id) updates it, e.g. once when it starts and once when it ends."""
+
+    run_id: Short
+    status: Literal["running", "succeeded", "failed"]
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
+    version: Short | None = None
+    customer: Short | None = None
+    error: Annotated[str, StringConstraints(max_length=5000)] | None = None
+
+
+class RunsIn(_In):
+    runs: Annotated[list[RunIn], Field(min_length=1, max_length=500)]
 
 
 class ErrorBody(BaseModel):

@@ -21,7 +21,7 @@ import httpx
 from anyio import to_thread
 from sqlalchemy.orm import Session
 
-from bot import cards, webhooks
+from bot import cards, control, webhooks
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.slack_gateway import SlackError, SlackGateway
@@ -46,8 +46,13 @@ def retry_delay(attempts: int) -> timedelta:
 class _Row:
     id: int
     kind: str
-    approval_id: str
+    approval_id: str | None  # None for a post about an agent (kind "post")
     payload: dict[str, Any]
+
+    @property
+    def about(self) -> tuple[str, str]:
+        """(object type, id) for the audit trail."""
+        return ("approval", self.approval_id) if self.approval_id else ("channel", self.payload["channel"])
 
 
 class Deliverer:
@@ -90,8 +95,8 @@ class Deliverer:
         async with self._pass:
             while rows := await to_thread.run_sync(self._claim_due):
                 by_approval: dict[str, list[_Row]] = defaultdict(list)
-                for row in rows:
-                    by_approval[row.approval_id].append(row)
+                for row in rows:  # in order per approval, and per channel for posts
+                    by_approval[row.approval_id or row.payload["channel"]].append(row)
                 await asyncio.gather(*(self._deliver_in_order(group) for group in by_approval.values()))
                 total += len(rows)
         return total
@@ -116,7 +121,8 @@ class Deliverer:
         assert message is not None
         message.status, message.done_at, message.lease_until = "sent", now, None
         if audit:
-            Audit(session).record(at=now, object_type="approval", object_id=row.approval_id, **audit)
+            object_type, object_id = row.about
+            Audit(session).record(at=now, object_type=object_type, object_id=object_id, **audit)
 
     def _postpone(self, row: _Row, delay: timedelta) -> None:
         with self.db.transaction() as session:
@@ -134,9 +140,10 @@ class Deliverer:
             message.lease_until = None
             if permanent or message.attempts >= MAX_ATTEMPTS:
                 message.status, message.done_at = "dead", now
+                object_type, object_id = row.about
                 Audit(session).record(
-                    at=now, actor="system", event=f"{row.kind}.dead", object_type="approval",
-                    object_id=row.approval_id, after={"outbox_id": row.id, "attempts": message.attempts},
+                    at=now, actor="system", event=f"{row.kind}.dead", object_type=object_type,
+                    object_id=object_id, after={"outbox_id": row.id, "attempts": message.attempts},
                     reason=error,
                 )
                 log.error("outbox %s %s for %s is dead after %d attempts: %s",
@@ -157,12 +164,15 @@ class Deliverer:
                 except webhooks.CallbackFailed as error:
                     await to_thread.run_sync(self._fail, row, str(error), None, False)
 
-    def _take_card(self, approval_id: str) -> Approval | None:
+    def _take_card(self, approval_id: str) -> tuple[Approval, control.PauseView | None] | None:
+        now = self.clock.now()
         with self.db.transaction() as session:
             approvals = Approvals(session)
-            if not approvals.take_card_lease(approval_id, self.clock.now(), LEASE):
+            if not approvals.take_card_lease(approval_id, now, LEASE):
                 return None
-            return approvals.get(approval_id)
+            approval = approvals.get(approval_id)
+            assert approval is not None
+            return approval, control.pause_covering(session, approval.agent, approval.customer, now)
 
     def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None) -> None:
         posted = {
@@ -176,14 +186,16 @@ class Deliverer:
             self._mark_sent(session, row, posted if new_ts else None)
 
     async def _deliver_card(self, row: _Row) -> None:
-        approval = await to_thread.run_sync(self._take_card, row.approval_id)
-        if approval is None:  # another sender holds this card; come back shortly
+        assert row.approval_id is not None
+        taken = await to_thread.run_sync(self._take_card, row.approval_id)
+        if taken is None:  # another sender holds this card; come back shortly
             await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
             return
+        approval, paused = taken
         new_ts = None
         try:
             if approval.card_version < approval.state_version:
-                card = cards.approval_card(approval, self.config.agents[approval.agent])
+                card = cards.approval_card(approval, self.config.agents[approval.agent], paused)
                 if approval.message_ts is None:
                     new_ts = await self.slack.post(approval.channel, card.text, card.blocks)
                 else:
@@ -230,6 +242,12 @@ class Deliverer:
                     raise
         await self.slack.post(row.payload["user"], text)
         sent = {"actor": "system", "event": "notification.sent", "after": {"user": row.payload["user"]}}
+        await to_thread.run_sync(self._finish, row, sent)
+
+    async def _deliver_post(self, row: _Row) -> None:
+        """An announcement in a channel (who paused or rolled back which agent, and why)."""
+        await self.slack.post(row.payload["channel"], row.payload["text"])
+        sent = {"actor": "system", "event": "announcement.posted", "after": {"channel": row.payload["channel"]}}
         await to_thread.run_sync(self._finish, row, sent)
 
     async def _deliver_webhook(self, row: _Row) -> None:

@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import CHANGED
+from bot.control import CONTROL_CHANGED
+from bot.gate import Gate
 from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
 from bot.jobs import Sweeper
@@ -21,6 +23,7 @@ from bot.outbox import Deliverer
 from bot.slack_gateway import SlackGateway
 from storage.db import Database
 from storage.redis_store import ChangeFeed, GroupCache
+from storage.repositories import QUEUED
 
 T = TypeVar("T")
 SLACK_TIMEOUT = 10  # seconds
@@ -38,23 +41,30 @@ class Services:
     deliverer: Deliverer
     http: httpx.AsyncClient
     sweeper: Sweeper = field(init=False)
+    gate: Gate = field(init=False)
 
     def __post_init__(self) -> None:
         self.sweeper = Sweeper(self)
+        self.gate = Gate(db=self.db, config=self.config, clock=self.clock, feed=self.feed,
+                         refresh=self.settings.handrail_sweep_interval)
 
     async def run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a domain function in one transaction in a worker thread; after it commits, send
-        what it queued and wake whoever waits on the approvals it changed."""
+        what it queued, wake whoever waits on the approvals it changed, and have every gate reload
+        when it changed the control state."""
 
-        def work() -> tuple[T, set[str]]:
+        def work() -> tuple[T, set[str], bool, bool]:
             with self.db.transaction() as session:
                 result = fn(session, **kwargs)
-                changed = set(session.info.get(CHANGED, ()))
-            return result, changed
+                info = session.info
+            return result, set(info.get(CHANGED, ())), bool(info.get(CONTROL_CHANGED)), bool(info.get(QUEUED))
 
-        result, changed = await to_thread.run_sync(work)
-        if changed:
+        result, changed, control, queued = await to_thread.run_sync(work)
+        if queued:
             self.deliverer.kick()
+        if control:
+            await self.gate.changed()
+        if changed:
             await self.feed.announce(changed)
         return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
@@ -14,18 +14,22 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 CHANGED_CHANNEL = "handrail:approvals:changed"
+CONTROL_CHANNEL = "handrail:control:changed"
 GROUP_KEY = "handrail:usergroup:{}"
 
 
 class ChangeFeed:
-    """Wakes long-polls when an approval changes, in this process at once and in every other
-    replica through Redis pub/sub. A lost message only delays a waiter until its deadline, when it
-    re-reads SQL anyway."""
+    """Redis pub/sub between replicas. Wakes long-polls when an approval changes, in this process
+    at once and in every other replica; a lost message only delays a waiter until its deadline,
+    when it re-reads SQL anyway. Also carries "the control state changed" to every replica's gate
+    (`on_control`), and tells the gate whether the subscription is up (`on_link`)."""
 
     def __init__(self, redis: Redis, subscriber: Redis) -> None:
         self.redis = redis
         self.subscriber = subscriber  # no socket timeout: a subscription is quiet for long stretches
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.on_control: Callable[[], None] = lambda: None
+        self.on_link: Callable[[bool], None] = lambda up: None
 
     @asynccontextmanager
     async def watch(self, approval_id: str) -> AsyncIterator[asyncio.Event]:
@@ -54,22 +58,39 @@ class ChangeFeed:
         except RedisError as error:
             log.warning("could not publish approval changes: %s", error)
 
+    async def announce_control(self) -> None:
+        try:
+            await self.redis.publish(CONTROL_CHANNEL, b"1")
+        except RedisError as error:  # the others read SQL while they cannot hear us, and every few seconds anyway
+            log.warning("could not announce a control change: %s", error)
+
     async def listen(self) -> None:
-        """Relay other replicas' announcements to local waiters, reconnecting after Redis errors."""
+        """Relay other replicas' announcements, reconnecting after Redis errors."""
         delay = 0.5
         while True:
             try:
                 async with self.subscriber.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANGED_CHANNEL)
-                    delay = 0.5
+                    await pubsub.subscribe(CHANGED_CHANNEL, CONTROL_CHANNEL)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        channel = message["channel"].decode()
+                        if message["type"] == "subscribe" and channel == CONTROL_CHANNEL:
+                            delay = 0.5
+                            self.on_link(True)
+                        elif message["type"] != "message":
+                            continue
+                        elif channel == CONTROL_CHANNEL:
+                            self.on_control()
+                        else:
                             for approval_id in json.loads(message["data"]):
                                 self._wake(approval_id)
-            except RedisError as error:
-                log.warning("approval change feed lost Redis (%s); retrying in %.1fs", error, delay)
+            except (RedisError, OSError) as error:
+                self.on_link(False)
+                log.warning("change feed lost Redis (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
+            except BaseException:
+                self.on_link(False)
+                raise
 
 
 class GroupCache:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.tables import Approval, AuditEvent, OutboxMessage
+from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
+
+
+QUEUED = "outbox_queued"  # Session.info key: the transaction wrote outbox rows
 
 
 class Approvals:
@@ -66,6 +69,31 @@ class Approvals:
                 )
             )
         )
+
+    def pending_ids(self, agent: str | None, customer: str | None) -> list[str]:
+        """Pending requests of an agent (None: of every agent), of one customer or all."""
+        query = select(Approval.id).where(Approval.status == "pending")
+        if agent is not None:
+            query = query.where(Approval.agent == agent)
+        if customer is not None:
+            query = query.where(Approval.customer == customer)
+        return list(self.session.scalars(query))
+
+    def count_pending(self, agent: str) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(Approval).where(Approval.agent == agent, Approval.status == "pending")
+        ) or 0
+
+    def touch(self, approval_ids: list[str]) -> None:
+        """Count a change that is not the request's own (the agent was paused), so its card is
+        drawn again. Racing deciders lose their compare-and-set and re-read."""
+        if approval_ids:
+            self.session.execute(
+                update(Approval)
+                .where(Approval.id.in_(approval_ids))
+                .values(state_version=Approval.state_version + 1)
+                .execution_options(synchronize_session=False)
+            )
 
     def take_card_lease(self, approval_id: str, now: datetime, hold: timedelta) -> bool:
         """Only one sender at a time may post or update an approval's card."""
@@ -143,7 +171,8 @@ class Outbox:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def enqueue(self, *, kind: str, approval_id: str, payload: dict[str, Any], now: datetime) -> None:
+    def enqueue(self, *, kind: str, approval_id: str | None, payload: dict[str, Any], now: datetime) -> None:
+        self.session.info[QUEUED] = True  # the caller sends it after commit
         self.session.add(
             OutboxMessage(
                 kind=kind,
@@ -195,3 +224,161 @@ class Outbox:
                 .order_by(OutboxMessage.id)
             )
         )
+
+
+class Pauses:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, pause: Pause) -> None:
+        self.session.add(pause)
+        self.session.flush()
+
+    def unlifted(self, agents: list[str] | None = None) -> list[Pause]:
+        """Pauses nobody lifted yet (some may have passed their `until`), of these agents and of
+        every agent (`*`), or all of them."""
+        query = select(Pause).where(Pause.lifted_at.is_(None)).order_by(Pause.id)
+        if agents is not None:
+            query = query.where(Pause.agent.in_([*agents, "*"]))
+        return list(self.session.scalars(query))
+
+    def overdue(self, now: datetime) -> list[Pause]:
+        """Pauses whose `until` has passed but that are not marked lifted yet."""
+        return list(
+            self.session.scalars(
+                select(Pause).where(Pause.lifted_at.is_(None), Pause.until <= now).with_for_update(skip_locked=True)
+            )
+        )
+
+    def lift(self, pause_id: int, *, by: str, at: datetime) -> bool:
+        """Lift a pause once: of several racing callers, one gets True."""
+        result = self.session.execute(
+            update(Pause)
+            .where(Pause.id == pause_id, Pause.lifted_at.is_(None))
+            .values(lifted_at=at, lifted_by=by)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+class Versions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, entry: AgentVersion) -> None:
+        self.session.add(entry)
+        self.session.flush()
+
+    def history(self, agent: str, limit: int = 100) -> list[AgentVersion]:
+        """Newest first; the first is the active version."""
+        return list(self.session.scalars(
+            select(AgentVersion).where(AgentVersion.agent == agent).order_by(AgentVersion.id.desc()).limit(limit)
+        ))
+
+    def get(self, entry_id: int) -> AgentVersion | None:
+        return self.session.get(AgentVersion, entry_id)
+
+    def active(self, agents: list[str]) -> dict[str, AgentVersion]:
+        newest = select(func.max(AgentVersion.id)).where(AgentVersion.agent.in_(agents)).group_by(AgentVersion.agent)
+        rows = self.session.scalars(select(AgentVersion).where(AgentVersion.id.in_(newest)))
+        return {row.agent: row for row in rows}
+
+
+class Modes:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, agent: str) -> AgentMode | None:
+        return self.session.get(AgentMode, agent)
+
+    def of(self, agents: list[str]) -> dict[str, str]:
+        return {row.agent: row.mode for row in self.session.scalars(select(AgentMode).where(AgentMode.agent.in_(agents)))}
+
+    def set(self, agent: str, mode: str, by: str, at: datetime) -> None:
+        row = self.get(agent)
+        if row is None:
+            self.session.add(AgentMode(agent=agent, mode=mode, changed_by=by, changed_at=at))
+        else:
+            row.mode, row.changed_by, row.changed_at = mode, by, at
+        self.session.flush()
+
+
+class Actions:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, action: ActionRecord) -> None:
+        self.session.add(action)
+        self.session.flush()
+
+    def get(self, action_id: str) -> ActionRecord | None:
+        return self.session.get(ActionRecord, action_id)
+
+    def by_dedup_key(self, agent: str, key: str) -> ActionRecord | None:
+        return self.session.scalars(
+            select(ActionRecord).where(ActionRecord.agent == agent, ActionRecord.dedup_key == key)
+        ).one_or_none()
+
+    def nth_newest_since(self, agent: str, since: datetime, n: int) -> datetime | None:
+        """When the n-th newest action since `since` was recorded (None: there are fewer than n)."""
+        return self.session.scalar(
+            select(ActionRecord.created_at)
+            .where(ActionRecord.agent == agent, ActionRecord.created_at > since)
+            .order_by(ActionRecord.created_at.desc())
+            .offset(n - 1)
+            .limit(1)
+        )
+
+    def count_in_run(self, agent: str, run_id: str) -> int:
+        return self.session.scalar(
+            select(func.count()).select_from(ActionRecord).where(ActionRecord.agent == agent, ActionRecord.run_id == run_id)
+        ) or 0
+
+    def runs_with_at_least(self, agent: str, since: datetime, n: int) -> list[str]:
+        """Runs (recent ones) that have recorded at least n actions."""
+        return list(self.session.scalars(
+            select(ActionRecord.run_id)
+            .where(ActionRecord.agent == agent, ActionRecord.created_at > since, ActionRecord.run_id.is_not(None))
+            .group_by(ActionRecord.run_id)
+            .having(func.count() >= n)
+        ))
+
+    def not_undone(self, agent: str, limit: int) -> list[ActionRecord]:
+        """The newest actions of an agent that have not been undone (nor are being undone)."""
+        return list(self.session.scalars(
+            select(ActionRecord)
+            .where(ActionRecord.agent == agent, ActionRecord.undo_status.is_(None))
+            .order_by(ActionRecord.created_at.desc(), ActionRecord.id.desc())
+            .limit(limit)
+        ))
+
+    def set_undo(self, action_id: str, *, expected: str | None, **values: Any) -> bool:
+        """Move an action's undo status on from `expected`; of racing callers, one gets True."""
+        status = ActionRecord.undo_status
+        result = self.session.execute(
+            update(ActionRecord)
+            .where(ActionRecord.id == action_id, status.is_(None) if expected is None else status == expected)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+class Runs:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, agent: str, run_id: str) -> Run | None:
+        return self.session.scalars(select(Run).where(Run.agent == agent, Run.run_id == run_id)).one_or_none()
+
+    def add(self, run: Run) -> None:
+        self.session.add(run)
+        self.session.flush()
+
+    def latest(self, agent: str) -> Run | None:
+        return self.session.scalars(
+            select(Run).where(Run.agent == agent).order_by(Run.at.desc(), Run.id.desc()).limit(1)
+        ).one_or_none()
+
+    def since(self, agent: str, since: datetime) -> list[Run]:
+        return list(self.session.scalars(select(Run).where(Run.agent == agent, Run.at > since)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -115,7 +115,8 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))
-    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id"), index=True)
+    # The approval the message is about; NULL for announcements (kind "post") about an agent.
+    approval_id: Mapped[str | None] = mapped_column(ForeignKey("approvals.id"), index=True)
     payload: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(8), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -124,3 +125,98 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
+
+
+class Pause(Base):
+    """A stop on an agent (or on every agent: `*`), for all its customers or one. Active while
+    `lifted_at` is NULL and `until` (if any) has not passed; the sweep lifts expired ones."""
+
+    __tablename__ = "pauses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(64))  # an agent id, or "*" for every agent
+    customer: Mapped[str | None] = mapped_column(String(200))  # NULL: every customer
+    paused_by: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    until: Mapped[datetime | None]
+    lifted_at: Mapped[datetime | None] = mapped_column(index=True)
+    lifted_by: Mapped[str | None] = mapped_column(String(32))  # a Slack user, or "system" once `until` passed
+
+
+class AgentVersion(Base):
+    """The history of an agent's versions, never rewritten: the newest entry is the active one.
+    A rollback adds an entry that restores an older one."""
+
+    __tablename__ = "agent_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    notes: Mapped[str | None] = mapped_column(Text)
+    prompt_sha: Mapped[str | None] = mapped_column(String(128))
+    config: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(100))  # agent:<id> or user:<Slack id>
+    restores_id: Mapped[int | None] = mapped_column(ForeignKey("agent_versions.id"))
+
+
+class AgentMode(Base):
+    """An agent's operating mode (shadow, suggest, auto), set with /agent mode; `auto` when absent."""
+
+    __tablename__ = "agent_modes"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    changed_by: Mapped[str] = mapped_column(String(32))
+    changed_at: Mapped[datetime]
+
+
+class ActionRecord(Base):
+    """A write an agent made (recorded with POST /v1/actions), with what it changed, so that it
+    can be undone: `undo_status` is NULL, then `claimed` while an undo is under way, then `undone`."""
+
+    __tablename__ = "actions"
+    __table_args__ = (
+        UniqueConstraint("agent", "dedup_key", name="uq_actions_dedup"),
+        Index("ix_actions_agent_time", "agent", "created_at"),
+        Index("ix_actions_agent_run", "agent", "run_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(200))
+    target: Mapped[dict[str, Any]]
+    changes: Mapped[list[Any]]
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    customer: Mapped[str | None] = mapped_column(String(200))
+    reversible: Mapped[bool] = mapped_column(Boolean)
+    dedup_key: Mapped[str | None] = mapped_column(String(200))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    undo_status: Mapped[str | None] = mapped_column(String(8))
+    undone_by: Mapped[str | None] = mapped_column(String(32))
+    undone_at: Mapped[datetime | None]
+    undo_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Run(Base):
+    """One run of an agent as it reported it (POST /v1/runs); reported again, it is updated."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("agent", "run_id", name="uq_runs_agent_run"),
+        Index("ix_runs_agent_time", "agent", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    at: Mapped[datetime]  # when it finished, else when it started, else when it was reported
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[str | None] = mapped_column(String(100))
+    customer: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)

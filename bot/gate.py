@@ -1,0 +1,92 @@
+"""The kill switch agents obey: answers GET /v1/agents/{agent}/gate from memory.
+
+SQL holds the truth. Each process keeps a copy of the control state (pauses, modes, versions,
+caps) and reloads it when any replica announces a change on Redis pub/sub, when a change is made
+here, and every refresh interval in any case. The copy is trusted only while the subscription is
+up and the last reload succeeded; otherwise each check reads SQL, and when SQL fails too the gate
+answers `allowed: false` (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from anyio import to_thread
+
+from bot import control
+from bot.clock import Clock
+from bot.config import HandrailConfig
+from bot.models import GateOut
+from storage.db import Database
+from storage.redis_store import ChangeFeed
+
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    def __init__(self, *, db: Database, config: HandrailConfig, clock: Clock, feed: ChangeFeed, refresh: timedelta) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.feed = feed
+        self.refresh = refresh.total_seconds()
+        self.state: control.ControlState | None = None
+        self.linked = False  # subscribed to other replicas' announcements
+        self.fresh = False  # linked, and the last reload succeeded
+        self._wake = asyncio.Event()
+        self._started = 0  # reloads started; only a newer one may replace the state
+        self._applied = 0
+        feed.on_control = self._wake.set
+        feed.on_link = self._link
+
+    def _link(self, up: bool) -> None:
+        self.linked = up
+        if up:
+            self._wake.set()  # what changed while unlinked was not announced: read it
+        else:
+            self.fresh = False
+            log.warning("gate: lost Redis pub/sub; checks read SQL until it is back")
+
+    def _read(self, agents: list[str] | None = None) -> control.ControlState:
+        with self.db.transaction() as session:
+            return control.snapshot(session, config=self.config, now=self.clock.now(), agents=agents)
+
+    async def reload(self) -> None:
+        self._started += 1
+        number, linked = self._started, self.linked
+        try:
+            state = await to_thread.run_sync(self._read)
+        except Exception as error:  # any driver error: distrust the copy
+            self.fresh = False
+            log.warning("gate: could not reload the control state: %s", error)
+            return
+        if number > self._applied:
+            self.state, self._applied = state, number
+            self.fresh = linked and self.linked
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.refresh)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.reload()
+
+    async def changed(self) -> None:
+        """A change was committed here: reload this process's copy, then tell the others."""
+        await self.reload()
+        await self.feed.announce_control()
+
+    async def check(self, agent: str, customer: str | None = None, run_id: str | None = None) -> GateOut:
+        now = self.clock.now()
+        if self.fresh and self.state is not None:
+            return self.state.verdict(agent, customer, run_id, now)
+        try:
+            state = await to_thread.run_sync(self._read, [agent])
+        except Exception as error:
+            log.warning("gate: neither Redis nor SQL answered; %s is told to stop: %s", agent, error)
+            return control.unavailable(type(error).__name__)
+        return state.verdict(agent, customer, run_id, now)
