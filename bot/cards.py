@@ -472,9 +472,13 @@ def undo_modal(agent_id: str, agent: AgentConfig, actions: list[Any], metadata: 
     return view
 
 
+def notice_modal(title: str, text: str) -> dict[str, Any]:
+    return {"type": "modal", "title": {"type": "plain_text", "text": title},
+            "close": {"type": "plain_text", "text": "Close"}, "blocks": [_section(text)]}
+
+
 def undo_progress_modal(count: int) -> dict[str, Any]:
-    return {"type": "modal", "title": {"type": "plain_text", "text": "Undo actions"},
-            "blocks": [_section(f":hourglass_flowing_sand: Undoing {count} action(s)…")]}
+    return notice_modal("Undo actions", f":hourglass_flowing_sand: Undoing {count} action(s)…")
 
 
 def undo_result_modal(results: list[Any], skipped: int) -> dict[str, Any]:

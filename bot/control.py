@@ -524,7 +524,7 @@ async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> 
     """POST to the agent's control hook, signed like decision callbacks."""
     agent = services.config.agents[agent_id]
     if agent.control_url is None:
-        return HookResult(False, "no control_url is configured")
+        return HookResult(False, f"no control hook is configured (agents.{agent_id}.control_url)")
     secret = services.settings.handrail_webhook_secret
     if secret is None:
         return HookResult(False, "HANDRAIL_WEBHOOK_SECRET is not set, so the hook cannot be signed")
@@ -544,11 +544,12 @@ def _after_rollback(
 ) -> Outcome:
     _audit(session, now, f"user:{user_id}", "agent.rollback_hook", agent_id, after={"ok": hook.ok, "to_version": new},
            reason=None if hook.ok else hook.detail)
-    told = "the control hook confirmed" if hook.ok else f"the control hook failed: {cards.escape(hook.detail)}"
+    told = "The control hook confirmed." if hook.ok else (
+        f"The agent's platform was not told: {cards.escape(hook.detail)}. The gate returns the new version.")
     text = (f":rewind: <@{user_id}> rolled back {agent_name(config, agent_id)} from `{cards.escape(old)}` to "
-            f"`{cards.escape(new)}`{_reason_text(reason)}. {told[0].upper()}{told[1:]}")
+            f"`{cards.escape(new)}`{_reason_text(reason)}. {told}")
     _announce(session, config, agent_id, text, now)
-    return Outcome(text + ("." if hook.ok else "; the gate already returns the new version."))
+    return Outcome(text)
 
 
 async def rollback_in_slack(

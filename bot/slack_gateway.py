@@ -76,6 +76,9 @@ class SlackGateway:
     async def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
         await self._call("views.open", trigger_id=trigger_id, view=view)
 
+    async def update_view(self, view_id: str, view: dict[str, Any]) -> None:
+        await self._call("views.update", view_id=view_id, view=view)
+
     async def group_members(self, group_id: str) -> frozenset[str]:
         members = await self.groups.get(group_id)
         if members is None:

@@ -1,49 +1,330 @@
-"""The /agent slash command: a table of subcommands, each with usage and help text."""
+"""The /agent slash command: a table of subcommands, each with its usage, who may run it and an
+example; `/agent help` and every usage error are drawn from it. Each entry parses its words, checks
+the caller's role and calls bot.control; the answer is ephemeral, the change is announced in the
+agent's channel by bot.control.
+
+Commands answer within Slack's 3 seconds. Those that call the agent platform (rollback) or open a
+modal (undo) acknowledge at once and answer through the command's response_url.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from pydantic import BaseModel, ValidationError
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from bot import cards, control
+from bot.cards import Card
+from bot.config import parse_duration
+from bot.errors import HandrailError
 from bot.services import Services
+from bot.slack_gateway import SlackError
+from handlers.errors import replies_with_errors
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 500
+MODES = ("shadow", "suggest", "auto")
+
+
+class UsageError(HandrailError):
+    code = "usage"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    services: Services
+    command: str
+    args: list[str]
+    user_id: str
+    trigger_id: str
+
+
+Reply = Card | str | None
 
 
 @dataclass(frozen=True)
 class Subcommand:
     usage: str
+    who: str
     summary: str
-    run: Callable[[Services, list[str], str], Awaitable[str]]
+    example: str
+    run: Callable[[Invocation], Awaitable[Reply]]
+    working: str | None = None  # acknowledged at once with this text; the answer follows via response_url
 
 
-async def _help(services: Services, args: list[str], user_id: str) -> str:
+class PauseAll(BaseModel):
+    """What the confirm button of `/agent pause all` carries; the click is authorized again."""
+
+    customer: str | None = None
+    seconds: float | None = None
+    reason: str | None = None
+
+
+class UndoPlan(BaseModel):
+    """The undo modal's private_metadata: the previewed reversible actions."""
+
+    agent: str
+    action_ids: list[str]
+    skipped: int
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _usage(inv: Invocation, problem: str) -> UsageError:
+    return UsageError(f"{problem}\nUsage: `{COMMANDS[inv.command].usage}`  e.g. `{COMMANDS[inv.command].example}`")
+
+
+def _agent(inv: Invocation, *, allow_all: bool = False) -> str:
+    """The agent named first, checked against the config; `all` → control.EVERY_AGENT."""
+    if not inv.args:
+        raise _usage(inv, "Which agent?")
+    name = inv.args[0].lower()
+    if allow_all and name == "all":
+        return control.EVERY_AGENT
+    control.known_agent(inv.services.config, name)
+    return name
+
+
+def _options(inv: Invocation, words: list[str]) -> tuple[str | None, timedelta | None, str | None]:
+    """`[customer=<id>] [for <duration>] [reason…]`, options in any order before the reason."""
+    customer, duration = None, None
+    while words:
+        word = words[0]
+        if word.lower().startswith("customer="):
+            customer = word.split("=", 1)[1]
+            if not customer or len(customer) > 200:
+                raise _usage(inv, "`customer=` needs a customer id (up to 200 characters).")
+            words = words[1:]
+        elif word.lower() == "for" and len(words) > 1:
+            try:
+                duration = parse_duration(words[1])
+            except ValueError:
+                raise _usage(inv, f"`{cards.escape(words[1][:40])}` is not a duration: use 30m, 4h, 1d.") from None
+            words = words[2:]
+        else:
+            break
+    reason = " ".join(words) or None
+    if reason and len(reason) > MAX_REASON:
+        raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
+    return customer, duration, reason
+
+
+def _scope_text(customer: str | None, duration: timedelta | None) -> str:
+    scope = f" for customer `{cards.escape(customer)}`" if customer else " for all customers"
+    return scope + (f" for {cards.duration_text(duration)}" if duration else "")
+
+
+# --- the subcommands -----------------------------------------------------------------------------
+
+
+async def _help(inv: Invocation) -> Reply:
     return help_text()
 
 
+async def _status(inv: Invocation) -> Reply:
+    services = inv.services
+    if len(inv.args) > 1:
+        raise _usage(inv, "Name one agent, or none for all of them.")
+    if inv.args:
+        agent_id = _agent(inv)
+        status = await services.run(control.status, config=services.config, agent_id=agent_id, now=services.clock.now())
+        return cards.status_text(status)
+    statuses = await services.run(control.statuses, config=services.config, now=services.clock.now())
+    lines = ["*Agents*", *(cards.status_line(s) for s in statuses), "Details: `/agent status <agent>`"]
+    return "\n".join(lines)
+
+
+async def _owner(inv: Invocation) -> Reply:
+    if len(inv.args) != 1:
+        raise _usage(inv, "Name one agent.")
+    agent_id = _agent(inv)
+    config = inv.services.config
+    return cards.owners_text(agent_id, config.agents[agent_id], config.roles.oncall)
+
+
+async def _pause(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv, allow_all=True)
+    customer, duration, reason = _options(inv, inv.args[1:])
+    if agent_id == control.EVERY_AGENT:
+        await control.authorize(services, user_id=inv.user_id, permission="pause_all", agent_id=None)
+        intent = PauseAll(customer=customer, seconds=duration.total_seconds() if duration else None, reason=reason)
+        return cards.pause_all_confirm(intent.model_dump_json(), _scope_text(customer, duration),
+                                       len(services.config.agents))
+    await control.authorize(services, user_id=inv.user_id, permission="pause", agent_id=agent_id)
+    now = services.clock.now()
+    outcome = await services.run(control.pause, config=services.config, agent_id=agent_id, customer=customer,
+                                 until=now + duration if duration else None, reason=reason, user_id=inv.user_id, now=now)
+    return outcome.text
+
+
+async def _resume(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv, allow_all=True)
+    customer, duration, reason = _options(inv, inv.args[1:])
+    if duration or reason:
+        raise _usage(inv, "`resume` takes an agent (or `all`) and an optional `customer=<id>`, nothing else.")
+    permission: control.Permission = "pause_all" if agent_id == control.EVERY_AGENT else "pause"
+    await control.authorize(services, user_id=inv.user_id, permission=permission,
+                            agent_id=None if agent_id == control.EVERY_AGENT else agent_id)
+    outcome = await services.run(control.resume, config=services.config, agent_id=agent_id, customer=customer,
+                                 user_id=inv.user_id, now=services.clock.now())
+    return outcome.text
+
+
+async def _rollback(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv)
+    words = inv.args[1:]
+    to_version = None
+    if words and words[0].lower() == "to":
+        if len(words) < 2:
+            raise _usage(inv, "`to` needs a version.")
+        to_version, words = words[1], words[2:]
+    reason = " ".join(words) or None
+    if reason and len(reason) > MAX_REASON:
+        raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
+    await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
+    outcome = await control.rollback_in_slack(services, agent_id=agent_id, to_version=to_version,
+                                              user_id=inv.user_id, reason=reason)
+    return outcome.text
+
+
+async def _undo(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv)
+    if len(inv.args) != 2 or not inv.args[1].isdigit() or not 1 <= int(inv.args[1]) <= control.MAX_UNDO:
+        raise _usage(inv, f"Say how many of the newest actions to undo: a number from 1 to {control.MAX_UNDO}.")
+    await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
+    actions = await services.run(control.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1]))
+    reversible = [a.id for a in actions if a.reversible]
+    plan = UndoPlan(agent=agent_id, action_ids=reversible, skipped=len(actions) - len(reversible))
+    view = cards.undo_modal(agent_id, services.config.agents[agent_id], actions, plan.model_dump_json())
+    await services.slack.open_view(inv.trigger_id, view)
+    return None
+
+
+async def _mode(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv)
+    if len(inv.args) != 2 or inv.args[1].lower() not in MODES:
+        raise _usage(inv, f"Give one mode: {', '.join(f'`{m}`' for m in MODES)}.")
+    await control.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
+    outcome = await services.run(control.set_mode, config=services.config, agent_id=agent_id,
+                                 mode=inv.args[1].lower(), user_id=inv.user_id, now=services.clock.now())
+    return outcome.text
+
+
 COMMANDS: dict[str, Subcommand] = {
-    "help": Subcommand("/agent help", "this list", _help),
+    "help": Subcommand("/agent help", "anyone", "this list", "/agent help", _help),
+    "status": Subcommand("/agent status [agent]", "anyone",
+                         "mode, version, pauses, pending approvals, last run, failures and cost of the last hour",
+                         "/agent status lead-router", _status),
+    "owner": Subcommand("/agent owner <agent>", "anyone", "primary, backup, escalation manager, channel, on-call",
+                        "/agent owner lead-router", _owner),
+    "pause": Subcommand("/agent pause <agent|all> [customer=<id>] [for <duration>] [reason]", control.WHO_MAY["pause"],
+                        "stop the agent (all customers, or one); `all` asks to confirm first",
+                        "/agent pause lead-router customer=acme for 30m duplicate emails", _pause),
+    "resume": Subcommand("/agent resume <agent|all> [customer=<id>]", control.WHO_MAY["pause"], "lift that pause",
+                         "/agent resume lead-router customer=acme", _resume),
+    "rollback": Subcommand("/agent rollback <agent> [to <version>] [reason]", control.WHO_MAY["rollback"],
+                           "make the previous (or named) version active and tell the agent's platform",
+                           "/agent rollback lead-router to v41 bad routing since v42", _rollback,
+                           working=":rewind: Rolling back…"),
+    "undo": Subcommand("/agent undo <agent> <N>", control.WHO_MAY["rollback"],
+                       "preview, then undo, its N newest recorded actions", "/agent undo lead-router 5", _undo,
+                       working=""),
+    "mode": Subcommand("/agent mode <agent> shadow|suggest|auto", control.WHO_MAY["mode"],
+                       "the operating mode the gate returns to the agent", "/agent mode lead-router shadow", _mode),
 }
 
 
 def help_text() -> str:
     lines = ["*Handrail* keeps people in charge of what agents do. Commands:"]
-    lines += [f"• `{c.usage}`: {c.summary}" for c in COMMANDS.values()]
+    lines += [f"• `{c.usage}`: {c.summary} ({c.who}). e.g. `{c.example}`" for c in COMMANDS.values()]
     lines.append("Approval requests appear as cards in each agent's channel: click *Approve* or *Deny* there.")
     return "\n".join(lines)
 
 
-async def dispatch(services: Services, text: str, user_id: str) -> str:
-    words = text.split()
-    if not words:
-        return help_text()
-    command = COMMANDS.get(words[0].lower())
-    if command is None:
-        return f"Unknown command `{words[0][:40]}`.\n" + help_text()
-    return await command.run(services, words[1:], user_id)
+async def run(services: Services, command: dict[str, Any]) -> Reply:
+    """One /agent command, every error turned into an answer for the person who typed it."""
+    words = command.get("text", "").split()
+    name = words[0].lower() if words else "help"
+    if name not in COMMANDS:
+        return f"Unknown command `{cards.escape(words[0][:40])}`.\n" + help_text()
+    inv = Invocation(services, name, words[1:], command["user_id"], command.get("trigger_id", ""))
+    try:
+        return await COMMANDS[name].run(inv)
+    except HandrailError as error:
+        return error.message
+    except SlackError as error:
+        log.warning("a Slack call failed during /agent %s: %s", name, error.error)
+        return "Slack did not answer in time; please try again."
+    except Exception:
+        log.exception("/agent %s failed", name)
+        return "Something went wrong on our side; it has been logged."
+
+
+def _message(reply: Card | str) -> dict[str, Any]:
+    if isinstance(reply, Card):
+        return {"text": reply.text, "blocks": reply.blocks}
+    return {"text": reply}
 
 
 def register(app: AsyncApp, services: Services) -> None:
+    reply_errors = replies_with_errors(services)
+
     @app.command("/agent")
-    async def agent_command(ack: AsyncAck, command: dict[str, str]) -> None:
-        await ack(text=await dispatch(services, command.get("text", ""), command["user_id"]))
+    async def agent_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        words = command.get("text", "").split()
+        slow = COMMANDS.get(words[0].lower()) if words else None
+        if slow is None or slow.working is None:
+            reply = await run(services, command)
+            await ack(**_message(reply or ""))
+            return
+        await ack(text=slow.working) if slow.working else await ack()
+        reply = await run(services, command)
+        if reply:
+            try:
+                await respond(**_message(reply))
+            except Exception:  # Bolt must not see it: the command was acknowledged already
+                log.exception("could not answer /agent %s through its response_url", words[0])
+
+    @app.action(cards.PAUSE_ALL_ACTION)
+    @reply_errors
+    async def pause_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        user_id = body["user"]["id"]
+        try:
+            intent = PauseAll.model_validate_json(body["actions"][0]["value"])
+        except ValidationError:
+            await respond(replace_original=True, text="This confirmation is out of date; run the command again.")
+            return
+        await control.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
+        now = services.clock.now()
+        outcome = await services.run(
+            control.pause, config=services.config, agent_id=control.EVERY_AGENT, customer=intent.customer,
+            until=now + timedelta(seconds=intent.seconds) if intent.seconds else None, reason=intent.reason,
+            user_id=user_id, now=now)
+        await respond(replace_original=True, text=outcome.text)
+
+    @app.action(cards.PAUSE_ALL_CANCEL)
+    @reply_errors
+    async def pause_all_cancelled(ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any]) -> None:
+        await ack()
+        await respond(replace_original=True, text="Nothing was paused.")
+
+
+def undo_plan(metadata: str) -> UndoPlan | None:
+    try:
+        return UndoPlan.model_validate(json.loads(metadata))
+    except (ValueError, ValidationError):
+        return None

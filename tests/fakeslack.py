@@ -25,6 +25,9 @@ from jsonschema import Draft202012Validator, ValidationError
 
 DEFAULT_SLACK_DIR = Path(__file__).resolve().parents[2] / "shared" / "slack"
 API_PREFIX = "/api/"
+HOOKS_PREFIX = "/hooks/"  # response_url: where a slash command or a click may answer, up to 5 times
+RESPONSE_URL_USES = 5
+RESPONSE_URL = "response_url"  # Call.method of a message posted to a response_url
 
 TEAM_ID = "T0HANDRAIL"
 BOT_USER_ID = "U0HANDRAIL"
@@ -105,6 +108,8 @@ class FakeSlack:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        self.root_url = ""
+        self._response_uses: dict[str, int] = defaultdict(int)
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
@@ -121,7 +126,8 @@ class FakeSlack:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakeslack", daemon=True
         )
         self._thread.start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}{API_PREFIX}"
+        self.root_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = self.root_url + API_PREFIX
 
     def stop(self) -> None:
         if self._server is None or self._thread is None:
@@ -157,6 +163,14 @@ class FakeSlack:
         with self._cond:
             return [msg for (ch, _), msg in self.messages.items() if ch == channel and msg.get("thread_ts") == ts]
 
+    def response_url(self, kind: str = "commands") -> str:
+        """A fresh response_url, as Slack puts in a slash command or a click."""
+        return f"{self.root_url}{HOOKS_PREFIX}{kind}/{TEAM_ID}/{next(self._id_counter)}/x{next(self._ts_counter):08d}"
+
+    def responses(self) -> list[Call]:
+        """Messages posted to response_urls, oldest first; `params["url"]` says which."""
+        return self.calls_to(RESPONSE_URL)
+
     def rate_limit_next(self, method: str, retry_after: int = 1, times: int = 1) -> None:
         failure = _Outcome(429, {"Retry-After": str(retry_after)}, {"ok": False, "error": "ratelimited"})
         self._queue(method, failure, times)
@@ -176,6 +190,26 @@ class FakeSlack:
             self._failures[method].extend([failure] * times)
 
     # -- answering a call --------------------------------------------------------------------
+
+    def _hook(self, path: str, params: Params, received_at: float) -> _Outcome:
+        """A message to a response_url: text or blocks, optionally replace_original or
+        delete_original; Slack takes five per URL."""
+        with self._cond:
+            self._response_uses[path] += 1
+            problems = []
+            if self._response_uses[path] > RESPONSE_URL_USES:
+                problems.append(f"{path}: used more than {RESPONSE_URL_USES} times")
+            if _absent(params.get("text")) and _absent(params.get("blocks")) and not params.get("delete_original"):
+                problems.append("a response_url message needs text or blocks")
+            try:
+                self._check_blocks(params)
+            except SlackError as error:
+                problems.extend(error.problems)
+            self.violations.extend(f"response_url: {p}" for p in problems)
+            outcome = _Outcome(404 if problems else 200, {}, {"ok": not problems})
+            self.calls.append(Call(RESPONSE_URL, {**params, "url": path}, None, outcome.status, outcome.response, received_at))
+            self._cond.notify_all()
+            return outcome
 
     def _answer(self, method: str, params: Params, token: str | None, received_at: float = 0.0) -> _Outcome:
         with self._cond:
@@ -344,6 +378,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, body: bytes) -> None:
         received_at = time.perf_counter()
         url = urlsplit(self.path)
+        if url.path.startswith(HOOKS_PREFIX):
+            params = _parse_body(body, self.headers.get("Content-Type", ""))
+            self._reply(self.server.fake._hook(url.path, params, received_at))
+            return
         if not url.path.startswith(API_PREFIX):
             self.send_error(404)
             return
@@ -351,7 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
         params.update(_parse_body(body, self.headers.get("Content-Type", "")))
         params = _decode_json_fields(params)
         token = _bearer_token(self.headers.get("Authorization")) or params.get("token")
-        outcome = self.server.fake._answer(url.path.removeprefix(API_PREFIX), params, token, received_at)
+        self._reply(self.server.fake._answer(url.path.removeprefix(API_PREFIX), params, token, received_at))
+
+    def _reply(self, outcome: _Outcome) -> None:
         payload = json.dumps(outcome.response).encode()
         self.send_response(outcome.status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -40,13 +40,33 @@ def slash_command(
     user_id: str,
     channel_id: str = "C0OPS",
     trigger_id: str | None = None,
+    response_url: str | None = None,
 ) -> bytes:
-    """A slash command: plain form fields, as in slash_command.form-urlencoded.txt."""
+    """A slash command: plain form fields, as in slash_command.form-urlencoded.txt. Pass the fake
+    Slack's `response_url()` when the command answers later."""
     fields = dict(parse_qsl(_read("slash_command.form-urlencoded.txt"), keep_blank_values=True))
     fields.update(
         command=command, text=text, user_id=user_id, channel_id=channel_id, trigger_id=trigger_id or _trigger_id()
     )
+    if response_url:
+        fields["response_url"] = response_url
     return urlencode(fields).encode()
+
+
+def ephemeral_click(
+    *, user_id: str, action_id: str, value: str, channel_id: str, response_url: str, blocks: list[dict[str, Any]]
+) -> bytes:
+    """A click on a button of an ephemeral message (e.g. a command's answer), as in
+    block_actions.button.ephemeral.json: no `message`, a container marked ephemeral, a response_url.
+    `blocks` are the ephemeral message's blocks; they must hold the button."""
+    payload = _load("block_actions.button.ephemeral.json")
+    payload["user"]["id"] = user_id
+    payload["trigger_id"] = _trigger_id()
+    payload["container"]["channel_id"] = payload["channel"]["id"] = channel_id
+    payload["response_url"] = response_url
+    block_id, button = _find_button(blocks, action_id)
+    payload["actions"][0].update(action_id=action_id, block_id=block_id, text=button["text"], value=value)
+    return _interactive(payload)
 
 
 def block_action(

@@ -1,0 +1,314 @@
+"""Incident control as plain functions on both databases, with a virtual clock: pauses and what
+the gate answers, volume caps, versions and rollback, undo claims, and who may do what."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import select
+
+from bot import control, runs
+from bot.clock import ManualClock
+from bot.config import HandrailConfig, parse_config
+from bot.errors import Conflict, Forbidden, HandrailError, NotFound, TooMany
+from bot.models import ActionIn, GateOut
+from storage.db import Database
+from storage.repositories import Audit
+from storage.tables import OutboxMessage
+from tests.conftest import config_dict
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def config() -> HandrailConfig:
+    data = config_dict()
+    data["roles"] = {"oncall": ["U0ONCALL", "S0ONCALL"], "managers": ["U0BOSS"], "admins": ["U0ADMIN"]}
+    data["agents"]["lead-router"]["limits"] = {"actions_per_hour": 3, "actions_per_run": 2}
+    data["agents"]["lead-router"]["control_url"] = "http://127.0.0.1:9/hook"
+    return parse_config(data)
+
+
+class Control:
+    """Runs control functions in a transaction each, the way the server does."""
+
+    def __init__(self, db: Database, config: HandrailConfig, clock: ManualClock) -> None:
+        self.db, self.config, self.clock = db, config, clock
+
+    def __call__(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        with self.db.transaction() as session:
+            return fn(session, **kwargs)
+
+    def gate(self, agent: str = "lead-router", customer: str | None = None, run_id: str | None = None) -> GateOut:
+        state = self(control.snapshot, config=self.config, now=self.clock.now())
+        return state.verdict(agent, customer, run_id, self.clock.now())
+
+    def pause(self, agent: str = "lead-router", **kwargs: Any) -> control.Outcome:
+        args: dict[str, Any] = dict(customer=None, until=None, reason="looping", user_id="U0OWNER") | kwargs
+        return self(control.pause, config=self.config, agent_id=agent, now=self.clock.now(), **args)
+
+    def resume(self, agent: str = "lead-router", customer: str | None = None) -> control.Outcome:
+        return self(control.resume, config=self.config, agent_id=agent, customer=customer, user_id="U0OWNER",
+                    now=self.clock.now())
+
+    def record(self, run_id: str | None = None, **fields: Any) -> Any:
+        body = {"agent": "lead-router", "action": "crm.update", "target": {"system": "sf", "object": "Lead", "id": "1"},
+                "changes": [{"field": "owner", "before": "a", "after": "b"}], "run_id": run_id} | fields
+        return self(runs.record_action, config=self.config, request=ActionIn.model_validate(body), now=self.clock.now())
+
+    def posts(self) -> list[str]:
+        with self.db.transaction() as session:
+            rows = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "post").order_by(OutboxMessage.id))
+            return [row.payload["text"] for row in rows]
+
+
+@pytest.fixture
+def ctl(db: Database, config: HandrailConfig, clock: ManualClock) -> Control:
+    return Control(db, config, clock)
+
+
+def audit_events(ctl: Control, agent: str) -> list[str]:
+    with ctl.db.transaction() as session:
+        return [e.event for e in Audit(session).for_object("agent", agent)]
+
+
+# --- pauses and the gate ---------------------------------------------------------------------
+
+
+def test_a_pause_closes_the_gate_of_that_agent_only(ctl: Control) -> None:
+    assert ctl.gate().allowed
+    outcome = ctl.pause(reason="sends duplicate emails")
+    assert outcome.text.startswith(":double_vertical_bar: <@U0OWNER> paused Lead router (`lead-router`)")
+    closed = ctl.gate()
+    assert (closed.allowed, closed.reason, closed.paused_by) == (False, "paused", "U0OWNER")
+    assert "sends duplicate emails" in (closed.message or "")
+    assert ctl.gate("billing-bot").allowed
+    assert audit_events(ctl, "lead-router") == ["agent.paused"]
+    assert ctl.posts() == [outcome.text.removesuffix(".")]
+
+
+def test_a_customer_pause_stops_that_customer_only(ctl: Control) -> None:
+    ctl.pause(customer="acme")
+    assert not ctl.gate(customer="acme").allowed
+    assert ctl.gate(customer="acme").customer == "acme"
+    assert ctl.gate(customer="globex").allowed
+    assert ctl.gate().allowed, "a check for no particular customer is not stopped by one customer's pause"
+
+
+def test_pausing_all_stops_every_agent_and_posts_in_every_channel(ctl: Control) -> None:
+    ctl.pause(control.EVERY_AGENT, user_id="U0ONCALL")
+    assert not ctl.gate("lead-router").allowed and not ctl.gate("billing-bot").allowed
+    assert "every agent is paused" in (ctl.gate("billing-bot").message or "")
+    with ctl.db.transaction() as session:
+        channels = sorted(r.payload["channel"] for r in session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "post")))
+    assert channels == ["C0APPROVALS", "C0BILLING"]
+
+
+def test_a_timed_pause_lifts_itself_and_the_sweep_records_it_once(ctl: Control, clock: ManualClock) -> None:
+    ctl.pause(until=clock.now() + timedelta(minutes=30))
+    clock.advance(timedelta(minutes=29, seconds=59))
+    assert not ctl.gate().allowed
+    clock.advance(timedelta(seconds=1))
+    assert ctl.gate().allowed, "the gate lets the agent act from `until` on, before any sweep"
+    assert ctl(control.lift_expired, config=ctl.config, now=clock.now()) == 1
+    assert ctl(control.lift_expired, config=ctl.config, now=clock.now()) == 0
+    assert ctl.posts()[-1].startswith(":arrow_forward: The pause of Lead router (`lead-router`) by <@U0OWNER> ended")
+    assert audit_events(ctl, "lead-router") == ["agent.paused", "agent.resumed"]
+
+
+def test_pausing_again_replaces_the_pause_of_the_same_scope(ctl: Control, clock: ManualClock) -> None:
+    ctl.pause(until=clock.now() + timedelta(minutes=5), reason="first")
+    ctl.pause(until=None, reason="second", user_id="U0BACKUP")
+    clock.advance(timedelta(minutes=10))
+    closed = ctl.gate()
+    assert (closed.allowed, closed.paused_by, closed.until) == (False, "U0BACKUP", None)
+    ctl.resume()
+    assert ctl.gate().allowed, "one resume lifts the scope: the replaced pause is not left behind"
+
+
+def test_resume_lifts_exactly_its_scope_and_names_what_stays_paused(ctl: Control) -> None:
+    ctl.pause()
+    ctl.pause(customer="acme")
+    outcome = ctl.resume()
+    assert "Still paused: Lead router (`lead-router`) for customer `acme`" in outcome.text
+    assert ctl.gate(customer="globex").allowed and not ctl.gate(customer="acme").allowed
+    with pytest.raises(Conflict) as raised:
+        ctl.resume()
+    assert raised.value.code == "not_paused"
+    ctl.resume(customer="acme")
+    assert ctl.gate(customer="acme").allowed
+
+
+def test_pausing_an_unknown_agent_names_the_known_ones(ctl: Control) -> None:
+    with pytest.raises(NotFound) as raised:
+        ctl.pause("nope")
+    assert "`billing-bot`" in raised.value.message and "`lead-router`" in raised.value.message
+
+
+# --- volume caps ------------------------------------------------------------------------------
+
+
+def test_the_hourly_cap_refuses_the_next_action_and_closes_the_gate_until_the_oldest_ages_out(
+    ctl: Control, clock: ManualClock
+) -> None:
+    first_at = clock.now()
+    for _ in range(3):
+        ctl.record()
+        clock.advance(timedelta(minutes=1))
+    capped = ctl.gate()
+    assert (capped.allowed, capped.reason, capped.until) == (False, "volume_cap", first_at + timedelta(hours=1))
+    with pytest.raises(TooMany) as raised:
+        ctl.record()
+    assert raised.value.retry_after == 57 * 60
+    clock.set(first_at + timedelta(hours=1))
+    assert ctl.gate().allowed
+    ctl.record()
+    assert not ctl.gate().allowed
+
+
+def test_the_per_run_cap_stops_that_run_only(ctl: Control) -> None:
+    ctl.record(run_id="r1")
+    ctl.record(run_id="r1")
+    with pytest.raises(TooMany):
+        ctl.record(run_id="r1")
+    assert ctl.gate(run_id="r1").reason == "volume_cap"
+    assert ctl.gate(run_id="r2").allowed
+    ctl.record(run_id="r2")
+
+
+def test_a_replayed_dedup_key_returns_the_first_record(ctl: Control) -> None:
+    first, created = ctl.record(dedup_key="k1")
+    again, created_again = ctl.record(dedup_key="k1")
+    assert (created, created_again, again.id) == (True, False, first.id)
+    with pytest.raises(Conflict):
+        ctl.record(dedup_key="k1", action="crm.delete")
+
+
+# --- versions and rollback ----------------------------------------------------------------------
+
+
+def register(ctl: Control, version: str) -> tuple[Any, bool]:
+    return ctl(control.register_version, config=ctl.config, agent_id="lead-router", version=version, notes=None,
+               prompt_sha=None, settings=None, now=ctl.clock.now())
+
+
+def rollback(ctl: Control, to: str | None = None) -> tuple[Any, Any]:
+    return ctl(control.rollback, config=ctl.config, agent_id="lead-router", to_version=to, user_id="U0OWNER",
+               reason=None, now=ctl.clock.now())
+
+
+def test_rolling_back_steps_back_one_registered_version_at_a_time_and_never_rewrites_history(ctl: Control) -> None:
+    with pytest.raises(Conflict):
+        rollback(ctl)
+    for version in ("v1", "v2", "v3"):
+        register(ctl, version)
+    assert register(ctl, "v3")[1] is False, "the active version registered again is no new entry"
+    assert ctl.gate().version == "v3"
+    old, new = rollback(ctl)
+    assert (old.version, new.version) == ("v3", "v2") and ctl.gate().version == "v2"
+    assert rollback(ctl)[1].version == "v1"
+    with pytest.raises(Conflict) as raised:
+        rollback(ctl)
+    assert raised.value.code == "no_previous_version"
+    assert rollback(ctl, "v3")[1].version == "v3"
+    history = ctl(control.history, agent_id="lead-router")
+    assert [e.version for e in history] == ["v3", "v1", "v2", "v3", "v2", "v1"]
+    assert [e.created_by for e in history[:3]] == ["user:U0OWNER"] * 3
+    assert audit_events(ctl, "lead-router").count("agent.rolled_back") == 3
+
+
+def test_rolling_back_to_an_unknown_or_the_active_version_is_refused(ctl: Control) -> None:
+    register(ctl, "v1")
+    register(ctl, "v2")
+    with pytest.raises(NotFound) as unknown:
+        rollback(ctl, "v9")
+    assert "`v2`, `v1`" in unknown.value.message
+    with pytest.raises(Conflict) as active:
+        rollback(ctl, "v2")
+    assert active.value.code == "already_active"
+
+
+def test_mode_changes_are_recorded_and_returned_by_the_gate(ctl: Control) -> None:
+    assert ctl.gate().mode == "auto"
+    outcome = ctl(control.set_mode, config=ctl.config, agent_id="lead-router", mode="shadow", user_id="U0BOSS",
+                  now=ctl.clock.now())
+    assert "to `shadow` (was `auto`)" in outcome.text and ctl.gate().mode == "shadow"
+    again = ctl(control.set_mode, config=ctl.config, agent_id="lead-router", mode="shadow", user_id="U0BOSS",
+                now=ctl.clock.now())
+    assert "already" in again.text
+    assert audit_events(ctl, "lead-router") == ["agent.mode_changed"]
+
+
+# --- undo -----------------------------------------------------------------------------------------
+
+
+def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(ctl: Control) -> None:
+    action, _ = ctl.record()
+    irreversible, _ = ctl.record(reversible=False)
+
+    def claim(action_id: str, user: str = "U0OWNER") -> Any:
+        return ctl(control.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user)
+
+    assert claim(irreversible.id) is None
+    assert claim(action.id) is not None
+    assert claim(action.id, "U0BOSS") is None, "a second undo while the first is under way gets nothing"
+    ctl(control.finish_undo, action_id=action.id, agent_id="lead-router", user_id="U0OWNER", error="HTTP 500",
+        now=ctl.clock.now())
+    assert claim(action.id) is not None, "a failed undo releases the action"
+    ctl(control.finish_undo, action_id=action.id, agent_id="lead-router", user_id="U0OWNER", error=None,
+        now=ctl.clock.now())
+    assert claim(action.id) is None
+    preview = ctl(control.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
+    assert [a.id for a in preview] == [irreversible.id]
+    assert control.restore_of(action) == {"owner": "a"}
+    assert audit_events(ctl, "lead-router") == ["action.undo_failed", "action.undone"]
+
+
+def test_undo_needs_a_control_hook(ctl: Control) -> None:
+    with pytest.raises(HandrailError) as raised:
+        ctl(control.undo_preview, config=ctl.config, agent_id="billing-bot", count=5)
+    assert raised.value.code == "no_control_url"
+
+
+# --- who may ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("permission", "agent", "user", "groups", "allowed"),
+    [
+        ("pause", "lead-router", "U0BACKUP", set(), True),  # an owner
+        ("pause", "lead-router", "U0ONCALL", set(), True),
+        ("pause", "lead-router", "U0SOMEONE", {"S0ONCALL"}, True),  # on-call through a user group
+        ("pause", "lead-router", "U0SOMEONE", set(), False),
+        ("pause_all", None, "U0OWNER", set(), False),  # owning one agent is not enough to stop them all
+        ("pause_all", None, "U0BOSS", set(), True),
+        ("rollback", "lead-router", "U0OWNER", set(), True),
+        ("rollback", "lead-router", "U0BACKUP", set(), False),
+        ("rollback", "lead-router", "U0ONCALL", set(), False),
+        ("mode", "lead-router", "U0OWNER", set(), False),
+        ("mode", "lead-router", "U0BOSS", set(), True),
+        ("mode", "lead-router", "U0ADMIN", set(), True),
+    ],
+)
+def test_who_may_run_each_command(
+    config: HandrailConfig, permission: control.Permission, agent: str | None, user: str, groups: set[str], allowed: bool
+) -> None:
+    check = lambda: control.check_allowed(config, permission, agent, user, frozenset(groups))  # noqa: E731
+    if allowed:
+        check()
+    else:
+        with pytest.raises(Forbidden):
+            check()
+
+
+def test_a_refusal_names_who_can(config: HandrailConfig) -> None:
+    with pytest.raises(Forbidden) as raised:
+        control.check_allowed(config, "rollback", "lead-router", "U0BACKUP", frozenset())
+    assert raised.value.message == ("You cannot do this. Who can: the primary owner of Lead router (<@U0OWNER>); "
+                                    "managers (<@U0BOSS>); admins (<@U0ADMIN>).")
+    with pytest.raises(Forbidden) as raised:
+        control.check_allowed(config, "pause_all", None, "U0OWNER", frozenset())
+    assert "on-call (<@U0ONCALL>, <!subteam^S0ONCALL>)" in raised.value.message
