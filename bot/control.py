@@ -286,14 +286,14 @@ def pause(
 def resume(
     session: Session, *, config: HandrailConfig, agent_id: str, customer: str | None, user_id: str, now: datetime
 ) -> Outcome:
-    """Lift the pause of exactly this scope. Pauses of narrower or other scopes stay, and the
-    answer lists them."""
+    """Lift the pause of exactly this scope. Other pauses that still stop this agent (every
+    agent: any pause) stay, and the answer lists them."""
     if agent_id != EVERY_AGENT:
         known_agent(config, agent_id)
     pauses = Pauses(session)
-    unlifted = [p for p in pauses.unlifted([agent_id]) if PauseView.of(p).active(now)]
+    unlifted = [p for p in pauses.unlifted(None if agent_id == EVERY_AGENT else [agent_id]) if PauseView.of(p).active(now)]
     lifted = [p for p in unlifted if p.agent == agent_id and p.customer == customer and pauses.lift(p.id, by=user_id, at=now)]
-    others = [PauseView.of(p) for p in unlifted if p not in lifted and (agent_id == EVERY_AGENT or p.agent == agent_id)]
+    others = [PauseView.of(p) for p in unlifted if p not in lifted]
     scope = PauseView(0, agent_id, customer, user_id, None, now, None).scope(config)
     still = ""
     if others:

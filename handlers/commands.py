@@ -46,7 +46,17 @@ class Invocation:
     trigger_id: str
 
 
-Reply = Card | str | None
+@dataclass(frozen=True)
+class Later:
+    """For work that may take longer than Slack's 3 seconds: the command is acknowledged with
+    `working` (checked and authorized already), then `finish` runs and its answer goes through
+    the command's response_url."""
+
+    working: str
+    finish: Callable[[], Awaitable[Card | str | None]]
+
+
+Reply = Card | str | Later | None
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,6 @@ class Subcommand:
     summary: str
     example: str
     run: Callable[[Invocation], Awaitable[Reply]]
-    working: str | None = None  # acknowledged at once with this text; the answer follows via response_url
 
 
 class PauseAll(BaseModel):
@@ -193,9 +202,13 @@ async def _rollback(inv: Invocation) -> Reply:
     if reason and len(reason) > MAX_REASON:
         raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
     await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
-    outcome = await control.rollback_in_slack(services, agent_id=agent_id, to_version=to_version,
-                                              user_id=inv.user_id, reason=reason)
-    return outcome.text
+
+    async def finish() -> str:
+        outcome = await control.rollback_in_slack(services, agent_id=agent_id, to_version=to_version,
+                                                  user_id=inv.user_id, reason=reason)
+        return outcome.text
+
+    return Later(":rewind: Rolling back…", finish)
 
 
 async def _undo(inv: Invocation) -> Reply:
@@ -208,8 +221,11 @@ async def _undo(inv: Invocation) -> Reply:
     reversible = [a.id for a in actions if a.reversible]
     plan = UndoPlan(agent=agent_id, action_ids=reversible, skipped=len(actions) - len(reversible))
     view = cards.undo_modal(agent_id, services.config.agents[agent_id], actions, plan.model_dump_json())
-    await services.slack.open_view(inv.trigger_id, view)
-    return None
+
+    async def finish() -> None:  # the trigger_id is good for 3 seconds: open the modal right after the ack
+        await services.slack.open_view(inv.trigger_id, view)
+
+    return Later("", finish)
 
 
 async def _mode(inv: Invocation) -> Reply:
@@ -237,11 +253,9 @@ COMMANDS: dict[str, Subcommand] = {
                          "/agent resume lead-router customer=acme", _resume),
     "rollback": Subcommand("/agent rollback <agent> [to <version>] [reason]", control.WHO_MAY["rollback"],
                            "make the previous (or named) version active and tell the agent's platform",
-                           "/agent rollback lead-router to v41 bad routing since v42", _rollback,
-                           working=":rewind: Rolling back…"),
+                           "/agent rollback lead-router to v41 bad routing since v42", _rollback),
     "undo": Subcommand("/agent undo <agent> <N>", control.WHO_MAY["rollback"],
-                       "preview, then undo, its N newest recorded actions", "/agent undo lead-router 5", _undo,
-                       working=""),
+                       "preview, then undo, its N newest recorded actions", "/agent undo lead-router 5", _undo),
     "mode": Subcommand("/agent mode <agent> shadow|suggest|auto", control.WHO_MAY["mode"],
                        "the operating mode the gate returns to the agent", "/agent mode lead-router shadow", _mode),
 }
@@ -254,15 +268,10 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-async def run(services: Services, command: dict[str, Any]) -> Reply:
-    """One /agent command, every error turned into an answer for the person who typed it."""
-    words = command.get("text", "").split()
-    name = words[0].lower() if words else "help"
-    if name not in COMMANDS:
-        return f"Unknown command `{cards.escape(words[0][:40])}`.\n" + help_text()
-    inv = Invocation(services, name, words[1:], command["user_id"], command.get("trigger_id", ""))
+async def answered(name: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
+    """Every error turned into an answer for the person who typed the command."""
     try:
-        return await COMMANDS[name].run(inv)
+        return await work()
     except HandrailError as error:
         return error.message
     except SlackError as error:
@@ -271,6 +280,16 @@ async def run(services: Services, command: dict[str, Any]) -> Reply:
     except Exception:
         log.exception("/agent %s failed", name)
         return "Something went wrong on our side; it has been logged."
+
+
+async def run(services: Services, command: dict[str, Any]) -> Reply:
+    """One /agent command: its answer, or the work to finish after acknowledging it."""
+    words = command.get("text", "").split()
+    name = words[0].lower() if words else "help"
+    if name not in COMMANDS:
+        return f"Unknown command `{cards.escape(words[0][:40])}`.\n" + help_text()
+    inv = Invocation(services, name, words[1:], command["user_id"], command.get("trigger_id", ""))
+    return await answered(name, lambda: COMMANDS[name].run(inv))
 
 
 def _message(reply: Card | str) -> dict[str, Any]:
@@ -284,19 +303,17 @@ def register(app: AsyncApp, services: Services) -> None:
 
     @app.command("/agent")
     async def agent_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        words = command.get("text", "").split()
-        slow = COMMANDS.get(words[0].lower()) if words else None
-        if slow is None or slow.working is None:
-            reply = await run(services, command)
+        reply = await run(services, command)
+        if not isinstance(reply, Later):
             await ack(**_message(reply or ""))
             return
-        await ack(text=slow.working) if slow.working else await ack()
-        reply = await run(services, command)
-        if reply:
+        await ack(text=reply.working) if reply.working else await ack()
+        result = await answered(command.get("text", "").split()[0], reply.finish)
+        if result:
             try:
-                await respond(**_message(reply))
+                await respond(**_message(result))  # type: ignore[arg-type]
             except Exception:  # Bolt must not see it: the command was acknowledged already
-                log.exception("could not answer /agent %s through its response_url", words[0])
+                log.exception("could not answer /agent through its response_url")
 
     @app.action(cards.PAUSE_ALL_ACTION)
     @reply_errors
@@ -308,7 +325,11 @@ def register(app: AsyncApp, services: Services) -> None:
         except ValidationError:
             await respond(replace_original=True, text="This confirmation is out of date; run the command again.")
             return
-        await control.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
+        try:
+            await control.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
+        except HandrailError as error:  # the confirmation stays for someone who may
+            await respond(replace_original=False, text=error.message)
+            return
         now = services.clock.now()
         outcome = await services.run(
             control.pause, config=services.config, agent_id=control.EVERY_AGENT, customer=intent.customer,

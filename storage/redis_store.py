@@ -88,9 +88,6 @@ class ChangeFeed:
                 log.warning("change feed lost Redis (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
-            except BaseException:
-                self.on_link(False)
-                raise
 
 
 class GroupCache:

@@ -11,8 +11,9 @@ from slack_sdk import WebClient
 
 from bot import cards, policy
 from bot.config import parse_config
+from bot.control import PauseView
 from bot.models import ApprovalRequest
-from storage.tables import Approval
+from storage.tables import ActionRecord, Approval
 from tests.conftest import T0, config_dict
 from tests.fakeslack import FakeSlack
 
@@ -197,3 +198,26 @@ def test_cards_show_quorum_escalation_policy_notes_and_policy_decisions(slack: F
                                                (86400, "1 d"), (90061, "1 d 1 h")])
 def test_durations_read_naturally(seconds: int, text: str) -> None:
     assert cards.duration_text(timedelta(seconds=seconds)) == text
+
+
+def test_a_paused_agents_card_says_so_with_the_reason_escaped(slack: FakeSlack) -> None:
+    pause = PauseView(1, "lead-router", None, "U0ONCALL", "<!channel> loops", T0, T0 + timedelta(minutes=30))
+    shown = json.dumps(post(slack, cards.approval_card(approval(), AGENT, pause))["blocks"], ensure_ascii=False)
+    assert "The agent is paused by <@U0ONCALL> until <!date^" in shown and "&lt;!channel&gt; loops" in shown
+    decided = approval(status="approved", decided_by=["U0REVIEWER"], decided_at=T0)
+    assert "paused" not in card_text(cards.approval_card(decided, AGENT, pause))
+
+
+def test_the_undo_preview_of_fifty_huge_actions_stays_within_slack_limits(slack: FakeSlack) -> None:
+    actions = [
+        ActionRecord(id=f"act_{i:020d}", agent="lead-router", action="crm." + "x" * 190, reversible=i % 7 != 0,
+                     target={"system": "s" * 200, "object": "o" * 200, "id": "<!here>" * 28},
+                     changes=[{"field": f"f{j}" * 40, "before": "b" * 5000, "after": "a"} for j in range(500)],
+                     created_at=T0)
+        for i in range(50)
+    ]
+    view = cards.undo_modal("lead-router", AGENT, actions, json.dumps({"agent": "lead-router"}))
+    response = WebClient(token="x", base_url=slack.base_url).views_open(trigger_id="1.2.3", view=view)
+    assert response["ok"], slack.violations
+    assert view["submit"]["text"] == "Undo 42"
+    assert "<!here>" not in json.dumps(view) and card_text(cards.Card("", view["blocks"], False)).count("skipped") == 8

@@ -30,13 +30,16 @@ def test_the_default_policy_takes_the_agents_approvers() -> None:
         (("approvers",), [], "agents.lead-router.approvers: Tuple should have at least 1 item"),
         (("chanel",), "C0X", "agents.lead-router.chanel: unknown key"),
         (("approval_timeout",), "soon", "agents.lead-router.approval_timeout: 'soon' is not a duration"),
+        (("limits", "actions_per_hour"), 0, "agents.lead-router.limits.actions_per_hour: Input should be greater"),
+        (("limits", "per_day"), 5, "agents.lead-router.limits.per_day: unknown key"),
+        (("control_url",), "ftp://x", "agents.lead-router.control_url: URL scheme should be 'http' or 'https'"),
     ],
 )
 def test_a_bad_value_is_reported_with_its_key(path: tuple[str, ...], value: object, expected: str) -> None:
     data = config_dict()
     node = data["agents"]["lead-router"]
     for key in path[:-1]:
-        node = node[key]
+        node = node.setdefault(key, {})
     node[path[-1]] = value
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
@@ -237,7 +240,19 @@ def test_config_check_shows_which_policy_a_sample_action_hits(tmp_path: Path) ->
     assert "no agent 'nobody'" in _cli("config-check", str(path), "--agent", "nobody", "--action", "q", env=env).stderr
 
 
+def test_roles_name_users_or_groups_and_all_is_no_agent_id() -> None:
+    with pytest.raises(ConfigError, match=r"roles.oncall.0: String should match pattern"):
+        parse_config(config_dict() | {"roles": {"oncall": ["@alice"]}})
+    with pytest.raises(ConfigError, match=r"roles.interns: unknown key"):
+        parse_config(config_dict() | {"roles": {"interns": ["U0X"]}})
+    data = config_dict()
+    data["agents"]["all"] = data["agents"].pop("billing-bot")
+    with pytest.raises(ConfigError, match="`all` cannot be an agent id"):
+        parse_config(data)
+
+
 def test_the_shipped_example_config_loads_with_its_policies() -> None:
     config = load_config(Path(__file__).resolve().parents[1] / "handrail.example.yml")
     assert [p.mode for p in config.policies] == ["human_only", "approve", "auto"]
+    assert config.roles.oncall == ("S0ONCALL",) and config.agents["lead-router"].limits.actions_per_run == 50
     assert choose(config, "lead-router", "quote.create", {"discount_pct": 12}).quorum == 2

@@ -142,6 +142,13 @@ def test_resume_lifts_exactly_its_scope_and_names_what_stays_paused(ctl: Control
     assert ctl.gate(customer="acme").allowed
 
 
+def test_resuming_all_lifts_the_global_pause_and_names_the_agents_still_paused(ctl: Control) -> None:
+    ctl.pause("billing-bot")
+    ctl.pause(control.EVERY_AGENT, user_id="U0ONCALL")
+    assert "Still paused: Billing bot (`billing-bot`) (by <@U0OWNER>)" in ctl.resume(control.EVERY_AGENT).text
+    assert ctl.gate().allowed and not ctl.gate("billing-bot").allowed
+
+
 def test_pausing_an_unknown_agent_names_the_known_ones(ctl: Control) -> None:
     with pytest.raises(NotFound) as raised:
         ctl.pause("nope")

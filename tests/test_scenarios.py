@@ -22,8 +22,12 @@ def ask(running: Running, **overrides: Any) -> dict[str, Any]:
 
 
 def posted_card(slack: FakeSlack, count: int = 1) -> Call:
-    return slack.wait_for(lambda calls: len([c for c in calls if c.method == "chat.postMessage"
-                                             and "thread_ts" not in c.params]) >= count)[-1]
+    """The count-th card Slack took (a top-level message with blocks; DMs and announcements have none)."""
+    def cards(calls: list[Call]) -> list[Call]:
+        return [c for c in calls if c.method == "chat.postMessage" and c.response.get("ok")
+                and "thread_ts" not in c.params and "blocks" in c.params]
+
+    return cards(slack.wait_for(lambda calls: len(cards(calls)) >= count))[count - 1]
 
 
 def card_of(slack: FakeSlack, post: Call) -> dict[str, Any]:
