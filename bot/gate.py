@@ -38,15 +38,17 @@ class Gate:
         self._wake = asyncio.Event()
         self._started = 0  # reloads started; only a newer one may replace the state
         self._applied = 0
+        self._announcing: set[asyncio.Task[None]] = set()
         feed.on_control = self._wake.set
         feed.on_link = self._link
 
     def _link(self, up: bool) -> None:
-        self.linked = up
+        was, self.linked = self.linked, up
         if up:
             self._wake.set()  # what changed while unlinked was not announced: read it
-        else:
-            self.fresh = False
+            return
+        self.fresh = False
+        if was:
             log.warning("gate: lost Redis pub/sub; checks read SQL until it is back")
 
     def _read(self, agents: list[str] | None = None) -> control.ControlState:
@@ -76,9 +78,12 @@ class Gate:
             await self.reload()
 
     async def changed(self) -> None:
-        """A change was committed here: reload this process's copy, then tell the others."""
+        """A change was committed here: reload this process's copy, then tell the others (in the
+        background, so that a slow Redis does not hold up the command that made the change)."""
         await self.reload()
-        await self.feed.announce_control()
+        task = asyncio.create_task(self.feed.announce_control())
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
 
     async def check(self, agent: str, customer: str | None = None, run_id: str | None = None) -> GateOut:
         now = self.clock.now()

@@ -90,7 +90,9 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 def build_services(settings: Settings, config: HandrailConfig, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     db = Database(settings.database_url)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    # Short timeouts: Redis answers in well under a millisecond, and an answer it cannot give in
+    # time (a cache, a wake-up) is not worth keeping a Slack command waiting for.
+    redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
     slack = SlackGateway(slack_client(settings), GroupCache(redis))
     http = httpx.AsyncClient(timeout=10, follow_redirects=False)
     secret = settings.handrail_webhook_secret
@@ -100,6 +102,6 @@ def build_services(settings: Settings, config: HandrailConfig, clock: Clock | No
     )
     return Services(
         settings=settings, config=config, clock=clock, db=db, redis=redis,
-        feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, health_check_interval=30)),
+        feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, socket_connect_timeout=1)),
         slack=slack, deliverer=deliverer, http=http,
     )

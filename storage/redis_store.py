@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -15,6 +16,8 @@ log = logging.getLogger(__name__)
 
 CHANGED_CHANNEL = "handrail:approvals:changed"
 CONTROL_CHANNEL = "handrail:control:changed"
+HEARTBEAT = 0.2  # seconds: ping a quiet subscription this often
+SILENCE = 0.6  # seconds without a word from Redis: the link is down (well within the gate's 1 s)
 GROUP_KEY = "handrail:usergroup:{}"
 
 
@@ -65,29 +68,44 @@ class ChangeFeed:
             log.warning("could not announce a control change: %s", error)
 
     async def listen(self) -> None:
-        """Relay other replicas' announcements, reconnecting after Redis errors."""
+        """Relay other replicas' announcements, reconnecting after Redis errors. A quiet
+        subscription is pinged every HEARTBEAT; when Redis says nothing for SILENCE (it died, or
+        the network dropped without closing the connection) the link is reported down."""
         delay = 0.5
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with self.subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGED_CHANNEL, CONTROL_CHANNEL)
-                    async for message in pubsub.listen():
-                        channel = message["channel"].decode()
-                        if message["type"] == "subscribe" and channel == CONTROL_CHANNEL:
-                            delay = 0.5
-                            self.on_link(True)
-                        elif message["type"] != "message":
+                    heard = loop.time()
+                    while True:
+                        message = await pubsub.get_message(timeout=HEARTBEAT)
+                        if message is None:
+                            if loop.time() - heard > SILENCE:
+                                raise ConnectionError(f"no answer from Redis for {SILENCE}s")
+                            await pubsub.ping()
                             continue
-                        elif channel == CONTROL_CHANNEL:
-                            self.on_control()
-                        else:
-                            for approval_id in json.loads(message["data"]):
-                                self._wake(approval_id)
+                        heard = loop.time()
+                        if self._take(message):
+                            delay = 0.5
             except (RedisError, OSError) as error:
                 self.on_link(False)
                 log.warning("change feed lost Redis (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
+
+    def _take(self, message: dict[str, Any]) -> bool:
+        """Act on one message from the subscription; True once the subscription is complete."""
+        channel = (message.get("channel") or b"").decode()
+        if message["type"] == "subscribe" and channel == CONTROL_CHANNEL:
+            self.on_link(True)
+            return True
+        if message["type"] == "message" and channel == CONTROL_CHANNEL:
+            self.on_control()
+        elif message["type"] == "message":
+            for approval_id in json.loads(message["data"]):
+                self._wake(approval_id)
+        return False
 
 
 class GroupCache:
