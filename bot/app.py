@@ -86,6 +86,8 @@ def create_app(services: Services) -> FastAPI:
         finally:
             if scheduler:
                 scheduler.shutdown(wait=False)
+            services.feed.stop()
+            await asyncio.wait(tasks[:1], timeout=2)  # the feed's listener ends at its next heartbeat
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -33,6 +33,12 @@ class ChangeFeed:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.on_control: Callable[[], None] = lambda: None
         self.on_link: Callable[[bool], None] = lambda up: None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End `listen` at its next heartbeat. Cancelling it instead can leave it hanging: redis-py
+        does not always give up a pub/sub read it is cancelled in."""
+        self._stopping = True
 
     @asynccontextmanager
     async def watch(self, approval_id: str) -> AsyncIterator[asyncio.Event]:
@@ -73,12 +79,12 @@ class ChangeFeed:
         the network dropped without closing the connection) the link is reported down."""
         delay = 0.5
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             try:
                 async with self.subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGED_CHANNEL, CONTROL_CHANNEL)
                     heard = loop.time()
-                    while True:
+                    while not self._stopping:
                         message = await pubsub.get_message(timeout=HEARTBEAT)
                         if message is None:
                             if loop.time() - heard > SILENCE:
