@@ -30,6 +30,13 @@ class NotFound(HandrailError):
     code = "not_found"
 
 
+class Invalid(HandrailError):
+    """A request field the API checks itself (FastAPI checks the rest, with the same answer)."""
+
+    status = 422
+    code = "invalid_request"
+
+
 class Conflict(HandrailError):
     status = 409
     code = "conflict"

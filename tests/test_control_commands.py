@@ -407,6 +407,15 @@ def test_a_token_reaches_only_its_own_agent(running: Running) -> None:
     assert httpx.get(f"{running.url}/v1/agents/lead-router/gate").status_code == 401
 
 
+def test_the_gate_checks_its_query_and_documents_it(running: Running) -> None:
+    response = running.agent().get("/v1/agents/lead-router/gate", params={"customer": "x" * 201})
+    assert response.status_code == 422 and response.json()["error"] == {
+        "code": "invalid_request", "message": "customer: between 1 and 200 characters"}
+    spec = httpx.get(f"{running.url}/openapi.json").json()["paths"]["/v1/agents/{agent}/gate"]["get"]
+    assert [p["name"] for p in spec["parameters"]] == ["agent", "customer", "run_id"]
+    assert spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/GateOut")
+
+
 @pytest.mark.parametrize(
     ("path", "body", "problem"),
     [
