@@ -28,3 +28,4 @@ test: install
 bench: install
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/escalation.py
+	$(BIN)/python bench/gate.py
