@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,6 +75,14 @@ class PauseView:
         return who + (f" for customer `{cards.escape(self.customer)}`" if self.customer else "")
 
 
+def covering(pauses: Iterable[PauseView], agent: str, customer: str | None, now: datetime) -> PauseView | None:
+    """The pause that stops this agent for this customer now: every agent's first, then its own,
+    then the customer's."""
+    found = [p for p in pauses if p.covers(agent, customer) and p.active(now)]
+    found.sort(key=lambda p: (p.agent != EVERY_AGENT, p.customer is not None, p.id))
+    return found[0] if found else None
+
+
 @dataclass(frozen=True)
 class ControlState:
     """Pauses, modes, active versions and volume caps: everything the gate needs, read from SQL."""
@@ -86,11 +95,7 @@ class ControlState:
     limits: dict[str, tuple[int | None, int | None]]
 
     def pause_for(self, agent: str, customer: str | None, now: datetime) -> PauseView | None:
-        """The pause that stops this agent for this customer: every agent's first, then its own,
-        then the customer's."""
-        found = [p for p in self.pauses if p.covers(agent, customer) and p.active(now)]
-        found.sort(key=lambda p: (p.agent != EVERY_AGENT, p.customer is not None, p.id))
-        return found[0] if found else None
+        return covering(self.pauses, agent, customer, now)
 
     def verdict(self, agent: str, customer: str | None, run_id: str | None, now: datetime) -> GateOut:
         mode = self.modes.get(agent, DEFAULT_MODE)
@@ -144,8 +149,7 @@ def snapshot(session: Session, *, config: HandrailConfig, now: datetime, agents:
 
 def pause_covering(session: Session, agent_id: str, customer: str | None, now: datetime) -> PauseView | None:
     """The pause that stops this agent for this customer now, if any (what its cards show)."""
-    views = tuple(PauseView.of(p) for p in Pauses(session).unlifted([agent_id]))
-    return ControlState(views, {}, {}, {}, frozenset(), {}).pause_for(agent_id, customer, now)
+    return covering((PauseView.of(p) for p in Pauses(session).unlifted([agent_id])), agent_id, customer, now)
 
 
 def unavailable(error: str) -> GateOut:
