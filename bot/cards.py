@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bot.config import AgentConfig
-from storage.tables import Approval
+from storage.tables import ActionRecord, Approval
 
 if TYPE_CHECKING:
-    from bot.control import PauseView
+    from bot.control import AgentStatus, PauseView, UndoResult
 
 APPROVE_ACTION = "approval.approve"
 DENY_ACTION = "approval.deny"
@@ -379,8 +379,8 @@ def _pause_text(pause: PauseView) -> str:
     return f":double_vertical_bar: Paused ({scope}) by <@{pause.paused_by}> {slack_date(pause.created_at)}{until}{reason}"
 
 
-def status_text(status: Any) -> str:
-    """`/agent status <agent>`: a bot.control.AgentStatus in a few lines."""
+def status_text(status: AgentStatus) -> str:
+    """`/agent status <agent>` in a few lines."""
     version = status.version
     lines = [f"*{escape(status.agent.name)}* (`{status.agent_id}`)"]
     line = f"• Mode `{status.mode}` · "
@@ -407,7 +407,7 @@ def status_text(status: Any) -> str:
     return "\n".join(lines)
 
 
-def status_line(status: Any) -> str:
+def status_line(status: AgentStatus) -> str:
     """One agent in `/agent status`."""
     version = f"`{escape(status.version.version)}`" if status.version else "no version"
     state = ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
@@ -436,19 +436,19 @@ def pause_all_confirm(value: str, scope: str, count: int) -> Card:
     return Card(text="Pause every agent?", blocks=blocks, cut=False)
 
 
-def _action_line(action: Any) -> str:
+def _action_line(action: ActionRecord) -> str:
     target = action.target
     name = escape(_plain(f"{target['system']} {target['object']} {target['id']}", 200))
     return f"`{action.id}` *{escape(_plain(action.action, 100))}* on {name} · {slack_date(action.created_at)}"
 
 
-def _restore_text(action: Any) -> str:
+def _restore_text(action: ActionRecord) -> str:
     parts = [f"{escape(_plain(c['field'], 100))} → {escape(_plain(_value(c.get('before')), 200))}" for c in action.changes[:10]]
     more = f" and {len(action.changes) - 10} more" if len(action.changes) > 10 else ""
     return "restores " + ", ".join(parts) + more
 
 
-def undo_modal(agent_id: str, agent: AgentConfig, actions: list[Any], metadata: str) -> dict[str, Any]:
+def undo_modal(agent_id: str, agent: AgentConfig, actions: list[ActionRecord], metadata: str) -> dict[str, Any]:
     """The preview: what undoing each of the newest actions would restore; irreversible ones are
     listed as skipped. No submit button when nothing can be undone."""
     reversible = [a for a in actions if a.reversible]
@@ -481,7 +481,7 @@ def undo_progress_modal(count: int) -> dict[str, Any]:
     return notice_modal("Undo actions", f":hourglass_flowing_sand: Undoing {count} action(s)…")
 
 
-def undo_result_modal(results: list[Any], skipped: int) -> dict[str, Any]:
+def undo_result_modal(results: list[UndoResult], skipped: int) -> dict[str, Any]:
     done = sum(r.ok for r in results)
     lines = [f"*Undid {done} of {len(results)}*" + (f" · {skipped} irreversible skipped" if skipped else "")]
     blocks = [_section(lines[0])]

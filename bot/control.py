@@ -25,7 +25,7 @@ from bot.config import AgentConfig, HandrailConfig
 from bot.errors import Conflict, Forbidden, HandrailError, NotFound
 from bot.models import GateOut, OperatingMode, VersionOut
 from storage.repositories import Actions, Approvals, Audit, Modes, Outbox, Pauses, Runs, Versions
-from storage.tables import ActionRecord, AgentVersion, Pause
+from storage.tables import ActionRecord, AgentVersion, Pause, Run
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -71,8 +71,13 @@ class PauseView:
         return self.until is None or now < self.until
 
     def scope(self, config: HandrailConfig) -> str:
-        who = "every agent" if self.agent == EVERY_AGENT else agent_name(config, self.agent)
-        return who + (f" for customer `{cards.escape(self.customer)}`" if self.customer else "")
+        return scope_text(config, self.agent, self.customer)
+
+
+def scope_text(config: HandrailConfig, agent_id: str, customer: str | None) -> str:
+    """`Lead router (`lead-router`) for customer `acme``, `every agent`."""
+    who = "every agent" if agent_id == EVERY_AGENT else agent_name(config, agent_id)
+    return who + (f" for customer `{cards.escape(customer)}`" if customer else "")
 
 
 def covering(pauses: Iterable[PauseView], agent: str, customer: str | None, now: datetime) -> PauseView | None:
@@ -261,11 +266,12 @@ def _reason_text(reason: str | None) -> str:
 
 
 def pause(
-    session: Session, *, config: HandrailConfig, agent_id: str, customer: str | None, until: datetime | None,
+    session: Session, *, config: HandrailConfig, agent_id: str, customer: str | None, duration: timedelta | None,
     reason: str | None, user_id: str, now: datetime,
 ) -> Outcome:
-    """Stop an agent (`*`: every agent), for all its customers or one. A pause of the same scope
-    that is still on is replaced (its end or reason changes)."""
+    """Stop an agent (`*`: every agent), for all its customers or one, until resumed or for
+    `duration`. A pause of the same scope that is still on is replaced (its end or reason changes)."""
+    until = now + duration if duration else None
     if agent_id != EVERY_AGENT:
         known_agent(config, agent_id)
     pauses = Pauses(session)
@@ -298,7 +304,7 @@ def resume(
     unlifted = [p for p in pauses.unlifted(None if agent_id == EVERY_AGENT else [agent_id]) if PauseView.of(p).active(now)]
     lifted = [p for p in unlifted if p.agent == agent_id and p.customer == customer and pauses.lift(p.id, by=user_id, at=now)]
     others = [PauseView.of(p) for p in unlifted if p not in lifted]
-    scope = PauseView(0, agent_id, customer, user_id, None, now, None).scope(config)
+    scope = scope_text(config, agent_id, customer)
     still = ""
     if others:
         still = " Still paused: " + "; ".join(f"{p.scope(config)} (by <@{p.paused_by}>)" for p in others[:10]) + "."
@@ -398,7 +404,7 @@ def _rollback_target(history: list[AgentVersion], to_version: str | None) -> Age
         raise Conflict("This agent has registered no version yet (POST /v1/agents/{agent}/versions).", code="no_versions")
     by_id = {entry.id: entry for entry in history}
     active = history[0]
-    base = by_id.get(active.restores_id, active) if active.restores_id else active
+    base = by_id.get(active.restores_id, active)  # a rollback entry stands for the entry it restored
     registered = [e for e in history if e.restores_id is None]
     if to_version is not None:
         if to_version == active.version:
@@ -486,7 +492,7 @@ class AgentStatus:
     version: AgentVersion | None
     pauses: list[PauseView]
     pending: int
-    last_run: Any
+    last_run: Run | None
     runs: int
     failures: int
     cost_usd: float

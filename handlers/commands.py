@@ -9,7 +9,6 @@ modal (undo) acknowledge at once and answer through the command's response_url.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -169,9 +168,8 @@ async def _pause(inv: Invocation) -> Reply:
         return cards.pause_all_confirm(intent.model_dump_json(), _scope_text(customer, duration),
                                        len(services.config.agents))
     await control.authorize(services, user_id=inv.user_id, permission="pause", agent_id=agent_id)
-    now = services.clock.now()
     outcome = await services.run(control.pause, config=services.config, agent_id=agent_id, customer=customer,
-                                 until=now + duration if duration else None, reason=reason, user_id=inv.user_id, now=now)
+                                 duration=duration, reason=reason, user_id=inv.user_id, now=services.clock.now())
     return outcome.text
 
 
@@ -330,11 +328,10 @@ def register(app: AsyncApp, services: Services) -> None:
         except HandrailError as error:  # the confirmation stays for someone who may
             await respond(replace_original=False, text=error.message)
             return
-        now = services.clock.now()
         outcome = await services.run(
             control.pause, config=services.config, agent_id=control.EVERY_AGENT, customer=intent.customer,
-            until=now + timedelta(seconds=intent.seconds) if intent.seconds else None, reason=intent.reason,
-            user_id=user_id, now=now)
+            duration=timedelta(seconds=intent.seconds) if intent.seconds else None, reason=intent.reason,
+            user_id=user_id, now=services.clock.now())
         await respond(replace_original=True, text=outcome.text)
 
     @app.action(cards.PAUSE_ALL_CANCEL)
@@ -346,6 +343,6 @@ def register(app: AsyncApp, services: Services) -> None:
 
 def undo_plan(metadata: str) -> UndoPlan | None:
     try:
-        return UndoPlan.model_validate(json.loads(metadata))
-    except (ValueError, ValidationError):
+        return UndoPlan.model_validate_json(metadata)
+    except ValidationError:
         return None

@@ -47,7 +47,7 @@ class Control:
         return state.verdict(agent, customer, run_id, self.clock.now())
 
     def pause(self, agent: str = "lead-router", **kwargs: Any) -> control.Outcome:
-        args: dict[str, Any] = dict(customer=None, until=None, reason="looping", user_id="U0OWNER") | kwargs
+        args: dict[str, Any] = dict(customer=None, duration=None, reason="looping", user_id="U0OWNER") | kwargs
         return self(control.pause, config=self.config, agent_id=agent, now=self.clock.now(), **args)
 
     def resume(self, agent: str = "lead-router", customer: str | None = None) -> control.Outcome:
@@ -108,7 +108,7 @@ def test_pausing_all_stops_every_agent_and_posts_in_every_channel(ctl: Control) 
 
 
 def test_a_timed_pause_lifts_itself_and_the_sweep_records_it_once(ctl: Control, clock: ManualClock) -> None:
-    ctl.pause(until=clock.now() + timedelta(minutes=30))
+    ctl.pause(duration=timedelta(minutes=30))
     clock.advance(timedelta(minutes=29, seconds=59))
     assert not ctl.gate().allowed
     clock.advance(timedelta(seconds=1))
@@ -120,8 +120,8 @@ def test_a_timed_pause_lifts_itself_and_the_sweep_records_it_once(ctl: Control, 
 
 
 def test_pausing_again_replaces_the_pause_of_the_same_scope(ctl: Control, clock: ManualClock) -> None:
-    ctl.pause(until=clock.now() + timedelta(minutes=5), reason="first")
-    ctl.pause(until=None, reason="second", user_id="U0BACKUP")
+    ctl.pause(duration=timedelta(minutes=5), reason="first")
+    ctl.pause(duration=None, reason="second", user_id="U0BACKUP")
     clock.advance(timedelta(minutes=10))
     closed = ctl.gate()
     assert (closed.allowed, closed.paused_by, closed.until) == (False, "U0BACKUP", None)
