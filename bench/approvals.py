@@ -38,6 +38,7 @@ from tests.servers import free_port, peak_memory_mb  # noqa: E402
 TOKEN = "bench-token"
 SECRET = "bench-signing-secret"
 
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     cuts = statistics.quantiles(ordered, n=100, method="inclusive")
@@ -92,18 +93,22 @@ async def bench(url: str, fake: FakeSlack, rate: float, count: int) -> dict[str,
 
         messages = {
             block["elements"][0]["value"]: (call.response["channel"], call.response["ts"])
-            for call in fake.calls_to("chat.postMessage") if call.status == 200
-            for block in call.params.get("blocks", []) if block["type"] == "actions"
+            for call in fake.calls_to("chat.postMessage")
+            if call.status == 200
+            for block in call.params.get("blocks", [])
+            if block["type"] == "actions"
         }
         ids = list(sent)
 
         async def approve(i: int) -> float:
             channel, ts = messages[ids[i]]
-            body = slackreq.block_action(user_id="U0REVIEWER", action_id="approval.approve", value=ids[i],
-                                         channel_id=channel, message_ts=ts)
+            body = slackreq.block_action(
+                user_id="U0REVIEWER", action_id="approval.approve", value=ids[i], channel_id=channel, message_ts=ts
+            )
             began = time.perf_counter()
-            response = await client.post("/slack/events", content=body,
-                                         headers=slackreq.sign(body, SECRET, int(time.time())))
+            response = await client.post(
+                "/slack/events", content=body, headers=slackreq.sign(body, SECRET, int(time.time()))
+            )
             assert response.status_code == 200, response.text
             return (time.perf_counter() - began) * 1000
 
@@ -138,21 +143,39 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="handrail-bench-"))
     redis_port, web_port = free_port(), free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
-                             stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""], stdout=subprocess.DEVNULL
+    )
     fake = FakeSlack(check_blocks=False)  # the tests validate every card; here we time the bot
     fake.start()
-    config = {"agents": {"lead-router": {
-        "name": "Lead router", "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
-        "channel": "C0APPROVALS", "owners": {"primary": "U0OWNER"}, "approvers": ["U0REVIEWER"]}}}
+    config = {
+        "agents": {
+            "lead-router": {
+                "name": "Lead router",
+                "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+                "channel": "C0APPROVALS",
+                "owners": {"primary": "U0OWNER"},
+                "approvers": ["U0REVIEWER"],
+            }
+        }
+    }
     (work / "handrail.yml").write_text(yaml.safe_dump(config))
     env = os.environ | {
-        "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.base_url,
-        "DATABASE_URL": f"sqlite:///{work / 'handrail.db'}", "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "HANDRAIL_CONFIG": str(work / "handrail.yml"), "PORT": str(web_port),
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake.base_url,
+        "DATABASE_URL": f"sqlite:///{work / 'handrail.db'}",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "HANDRAIL_CONFIG": str(work / "handrail.yml"),
+        "PORT": str(web_port),
     }
-    server = subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "web"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{web_port}"
     try:
         for _ in range(300):  # wait up to 30 s for the server to come up

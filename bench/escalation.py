@@ -52,8 +52,11 @@ from tests.servers import free_port, peak_memory_mb, start_postgres, start_redis
 SECRET = "bench-signing-secret"
 CHANNEL = "C0APPROVALS"
 OWNERS = {"primary": "U0OWNER", "backup": "U0BACKUP", "escalation_manager": "U0MANAGER"}
-LADDER = [{"after": "15m", "notify": "primary"}, {"after": "30m", "notify": "backup"},
-          {"after": "1h", "notify": "escalation_manager"}]
+LADDER = [
+    {"after": "15m", "notify": "primary"},
+    {"after": "30m", "notify": "backup"},
+    {"after": "1h", "notify": "escalation_manager"},
+]
 STEP_AFTER = [timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1)]
 TIMEOUT = timedelta(hours=24)
 SWEEP_TARGET_MS = 200.0
@@ -63,9 +66,15 @@ PERMALINK = re.compile(r"/archives/([A-Z0-9]+)/p(\d+)\|")
 
 def config_dict() -> dict[str, Any]:
     return {
-        "agents": {"lead-router": {
-            "name": "Lead router", "token_sha256": hashlib.sha256(b"bench-token").hexdigest(),
-            "channel": CHANNEL, "owners": OWNERS, "approvers": ["U0REVIEWER"]}},
+        "agents": {
+            "lead-router": {
+                "name": "Lead router",
+                "token_sha256": hashlib.sha256(b"bench-token").hexdigest(),
+                "channel": CHANNEL,
+                "owners": OWNERS,
+                "approvers": ["U0REVIEWER"],
+            }
+        },
         "policies": [{"match": "*", "mode": "approve", "escalation": LADDER, "timeout": "24h"}],
     }
 
@@ -78,8 +87,13 @@ def percentiles(samples: list[float], digits: int) -> dict[str, float]:
         cuts = ordered * 99
     else:
         cuts = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {"min": round(ordered[0], digits), "p50": round(cuts[49], digits), "p99": round(cuts[98], digits),
-            "max": round(ordered[-1], digits), "n": len(ordered)}
+    return {
+        "min": round(ordered[0], digits),
+        "p50": round(cuts[49], digits),
+        "p99": round(cuts[98], digits),
+        "max": round(ordered[-1], digits),
+        "n": len(ordered),
+    }
 
 
 def seed(db: Database, config: HandrailConfig, count: int, now: datetime) -> list[str]:
@@ -133,7 +147,11 @@ def sweep_cost(url: str, config: HandrailConfig, pending: int, due: int, runs: i
     rows, rearm = [], []
     for i, approval_id in enumerate(ids):
         if i % spacing == 0 and len(rearm) < due:  # due: its first step fell in the last few minutes
-            row = {"id": approval_id, "message_ts": message_ts(i), **timing(now - STEP_AFTER[0] - timedelta(seconds=2 * len(rearm)), 0)}
+            row = {
+                "id": approval_id,
+                "message_ts": message_ts(i),
+                **timing(now - STEP_AFTER[0] - timedelta(seconds=2 * len(rearm)), 0),
+            }
             rearm.append({key: row[key] for key in ("id", "steps_done", "escalated_at", "next_at")})
         else:  # created in the last 10 minutes: its first step is 5 to 15 minutes away
             row = {"id": approval_id, "message_ts": message_ts(i), **timing(now - timedelta(seconds=i % 600), 0)}
@@ -165,21 +183,34 @@ def sweep_cost(url: str, config: HandrailConfig, pending: int, due: int, runs: i
         with db.transaction() as session:
             queued = session.scalar(select(func.count()).select_from(OutboxMessage))
         if claimed != due or queued != 3 * due:  # a thread note, a DM and a card re-render each
-            raise SystemExit(f"sweep run {run}: claimed {claimed} and queued {queued} outbox rows, expected {due} and {3 * due}")
+            raise SystemExit(
+                f"sweep run {run}: claimed {claimed} and queued {queued} outbox rows, expected {due} and {3 * due}"
+            )
         timings.append(elapsed)
     with db.transaction() as session:
-        fired = session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.event == "approval.escalated"))
+        fired = session.scalar(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.event == "approval.escalated")
+        )
     db.dispose()
     figures = percentiles(timings[1:], 1)
-    return {"sweep_ms": figures, "first_sweep_ms": round(timings[0], 1), "pending": pending, "due": due,
-            "statements_per_sweep": per_sweep, "steps_fired": fired, "seed_s": round(seeded_s, 1),
-            "target_met": figures["p99"] < SWEEP_TARGET_MS}
+    return {
+        "sweep_ms": figures,
+        "first_sweep_ms": round(timings[0], 1),
+        "pending": pending,
+        "due": due,
+        "statements_per_sweep": per_sweep,
+        "steps_fired": fired,
+        "seed_s": round(seeded_s, 1),
+        "target_met": figures["p99"] < SWEEP_TARGET_MS,
+    }
 
 
 # --- lateness -------------------------------------------------------------------------------
 
 
-def plan_lateness(ids: list[str], steps: int, window_s: float, launch: datetime) -> tuple[list[dict[str, Any]], dict[str, datetime]]:
+def plan_lateness(
+    ids: list[str], steps: int, window_s: float, launch: datetime
+) -> tuple[list[dict[str, Any]], dict[str, datetime]]:
     """Times for every request: `steps` of them have a step coming due, evenly spread over
     [launch + LEAD_S, launch + LEAD_S + window_s] (two in three the first step, one in three the
     second); the others were created in the last 10 minutes and wait 5 to 15 minutes more."""
@@ -193,13 +224,15 @@ def plan_lateness(ids: list[str], steps: int, window_s: float, launch: datetime)
         rows.append({"id": ids[i], "message_ts": message_ts(i), **timing(when - STEP_AFTER[step], step)})
         due_at[ids[i]] = when
     for i in sorted(set(range(len(ids))) - set(chosen)):
-        rows.append({"id": ids[i], "message_ts": message_ts(i),
-                     **timing(launch - timedelta(seconds=rng.uniform(0, 600)), 0)})
+        rows.append(
+            {"id": ids[i], "message_ts": message_ts(i), **timing(launch - timedelta(seconds=rng.uniform(0, 600)), 0)}
+        )
     return rows, due_at
 
 
-def lateness(work: Path, config: HandrailConfig, pending: int, steps: int, window_s: float,
-             interval_s: float) -> dict[str, Any]:
+def lateness(
+    work: Path, config: HandrailConfig, pending: int, steps: int, window_s: float, interval_s: float
+) -> dict[str, Any]:
     """Run the server on a seeded SQLite file until every planned step's DM reached the fake Slack
     (or a deadline passed); then read the steps it fired from the audit trail."""
     url = f"sqlite:///{work / 'handrail.db'}"
@@ -215,8 +248,11 @@ def lateness(work: Path, config: HandrailConfig, pending: int, steps: int, windo
         ts_to_id[ts.replace(".", "")] = approval_id
 
     def dms() -> list[Any]:
-        return [c for c in fake.calls_to("chat.postMessage")
-                if c.params.get("channel", "").startswith("U") and "thread_ts" not in c.params]
+        return [
+            c
+            for c in fake.calls_to("chat.postMessage")
+            if c.params.get("channel", "").startswith("U") and "thread_ts" not in c.params
+        ]
 
     redis_url, stop_redis = start_redis()
     fake.start()
@@ -225,15 +261,21 @@ def lateness(work: Path, config: HandrailConfig, pending: int, steps: int, windo
     try:
         web_port = free_port()
         env = os.environ | {
-            "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.base_url,
-            "DATABASE_URL": url, "REDIS_URL": redis_url, "HANDRAIL_CONFIG": str(work / "handrail.yml"),
-            "PORT": str(web_port), "HANDRAIL_SWEEP_INTERVAL": f"{interval_s:g}s",
+            "SLACK_BOT_TOKEN": "xoxb-bench",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_API_URL": fake.base_url,
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "HANDRAIL_CONFIG": str(work / "handrail.yml"),
+            "PORT": str(web_port),
+            "HANDRAIL_SWEEP_INTERVAL": f"{interval_s:g}s",
         }
         launch = datetime.now(UTC)
         rows, due_at = plan_lateness(ids, steps, window_s, launch)
         arrange(db, rows)
-        server = subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=log)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+        )
         perf_to_wall = time.time() - time.perf_counter()  # the fake Slack stamps calls with perf_counter()
         for _ in range(300):  # wait up to 30 s for the server to come up
             try:
@@ -278,7 +320,9 @@ def lateness(work: Path, config: HandrailConfig, pending: int, steps: int, windo
         dm_late.append(received - due_at[approval_id].timestamp())
         if approval_id in fired_at:
             dm_after_firing.append(received - fired_at[approval_id])
-    errors = [line for line in (work / "server.log").read_text().splitlines() if line.startswith(("ERROR", "Traceback"))]
+    errors = [
+        line for line in (work / "server.log").read_text().splitlines() if line.startswith(("ERROR", "Traceback"))
+    ]
     target = interval_s + 1
     fired, dm = percentiles(fire_late, 3), percentiles(dm_late, 3)
     return {
@@ -307,7 +351,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=5, help="HANDRAIL_SWEEP_INTERVAL of the server, seconds")
     parser.add_argument("--pending", type=int, default=10_000, help="pending requests in the database")
-    parser.add_argument("--due", type=int, default=100, help=f"requests due in each timed sweep (at most {BATCH}, one batch)")
+    parser.add_argument(
+        "--due", type=int, default=100, help=f"requests due in each timed sweep (at most {BATCH}, one batch)"
+    )
     parser.add_argument("--runs", type=int, default=20, help="timed sweeps per database")
     parser.add_argument("--steps", type=int, default=1500, help="steps coming due while the server runs")
     parser.add_argument("--window", type=float, default=60, help="seconds over which those steps come due")

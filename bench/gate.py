@@ -77,8 +77,13 @@ def percentiles(samples: list[float], digits: int = 2) -> dict[str, float]:
     if not ordered:
         return {"n": 0}
     cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered * 99
-    return {"p50": round(cuts[49], digits), "p90": round(cuts[89], digits), "p99": round(cuts[98], digits),
-            "max": round(ordered[-1], digits), "n": len(ordered)}
+    return {
+        "p50": round(cuts[49], digits),
+        "p90": round(cuts[89], digits),
+        "p99": round(cuts[98], digits),
+        "max": round(ordered[-1], digits),
+        "n": len(ordered),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -92,8 +97,12 @@ def cpu_seconds(pid: int) -> float:
 
 def server_env(work: Path, *, database_url: str, redis_url: str, fake: FakeSlack, port: int) -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "HANDRAIL_SCHEDULER"} | {
-        "SLACK_BOT_TOKEN": "xoxb-bench", "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": fake.base_url,
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "HANDRAIL_CONFIG": str(work / "handrail.yml"),
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": fake.base_url,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "HANDRAIL_CONFIG": str(work / "handrail.yml"),
         "PORT": str(port),
     }
 
@@ -101,8 +110,9 @@ def server_env(work: Path, *, database_url: str, redis_url: str, fake: FakeSlack
 def start_server(stack: ExitStack, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`handrail web` (the real clock), stopped when `stack` closes; returns once /readyz says ready."""
     log = stack.enter_context(log_path.open("w"))
-    server = subprocess.Popen([sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=log)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+    )
 
     def stop() -> None:
         server.terminate()
@@ -135,15 +145,19 @@ def server_errors(log_path: Path) -> int:
 
 def server_warnings(log_path: Path) -> int:
     """Warnings such as "gate: lost Redis pub/sub" (the gate then reads SQL on every check)."""
-    return sum(1 for line in log_path.read_text().splitlines() if line.startswith("WARNING") and "slack_bolt" not in line)
+    return sum(
+        1 for line in log_path.read_text().splitlines() if line.startswith("WARNING") and "slack_bolt" not in line
+    )
 
 
 # --- the load generator (runs in client processes) ------------------------------------------
 
 
 def request_bytes(port: int, path: str) -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            "Accept: application/json\r\n\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Accept: application/json\r\n\r\n"
+    ).encode()
 
 
 def drive(port: int, path: str, expect: bytes, connections: int, per_connection: int) -> dict[str, Any]:
@@ -189,9 +203,9 @@ def drive(port: int, path: str, expect: bytes, connections: int, per_connection:
             if len(buffer) < end + 4 + length:
                 continue
             latencies.append(time.perf_counter_ns() - sent_at[i])
-            if not head.startswith(b"http/1.1 200") or expect not in buffer[end + 4:end + 4 + length]:
+            if not head.startswith(b"http/1.1 200") or expect not in buffer[end + 4 : end + 4 + length]:
                 errors += 1
-            del buffer[:end + 4 + length]
+            del buffer[: end + 4 + length]
             remaining[i] -= 1
             if remaining[i]:
                 sent_at[i] = time.perf_counter_ns()
@@ -219,7 +233,7 @@ def client(pipe: Connection, barrier: Any) -> None:
             drive(port, path, expect, connections, warmup)
             barrier.wait()
             pipe.send(drive(port, path, expect, connections, per_connection))
-        except Exception as error:  # noqa: BLE001 -- tell the parent (and the other clients) instead of hanging
+        except Exception as error:
             barrier.abort()
             pipe.send({"error": f"{type(error).__name__}: {error}"})
             return
@@ -272,7 +286,10 @@ class LoadGenerator:
         latencies = [ns / 1e6 for r in results for ns in r["latencies_ns"]]
         figures = percentiles(latencies)
         return {
-            "phase": name, "path": path, "requests": len(latencies), "seconds": round(elapsed, 2),
+            "phase": name,
+            "path": path,
+            "requests": len(latencies),
+            "seconds": round(elapsed, 2),
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "latency_ms": {"p50": figures["p50"], "p99": figures["p99"], "max": figures["max"]},
             "errors": sum(r["errors"] for r in results),
@@ -286,7 +303,9 @@ def throughput(work: Path, fake: FakeSlack, requests: int, processes: int, conne
         redis_url, stop_redis = start_redis()
         stack.callback(stop_redis)
         port = free_port()
-        env = server_env(work, database_url=f"sqlite:///{work / 'throughput.db'}", redis_url=redis_url, fake=fake, port=port)
+        env = server_env(
+            work, database_url=f"sqlite:///{work / 'throughput.db'}", redis_url=redis_url, fake=fake, port=port
+        )
         log_path = work / "throughput-server.log"
         server, url = start_server(stack, env, log_path)
         load = LoadGenerator(stack, processes, connections)  # the clients import while the server starts
@@ -308,8 +327,12 @@ def throughput(work: Path, fake: FakeSlack, requests: int, processes: int, conne
     gate_rate = phases[1]["requests_per_s"]
     ratio = gate_rate / bare_rate
     return {
-        "load_generator": {"client_processes": processes, "connections_per_process": connections,
-                           "connections": processes * connections, "in_flight_per_connection": 1},
+        "load_generator": {
+            "client_processes": processes,
+            "connections_per_process": connections,
+            "connections": processes * connections,
+            "in_flight_per_connection": 1,
+        },
         "phases": phases,
         "bare_requests_per_s_mean": round(bare_rate, 1),
         "gate_requests_per_s": gate_rate,
@@ -350,8 +373,9 @@ class Command:
 
     def send(self, text: str) -> None:
         body = slackreq.slash_command(text=text, user_id=OWNER)
-        self.connection.request("POST", "/slack/events", body=body,
-                                headers=slackreq.sign(body, SIGNING_SECRET, int(time.time())))
+        self.connection.request(
+            "POST", "/slack/events", body=body, headers=slackreq.sign(body, SIGNING_SECRET, int(time.time()))
+        )
 
     def answered(self) -> bool:
         sock = self.connection.sock
@@ -385,8 +409,12 @@ def flip(command: Command, poller: Poller, text: str, want_allowed: bool, answer
                 raise SystemExit(f"replica B's gate did not change within {POLL_LIMIT_S} s of {text!r}")
         elif acked is None:
             time.sleep(0.0005)
-    return {"from_send_ms": (flipped - sent) * 1000, "after_ack_ms": max(0.0, flipped - acked) * 1000,
-            "ack_ms": (acked - sent) * 1000, "b_first": flipped <= acked}
+    return {
+        "from_send_ms": (flipped - sent) * 1000,
+        "after_ack_ms": max(0.0, flipped - acked) * 1000,
+        "ack_ms": (acked - sent) * 1000,
+        "b_first": flipped <= acked,
+    }
 
 
 def propagation(work: Path, fake: FakeSlack, rounds: int, database: str) -> dict[str, Any]:
@@ -439,9 +467,15 @@ def propagation(work: Path, fake: FakeSlack, rounds: int, database: str) -> dict
 
     pause, resume = summary(pauses), summary(resumes)
     return {
-        "database": database, "database_start_s": round(database_start_s, 1), "rounds": rounds,
-        "pause": pause, "resume": resume, "b_gate_polls": polls,
-        "replica_peak_rss_mb": peaks, "server_errors_logged": errors, "server_warnings_logged": warnings,
+        "database": database,
+        "database_start_s": round(database_start_s, 1),
+        "rounds": rounds,
+        "pause": pause,
+        "resume": resume,
+        "b_gate_polls": polls,
+        "replica_peak_rss_mb": peaks,
+        "server_errors_logged": errors,
+        "server_warnings_logged": warnings,
         "target_met": all(s["from_send_ms"]["p99"] < PROPAGATION_TARGET_MS for s in (pause, resume)),
     }
 
@@ -454,31 +488,71 @@ def table(figures: dict[str, Any]) -> str:
     if "throughput" in figures:
         t = figures["throughput"]
         load = t["load_generator"]
-        rows.append(("load generator", (f"{load['client_processes']} processes x {load['connections_per_process']} "
-                                        "keep-alive connections"), ""))
+        rows.append(
+            (
+                "load generator",
+                (f"{load['client_processes']} processes x {load['connections_per_process']} keep-alive connections"),
+                "",
+            )
+        )
         for p in t["phases"]:
-            rows.append((f"{p['phase']} {p['path'].split('?')[0]}",
-                         (f"{p['requests_per_s']:.0f}/s, p50 {p['latency_ms']['p50']} ms, p99 {p['latency_ms']['p99']} ms, "
-                          f"server CPU {p['server_cpu_pct']}%, clients CPU {p['clients_cpu_pct']}%"), ""))
-        rows.append(("gate / bare (mean of both bare phases)", f"{t['gate_to_bare_ratio']:.2f}",
-                     f">= {RATIO_TARGET}: {'met' if t['target_met'] else 'NOT met'}"))
-        rows.append(("server peak RSS; errors / warnings logged",
-                     f"{t['server_peak_rss_mb']} MB; {t['server_errors_logged']} / {t['server_warnings_logged']}", ""))
+            rows.append(
+                (
+                    f"{p['phase']} {p['path'].split('?')[0]}",
+                    (
+                        f"{p['requests_per_s']:.0f}/s, p50 {p['latency_ms']['p50']} ms, p99 {p['latency_ms']['p99']} ms, "
+                        f"server CPU {p['server_cpu_pct']}%, clients CPU {p['clients_cpu_pct']}%"
+                    ),
+                    "",
+                )
+            )
+        rows.append(
+            (
+                "gate / bare (mean of both bare phases)",
+                f"{t['gate_to_bare_ratio']:.2f}",
+                f">= {RATIO_TARGET}: {'met' if t['target_met'] else 'NOT met'}",
+            )
+        )
+        rows.append(
+            (
+                "server peak RSS; errors / warnings logged",
+                f"{t['server_peak_rss_mb']} MB; {t['server_errors_logged']} / {t['server_warnings_logged']}",
+                "",
+            )
+        )
     if "propagation" in figures:
         p = figures["propagation"]
         for kind in ("pause", "resume"):
             s = p[kind]["from_send_ms"]
             a = p[kind]["after_ack_ms"]
             met = s["p99"] < PROPAGATION_TARGET_MS
-            rows.append((f"{kind} A -> B gate, from send ({p['database']})",
-                         f"p50 {s['p50']} / p90 {s['p90']} / p99 {s['p99']} / max {s['max']} ms, n={s['n']}",
-                         f"p99 < {PROPAGATION_TARGET_MS:.0f} ms: {'met' if met else 'NOT met'}"))
-            rows.append((f"{kind}: B stale after A's ack",
-                         (f"p50 {a['p50']} / p99 {a['p99']} / max {a['max']} ms "
-                          f"(B first in {p[kind]['b_changed_before_a_acked']}/{a['n']})"), ""))
-        rows.append(("replica peak RSS; errors / warnings logged",
-                     "; ".join(f"{k.upper()} {v} MB, {p['server_errors_logged'][k]} / {p['server_warnings_logged'][k]}"
-                               for k, v in p["replica_peak_rss_mb"].items()), ""))
+            rows.append(
+                (
+                    f"{kind} A -> B gate, from send ({p['database']})",
+                    f"p50 {s['p50']} / p90 {s['p90']} / p99 {s['p99']} / max {s['max']} ms, n={s['n']}",
+                    f"p99 < {PROPAGATION_TARGET_MS:.0f} ms: {'met' if met else 'NOT met'}",
+                )
+            )
+            rows.append(
+                (
+                    f"{kind}: B stale after A's ack",
+                    (
+                        f"p50 {a['p50']} / p99 {a['p99']} / max {a['max']} ms "
+                        f"(B first in {p[kind]['b_changed_before_a_acked']}/{a['n']})"
+                    ),
+                    "",
+                )
+            )
+        rows.append(
+            (
+                "replica peak RSS; errors / warnings logged",
+                "; ".join(
+                    f"{k.upper()} {v} MB, {p['server_errors_logged'][k]} / {p['server_warnings_logged'][k]}"
+                    for k, v in p["replica_peak_rss_mb"].items()
+                ),
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
@@ -491,8 +565,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="load generator processes")
     parser.add_argument("--connections", type=int, default=4, help="keep-alive connections per client process")
     parser.add_argument("--rounds", type=int, default=100, help="pause + resume rounds across the two replicas")
-    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql",
-                        help="the database the two replicas share")
+    parser.add_argument(
+        "--database", choices=("postgresql", "sqlite"), default="postgresql", help="the database the two replicas share"
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-propagation", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="a quick run: 2,000 requests a phase, 10 rounds")
@@ -514,7 +589,9 @@ def main() -> None:
         if not args.skip_propagation:
             figures["propagation"] = propagation(work, fake, args.rounds, args.database)
         figures["slack_violations"] = len(fake.violations)
-        figures["all_targets_met"] = all(figures[k]["target_met"] for k in ("throughput", "propagation") if k in figures)
+        figures["all_targets_met"] = all(
+            figures[k]["target_met"] for k in ("throughput", "propagation") if k in figures
+        )
         figures["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
         print(json.dumps(figures, indent=2))
         print()

@@ -10,8 +10,18 @@ from sqlalchemy.exc import IntegrityError
 from bot import approvals, control, runs
 from bot.errors import Forbidden, HandrailError, Invalid, Unauthenticated
 from bot.models import (
-    ActionIn, ActionOut, ApprovalOut, ApprovalRequest, CancelRequest, ErrorOut, ExecuteRequest, GateOut, RunIn, RunsIn,
-    VersionIn, VersionOut,
+    ActionIn,
+    ActionOut,
+    ApprovalOut,
+    ApprovalRequest,
+    CancelRequest,
+    ErrorOut,
+    ExecuteRequest,
+    GateOut,
+    RunIn,
+    RunsIn,
+    VersionIn,
+    VersionOut,
 )
 from bot.services import Services
 
@@ -20,13 +30,22 @@ MAX_WAIT_SECONDS = 60
 ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
-
 GATE_PARAMETERS = [
     {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}},
-    {"name": "customer", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
-     "description": "the customer the agent is about to act for"},
-    {"name": "run_id", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
-     "description": "the run, for the per-run cap"},
+    {
+        "name": "customer",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 200},
+        "description": "the customer the agent is about to act for",
+    },
+    {
+        "name": "run_id",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 200},
+        "description": "the run, for the per-run cap",
+    },
 ]
 
 
@@ -72,7 +91,9 @@ def router(services: Services) -> APIRouter:
     async def get_approval(
         approval_id: str,
         agent_id: Agent,
-        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to hold the request while pending")] = 0,
+        wait: Annotated[
+            float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to hold the request while pending")
+        ] = 0,
     ) -> ApprovalOut:
         """The request's state; with `wait`, held until it is decided or `wait` seconds pass."""
         deadline = asyncio.get_running_loop().time() + wait
@@ -99,16 +120,22 @@ def router(services: Services) -> APIRouter:
         """Claim an approval right before acting on it: once, within `execute_by`, with the exact
         params that were approved. Anything else is a 409 and the agent must not act."""
         await owned(approval_id, agent_id)
-        approval = await services.run(approvals.execute, approval_id=approval_id, agent_id=agent_id,
-                                      params=body.params, now=services.clock.now())
+        approval = await services.run(
+            approvals.execute, approval_id=approval_id, agent_id=agent_id, params=body.params, now=services.clock.now()
+        )
         return approvals.to_out(approval)
 
     @api.post("/approvals/{approval_id}/cancel", response_model=ApprovalOut)
     async def cancel_approval(approval_id: str, agent_id: Agent, body: CancelRequest | None = None) -> ApprovalOut:
         """Withdraw a pending request; its card says so. Cancelling twice is harmless."""
         await owned(approval_id, agent_id)
-        approval = await services.run(approvals.cancel, approval_id=approval_id, agent_id=agent_id,
-                                      reason=body.reason if body else None, now=services.clock.now())
+        approval = await services.run(
+            approvals.cancel,
+            approval_id=approval_id,
+            agent_id=agent_id,
+            reason=body.reason if body else None,
+            now=services.clock.now(),
+        )
         return approvals.to_out(approval)
 
     def own_agent(agent_id: str, path_agent: str) -> None:
@@ -136,8 +163,15 @@ def router(services: Services) -> APIRouter:
         active version again with the same details is a no-op (200)."""
         own_agent(agent_id, agent)
         entry, created = await services.run(
-            control.register_version, config=services.config, agent_id=agent, version=body.version, notes=body.notes,
-            prompt_sha=body.prompt_sha, settings=body.config, now=services.clock.now())
+            control.register_version,
+            config=services.config,
+            agent_id=agent,
+            version=body.version,
+            notes=body.notes,
+            prompt_sha=body.prompt_sha,
+            settings=body.config,
+            now=services.clock.now(),
+        )
         if not created:
             response.status_code = 200
         return control.version_out(entry, active=True)
@@ -154,8 +188,9 @@ def router(services: Services) -> APIRouter:
         """Record a write right before making it, with each field's value before and after, so
         that it can be undone. A 429 (`volume_cap`) means the agent must not make it."""
         own_agent(agent_id, body.agent)
-        action, created = await services.run(runs.record_action, config=services.config, request=body,
-                                             now=services.clock.now())
+        action, created = await services.run(
+            runs.record_action, config=services.config, request=body, now=services.clock.now()
+        )
         if not created:
             response.status_code = 200
         return runs.to_out(action)

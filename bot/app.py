@@ -77,8 +77,10 @@ def create_app(services: Services) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.start()
         await services.gate.reload()  # the first checks read SQL until the pub/sub link is up
-        tasks = [asyncio.create_task(coroutine) for coroutine in (
-            services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())]
+        tasks = [
+            asyncio.create_task(coroutine)
+            for coroutine in (services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())
+        ]
         scheduler = start_scheduler(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
         try:

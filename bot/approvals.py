@@ -94,8 +94,13 @@ def has_card(approval: Approval) -> bool:
 
 
 def _source(approval: Approval) -> dict[str, Any]:
-    return {"agent": approval.agent, "agent_version": approval.agent_version, "run_id": approval.run_id,
-            "requested_by": approval.requested_by, "policy": approval.policy.get("source")}
+    return {
+        "agent": approval.agent,
+        "agent_version": approval.agent_version,
+        "run_id": approval.run_id,
+        "requested_by": approval.requested_by,
+        "policy": approval.policy.get("source"),
+    }
 
 
 def _agent(config: HandrailConfig, approval: Approval) -> AgentConfig:
@@ -115,8 +120,12 @@ def _show(
         outbox.enqueue(kind="thread", approval_id=approval.id, payload={"text": thread}, now=now)
     if event and approval.callback_url:
         body = {"event": event, "approval": to_out(approval).model_dump(mode="json")}
-        outbox.enqueue(kind="webhook", approval_id=approval.id,
-                       payload={"url": approval.callback_url, "agent": approval.agent, "body": body}, now=now)
+        outbox.enqueue(
+            kind="webhook",
+            approval_id=approval.id,
+            payload={"url": approval.callback_url, "agent": approval.agent, "body": body},
+            now=now,
+        )
     mark_changed(session, approval.id)
 
 
@@ -127,8 +136,15 @@ def _dm(session: Session, approval: Approval, users: list[str | None], text: str
 
 
 def _audit(session: Session, approval: Approval, now: datetime, actor: str, event: str, **fields: Any) -> None:
-    Audit(session).record(at=now, actor=actor, event=event, object_type="approval", object_id=approval.id,
-                          source=_source(approval), **fields)
+    Audit(session).record(
+        at=now,
+        actor=actor,
+        event=event,
+        object_type="approval",
+        object_id=approval.id,
+        source=_source(approval),
+        **fields,
+    )
 
 
 def _change(session: Session, approval: Approval, **values: Any) -> bool:
@@ -202,20 +218,45 @@ def create(
         approval.decision_reason = f"Approved automatically by policy {applied.describe()}."
         approval.execute_by = now + applied.execute_window
     elif applied.mode == "human_only":
-        approval.status, approval.decision_code, approval.decided_by, approval.decided_at = "denied", "human_only", [], now
-        approval.decision_reason = (f"Policy {applied.describe()} says a person must do this; the agent may not.")
+        approval.status, approval.decision_code, approval.decided_by, approval.decided_at = (
+            "denied",
+            "human_only",
+            [],
+            now,
+        )
+        approval.decision_reason = f"Policy {applied.describe()} says a person must do this; the agent may not."
     else:
         approval.next_at = upcoming(applied, created_at=now, expires_at=approval.expires_at, steps_done=0).at
     repo.add(approval)
 
-    _audit(session, approval, now, f"agent:{approval.agent}", "approval.requested",
-           after={"status": "pending", "action": approval.action, "target": approval.target,
-                  "changes": approval.changes, "params_sha256": approval.params_sha256, "policy": approval.policy},
-           reason=approval.request_reason, evidence=approval.evidence)
+    _audit(
+        session,
+        approval,
+        now,
+        f"agent:{approval.agent}",
+        "approval.requested",
+        after={
+            "status": "pending",
+            "action": approval.action,
+            "target": approval.target,
+            "changes": approval.changes,
+            "params_sha256": approval.params_sha256,
+            "policy": approval.policy,
+        },
+        reason=approval.request_reason,
+        evidence=approval.evidence,
+    )
     if approval.status != "pending":
-        _audit(session, approval, now, "policy", f"approval.{approval.status}",
-               before={"status": "pending"}, after={"status": approval.status, "code": approval.decision_code},
-               reason=approval.decision_reason)
+        _audit(
+            session,
+            approval,
+            now,
+            "policy",
+            f"approval.{approval.status}",
+            before={"status": "pending"},
+            after={"status": approval.status, "code": approval.decision_code},
+            reason=approval.decision_reason,
+        )
     if has_card(approval):
         _show(session, approval, now, thread=cards.full_request_text(approval, agent))
     mark_changed(session, approval.id)
@@ -297,26 +338,48 @@ def decide(
             values = dict(status="denied", decided_by=[user_id], decided_at=now, decision_reason=reason, next_at=None)
         else:
             if user_id in approval.approved_by:
-                raise Conflict(f"You already approved this; it needs {quorum - len(approval.approved_by)} more "
-                               f"approval(s) from someone else.", code="already_approved_by_you")
+                raise Conflict(
+                    f"You already approved this; it needs {quorum - len(approval.approved_by)} more "
+                    f"approval(s) from someone else.",
+                    code="already_approved_by_you",
+                )
             approved_by = [*approval.approved_by, user_id]
             values = dict(approved_by=approved_by)
             if len(approved_by) >= quorum:
-                values |= dict(status="approved", decided_by=approved_by, decided_at=now, decision_reason=reason,
-                               next_at=None, execute_by=now + policy_of(approval).execute_window)
+                values |= dict(
+                    status="approved",
+                    decided_by=approved_by,
+                    decided_at=now,
+                    decision_reason=reason,
+                    next_at=None,
+                    execute_by=now + policy_of(approval).execute_window,
+                )
         if _change(session, approval, **values):
             break
 
     final = approval.status != "pending"
     event = f"approval.{approval.status}" if final else "approval.approval_counted"
-    _audit(session, approval, now, f"user:{user_id}", event, before=before,
-           after={"status": approval.status, "approvals": approval.approved_by, "decided_by": approval.decided_by},
-           reason=reason, evidence=approval.evidence)
+    _audit(
+        session,
+        approval,
+        now,
+        f"user:{user_id}",
+        event,
+        before=before,
+        after={"status": approval.status, "approvals": approval.approved_by, "decided_by": approval.decided_by},
+        reason=reason,
+        evidence=approval.evidence,
+    )
     if final:
         _show(session, approval, now, thread=cards.outcome_sentence(approval), event=event)
     else:
-        _show(session, approval, now, thread=f":ballot_box_with_check: <@{user_id}> approved "
-              f"({len(approval.approved_by)} of {quorum})" + (f": {cards.escape(reason)}" if reason else ""))
+        _show(
+            session,
+            approval,
+            now,
+            thread=f":ballot_box_with_check: <@{user_id}> approved "
+            f"({len(approval.approved_by)} of {quorum})" + (f": {cards.escape(reason)}" if reason else ""),
+        )
     if approval.status == "denied":
         _check_denied_twice(session, approval, agent, now)
     return approval
@@ -329,9 +392,11 @@ def _check_denied_twice(session: Session, approval: Approval, agent: AgentConfig
     if len(denials) != 2:
         return
     earlier = next(d for d in denials if d.id != approval.id)
-    text = (f":warning: {cards.escape(agent.name)} asked twice within 24 hours to "
-            f"*{cards.escape(approval.action)}* on {cards.escape(cards.target_name(approval))}, and was denied "
-            f"both times (`{earlier.id}`, `{approval.id}`).")
+    text = (
+        f":warning: {cards.escape(agent.name)} asked twice within 24 hours to "
+        f"*{cards.escape(approval.action)}* on {cards.escape(cards.target_name(approval))}, and was denied "
+        f"both times (`{earlier.id}`, `{approval.id}`)."
+    )
     _dm(session, approval, [agent.owners.primary, agent.owners.escalation_manager], text, now)
     Outbox(session).enqueue(kind="thread", approval_id=approval.id, payload={"text": text}, now=now)
     _audit(session, approval, now, "system", "approval.denied_twice", after={"denials": [d.id for d in denials]})
@@ -345,8 +410,9 @@ def escalate(session: Session, *, config: HandrailConfig, approval: Approval, no
     fired = []
     steps_done = approval.steps_done
     expire = False
-    while due := next_step(applied, created_at=approval.created_at, expires_at=approval.expires_at,
-                           steps_done=steps_done, now=now):
+    while due := next_step(
+        applied, created_at=approval.created_at, expires_at=approval.expires_at, steps_done=steps_done, now=now
+    ):
         if due.kind == "expire":
             expire = True
             break
@@ -355,9 +421,13 @@ def escalate(session: Session, *, config: HandrailConfig, approval: Approval, no
     if expire:
         values: dict[str, Any] = dict(status="expired", steps_done=steps_done, next_at=None)
     else:
-        values = dict(steps_done=steps_done, escalated_at=now if fired else approval.escalated_at,
-                      next_at=upcoming(applied, created_at=approval.created_at, expires_at=approval.expires_at,
-                                       steps_done=steps_done).at)
+        values = dict(
+            steps_done=steps_done,
+            escalated_at=now if fired else approval.escalated_at,
+            next_at=upcoming(
+                applied, created_at=approval.created_at, expires_at=approval.expires_at, steps_done=steps_done
+            ).at,
+        )
     if not _change(session, approval, **values):
         return False
 
@@ -366,20 +436,42 @@ def escalate(session: Session, *, config: HandrailConfig, approval: Approval, no
         role = due.step.notify
         user = getattr(agent.owners, role) if agent else None
         waited = cards.duration_text(timedelta(seconds=due.step.after_s))
-        line = (f":rotating_light: No decision after {waited}: escalated to <@{user}> ({ROLE_NAMES[role]})."
-                if user else f":rotating_light: No decision after {waited}; no {ROLE_NAMES[role]} is configured.")
+        line = (
+            f":rotating_light: No decision after {waited}: escalated to <@{user}> ({ROLE_NAMES[role]})."
+            if user
+            else f":rotating_light: No decision after {waited}; no {ROLE_NAMES[role]} is configured."
+        )
         Outbox(session).enqueue(kind="thread", approval_id=approval.id, payload={"text": line}, now=now)
         if user:
             _dm(session, approval, [user], cards.escalation_dm(approval, agent, ROLE_NAMES[role], waited), now)
-        _audit(session, approval, now, "system", "approval.escalated",
-               after={"step": due.index, "notify": role, "user": user, "due_at": due.at.isoformat()})
+        _audit(
+            session,
+            approval,
+            now,
+            "system",
+            "approval.escalated",
+            after={"step": due.index, "notify": role, "user": user, "due_at": due.at.isoformat()},
+        )
     if expire:
-        _audit(session, approval, now, "system", "approval.expired", before={"status": "pending"},
-               after={"status": "expired"}, reason="no decision before the timeout")
+        _audit(
+            session,
+            approval,
+            now,
+            "system",
+            "approval.expired",
+            before={"status": "pending"},
+            after={"status": "expired"},
+            reason="no decision before the timeout",
+        )
         _show(session, approval, now, thread=cards.outcome_sentence(approval), event="approval.expired")
         if agent:
-            _dm(session, approval, [agent.owners.primary, agent.owners.escalation_manager],
-                cards.expiry_dm(approval, agent), now)
+            _dm(
+                session,
+                approval,
+                [agent.owners.primary, agent.owners.escalation_manager],
+                cards.expiry_dm(approval, agent),
+                now,
+            )
     elif fired:
         _show(session, approval, now)
     return True
@@ -391,8 +483,16 @@ def cancel(session: Session, *, approval_id: str, agent_id: str, reason: str | N
     approval = get(session, approval_id)
     while approval.status == "pending":
         if _change(session, approval, status="cancelled", decided_at=now, decision_reason=reason, next_at=None):
-            _audit(session, approval, now, f"agent:{agent_id}", "approval.cancelled",
-                   before={"status": "pending"}, after={"status": "cancelled"}, reason=reason)
+            _audit(
+                session,
+                approval,
+                now,
+                f"agent:{agent_id}",
+                "approval.cancelled",
+                before={"status": "pending"},
+                after={"status": "cancelled"},
+                reason=reason,
+            )
             _show(session, approval, now, thread=cards.outcome_sentence(approval))
             return approval
     if approval.status != "cancelled":
@@ -400,31 +500,45 @@ def cancel(session: Session, *, approval_id: str, agent_id: str, reason: str | N
     return approval
 
 
-def execute(
-    session: Session, *, approval_id: str, agent_id: str, params: dict[str, Any], now: datetime
-) -> Approval:
+def execute(session: Session, *, approval_id: str, agent_id: str, params: dict[str, Any], now: datetime) -> Approval:
     """The agent claims its approval right before acting: once, within the window after the
     decision, and only for the exact params that were approved."""
     approval = get(session, approval_id)
     if approval.status != "approved":
-        raise Conflict(f"request {approval.id} is {approval.status}, not approved; the agent must not act",
-                       code="not_approved")
+        raise Conflict(
+            f"request {approval.id} is {approval.status}, not approved; the agent must not act", code="not_approved"
+        )
     if approval.executed_at is not None:
-        raise Conflict(f"request {approval.id} was already executed at {approval.executed_at.isoformat()}",
-                       code="already_executed")
+        raise Conflict(
+            f"request {approval.id} was already executed at {approval.executed_at.isoformat()}", code="already_executed"
+        )
     if sha256_of(params) != approval.params_sha256:
-        raise Conflict("these params differ from the approved ones; ask again for the new params",
-                       code="params_mismatch")
+        raise Conflict(
+            "these params differ from the approved ones; ask again for the new params", code="params_mismatch"
+        )
     assert approval.execute_by is not None
     if now > approval.execute_by:
-        raise Conflict(f"the approval could be used until {approval.execute_by.isoformat()}; ask again",
-                       code="execute_window_passed")
+        raise Conflict(
+            f"the approval could be used until {approval.execute_by.isoformat()}; ask again",
+            code="execute_window_passed",
+        )
     if not _change(session, approval, executed_at=now):
         raise Conflict(f"request {approval.id} was already executed", code="already_executed")
-    _audit(session, approval, now, f"agent:{agent_id}", "approval.executed",
-           after={"executed_at": now.isoformat(), "params_sha256": approval.params_sha256})
+    _audit(
+        session,
+        approval,
+        now,
+        f"agent:{agent_id}",
+        "approval.executed",
+        after={"executed_at": now.isoformat(), "params_sha256": approval.params_sha256},
+    )
     if has_card(approval):
-        _show(session, approval, now, thread=f":gear: The agent acted on this approval at {cards.slack_date(now, '{time}')}.")
+        _show(
+            session,
+            approval,
+            now,
+            thread=f":gear: The agent acted on this approval at {cards.slack_date(now, '{time}')}.",
+        )
     mark_changed(session, approval.id)
     return approval
 
@@ -436,9 +550,7 @@ async def _approver_groups(services: Services, approval: Approval, user_id: str)
     return await services.slack.groups_containing(user_id, approver_groups(approval, agent))
 
 
-async def authorize_in_slack(
-    services: Services, *, approval_id: str, user_id: str, decision: Decision
-) -> Approval:
+async def authorize_in_slack(services: Services, *, approval_id: str, user_id: str, decision: Decision) -> Approval:
     """Check, before a modal opens, that this Slack user may take this decision now."""
     approval = await services.run(get, approval_id=approval_id)
     groups = await _approver_groups(services, approval, user_id)
@@ -453,6 +565,12 @@ async def decide_in_slack(
     approval = await services.run(get, approval_id=approval_id)
     groups = await _approver_groups(services, approval, user_id)
     return await services.run(
-        decide, config=services.config, approval_id=approval_id, user_id=user_id,
-        user_groups=groups, decision=decision, reason=reason, now=services.clock.now(),
+        decide,
+        config=services.config,
+        approval_id=approval_id,
+        user_id=user_id,
+        user_groups=groups,
+        decision=decision,
+        reason=reason,
+        now=services.clock.now(),
     )

@@ -113,8 +113,9 @@ def outcome_sentence(approval: Approval) -> str:
     if approval.decision_code == "auto":
         return f":robot_face: {escape(approval.decision_reason or '')} Posted here for review."
     if approval.decision_code == "human_only":
-        return (":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: "
-                + escape(approval.decision_reason or ""))
+        return ":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: " + escape(
+            approval.decision_reason or ""
+        )
     if approval.status == "approved":
         line = f":white_check_mark: Approved by {deciders} at {slack_date(approval.decided_at, '{time}')}"
         return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
@@ -138,8 +139,10 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
     lines = []
     if approval.status == "pending" and policy["quorum"] > 1:
         who = ", ".join(f"<@{user}>" for user in approval.approved_by)
-        lines.append(f":ballot_box_with_check: {len(approval.approved_by)} of {policy['quorum']} approvals"
-                     + (f" ({who})" if who else ""))
+        lines.append(
+            f":ballot_box_with_check: {len(approval.approved_by)} of {policy['quorum']} approvals"
+            + (f" ({who})" if who else "")
+        )
     if approval.status == "pending" and approval.steps_done and approval.escalated_at:
         role = policy["escalation"][approval.steps_done - 1]["notify"]
         user = getattr(agent.owners, role)
@@ -154,14 +157,18 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
 
 def escalation_dm(approval: Approval, agent: AgentConfig | None, role: str, waited: str) -> str:
     name = escape(agent.name if agent else approval.agent)
-    return (f":rotating_light: A request from {name} has had no decision for {waited}, and you are its {role}: "
-            f"*{escape(_plain(approval.action, 200))}* on {escape(_plain(target_name(approval), 300))}. "
-            f"It expires {slack_date(approval.expires_at)}.")
+    return (
+        f":rotating_light: A request from {name} has had no decision for {waited}, and you are its {role}: "
+        f"*{escape(_plain(approval.action, 200))}* on {escape(_plain(target_name(approval), 300))}. "
+        f"It expires {slack_date(approval.expires_at)}."
+    )
 
 
 def expiry_dm(approval: Approval, agent: AgentConfig) -> str:
-    return (f":hourglass: A request from {escape(agent.name)} expired with no decision, so the agent was told "
-            f"not to act: *{escape(_plain(approval.action, 200))}* on {escape(_plain(target_name(approval), 300))}.")
+    return (
+        f":hourglass: A request from {escape(agent.name)} expired with no decision, so the agent was told "
+        f"not to act: *{escape(_plain(approval.action, 200))}* on {escape(_plain(target_name(approval), 300))}."
+    )
 
 
 @dataclass(frozen=True)
@@ -213,8 +220,10 @@ def paused_line(pause: PauseView) -> str:
     until = f" until {slack_date(pause.until)}" if pause.until else ""
     scope = "Every agent is" if pause.agent == "*" else "The agent is"
     reason = f": {escape(pause.reason)}" if pause.reason else ""
-    return (f":double_vertical_bar: {scope} paused by <@{pause.paused_by}>{until}{reason}. You can still decide; "
-            f"it will not act until it is resumed.")
+    return (
+        f":double_vertical_bar: {scope} paused by <@{pause.paused_by}>{until}{reason}. You can still decide; "
+        f"it will not act until it is resumed."
+    )
 
 
 def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | None = None) -> Card:
@@ -365,7 +374,8 @@ def owners_text(agent_id: str, agent: AgentConfig, oncall: tuple[str, ...]) -> s
         f"• Primary owner: {who(agent.owners.primary)}",
         f"• Backup: {who(agent.owners.backup)}",
         f"• Escalation manager: {who(agent.owners.escalation_manager)}",
-        f"• Channel: <#{agent.channel}>" + (f" · owner channel <#{agent.owner_channel}>" if agent.owner_channel else ""),
+        f"• Channel: <#{agent.channel}>"
+        + (f" · owner channel <#{agent.owner_channel}>" if agent.owner_channel else ""),
         "• On-call: " + (", ".join(mention(e) for e in oncall) if oncall else "nobody under `roles.oncall`"),
     ]
     return "\n".join(lines)
@@ -376,7 +386,9 @@ def _pause_text(pause: PauseView) -> str:
     scope += f", customer `{escape(pause.customer)}`" if pause.customer else ""
     until = f" until {slack_date(pause.until)}" if pause.until else ""
     reason = f": {escape(pause.reason)}" if pause.reason else ""
-    return f":double_vertical_bar: Paused ({scope}) by <@{pause.paused_by}> {slack_date(pause.created_at)}{until}{reason}"
+    return (
+        f":double_vertical_bar: Paused ({scope}) by <@{pause.paused_by}> {slack_date(pause.created_at)}{until}{reason}"
+    )
 
 
 def status_text(status: AgentStatus) -> str:
@@ -400,8 +412,10 @@ def status_text(status: AgentStatus) -> str:
     else:
         lines.append(f"• Last run: `{escape(run.run_id)}` {run.status} {slack_date(run.at)}")
     if status.runs:
-        lines.append(f"• Last hour: {status.runs} run(s), {status.failures} failed "
-                     f"({status.failures / status.runs:.0%}), cost ${status.cost_usd:,.2f}")
+        lines.append(
+            f"• Last hour: {status.runs} run(s), {status.failures} failed "
+            f"({status.failures / status.runs:.0%}), cost ${status.cost_usd:,.2f}"
+        )
     else:
         lines.append(f"• Last hour: no finished runs, cost ${status.cost_usd:,.2f}")
     return "\n".join(lines)
@@ -410,12 +424,16 @@ def status_text(status: AgentStatus) -> str:
 def status_line(status: AgentStatus) -> str:
     """One agent in `/agent status`."""
     version = f"`{escape(status.version.version)}`" if status.version else "no version"
-    state = ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
+    state = (
+        ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
+    )
     customers = [p for p in status.pauses if p.customer]
     if customers:
         state += f" ({len(customers)} customer pause{'s' if len(customers) > 1 else ''})"
-    return (f"• *{escape(status.agent.name)}* (`{status.agent_id}`): {state} · mode `{status.mode}` · {version} · "
-            f"{status.pending} pending")
+    return (
+        f"• *{escape(status.agent.name)}* (`{status.agent_id}`): {state} · mode `{status.mode}` · {version} · "
+        f"{status.pending} pending"
+    )
 
 
 def pause_all_confirm(value: str, scope: str, count: int) -> Card:
@@ -426,10 +444,19 @@ def pause_all_confirm(value: str, scope: str, count: int) -> Card:
             "type": "actions",
             "block_id": "confirm",
             "elements": [
-                {"type": "button", "action_id": PAUSE_ALL_ACTION, "style": "danger", "value": value,
-                 "text": {"type": "plain_text", "text": "Pause every agent"}},
-                {"type": "button", "action_id": PAUSE_ALL_CANCEL, "value": "cancel",
-                 "text": {"type": "plain_text", "text": "Cancel"}},
+                {
+                    "type": "button",
+                    "action_id": PAUSE_ALL_ACTION,
+                    "style": "danger",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Pause every agent"},
+                },
+                {
+                    "type": "button",
+                    "action_id": PAUSE_ALL_CANCEL,
+                    "value": "cancel",
+                    "text": {"type": "plain_text", "text": "Cancel"},
+                },
             ],
         },
     ]
@@ -443,7 +470,10 @@ def _action_line(action: ActionRecord) -> str:
 
 
 def _restore_text(action: ActionRecord) -> str:
-    parts = [f"{escape(_plain(c['field'], 100))} → {escape(_plain(_value(c.get('before')), 200))}" for c in action.changes[:10]]
+    parts = [
+        f"{escape(_plain(c['field'], 100))} → {escape(_plain(_value(c.get('before')), 200))}"
+        for c in action.changes[:10]
+    ]
     more = f" and {len(action.changes) - 10} more" if len(action.changes) > 10 else ""
     return "restores " + ", ".join(parts) + more
 
@@ -452,9 +482,14 @@ def undo_modal(agent_id: str, agent: AgentConfig, actions: list[ActionRecord], m
     """The preview: what undoing each of the newest actions would restore; irreversible ones are
     listed as skipped. No submit button when nothing can be undone."""
     reversible = [a for a in actions if a.reversible]
-    head = (f"The {len(actions)} newest recorded action(s) of *{escape(agent.name)}* (`{agent_id}`) not yet undone. "
-            f"Each undo is sent to the agent's control hook.") if actions else (
-        f"*{escape(agent.name)}* (`{agent_id}`) has no recorded action left to undo.")
+    head = (
+        (
+            f"The {len(actions)} newest recorded action(s) of *{escape(agent.name)}* (`{agent_id}`) not yet undone. "
+            f"Each undo is sent to the agent's control hook."
+        )
+        if actions
+        else (f"*{escape(agent.name)}* (`{agent_id}`) has no recorded action left to undo.")
+    )
     blocks: list[dict[str, Any]] = [_section(head)]
     for action in actions:
         detail = _restore_text(action) if action.reversible else ":no_entry_sign: irreversible: skipped"
@@ -473,8 +508,12 @@ def undo_modal(agent_id: str, agent: AgentConfig, actions: list[ActionRecord], m
 
 
 def notice_modal(title: str, text: str) -> dict[str, Any]:
-    return {"type": "modal", "title": {"type": "plain_text", "text": title},
-            "close": {"type": "plain_text", "text": "Close"}, "blocks": [_section(text)]}
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [_section(text)],
+    }
 
 
 def undo_progress_modal(count: int) -> dict[str, Any]:
@@ -488,5 +527,9 @@ def undo_result_modal(results: list[UndoResult], skipped: int) -> dict[str, Any]
     for result in results:
         mark = ":white_check_mark:" if result.ok else ":x:"
         blocks.append(_section(_plain(f"{mark} `{result.action_id}`: {escape(result.detail)}", 2900)))
-    return {"type": "modal", "title": {"type": "plain_text", "text": "Undo actions"},
-            "close": {"type": "plain_text", "text": "Close"}, "blocks": blocks}
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Undo actions"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": blocks,
+    }

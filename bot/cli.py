@@ -8,7 +8,6 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, HandrailConfig, Settings, load_config
@@ -82,8 +81,10 @@ def worker(settings: Settings) -> int:
 
 
 def config_check(config: HandrailConfig, agent: str | None, action: str | None, facts: list[str]) -> int:
-    print(f"ok: {len(config.agents)} agent(s): {', '.join(config.agents)}; {len(config.policies)} global "
-          f"policies, {sum(len(a.policies) for a in config.agents.values())} agent policies")
+    print(
+        f"ok: {len(config.agents)} agent(s): {', '.join(config.agents)}; {len(config.policies)} global "
+        f"policies, {sum(len(a.policies) for a in config.agents.values())} agent policies"
+    )
     if agent is None and action is None and not facts:
         return 0
     if agent is None or action is None:
@@ -109,13 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("web", help="serve Slack events, the agents' API and health checks on $PORT")
     sub.add_parser("worker", help="run the escalation and outbox sweeps without the web server")
     sub.add_parser("migrate", help="bring the database schema up to date")
-    check = sub.add_parser("config-check", help="validate a config file; with --agent and --action, show "
-                           "which policy a request would get")
+    check = sub.add_parser(
+        "config-check", help="validate a config file; with --agent and --action, show which policy a request would get"
+    )
     check.add_argument("path", nargs="?", help="default: $HANDRAIL_CONFIG")
     check.add_argument("--agent", help="the agent of the sample request")
     check.add_argument("--action", help="the action of the sample request, e.g. quote.create")
-    check.add_argument("--fact", action="append", default=[], metavar="NAME=NUMBER",
-                       help="a numeric fact of the sample request (repeatable)")
+    check.add_argument(
+        "--fact",
+        action="append",
+        default=[],
+        metavar="NAME=NUMBER",
+        help="a numeric fact of the sample request (repeatable)",
+    )
     key = sub.add_parser("webhook-key", help="print the key an agent uses to verify callbacks")
     key.add_argument("agent")
     args = parser.parse_args(argv)

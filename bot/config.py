@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -95,8 +103,13 @@ class Condition(_Strict):
 
     def holds(self, value: float) -> bool:
         limit: float = getattr(self, self.operator)
-        return {"gt": value > limit, "gte": value >= limit, "lt": value < limit,
-                "lte": value <= limit, "eq": value == limit}[self.operator]
+        return {
+            "gt": value > limit,
+            "gte": value >= limit,
+            "lt": value < limit,
+            "lte": value <= limit,
+            "eq": value == limit,
+        }[self.operator]
 
 
 def _as_list(value: object) -> object:
@@ -119,8 +132,11 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _fits_the_mode(self) -> Policy:
         ladder_keys = ("approvers", "quorum", "timeout", "escalation", "execute_window")
-        not_for = {"auto": ("approvers", "quorum", "timeout", "escalation"),
-                   "approve": ("sample",), "human_only": (*ladder_keys, "sample")}[self.mode]
+        not_for = {
+            "auto": ("approvers", "quorum", "timeout", "escalation"),
+            "approve": ("sample",),
+            "human_only": (*ladder_keys, "sample"),
+        }[self.mode]
         misplaced = [key for key in not_for if getattr(self, key) is not None]
         if misplaced:
             raise ValueError(f"{', '.join(misplaced)} cannot be used with mode {self.mode}")

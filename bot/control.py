@@ -110,21 +110,55 @@ class ControlState:
             where = "every agent" if pause.agent == EVERY_AGENT else "this agent"
             message = f"{where} is paused" + (f" for customer {pause.customer}" if pause.customer else "")
             message += f" by {pause.paused_by}" + (f": {pause.reason}" if pause.reason else "")
-            return GateOut(allowed=False, reason="paused", message=message, paused_by=pause.paused_by,
-                           until=pause.until, customer=pause.customer, mode=mode, version=version)  # type: ignore[arg-type]
+            return GateOut(
+                allowed=False,
+                reason="paused",
+                message=message,
+                paused_by=pause.paused_by,
+                until=pause.until,
+                customer=pause.customer,
+                mode=mode,
+                version=version,
+            )  # type: ignore[arg-type]
         per_hour, per_run = self.limits.get(agent, (None, None))
         lifts = self.capped_until.get(agent)
         if per_hour and lifts is not None and now < lifts:
-            return GateOut(allowed=False, reason="volume_cap", message=f"{per_hour} actions in the last hour",
-                           paused_by=None, until=lifts, customer=None, mode=mode, version=version)  # type: ignore[arg-type]
+            return GateOut(
+                allowed=False,
+                reason="volume_cap",
+                message=f"{per_hour} actions in the last hour",
+                paused_by=None,
+                until=lifts,
+                customer=None,
+                mode=mode,
+                version=version,
+            )  # type: ignore[arg-type]
         if per_run and run_id is not None and (agent, run_id) in self.capped_runs:
-            return GateOut(allowed=False, reason="volume_cap", message=f"{per_run} actions in run {run_id}",
-                           paused_by=None, until=None, customer=None, mode=mode, version=version)  # type: ignore[arg-type]
-        return GateOut(allowed=True, reason=None, message=None, paused_by=None, until=None, customer=None,
-                       mode=mode, version=version)  # type: ignore[arg-type]
+            return GateOut(
+                allowed=False,
+                reason="volume_cap",
+                message=f"{per_run} actions in run {run_id}",
+                paused_by=None,
+                until=None,
+                customer=None,
+                mode=mode,
+                version=version,
+            )  # type: ignore[arg-type]
+        return GateOut(
+            allowed=True,
+            reason=None,
+            message=None,
+            paused_by=None,
+            until=None,
+            customer=None,
+            mode=mode,
+            version=version,
+        )  # type: ignore[arg-type]
 
 
-def snapshot(session: Session, *, config: HandrailConfig, now: datetime, agents: list[str] | None = None) -> ControlState:
+def snapshot(
+    session: Session, *, config: HandrailConfig, now: datetime, agents: list[str] | None = None
+) -> ControlState:
     """Read the control state of these agents (default: every configured agent) from SQL."""
     ids = list(config.agents) if agents is None else agents
     capped_until: dict[str, datetime] = {}
@@ -141,7 +175,9 @@ def snapshot(session: Session, *, config: HandrailConfig, now: datetime, agents:
             if nth is not None:
                 capped_until[agent_id] = nth + timedelta(hours=1)
         if per_run:
-            capped_runs |= {(agent_id, run) for run in Actions(session).runs_with_at_least(agent_id, now - RUN_CAP_WINDOW, per_run)}
+            capped_runs |= {
+                (agent_id, run) for run in Actions(session).runs_with_at_least(agent_id, now - RUN_CAP_WINDOW, per_run)
+            }
     return ControlState(
         pauses=tuple(PauseView.of(p) for p in Pauses(session).unlifted(None if agents is None else ids)),
         modes=Modes(session).of(ids),
@@ -159,8 +195,16 @@ def pause_covering(session: Session, agent_id: str, customer: str | None, now: d
 
 def unavailable(error: str) -> GateOut:
     """Neither Redis nor SQL could say whether the agent may act: it may not."""
-    return GateOut(allowed=False, reason="state_unavailable", paused_by=None, until=None, customer=None, mode=None,
-                   version=None, message=f"Handrail cannot read its pause state ({error}); act as if paused")
+    return GateOut(
+        allowed=False,
+        reason="state_unavailable",
+        paused_by=None,
+        until=None,
+        customer=None,
+        mode=None,
+        version=None,
+        message=f"Handrail cannot read its pause state ({error}); act as if paused",
+    )
 
 
 # --- who may ----------------------------------------------------------------------------------
@@ -179,7 +223,9 @@ def known_agent(config: HandrailConfig, agent_id: str) -> AgentConfig:
     return agent
 
 
-def principals(config: HandrailConfig, permission: Permission, agent_id: str | None) -> list[tuple[str, tuple[str, ...]]]:
+def principals(
+    config: HandrailConfig, permission: Permission, agent_id: str | None
+) -> list[tuple[str, tuple[str, ...]]]:
     """Who may, as (description, users and groups), in the order a refusal names them."""
     agent = config.agents.get(agent_id) if agent_id else None
     roles = config.roles
@@ -266,8 +312,15 @@ def _reason_text(reason: str | None) -> str:
 
 
 def pause(
-    session: Session, *, config: HandrailConfig, agent_id: str, customer: str | None, duration: timedelta | None,
-    reason: str | None, user_id: str, now: datetime,
+    session: Session,
+    *,
+    config: HandrailConfig,
+    agent_id: str,
+    customer: str | None,
+    duration: timedelta | None,
+    reason: str | None,
+    user_id: str,
+    now: datetime,
 ) -> Outcome:
     """Stop an agent (`*`: every agent), for all its customers or one, until resumed or for
     `duration`. A pause of the same scope that is still on is replaced (its end or reason changes)."""
@@ -284,9 +337,16 @@ def pause(
     ending = f" until {cards.slack_date(until)}" if until else " until someone resumes it"
     text = f":double_vertical_bar: <@{user_id}> paused {view.scope(config)}{ending}{_reason_text(reason)}"
     cards_redrawn = _redraw_cards(session, agent_id, customer, now)
-    _audit(session, now, f"user:{user_id}", "agent.paused", agent_id, reason=reason,
-           before={"pauses": [old.id for old in replaced]} if replaced else None,
-           after={"pause": pause.id, "customer": customer, "until": until.isoformat() if until else None})
+    _audit(
+        session,
+        now,
+        f"user:{user_id}",
+        "agent.paused",
+        agent_id,
+        reason=reason,
+        before={"pauses": [old.id for old in replaced]} if replaced else None,
+        after={"pause": pause.id, "customer": customer, "until": until.isoformat() if until else None},
+    )
     _announce(session, config, agent_id, text, now)
     control_changed(session)
     waiting = f" {cards_redrawn} pending request(s) stay open; their cards say so." if cards_redrawn else ""
@@ -301,8 +361,12 @@ def resume(
     if agent_id != EVERY_AGENT:
         known_agent(config, agent_id)
     pauses = Pauses(session)
-    unlifted = [p for p in pauses.unlifted(None if agent_id == EVERY_AGENT else [agent_id]) if PauseView.of(p).active(now)]
-    lifted = [p for p in unlifted if p.agent == agent_id and p.customer == customer and pauses.lift(p.id, by=user_id, at=now)]
+    unlifted = [
+        p for p in pauses.unlifted(None if agent_id == EVERY_AGENT else [agent_id]) if PauseView.of(p).active(now)
+    ]
+    lifted = [
+        p for p in unlifted if p.agent == agent_id and p.customer == customer and pauses.lift(p.id, by=user_id, at=now)
+    ]
     others = [PauseView.of(p) for p in unlifted if p not in lifted]
     scope = scope_text(config, agent_id, customer)
     still = ""
@@ -312,8 +376,15 @@ def resume(
         raise Conflict(f"{scope} is not paused.{still}", code="not_paused")
     text = f":arrow_forward: <@{user_id}> resumed {scope}"
     _redraw_cards(session, agent_id, customer, now)
-    _audit(session, now, f"user:{user_id}", "agent.resumed", agent_id, before={"pauses": [p.id for p in lifted]},
-           after={"customer": customer})
+    _audit(
+        session,
+        now,
+        f"user:{user_id}",
+        "agent.resumed",
+        agent_id,
+        before={"pauses": [p.id for p in lifted]},
+        after={"customer": customer},
+    )
     _announce(session, config, agent_id, text, now)
     control_changed(session)
     return Outcome(text + "." + still)
@@ -332,8 +403,16 @@ def lift_expired(session: Session, *, config: HandrailConfig, now: datetime) -> 
         view = PauseView.of(pause)
         text = f":arrow_forward: The pause of {view.scope(config)} by <@{pause.paused_by}> ended, as set."
         _redraw_cards(session, pause.agent, pause.customer, now)
-        _audit(session, now, "system", "agent.resumed", pause.agent, before={"pauses": [pause.id]},
-               after={"customer": pause.customer}, reason="the pause's time was up")
+        _audit(
+            session,
+            now,
+            "system",
+            "agent.resumed",
+            pause.agent,
+            before={"pauses": [pause.id]},
+            after={"customer": pause.customer},
+            reason="the pause's time was up",
+        )
         _announce(session, config, pause.agent, text, now)
     if lifted:
         control_changed(session)
@@ -354,15 +433,24 @@ def set_mode(
         return Outcome(f"{agent_name(config, agent_id)} is already in `{mode}` mode.")
     modes.set(agent_id, mode, user_id, now)
     text = f":gear: <@{user_id}> set the mode of {agent_name(config, agent_id)} to `{mode}` (was `{before}`)"
-    _audit(session, now, f"user:{user_id}", "agent.mode_changed", agent_id, before={"mode": before}, after={"mode": mode})
+    _audit(
+        session, now, f"user:{user_id}", "agent.mode_changed", agent_id, before={"mode": before}, after={"mode": mode}
+    )
     _announce(session, config, agent_id, text, now)
     control_changed(session)
     return Outcome(text + ".")
 
 
 def register_version(
-    session: Session, *, config: HandrailConfig, agent_id: str, version: str, notes: str | None,
-    prompt_sha: str | None, settings: dict[str, Any] | None, now: datetime,
+    session: Session,
+    *,
+    config: HandrailConfig,
+    agent_id: str,
+    version: str,
+    notes: str | None,
+    prompt_sha: str | None,
+    settings: dict[str, Any] | None,
+    now: datetime,
 ) -> tuple[AgentVersion, bool]:
     """The newest version is the active one. Registering the active version again with the same
     details changes nothing (created=False)."""
@@ -370,18 +458,40 @@ def register_version(
     history = versions.history(agent_id, limit=1)
     active = history[0] if history else None
     if active is not None and (active.version, active.notes, active.prompt_sha, active.config) == (
-        version, notes, prompt_sha, settings
+        version,
+        notes,
+        prompt_sha,
+        settings,
     ):
         return active, False
-    entry = AgentVersion(agent=agent_id, version=version, notes=notes, prompt_sha=prompt_sha, config=settings,
-                         created_at=now, created_by=f"agent:{agent_id}")
+    entry = AgentVersion(
+        agent=agent_id,
+        version=version,
+        notes=notes,
+        prompt_sha=prompt_sha,
+        config=settings,
+        created_at=now,
+        created_by=f"agent:{agent_id}",
+    )
     versions.add(entry)
-    _audit(session, now, f"agent:{agent_id}", "agent.version_registered", agent_id,
-           before={"version": active.version} if active else None,
-           after={"version": version, "entry": entry.id, "prompt_sha": prompt_sha}, reason=notes)
+    _audit(
+        session,
+        now,
+        f"agent:{agent_id}",
+        "agent.version_registered",
+        agent_id,
+        before={"version": active.version} if active else None,
+        after={"version": version, "entry": entry.id, "prompt_sha": prompt_sha},
+        reason=notes,
+    )
     was = f" (was `{cards.escape(active.version)}`)" if active else ""
-    _announce(session, config, agent_id,
-              f":package: {agent_name(config, agent_id)} is now version `{cards.escape(version)}`{was}.", now)
+    _announce(
+        session,
+        config,
+        agent_id,
+        f":package: {agent_name(config, agent_id)} is now version `{cards.escape(version)}`{was}.",
+        now,
+    )
     control_changed(session)
     return entry, True
 
@@ -392,16 +502,27 @@ def history(session: Session, *, agent_id: str) -> list[AgentVersion]:
 
 
 def version_out(entry: AgentVersion, *, active: bool) -> VersionOut:
-    return VersionOut(id=entry.id, agent=entry.agent, version=entry.version, notes=entry.notes,
-                      prompt_sha=entry.prompt_sha, config=entry.config, created_at=entry.created_at,
-                      created_by=entry.created_by, restores_id=entry.restores_id, active=active)
+    return VersionOut(
+        id=entry.id,
+        agent=entry.agent,
+        version=entry.version,
+        notes=entry.notes,
+        prompt_sha=entry.prompt_sha,
+        config=entry.config,
+        created_at=entry.created_at,
+        created_by=entry.created_by,
+        restores_id=entry.restores_id,
+        active=active,
+    )
 
 
 def _rollback_target(history: list[AgentVersion], to_version: str | None) -> AgentVersion:
     """The registered entry to make active again: the named version, or the one registered
     before the active version (so rolling back twice goes back two versions)."""
     if not history:
-        raise Conflict("This agent has registered no version yet (POST /v1/agents/{agent}/versions).", code="no_versions")
+        raise Conflict(
+            "This agent has registered no version yet (POST /v1/agents/{agent}/versions).", code="no_versions"
+        )
     by_id = {entry.id: entry for entry in history}
     active = history[0]
     base = by_id.get(active.restores_id, active)  # a rollback entry stands for the entry it restored
@@ -412,17 +533,27 @@ def _rollback_target(history: list[AgentVersion], to_version: str | None) -> Age
         named = next((e for e in registered if e.version == to_version), None)
         if named is None:
             known = ", ".join(f"`{cards.escape(v)}`" for v in dict.fromkeys(e.version for e in registered[:10]))
-            raise NotFound(f"No version `{cards.escape(to_version)}` was registered. Recent: {known}.", code="unknown_version")
+            raise NotFound(
+                f"No version `{cards.escape(to_version)}` was registered. Recent: {known}.", code="unknown_version"
+            )
         return named
     earlier = next((e for e in registered if e.id < base.id and e.version != base.version), None)
     if earlier is None:
-        raise Conflict(f"There is no version before `{cards.escape(base.version)}` to roll back to.", code="no_previous_version")
+        raise Conflict(
+            f"There is no version before `{cards.escape(base.version)}` to roll back to.", code="no_previous_version"
+        )
     return earlier
 
 
 def rollback(
-    session: Session, *, config: HandrailConfig, agent_id: str, to_version: str | None, user_id: str,
-    reason: str | None, now: datetime,
+    session: Session,
+    *,
+    config: HandrailConfig,
+    agent_id: str,
+    to_version: str | None,
+    user_id: str,
+    reason: str | None,
+    now: datetime,
 ) -> tuple[AgentVersion, AgentVersion]:
     """Make an earlier version active again as a new history entry. Returns (from, to)."""
     known_agent(config, agent_id)
@@ -430,12 +561,27 @@ def rollback(
     history = versions.history(agent_id, limit=1000)
     target = _rollback_target(history, to_version)
     active = history[0]
-    entry = AgentVersion(agent=agent_id, version=target.version, notes=target.notes, prompt_sha=target.prompt_sha,
-                         config=target.config, created_at=now, created_by=f"user:{user_id}", restores_id=target.id)
+    entry = AgentVersion(
+        agent=agent_id,
+        version=target.version,
+        notes=target.notes,
+        prompt_sha=target.prompt_sha,
+        config=target.config,
+        created_at=now,
+        created_by=f"user:{user_id}",
+        restores_id=target.id,
+    )
     versions.add(entry)
-    _audit(session, now, f"user:{user_id}", "agent.rolled_back", agent_id, reason=reason,
-           before={"version": active.version, "entry": active.id},
-           after={"version": target.version, "entry": entry.id, "restores": target.id})
+    _audit(
+        session,
+        now,
+        f"user:{user_id}",
+        "agent.rolled_back",
+        agent_id,
+        reason=reason,
+        before={"version": active.version, "entry": active.id},
+        after={"version": target.version, "entry": entry.id, "restores": target.id},
+    )
     control_changed(session)
     return active, entry
 
@@ -452,8 +598,11 @@ def undo_preview(session: Session, *, config: HandrailConfig, agent_id: str, cou
     """The agent's `count` newest recorded actions that have not been undone."""
     agent = known_agent(config, agent_id)
     if agent.control_url is None:
-        raise HandrailError(f"{agent_name(config, agent_id)} has no `control_url`, so Handrail cannot ask its "
-                            f"platform to undo anything.", code="no_control_url")
+        raise HandrailError(
+            f"{agent_name(config, agent_id)} has no `control_url`, so Handrail cannot ask its "
+            f"platform to undo anything.",
+            code="no_control_url",
+        )
     return Actions(session).not_undone(agent_id, count)
 
 
@@ -477,8 +626,15 @@ def finish_undo(
         actions.set_undo(action_id, expected="claimed", undo_status="undone", undone_at=now, undo_error=None)
     else:
         actions.set_undo(action_id, expected="claimed", undo_status=None, undone_by=None, undo_error=error)
-    _audit(session, now, f"user:{user_id}", "action.undone" if error is None else "action.undo_failed", agent_id,
-           after={"action": action_id}, reason=error)
+    _audit(
+        session,
+        now,
+        f"user:{user_id}",
+        "action.undone" if error is None else "action.undo_failed",
+        agent_id,
+        after={"action": action_id},
+        reason=error,
+    )
 
 
 # --- status and owners ---------------------------------------------------------------------------
@@ -505,7 +661,9 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
     runs = Runs(session).since(agent_id, now - timedelta(hours=1))
     history = Versions(session).history(agent_id, limit=1)
     return AgentStatus(
-        agent_id=agent_id, agent=agent, mode=state.modes.get(agent_id, DEFAULT_MODE),
+        agent_id=agent_id,
+        agent=agent,
+        mode=state.modes.get(agent_id, DEFAULT_MODE),
         version=history[0] if history else None,
         pauses=[p for p in state.pauses if p.agent in (agent_id, EVERY_AGENT) and p.active(now)],
         pending=Approvals(session).count_pending(agent_id),
@@ -540,8 +698,13 @@ async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> 
         return HookResult(False, "HANDRAIL_WEBHOOK_SECRET is not set, so the hook cannot be signed")
     payload = json.dumps({"agent": agent_id, **body}, separators=(",", ":")).encode()
     try:
-        await webhooks.deliver(services.http, url=str(agent.control_url), key=webhooks.agent_key(secret.get_secret_value(), agent_id),
-                               timestamp=int(services.clock.now().timestamp()), body=payload)
+        await webhooks.deliver(
+            services.http,
+            url=str(agent.control_url),
+            key=webhooks.agent_key(secret.get_secret_value(), agent_id),
+            timestamp=int(services.clock.now().timestamp()),
+            body=payload,
+        )
     except webhooks.CallbackFailed as error:
         log.warning("control hook of %s failed: %s", agent_id, error)
         return HookResult(False, str(error))
@@ -549,15 +712,35 @@ async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> 
 
 
 def _after_rollback(
-    session: Session, *, config: HandrailConfig, agent_id: str, old: str, new: str, user_id: str, reason: str | None,
-    hook: HookResult, now: datetime,
+    session: Session,
+    *,
+    config: HandrailConfig,
+    agent_id: str,
+    old: str,
+    new: str,
+    user_id: str,
+    reason: str | None,
+    hook: HookResult,
+    now: datetime,
 ) -> Outcome:
-    _audit(session, now, f"user:{user_id}", "agent.rollback_hook", agent_id, after={"ok": hook.ok, "to_version": new},
-           reason=None if hook.ok else hook.detail)
-    told = "The control hook confirmed." if hook.ok else (
-        f"The agent's platform was not told: {cards.escape(hook.detail)}. The gate returns the new version.")
-    text = (f":rewind: <@{user_id}> rolled back {agent_name(config, agent_id)} from `{cards.escape(old)}` to "
-            f"`{cards.escape(new)}`{_reason_text(reason)}. {told}")
+    _audit(
+        session,
+        now,
+        f"user:{user_id}",
+        "agent.rollback_hook",
+        agent_id,
+        after={"ok": hook.ok, "to_version": new},
+        reason=None if hook.ok else hook.detail,
+    )
+    told = (
+        "The control hook confirmed."
+        if hook.ok
+        else (f"The agent's platform was not told: {cards.escape(hook.detail)}. The gate returns the new version.")
+    )
+    text = (
+        f":rewind: <@{user_id}> rolled back {agent_name(config, agent_id)} from `{cards.escape(old)}` to "
+        f"`{cards.escape(new)}`{_reason_text(reason)}. {told}"
+    )
     _announce(session, config, agent_id, text, now)
     return Outcome(text)
 
@@ -565,12 +748,31 @@ def _after_rollback(
 async def rollback_in_slack(
     services: Services, *, agent_id: str, to_version: str | None, user_id: str, reason: str | None
 ) -> Outcome:
-    old, new = await services.run(rollback, config=services.config, agent_id=agent_id, to_version=to_version,
-                                  user_id=user_id, reason=reason, now=services.clock.now())
-    hook = await call_hook(services, agent_id, {"action": "rollback", "to_version": new.version,
-                                                "from_version": old.version, "requested_by": user_id})
-    return await services.run(_after_rollback, config=services.config, agent_id=agent_id, old=old.version,
-                              new=new.version, user_id=user_id, reason=reason, hook=hook, now=services.clock.now())
+    old, new = await services.run(
+        rollback,
+        config=services.config,
+        agent_id=agent_id,
+        to_version=to_version,
+        user_id=user_id,
+        reason=reason,
+        now=services.clock.now(),
+    )
+    hook = await call_hook(
+        services,
+        agent_id,
+        {"action": "rollback", "to_version": new.version, "from_version": old.version, "requested_by": user_id},
+    )
+    return await services.run(
+        _after_rollback,
+        config=services.config,
+        agent_id=agent_id,
+        old=old.version,
+        new=new.version,
+        user_id=user_id,
+        reason=reason,
+        hook=hook,
+        now=services.clock.now(),
+    )
 
 
 @dataclass(frozen=True)
@@ -580,8 +782,16 @@ class UndoResult:
     detail: str
 
 
-def _announce_undo(session: Session, *, config: HandrailConfig, agent_id: str, user_id: str,
-                   results: list[UndoResult], skipped: int, now: datetime) -> None:
+def _announce_undo(
+    session: Session,
+    *,
+    config: HandrailConfig,
+    agent_id: str,
+    user_id: str,
+    results: list[UndoResult],
+    skipped: int,
+    now: datetime,
+) -> None:
     done = sum(r.ok for r in results)
     text = f":leftwards_arrow_with_hook: <@{user_id}> undid {done} of {len(results)} action(s) of {agent_name(config, agent_id)}"
     failed = len(results) - done
@@ -599,11 +809,33 @@ async def undo_in_slack(
         if action is None:
             results.append(UndoResult(action_id, False, "already undone, or being undone by someone else"))
             continue
-        hook = await call_hook(services, agent_id, {"action": "undo", "action_id": action.id, "target": action.target,
-                                                    "restore": restore_of(action), "requested_by": user_id})
-        await services.run(finish_undo, action_id=action_id, agent_id=agent_id, user_id=user_id,
-                           error=None if hook.ok else hook.detail, now=services.clock.now())
+        hook = await call_hook(
+            services,
+            agent_id,
+            {
+                "action": "undo",
+                "action_id": action.id,
+                "target": action.target,
+                "restore": restore_of(action),
+                "requested_by": user_id,
+            },
+        )
+        await services.run(
+            finish_undo,
+            action_id=action_id,
+            agent_id=agent_id,
+            user_id=user_id,
+            error=None if hook.ok else hook.detail,
+            now=services.clock.now(),
+        )
         results.append(UndoResult(action_id, hook.ok, "undone" if hook.ok else hook.detail))
-    await services.run(_announce_undo, config=services.config, agent_id=agent_id, user_id=user_id, results=results,
-                       skipped=skipped, now=services.clock.now())
+    await services.run(
+        _announce_undo,
+        config=services.config,
+        agent_id=agent_id,
+        user_id=user_id,
+        results=results,
+        skipped=skipped,
+        now=services.clock.now(),
+    )
     return results

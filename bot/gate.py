@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Gate:
-    def __init__(self, *, db: Database, config: HandrailConfig, clock: Clock, feed: ChangeFeed, refresh: timedelta) -> None:
+    def __init__(
+        self, *, db: Database, config: HandrailConfig, clock: Clock, feed: ChangeFeed, refresh: timedelta
+    ) -> None:
         self.db = db
         self.config = config
         self.clock = clock

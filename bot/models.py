@@ -110,7 +110,8 @@ class GateOut(BaseModel):
 
     allowed: bool
     reason: Literal["paused", "volume_cap", "state_unavailable"] | None = Field(
-        description="Why not: `paused`, `volume_cap`, or `state_unavailable` (Handrail could not read its state)")
+        description="Why not: `paused`, `volume_cap`, or `state_unavailable` (Handrail could not read its state)"
+    )
     message: str | None = Field(description="The same for people: who paused it and why, which cap, what failed")
     paused_by: str | None = Field(description="Slack user id of whoever paused the agent")
     until: datetime | None = Field(description="When the pause or the cap lifts by itself, if it does")

@@ -142,12 +142,22 @@ class Deliverer:
                 message.status, message.done_at = "dead", now
                 object_type, object_id = row.about
                 Audit(session).record(
-                    at=now, actor="system", event=f"{row.kind}.dead", object_type=object_type,
-                    object_id=object_id, after={"outbox_id": row.id, "attempts": message.attempts},
+                    at=now,
+                    actor="system",
+                    event=f"{row.kind}.dead",
+                    object_type=object_type,
+                    object_id=object_id,
+                    after={"outbox_id": row.id, "attempts": message.attempts},
                     reason=error,
                 )
-                log.error("outbox %s %s for %s is dead after %d attempts: %s",
-                          row.id, row.kind, row.approval_id, message.attempts, error)
+                log.error(
+                    "outbox %s %s for %s is dead after %d attempts: %s",
+                    row.id,
+                    row.kind,
+                    row.approval_id,
+                    message.attempts,
+                    error,
+                )
             else:
                 delay = timedelta(seconds=retry_after) if retry_after else retry_delay(message.attempts)
                 message.next_at = now + delay
@@ -176,13 +186,13 @@ class Deliverer:
 
     def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None) -> None:
         posted = {
-            "actor": "system", "event": "approval.posted",
-            "after": {"channel": approval.channel, "ts": new_ts}, "source": {"agent": approval.agent},
+            "actor": "system",
+            "event": "approval.posted",
+            "after": {"channel": approval.channel, "ts": new_ts},
+            "source": {"agent": approval.agent},
         }
         with self.db.transaction() as session:
-            Approvals(session).release_card_lease(
-                approval.id, shown_version=approval.state_version, message_ts=new_ts
-            )
+            Approvals(session).release_card_lease(approval.id, shown_version=approval.state_version, message_ts=new_ts)
             self._mark_sent(session, row, posted if new_ts else None)
 
     async def _deliver_card(self, row: _Row) -> None:
@@ -258,6 +268,9 @@ class Deliverer:
         await webhooks.deliver(
             self.http, url=row.payload["url"], key=key, timestamp=int(self.clock.now().timestamp()), body=body
         )
-        delivered = {"actor": "system", "event": "callback.delivered",
-                     "after": {"url": row.payload["url"], "event": row.payload["body"]["event"]}}
+        delivered = {
+            "actor": "system",
+            "event": "callback.delivered",
+            "after": {"url": row.payload["url"], "event": row.payload["body"]["event"]},
+        }
         await to_thread.run_sync(self._finish, row, delivered)

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from datetime import timedelta
 from fnmatch import fnmatchcase
+
 from pydantic import BaseModel, ConfigDict
 
 from bot.config import DEFAULT_EXECUTE_WINDOW, DEFAULT_LADDER, AgentConfig, HandrailConfig, Mode, Policy, Role
@@ -64,8 +65,10 @@ class AppliedPolicy(BaseModel):
             text += f"; {self.sample:.0%} posted for review" if self.sample else ""
         elif self.mode == "approve":
             ladder = ", ".join(f"{_span(s.after_s)} {s.notify}" for s in self.escalation) or "none"
-            text += (f"; approvers {' '.join(self.approvers)}; quorum {self.quorum}; timeout {_span(self.timeout_s)}"
-                     f"; ladder {ladder}; execute within {_span(self.execute_window_s)}")
+            text += (
+                f"; approvers {' '.join(self.approvers)}; quorum {self.quorum}; timeout {_span(self.timeout_s)}"
+                f"; ladder {ladder}; execute within {_span(self.execute_window_s)}"
+            )
         return text + (f"\n  note: {self.note}" if self.note else "")
 
 

@@ -22,10 +22,19 @@ HOUR = timedelta(hours=1)
 
 def to_out(action: ActionRecord) -> ActionOut:
     return ActionOut(
-        id=action.id, agent=action.agent, action=action.action, target=action.target, changes=action.changes,
-        run_id=action.run_id, customer=action.customer, reversible=action.reversible, dedup_key=action.dedup_key,
-        created_at=action.created_at, undo_status=action.undo_status,  # type: ignore[arg-type]
-        undone_by=action.undone_by, undone_at=action.undone_at,
+        id=action.id,
+        agent=action.agent,
+        action=action.action,
+        target=action.target,
+        changes=action.changes,
+        run_id=action.run_id,
+        customer=action.customer,
+        reversible=action.reversible,
+        dedup_key=action.dedup_key,
+        created_at=action.created_at,
+        undo_status=action.undo_status,  # type: ignore[arg-type]
+        undone_by=action.undone_by,
+        undone_at=action.undone_at,
     )
 
 
@@ -42,8 +51,9 @@ def record_action(
         existing = actions.by_dedup_key(request.agent, request.dedup_key)
         if existing is not None:
             if existing.request_sha256 != request_sha256:
-                raise Conflict(f"dedup_key {request.dedup_key!r} was already used for a different action",
-                               code="dedup_conflict")
+                raise Conflict(
+                    f"dedup_key {request.dedup_key!r} was already used for a different action", code="dedup_conflict"
+                )
             return existing, False
 
     limits = config.agents[request.agent].limits
@@ -52,20 +62,32 @@ def record_action(
         nth = actions.nth_newest_since(request.agent, now - HOUR, limits.actions_per_hour)
         if nth is not None:
             lifts = nth + HOUR
-            raise TooMany(f"{request.agent} recorded {limits.actions_per_hour} actions in the last hour, its cap "
-                          f"(agents.{request.agent}.limits.actions_per_hour); it may act again at {lifts.isoformat()}",
-                          retry_after=max(1, math.ceil((lifts - now).total_seconds())))
+            raise TooMany(
+                f"{request.agent} recorded {limits.actions_per_hour} actions in the last hour, its cap "
+                f"(agents.{request.agent}.limits.actions_per_hour); it may act again at {lifts.isoformat()}",
+                retry_after=max(1, math.ceil((lifts - now).total_seconds())),
+            )
     if limits.actions_per_run and request.run_id:
         in_run = actions.count_in_run(request.agent, request.run_id)
         if in_run >= limits.actions_per_run:
-            raise TooMany(f"run {request.run_id} recorded {limits.actions_per_run} actions, the cap "
-                          f"(agents.{request.agent}.limits.actions_per_run); start a new run")
+            raise TooMany(
+                f"run {request.run_id} recorded {limits.actions_per_run} actions, the cap "
+                f"(agents.{request.agent}.limits.actions_per_run); start a new run"
+            )
         reached = reached or in_run + 1 >= limits.actions_per_run
 
     action = ActionRecord(
-        id="act_" + secrets.token_hex(10), agent=request.agent, action=request.action, target=body["target"],
-        changes=body["changes"], run_id=request.run_id, customer=request.customer, reversible=request.reversible,
-        dedup_key=request.dedup_key, request_sha256=request_sha256, created_at=now,
+        id="act_" + secrets.token_hex(10),
+        agent=request.agent,
+        action=request.action,
+        target=body["target"],
+        changes=body["changes"],
+        run_id=request.run_id,
+        customer=request.customer,
+        reversible=request.reversible,
+        dedup_key=request.dedup_key,
+        request_sha256=request_sha256,
+        created_at=now,
     )
     actions.add(action)
     if limits.actions_per_hour:
@@ -83,9 +105,20 @@ def report_runs(session: Session, *, agent_id: str, runs: list[RunIn], now: date
         at = report.finished_at or report.started_at or now
         run = repo.get(agent_id, report.run_id)
         if run is None:
-            repo.add(Run(agent=agent_id, run_id=report.run_id, status=report.status, started_at=report.started_at,
-                         finished_at=report.finished_at, at=at, cost_usd=report.cost_usd, version=report.version,
-                         customer=report.customer, error=report.error))
+            repo.add(
+                Run(
+                    agent=agent_id,
+                    run_id=report.run_id,
+                    status=report.status,
+                    started_at=report.started_at,
+                    finished_at=report.finished_at,
+                    at=at,
+                    cost_usd=report.cost_usd,
+                    version=report.version,
+                    customer=report.customer,
+                    error=report.error,
+                )
+            )
             created += 1
             continue
         run.status, run.at = report.status, at

@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import CHANGED
-from bot.control import CONTROL_CHANGED
-from bot.gate import Gate
 from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
+from bot.control import CONTROL_CHANGED
+from bot.gate import Gate
 from bot.jobs import Sweeper
 from bot.outbox import Deliverer
 from bot.slack_gateway import SlackGateway
@@ -45,8 +45,13 @@ class Services:
 
     def __post_init__(self) -> None:
         self.sweeper = Sweeper(self)
-        self.gate = Gate(db=self.db, config=self.config, clock=self.clock, feed=self.feed,
-                         refresh=self.settings.handrail_sweep_interval)
+        self.gate = Gate(
+            db=self.db,
+            config=self.config,
+            clock=self.clock,
+            feed=self.feed,
+            refresh=self.settings.handrail_sweep_interval,
+        )
 
     async def run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a domain function in one transaction in a worker thread; after it commits, send
@@ -97,11 +102,21 @@ def build_services(settings: Settings, config: HandrailConfig, clock: Clock | No
     http = httpx.AsyncClient(timeout=10, follow_redirects=False)
     secret = settings.handrail_webhook_secret
     deliverer = Deliverer(
-        db=db, config=config, clock=clock, slack=slack, http=http,
+        db=db,
+        config=config,
+        clock=clock,
+        slack=slack,
+        http=http,
         webhook_secret=secret.get_secret_value() if secret else None,
     )
     return Services(
-        settings=settings, config=config, clock=clock, db=db, redis=redis,
+        settings=settings,
+        config=config,
+        clock=clock,
+        db=db,
+        redis=redis,
         feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, socket_connect_timeout=1)),
-        slack=slack, deliverer=deliverer, http=http,
+        slack=slack,
+        deliverer=deliverer,
+        http=http,
     )

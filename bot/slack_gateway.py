@@ -13,12 +13,29 @@ from slack_sdk.web.async_client import AsyncWebClient
 from storage.redis_store import GroupCache
 
 # Slack errors that no retry can fix.
-PERMANENT_ERRORS = frozenset({
-    "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_arguments",
-    "msg_too_long", "no_text", "message_not_found", "cant_update_message", "edit_window_closed",
-    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "missing_scope",
-    "restricted_action", "user_not_found", "no_permission", "card_never_posted",
-})
+PERMANENT_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_blocks",
+        "invalid_arguments",
+        "msg_too_long",
+        "no_text",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+        "restricted_action",
+        "user_not_found",
+        "no_permission",
+        "card_never_posted",
+    }
+)
 
 
 class SlackError(Exception):
@@ -53,8 +70,9 @@ class SlackGateway:
         except (SlackClientError, OSError, TimeoutError) as error:
             raise _translate(error) from error
 
-    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
-                   thread_ts: str | None = None) -> str:
+    async def post(
+        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+    ) -> str:
         params: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False, "unfurl_media": False}
         if blocks is not None:
             params["blocks"] = blocks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+
 import httpx
 
 TIMESTAMP_HEADER = "X-Handrail-Timestamp"

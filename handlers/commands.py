@@ -165,11 +165,20 @@ async def _pause(inv: Invocation) -> Reply:
     if agent_id == control.EVERY_AGENT:
         await control.authorize(services, user_id=inv.user_id, permission="pause_all", agent_id=None)
         intent = PauseAll(customer=customer, seconds=duration.total_seconds() if duration else None, reason=reason)
-        return cards.pause_all_confirm(intent.model_dump_json(), _scope_text(customer, duration),
-                                       len(services.config.agents))
+        return cards.pause_all_confirm(
+            intent.model_dump_json(), _scope_text(customer, duration), len(services.config.agents)
+        )
     await control.authorize(services, user_id=inv.user_id, permission="pause", agent_id=agent_id)
-    outcome = await services.run(control.pause, config=services.config, agent_id=agent_id, customer=customer,
-                                 duration=duration, reason=reason, user_id=inv.user_id, now=services.clock.now())
+    outcome = await services.run(
+        control.pause,
+        config=services.config,
+        agent_id=agent_id,
+        customer=customer,
+        duration=duration,
+        reason=reason,
+        user_id=inv.user_id,
+        now=services.clock.now(),
+    )
     return outcome.text
 
 
@@ -180,10 +189,20 @@ async def _resume(inv: Invocation) -> Reply:
     if duration or reason:
         raise _usage(inv, "`resume` takes an agent (or `all`) and an optional `customer=<id>`, nothing else.")
     permission: control.Permission = "pause_all" if agent_id == control.EVERY_AGENT else "pause"
-    await control.authorize(services, user_id=inv.user_id, permission=permission,
-                            agent_id=None if agent_id == control.EVERY_AGENT else agent_id)
-    outcome = await services.run(control.resume, config=services.config, agent_id=agent_id, customer=customer,
-                                 user_id=inv.user_id, now=services.clock.now())
+    await control.authorize(
+        services,
+        user_id=inv.user_id,
+        permission=permission,
+        agent_id=None if agent_id == control.EVERY_AGENT else agent_id,
+    )
+    outcome = await services.run(
+        control.resume,
+        config=services.config,
+        agent_id=agent_id,
+        customer=customer,
+        user_id=inv.user_id,
+        now=services.clock.now(),
+    )
     return outcome.text
 
 
@@ -202,8 +221,9 @@ async def _rollback(inv: Invocation) -> Reply:
     await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
 
     async def finish() -> str:
-        outcome = await control.rollback_in_slack(services, agent_id=agent_id, to_version=to_version,
-                                                  user_id=inv.user_id, reason=reason)
+        outcome = await control.rollback_in_slack(
+            services, agent_id=agent_id, to_version=to_version, user_id=inv.user_id, reason=reason
+        )
         return outcome.text
 
     return Later(":rewind: Rolling back…", finish)
@@ -215,7 +235,9 @@ async def _undo(inv: Invocation) -> Reply:
     if len(inv.args) != 2 or not inv.args[1].isdigit() or not 1 <= int(inv.args[1]) <= control.MAX_UNDO:
         raise _usage(inv, f"Say how many of the newest actions to undo: a number from 1 to {control.MAX_UNDO}.")
     await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
-    actions = await services.run(control.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1]))
+    actions = await services.run(
+        control.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1])
+    )
     reversible = [a.id for a in actions if a.reversible]
     plan = UndoPlan(agent=agent_id, action_ids=reversible, skipped=len(actions) - len(reversible))
     view = cards.undo_modal(agent_id, services.config.agents[agent_id], actions, plan.model_dump_json())
@@ -232,30 +254,68 @@ async def _mode(inv: Invocation) -> Reply:
     if len(inv.args) != 2 or inv.args[1].lower() not in MODES:
         raise _usage(inv, f"Give one mode: {', '.join(f'`{m}`' for m in MODES)}.")
     await control.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
-    outcome = await services.run(control.set_mode, config=services.config, agent_id=agent_id,
-                                 mode=inv.args[1].lower(), user_id=inv.user_id, now=services.clock.now())
+    outcome = await services.run(
+        control.set_mode,
+        config=services.config,
+        agent_id=agent_id,
+        mode=inv.args[1].lower(),
+        user_id=inv.user_id,
+        now=services.clock.now(),
+    )
     return outcome.text
 
 
 COMMANDS: dict[str, Subcommand] = {
     "help": Subcommand("/agent help", "anyone", "this list", "/agent help", _help),
-    "status": Subcommand("/agent status [agent]", "anyone",
-                         "mode, version, pauses, pending approvals, last run, failures and cost of the last hour",
-                         "/agent status lead-router", _status),
-    "owner": Subcommand("/agent owner <agent>", "anyone", "primary, backup, escalation manager, channel, on-call",
-                        "/agent owner lead-router", _owner),
-    "pause": Subcommand("/agent pause <agent|all> [customer=<id>] [for <duration>] [reason]", control.WHO_MAY["pause"],
-                        "stop the agent (all customers, or one); `all` asks to confirm first",
-                        "/agent pause lead-router customer=acme for 30m duplicate emails", _pause),
-    "resume": Subcommand("/agent resume <agent|all> [customer=<id>]", control.WHO_MAY["pause"], "lift that pause",
-                         "/agent resume lead-router customer=acme", _resume),
-    "rollback": Subcommand("/agent rollback <agent> [to <version>] [reason]", control.WHO_MAY["rollback"],
-                           "make the previous (or named) version active and tell the agent's platform",
-                           "/agent rollback lead-router to v41 bad routing since v42", _rollback),
-    "undo": Subcommand("/agent undo <agent> <N>", control.WHO_MAY["rollback"],
-                       "preview, then undo, its N newest recorded actions", "/agent undo lead-router 5", _undo),
-    "mode": Subcommand("/agent mode <agent> shadow|suggest|auto", control.WHO_MAY["mode"],
-                       "the operating mode the gate returns to the agent", "/agent mode lead-router shadow", _mode),
+    "status": Subcommand(
+        "/agent status [agent]",
+        "anyone",
+        "mode, version, pauses, pending approvals, last run, failures and cost of the last hour",
+        "/agent status lead-router",
+        _status,
+    ),
+    "owner": Subcommand(
+        "/agent owner <agent>",
+        "anyone",
+        "primary, backup, escalation manager, channel, on-call",
+        "/agent owner lead-router",
+        _owner,
+    ),
+    "pause": Subcommand(
+        "/agent pause <agent|all> [customer=<id>] [for <duration>] [reason]",
+        control.WHO_MAY["pause"],
+        "stop the agent (all customers, or one); `all` asks to confirm first",
+        "/agent pause lead-router customer=acme for 30m duplicate emails",
+        _pause,
+    ),
+    "resume": Subcommand(
+        "/agent resume <agent|all> [customer=<id>]",
+        control.WHO_MAY["pause"],
+        "lift that pause",
+        "/agent resume lead-router customer=acme",
+        _resume,
+    ),
+    "rollback": Subcommand(
+        "/agent rollback <agent> [to <version>] [reason]",
+        control.WHO_MAY["rollback"],
+        "make the previous (or named) version active and tell the agent's platform",
+        "/agent rollback lead-router to v41 bad routing since v42",
+        _rollback,
+    ),
+    "undo": Subcommand(
+        "/agent undo <agent> <N>",
+        control.WHO_MAY["rollback"],
+        "preview, then undo, its N newest recorded actions",
+        "/agent undo lead-router 5",
+        _undo,
+    ),
+    "mode": Subcommand(
+        "/agent mode <agent> shadow|suggest|auto",
+        control.WHO_MAY["mode"],
+        "the operating mode the gate returns to the agent",
+        "/agent mode lead-router shadow",
+        _mode,
+    ),
 }
 
 
@@ -329,9 +389,15 @@ def register(app: AsyncApp, services: Services) -> None:
             await respond(replace_original=False, text=error.message)
             return
         outcome = await services.run(
-            control.pause, config=services.config, agent_id=control.EVERY_AGENT, customer=intent.customer,
-            duration=timedelta(seconds=intent.seconds) if intent.seconds else None, reason=intent.reason,
-            user_id=user_id, now=services.clock.now())
+            control.pause,
+            config=services.config,
+            agent_id=control.EVERY_AGENT,
+            customer=intent.customer,
+            duration=timedelta(seconds=intent.seconds) if intent.seconds else None,
+            reason=intent.reason,
+            user_id=user_id,
+            now=services.clock.now(),
+        )
         await respond(replace_original=True, text=outcome.text)
 
     @app.action(cards.PAUSE_ALL_CANCEL)

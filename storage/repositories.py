@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
 
-
 QUEUED = "outbox_queued"  # Session.info key: the transaction wrote outbox rows
 
 
@@ -80,9 +79,12 @@ class Approvals:
         return list(self.session.scalars(query))
 
     def count_pending(self, agent: str) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(Approval).where(Approval.agent == agent, Approval.status == "pending")
-        ) or 0
+        return (
+            self.session.scalar(
+                select(func.count()).select_from(Approval).where(Approval.agent == agent, Approval.status == "pending")
+            )
+            or 0
+        )
 
     def touch(self, approval_ids: list[str]) -> None:
         """Count a change that is not the request's own (the agent was paused), so its card is
@@ -271,9 +273,11 @@ class Versions:
 
     def history(self, agent: str, limit: int = 100) -> list[AgentVersion]:
         """Newest first; the first is the active version."""
-        return list(self.session.scalars(
-            select(AgentVersion).where(AgentVersion.agent == agent).order_by(AgentVersion.id.desc()).limit(limit)
-        ))
+        return list(
+            self.session.scalars(
+                select(AgentVersion).where(AgentVersion.agent == agent).order_by(AgentVersion.id.desc()).limit(limit)
+            )
+        )
 
     def get(self, entry_id: int) -> AgentVersion | None:
         return self.session.get(AgentVersion, entry_id)
@@ -292,7 +296,9 @@ class Modes:
         return self.session.get(AgentMode, agent)
 
     def of(self, agents: list[str]) -> dict[str, str]:
-        return {row.agent: row.mode for row in self.session.scalars(select(AgentMode).where(AgentMode.agent.in_(agents)))}
+        return {
+            row.agent: row.mode for row in self.session.scalars(select(AgentMode).where(AgentMode.agent.in_(agents)))
+        }
 
     def set(self, agent: str, mode: str, by: str, at: datetime) -> None:
         row = self.get(agent)
@@ -330,27 +336,36 @@ class Actions:
         )
 
     def count_in_run(self, agent: str, run_id: str) -> int:
-        return self.session.scalar(
-            select(func.count()).select_from(ActionRecord).where(ActionRecord.agent == agent, ActionRecord.run_id == run_id)
-        ) or 0
+        return (
+            self.session.scalar(
+                select(func.count())
+                .select_from(ActionRecord)
+                .where(ActionRecord.agent == agent, ActionRecord.run_id == run_id)
+            )
+            or 0
+        )
 
     def runs_with_at_least(self, agent: str, since: datetime, n: int) -> list[str]:
         """Runs (recent ones) that have recorded at least n actions."""
-        return list(self.session.scalars(
-            select(ActionRecord.run_id)
-            .where(ActionRecord.agent == agent, ActionRecord.created_at > since, ActionRecord.run_id.is_not(None))
-            .group_by(ActionRecord.run_id)
-            .having(func.count() >= n)
-        ))
+        return list(
+            self.session.scalars(
+                select(ActionRecord.run_id)
+                .where(ActionRecord.agent == agent, ActionRecord.created_at > since, ActionRecord.run_id.is_not(None))
+                .group_by(ActionRecord.run_id)
+                .having(func.count() >= n)
+            )
+        )
 
     def not_undone(self, agent: str, limit: int) -> list[ActionRecord]:
         """The newest actions of an agent that have not been undone (nor are being undone)."""
-        return list(self.session.scalars(
-            select(ActionRecord)
-            .where(ActionRecord.agent == agent, ActionRecord.undo_status.is_(None))
-            .order_by(ActionRecord.created_at.desc(), ActionRecord.id.desc())
-            .limit(limit)
-        ))
+        return list(
+            self.session.scalars(
+                select(ActionRecord)
+                .where(ActionRecord.agent == agent, ActionRecord.undo_status.is_(None))
+                .order_by(ActionRecord.created_at.desc(), ActionRecord.id.desc())
+                .limit(limit)
+            )
+        )
 
     def set_undo(self, action_id: str, *, expected: str | None, **values: Any) -> bool:
         """Move an action's undo status on from `expected`; of racing callers, one gets True."""

@@ -24,9 +24,9 @@ from bot.clock import ManualClock
 from bot.config import Settings, parse_config
 from bot.services import Services, build_services
 from storage.db import Database, make_engine, migrate
+from tests import slackreq
 from tests.fakeslack import FakeSlack
 from tests.servers import start_postgres, start_redis
-from tests import slackreq
 
 SIGNING_SECRET = "test-signing-secret"
 WEBHOOK_SECRET = "test-webhook-secret"

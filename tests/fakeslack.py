@@ -207,7 +207,9 @@ class FakeSlack:
                 problems.extend(error.problems)
             self.violations.extend(f"response_url: {p}" for p in problems)
             outcome = _Outcome(404 if problems else 200, {}, {"ok": not problems})
-            self.calls.append(Call(RESPONSE_URL, {**params, "url": path}, None, outcome.status, outcome.response, received_at))
+            self.calls.append(
+                Call(RESPONSE_URL, {**params, "url": path}, None, outcome.status, outcome.response, received_at)
+            )
             self._cond.notify_all()
             return outcome
 
@@ -314,7 +316,10 @@ class FakeSlack:
         channel, ts = _conversation_id(params["channel"]), params["message_ts"]
         if (channel, ts) not in self.messages:
             raise SlackError("message_not_found", f"no message ts={ts} in {channel}")
-        return {"channel": channel, "permalink": f"https://handrail-test.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
+        return {
+            "channel": channel,
+            "permalink": f"https://handrail-test.slack.com/archives/{channel}/p{ts.replace('.', '')}",
+        }
 
     def _post_ephemeral(self, params: Params) -> Answer:
         self._check_blocks(params)

@@ -47,8 +47,10 @@ def start_redis() -> tuple[str, Callable[[], None]]:
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
-    process = start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                    ready="Ready to accept connections")
+    process = start(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        ready="Ready to accept connections",
+    )
 
     def stop() -> None:
         process.terminate()
@@ -73,12 +75,27 @@ def start_postgres() -> tuple[str, Callable[[], None]]:
         as_user = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
         [*as_user, _postgres_bin("initdb"), "-D", str(data / "db"), "-U", "handrail", "--auth=trust", "-E", "UTF8"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     port = free_port()
     process = start(
-        [*as_user, _postgres_bin("postgres"), "-D", str(data / "db"), "-p", str(port), "-k", str(data),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
+        [
+            *as_user,
+            _postgres_bin("postgres"),
+            "-D",
+            str(data / "db"),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ],
         ready="ready to accept connections",
     )
 

@@ -52,8 +52,16 @@ def test_tokens(running: Running, headers: dict[str, str], status: int, code: st
     [
         (b"{not json", 400, "not valid JSON"),
         (json.dumps({k: v for k, v in REQUEST.items() if k != "summary"}).encode(), 422, "summary: Field required"),
-        (json.dumps(REQUEST | {"target": {"system": "crm", "object": "Deal"}}).encode(), 422, "target.id: Field required"),
-        (json.dumps(REQUEST | {"evidence": [{"label": "x", "url": "javascript:alert(1)"}]}).encode(), 422, "evidence.0.url"),
+        (
+            json.dumps(REQUEST | {"target": {"system": "crm", "object": "Deal"}}).encode(),
+            422,
+            "target.id: Field required",
+        ),
+        (
+            json.dumps(REQUEST | {"evidence": [{"label": "x", "url": "javascript:alert(1)"}]}).encode(),
+            422,
+            "evidence.0.url",
+        ),
         (json.dumps(REQUEST | {"requested_by": "alice"}).encode(), 422, "requested_by"),
         (json.dumps(REQUEST | {"actoin": "typo"}).encode(), 422, "actoin: unknown field"),
         (json.dumps(REQUEST | {"facts": {"discount_pct": "lots"}}).encode(), 422, "facts.discount_pct"),
@@ -79,19 +87,29 @@ def test_an_idempotent_replay_returns_the_first_request_and_no_second_card(runni
     posted_card(slack)
     replay = running.agent().post("/v1/approvals", json=REQUEST | {"idempotency_key": "run-9-step-3"})
     assert replay.status_code == 200 and replay.json()["id"] == first["id"]
-    different = running.agent().post("/v1/approvals", json=REQUEST | {"idempotency_key": "run-9-step-3", "summary": "other"})
+    different = running.agent().post(
+        "/v1/approvals", json=REQUEST | {"idempotency_key": "run-9-step-3", "summary": "other"}
+    )
     assert (different.status_code, error_of(different)["code"]) == (409, "idempotency_conflict")
     running.deliver_due()
     assert len(slack.calls_to("chat.postMessage")) == 1
     # The same key from another agent is that agent's own request.
-    other = running.agent("billing-bot").post("/v1/approvals", json=REQUEST | {"agent": "billing-bot", "idempotency_key": "run-9-step-3"})
+    other = running.agent("billing-bot").post(
+        "/v1/approvals", json=REQUEST | {"agent": "billing-bot", "idempotency_key": "run-9-step-3"}
+    )
     assert other.status_code == 201 and other.json()["id"] != first["id"]
 
 
 def test_concurrent_replays_create_one_request(running: Running, slack: FakeSlack) -> None:
     results: list[httpx.Response] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        running.agent().post("/v1/approvals", json=REQUEST | {"idempotency_key": "same"}))) for _ in range(8)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                running.agent().post("/v1/approvals", json=REQUEST | {"idempotency_key": "same"})
+            )
+        )
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -114,7 +132,11 @@ def test_the_approval_object(running: Running, slack: FakeSlack) -> None:
     for key in ("id", "status", "agent", "action", "created_at", "expires_at", "decided_by", "decided_at", "reason"):
         assert key in created
     assert (created["agent"], created["customer"], created["version"], created["facts"]) == (
-        "lead-router", "ACME", "v3", {"discount_pct": 12.0})
+        "lead-router",
+        "ACME",
+        "v3",
+        {"discount_pct": 12.0},
+    )
     assert created["request_reason"] == REQUEST["reason"] and created["reason"] is None
     assert created["expires_at"].startswith("2026-11-03T10:00:00")
 
@@ -140,8 +162,11 @@ def test_long_polls_on_another_replica_wake_through_redis(
         waited: dict[str, Any] = {}
         ready = replica.agent().get(f"/v1/approvals/{created['id']}").json()
         assert ready["status"] == "pending"
-        poll = threading.Thread(target=lambda: waited.update(
-            replica.agent().get(f"/v1/approvals/{created['id']}", params={"wait": 30}).json()))
+        poll = threading.Thread(
+            target=lambda: waited.update(
+                replica.agent().get(f"/v1/approvals/{created['id']}", params={"wait": 30}).json()
+            )
+        )
         poll.start()
         click(running, post, "U0REVIEWER", "approval.approve", created["id"])
         poll.join(30)
@@ -156,8 +181,11 @@ def test_slack_requests_need_a_fresh_valid_signature(running: Running) -> None:
     stale = int(running.clock.now().timestamp()) - 301
     assert running.slack_post(body, timestamp=stale).status_code == 401
     assert running.slack_post(body, timestamp=stale + 2).status_code == 200
-    tampered = httpx.post(f"{running.url}/slack/events", content=body + b"x",
-                          headers=slackreq.sign(body, "test-signing-secret", int(running.clock.now().timestamp())))
+    tampered = httpx.post(
+        f"{running.url}/slack/events",
+        content=body + b"x",
+        headers=slackreq.sign(body, "test-signing-secret", int(running.clock.now().timestamp())),
+    )
     assert tampered.status_code == 401
 
 

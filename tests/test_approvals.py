@@ -22,39 +22,58 @@ CONFIG = parse_config(config_dict())
 
 def request(**overrides: Any) -> ApprovalRequest:
     body = {
-        "agent": "lead-router", "action": "opportunity.update_stage", "summary": "Move ACME to Closed Won",
+        "agent": "lead-router",
+        "action": "opportunity.update_stage",
+        "summary": "Move ACME to Closed Won",
         "target": {"system": "salesforce", "object": "Opportunity", "id": "006XYZ"},
         "changes": [{"field": "StageName", "before": "Negotiation", "after": "Closed Won"}],
-        "reason": "Signed contract", "evidence": [{"label": "Contract", "url": "https://docs.example/c"}],
-        "requested_by": "U0REP", "params": {"stage": "Closed Won", "id": "006XYZ"},
-        "callback_url": "https://agent.example/hook", "run_id": "run-1", "version": "v7",
+        "reason": "Signed contract",
+        "evidence": [{"label": "Contract", "url": "https://docs.example/c"}],
+        "requested_by": "U0REP",
+        "params": {"stage": "Closed Won", "id": "006XYZ"},
+        "callback_url": "https://agent.example/hook",
+        "run_id": "run-1",
+        "version": "v7",
     }
     return ApprovalRequest.model_validate(body | overrides)
 
 
 def create(db: Database, clock: ManualClock, **overrides: Any) -> str:
     with db.transaction() as session:
-        approval, created = approvals.create(
-            session, config=CONFIG, request=request(**overrides), now=clock.now()
-        )
+        approval, created = approvals.create(session, config=CONFIG, request=request(**overrides), now=clock.now())
         assert created
         return approval.id
 
 
-def decide(db: Database, clock: ManualClock, approval_id: str, user: str, decision: str = "approve",
-           reason: str | None = None, groups: frozenset[str] = frozenset()) -> Any:
+def decide(
+    db: Database,
+    clock: ManualClock,
+    approval_id: str,
+    user: str,
+    decision: str = "approve",
+    reason: str | None = None,
+    groups: frozenset[str] = frozenset(),
+) -> Any:
     with db.transaction() as session:
         return approvals.decide(
-            session, config=CONFIG, approval_id=approval_id, user_id=user, user_groups=groups,
-            decision=decision, reason=reason, now=clock.now(),  # type: ignore[arg-type]
+            session,
+            config=CONFIG,
+            approval_id=approval_id,
+            user_id=user,
+            user_groups=groups,
+            decision=decision,
+            reason=reason,
+            now=clock.now(),  # type: ignore[arg-type]
         )
 
 
 def outbox_kinds(db: Database, approval_id: str) -> list[str]:
     with db.transaction() as session:
-        return list(session.scalars(
-            select(OutboxMessage.kind).where(OutboxMessage.approval_id == approval_id).order_by(OutboxMessage.id)
-        ))
+        return list(
+            session.scalars(
+                select(OutboxMessage.kind).where(OutboxMessage.approval_id == approval_id).order_by(OutboxMessage.id)
+            )
+        )
 
 
 def test_create_stores_the_request_queues_its_card_and_audits(db: Database, clock: ManualClock) -> None:
@@ -68,8 +87,13 @@ def test_create_stores_the_request_queues_its_card_and_audits(db: Database, cloc
     assert outbox_kinds(db, approval_id) == ["card"]
     [event] = events
     assert (event.actor, event.event, event.reason) == ("agent:lead-router", "approval.requested", "Signed contract")
-    assert event.source == {"agent": "lead-router", "agent_version": "v7", "run_id": "run-1", "requested_by": "U0REP",
-                            "policy": "default"}
+    assert event.source == {
+        "agent": "lead-router",
+        "agent_version": "v7",
+        "run_id": "run-1",
+        "requested_by": "U0REP",
+        "policy": "default",
+    }
     assert event.evidence == [{"label": "Contract", "url": "https://docs.example/c"}]
 
 
@@ -82,8 +106,9 @@ def test_the_same_idempotency_key_returns_the_same_request(db: Database, clock: 
     assert (again.id, created) == (first, False)
     assert outbox_kinds(db, first) == ["card"], "a replay posts no second card"
     with pytest.raises(Conflict, match="already used for a different request"), db.transaction() as session:
-        approvals.create(session, config=CONFIG,
-                         request=request(idempotency_key="k-1", summary="other"), now=clock.now())
+        approvals.create(
+            session, config=CONFIG, request=request(idempotency_key="k-1", summary="other"), now=clock.now()
+        )
 
 
 def test_an_approver_decides_once_and_the_decision_is_audited_and_sent(db: Database, clock: ManualClock) -> None:
@@ -96,7 +121,9 @@ def test_an_approver_decides_once_and_the_decision_is_audited_and_sent(db: Datab
         events = Audit(session).for_object("approval", approval_id)
         webhook = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "webhook")).one()
     assert [(e.event, e.actor) for e in events] == [
-        ("approval.requested", "agent:lead-router"), ("approval.approved", "user:U0REVIEWER")]
+        ("approval.requested", "agent:lead-router"),
+        ("approval.approved", "user:U0REVIEWER"),
+    ]
     assert events[1].before == {"status": "pending", "approvals": []}
     assert webhook.payload["body"]["event"] == "approval.approved"
     assert webhook.payload["body"]["approval"]["decided_by"] == ["U0REVIEWER"]
@@ -140,8 +167,12 @@ def test_an_expired_request_cannot_be_decided(db: Database, clock: ManualClock) 
 
 def test_racing_decisions_end_in_exactly_one(db: Database, clock: ManualClock) -> None:
     approval_id = create(db, clock)
-    deciders = [("U0REVIEWER", "approve", None), ("U0OWNER", "deny", "no"),
-                ("U0DEALDESK1", "approve", None), ("U0REVIEWER", "approve", None)] * 3
+    deciders = [
+        ("U0REVIEWER", "approve", None),
+        ("U0OWNER", "deny", "no"),
+        ("U0DEALDESK1", "approve", None),
+        ("U0REVIEWER", "approve", None),
+    ] * 3
 
     def attempt(args: tuple[str, str, str | None]) -> str:
         try:

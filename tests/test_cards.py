@@ -23,8 +23,17 @@ AGENT = CONFIG.agents["lead-router"]
 HOSTILE = "<!channel> <!here> @here @channel <@U0CEO> <!subteam^S0ALL> <https://evil.example|https://crm.example> &amp;"
 
 
-STORED = {"status", "decision_code", "decided_by", "decided_at", "decision_reason", "approved_by", "steps_done",
-          "escalated_at", "executed_at"}
+STORED = {
+    "status",
+    "decision_code",
+    "decided_by",
+    "decided_at",
+    "decision_reason",
+    "approved_by",
+    "steps_done",
+    "escalated_at",
+    "executed_at",
+}
 
 
 def approval(**overrides: Any) -> Approval:
@@ -34,8 +43,12 @@ def approval(**overrides: Any) -> Approval:
             "agent": "lead-router",
             "action": "opportunity.update_stage",
             "summary": "Move ACME to Closed Won",
-            "target": {"system": "salesforce", "object": "Opportunity", "id": "006XYZ",
-                       "url": "https://crm.example/006XYZ"},
+            "target": {
+                "system": "salesforce",
+                "object": "Opportunity",
+                "id": "006XYZ",
+                "url": "https://crm.example/006XYZ",
+            },
             "changes": [{"field": "StageName", "before": "Negotiation", "after": "Closed Won"}],
             "reason": "Signed contract received",
             "evidence": [{"label": "Contract", "url": "https://docs.example/contract.pdf"}],
@@ -48,12 +61,26 @@ def approval(**overrides: Any) -> Approval:
     )
     body = request.model_dump(mode="json")
     return Approval(
-        id="apr_0123456789abcdef0123", agent="lead-router", action=request.action,
-        summary=request.summary, request_reason=request.reason, target=body["target"],
-        changes=body["changes"], evidence=body["evidence"], params={}, params_sha256="0" * 64, facts={},
-        customer=request.customer, run_id=request.run_id, agent_version=request.version,
-        requested_by=request.requested_by, created_at=T0, expires_at=T0 + timedelta(hours=24),
-        channel="C0APPROVALS", state_version=1, card_version=0,
+        id="apr_0123456789abcdef0123",
+        agent="lead-router",
+        action=request.action,
+        summary=request.summary,
+        request_reason=request.reason,
+        target=body["target"],
+        changes=body["changes"],
+        evidence=body["evidence"],
+        params={},
+        params_sha256="0" * 64,
+        facts={},
+        customer=request.customer,
+        run_id=request.run_id,
+        agent_version=request.version,
+        requested_by=request.requested_by,
+        created_at=T0,
+        expires_at=T0 + timedelta(hours=24),
+        channel="C0APPROVALS",
+        state_version=1,
+        card_version=0,
         policy=policy.choose(CONFIG, "lead-router", request.action, {}).model_dump(mode="json"),
         **{"status": "pending", "approved_by": [], "steps_done": 0} | stored,
     )
@@ -75,10 +102,22 @@ def test_a_pending_card_shows_what_a_reviewer_needs(slack: FakeSlack) -> None:
     card = cards.approval_card(approval(), AGENT)
     post(slack, card)
     text = card_text(card)
-    for expected in ("Lead router", "v7", "opportunity.update_stage", "salesforce Opportunity 006XYZ",
-                     "<https://crm.example/006XYZ|", "StageName", "Negotiation", "Closed Won",
-                     "Signed contract received", "<https://docs.example/contract.pdf|Contract> (docs.example)",
-                     "ACME", "run-42", "<@U0REP>", "<!date^"):
+    for expected in (
+        "Lead router",
+        "v7",
+        "opportunity.update_stage",
+        "salesforce Opportunity 006XYZ",
+        "<https://crm.example/006XYZ|",
+        "StageName",
+        "Negotiation",
+        "Closed Won",
+        "Signed contract received",
+        "<https://docs.example/contract.pdf|Contract> (docs.example)",
+        "ACME",
+        "run-42",
+        "<@U0REP>",
+        "<!date^",
+    ):
         assert expected in text, expected
     buttons = [b for b in card.blocks if b["type"] == "actions"][0]["elements"]
     assert [(b["text"]["text"], b.get("style"), b["value"]) for b in buttons] == [
@@ -90,7 +129,10 @@ def test_a_pending_card_shows_what_a_reviewer_needs(slack: FakeSlack) -> None:
 
 def test_agent_text_cannot_ping_or_disguise_links(slack: FakeSlack) -> None:
     hostile = approval(
-        summary=HOSTILE, reason=HOSTILE, customer=HOSTILE, run_id="<!everyone>",
+        summary=HOSTILE,
+        reason=HOSTILE,
+        customer=HOSTILE,
+        run_id="<!everyone>",
         changes=[{"field": HOSTILE[:200], "before": HOSTILE, "after": {"x": "<!channel>"}}],
         evidence=[{"label": "https://crm.example/safe", "url": "https://evil.example/a?b=1&c=<x>|y"}],
     )
@@ -108,7 +150,9 @@ def test_agent_text_cannot_ping_or_disguise_links(slack: FakeSlack) -> None:
 
 def test_huge_requests_are_cut_within_slack_limits_and_point_to_the_thread(slack: FakeSlack) -> None:
     big = approval(
-        summary="S" * 20_000, reason="<" * 20_000, action="a" * 200,
+        summary="S" * 20_000,
+        reason="<" * 20_000,
+        action="a" * 200,
         changes=[{"field": f"f{i}" * 50, "before": "b" * 5000, "after": ["x"] * 2000} for i in range(500)],
         evidence=[{"label": "L" * 200, "url": "https://docs.example/" + "p" * 1500} for _ in range(100)],
         target={"system": "s" * 200, "object": "o" * 200, "id": "&" * 200, "url": "https://x.example/" + "&" * 1400},
@@ -131,9 +175,16 @@ def test_a_card_that_fits_has_no_thread_copy() -> None:
 @pytest.mark.parametrize(
     ("status", "fields", "expected"),
     [
-        ("approved", {"decided_by": ["U0REVIEWER"], "decided_at": T0}, ":white_check_mark: Approved by <@U0REVIEWER> at <!date^"),
-        ("denied", {"decided_by": ["U0OWNER"], "decided_at": T0, "decision_reason": "<!channel> no"},
-         ":no_entry: Denied by <@U0OWNER> at"),
+        (
+            "approved",
+            {"decided_by": ["U0REVIEWER"], "decided_at": T0},
+            ":white_check_mark: Approved by <@U0REVIEWER> at <!date^",
+        ),
+        (
+            "denied",
+            {"decided_by": ["U0OWNER"], "decided_at": T0, "decision_reason": "<!channel> no"},
+            ":no_entry: Denied by <@U0OWNER> at",
+        ),
         ("expired", {}, ":hourglass: Expired at"),
     ],
 )
@@ -161,9 +212,10 @@ def test_the_deny_modal_asks_for_a_reason(slack: FakeSlack) -> None:
 
 
 def test_plain_text_for_modal_errors() -> None:
-    assert cards.as_plain_text(
-        ":no_entry: Denied by <@U0OWNER> at <!date^1^{time}|10:42 UTC>: a &lt;b&gt;"
-    ) == "Denied by @U0OWNER at 10:42 UTC: a <b>"
+    assert (
+        cards.as_plain_text(":no_entry: Denied by <@U0OWNER> at <!date^1^{time}|10:42 UTC>: a &lt;b&gt;")
+        == "Denied by @U0OWNER at 10:42 UTC: a <b>"
+    )
 
 
 def test_cards_show_quorum_escalation_policy_notes_and_policy_decisions(slack: FakeSlack) -> None:
@@ -177,25 +229,36 @@ def test_cards_show_quorum_escalation_policy_notes_and_policy_decisions(slack: F
     assert "Default policy: policies.0 needs the fact &lt;discount_pct&gt;" in text
     assert "policy `default`" in text
 
-    task = approval(status="denied", decision_code="human_only", decided_by=[], decided_at=T0,
-                    decision_reason="Policy `policies.3` (x: human only) says a person must do this; the agent may not.")
+    task = approval(
+        status="denied",
+        decision_code="human_only",
+        decided_by=[],
+        decided_at=T0,
+        decision_reason="Policy `policies.3` (x: human only) says a person must do this; the agent may not.",
+    )
     card = cards.approval_card(task, AGENT)
     post(slack, card)
     assert card.blocks[0]["text"]["text"].startswith("Task for a person: ")
     assert "Agent proposes; a person must do this." in card_text(card)
     assert not [b for b in card.blocks if b["type"] == "actions"]
 
-    auto = approval(status="approved", decision_code="auto", decided_by=[], decided_at=T0,
-                    decision_reason="Approved automatically by policy `policies.2` (lead.score: auto, 5% sampled).",
-                    executed_at=T0 + timedelta(minutes=1))
+    auto = approval(
+        status="approved",
+        decision_code="auto",
+        decided_by=[],
+        decided_at=T0,
+        decision_reason="Approved automatically by policy `policies.2` (lead.score: auto, 5% sampled).",
+        executed_at=T0 + timedelta(minutes=1),
+    )
     card = cards.approval_card(auto, AGENT)
     post(slack, card)
     assert "Approved automatically by policy" in card_text(card) and "Posted here for review." in card_text(card)
     assert "The agent acted on it at <!date^" in card_text(card)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(45, "45 s"), (900, "15 min"), (5400, "1 h 30 min"),
-                                               (86400, "1 d"), (90061, "1 d 1 h")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(45, "45 s"), (900, "15 min"), (5400, "1 h 30 min"), (86400, "1 d"), (90061, "1 d 1 h")]
+)
 def test_durations_read_naturally(seconds: int, text: str) -> None:
     assert cards.duration_text(timedelta(seconds=seconds)) == text
 
@@ -210,10 +273,15 @@ def test_a_paused_agents_card_says_so_with_the_reason_escaped(slack: FakeSlack) 
 
 def test_the_undo_preview_of_fifty_huge_actions_stays_within_slack_limits(slack: FakeSlack) -> None:
     actions = [
-        ActionRecord(id=f"act_{i:020d}", agent="lead-router", action="crm." + "x" * 190, reversible=i % 7 != 0,
-                     target={"system": "s" * 200, "object": "o" * 200, "id": "<!here>" * 28},
-                     changes=[{"field": f"f{j}" * 40, "before": "b" * 5000, "after": "a"} for j in range(500)],
-                     created_at=T0)
+        ActionRecord(
+            id=f"act_{i:020d}",
+            agent="lead-router",
+            action="crm." + "x" * 190,
+            reversible=i % 7 != 0,
+            target={"system": "s" * 200, "object": "o" * 200, "id": "<!here>" * 28},
+            changes=[{"field": f"f{j}" * 40, "before": "b" * 5000, "after": "a"} for j in range(500)],
+            created_at=T0,
+        )
         for i in range(50)
     ]
     view = cards.undo_modal("lead-router", AGENT, actions, json.dumps({"agent": "lead-router"}))

@@ -101,8 +101,13 @@ def test_web_with_a_bad_config_fails_at_start_naming_the_key(tmp_path: Path) -> 
     data["agents"]["lead-router"]["channel"] = "approvals"
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(data))
-    env = {"PATH": "/usr/bin:/bin", "HANDRAIL_CONFIG": str(path), "SLACK_BOT_TOKEN": "xoxb-1",
-           "SLACK_SIGNING_SECRET": "s", "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HANDRAIL_CONFIG": str(path),
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+    }
     result = _cli("web", env=env)
     assert result.returncode == 2
     assert "agents.lead-router.channel" in result.stderr
@@ -122,10 +127,19 @@ def test_config_check_and_webhook_key(config_file: Path) -> None:
 
 POLICIES = [
     {"match": "opportunity.update_amount", "mode": "human_only"},
-    {"match": "quote.*", "when": {"fact": "discount_pct", "gt": 8}, "mode": "approve", "approvers": ["S0DEALDESK"],
-     "quorum": 2, "timeout": "4h", "escalation": [{"after": "30m", "notify": "primary"},
-                                                  {"after": "1h", "notify": "backup"},
-                                                  {"after": "2h", "notify": "escalation_manager"}]},
+    {
+        "match": "quote.*",
+        "when": {"fact": "discount_pct", "gt": 8},
+        "mode": "approve",
+        "approvers": ["S0DEALDESK"],
+        "quorum": 2,
+        "timeout": "4h",
+        "escalation": [
+            {"after": "30m", "notify": "primary"},
+            {"after": "1h", "notify": "backup"},
+            {"after": "2h", "notify": "escalation_manager"},
+        ],
+    },
     {"match": "lead.enrich", "mode": "auto", "sample": 0.05},
 ]
 
@@ -142,9 +156,17 @@ def test_the_first_matching_policy_wins_agent_policies_first() -> None:
     config = parse_config(with_policies(POLICIES, [{"match": "quote.*", "mode": "auto"}]))
     quote = choose(config, "lead-router", "quote.create", {"discount_pct": 12})
     assert (quote.source, quote.mode, quote.approvers, quote.quorum, quote.timeout) == (
-        "policies.1", "approve", ("S0DEALDESK",), 2, timedelta(hours=4))
+        "policies.1",
+        "approve",
+        ("S0DEALDESK",),
+        2,
+        timedelta(hours=4),
+    )
     assert [(s.after_s, s.notify) for s in quote.escalation] == [
-        (1800, "primary"), (3600, "backup"), (7200, "escalation_manager")]
+        (1800, "primary"),
+        (3600, "backup"),
+        (7200, "escalation_manager"),
+    ]
     assert quote.execute_window == timedelta(minutes=15)
     assert choose(config, "billing-bot", "quote.create", {"discount_pct": 12}).source == "agents.billing-bot.policies.0"
     assert choose(config, "lead-router", "opportunity.update_amount", {}).mode == "human_only"
@@ -156,10 +178,17 @@ def test_unmatched_actions_and_failed_conditions_get_the_default() -> None:
     for action, facts in [("quote.create", {"discount_pct": 8}), ("ticket.close", {})]:
         applied = choose(config, "lead-router", action, facts)
         assert (applied.source, applied.mode, applied.quorum, applied.timeout) == (
-            "default", "approve", 1, timedelta(hours=24))
+            "default",
+            "approve",
+            1,
+            timedelta(hours=24),
+        )
         assert applied.approvers == ("U0REVIEWER", "U0OWNER", "S0DEALDESK")
         assert [(s.after_s, s.notify) for s in applied.escalation] == [
-            (900, "primary"), (1800, "backup"), (3600, "escalation_manager")]
+            (900, "primary"),
+            (1800, "backup"),
+            (3600, "escalation_manager"),
+        ]
 
 
 def test_a_missing_fact_sends_the_request_to_people_never_to_auto() -> None:
@@ -171,8 +200,10 @@ def test_a_missing_fact_sends_the_request_to_people_never_to_auto() -> None:
     assert missing.note == "policies.0 needs the fact amount, which the request did not give"
 
 
-@pytest.mark.parametrize(("operator", "value", "matches"), [
-    ("gt", 10, False), ("gte", 10, True), ("lt", 10, False), ("lte", 10, True), ("eq", 10, True), ("eq", 9.5, False)])
+@pytest.mark.parametrize(
+    ("operator", "value", "matches"),
+    [("gt", 10, False), ("gte", 10, True), ("lt", 10, False), ("lte", 10, True), ("eq", 10, True), ("eq", 9.5, False)],
+)
 def test_conditions_compare_numbers(operator: str, value: float, matches: bool) -> None:
     config = parse_config(with_policies([{"match": "*", "when": [{"fact": "n", operator: value}], "mode": "auto"}]))
     assert (choose(config, "lead-router", "x", {"n": 10}).mode == "auto") is matches
@@ -186,27 +217,44 @@ def test_the_default_ladder_leaves_out_steps_the_agent_cannot_take() -> None:
     assert [(s.after_s, s.notify) for s in applied.escalation] == [(900, "primary")]
 
 
-@pytest.mark.parametrize(("policy", "expected"), [
-    ({"match": "x", "mode": "sometimes"}, "policies.0.mode: Input should be 'auto', 'approve' or 'human_only'"),
-    ({"match": "x", "mode": "auto", "quorum": 2}, "policies.0: quorum cannot be used with mode auto"),
-    ({"match": "x", "mode": "approve", "sample": 0.1}, "policies.0: sample cannot be used with mode approve"),
-    ({"match": "x", "mode": "human_only", "timeout": "1h"}, "policies.0: timeout cannot be used with mode human_only"),
-    ({"match": "x", "mode": "auto", "sample": 1.5}, "policies.0.sample: Input should be less than or equal to 1"),
-    ({"match": "x", "mode": "auto", "when": {"fact": "n"}}, "policies.0.when.0: give exactly one of gt, gte, lt"),
-    ({"match": "x", "mode": "auto", "when": {"fact": "n", "gt": 1, "lt": 5}}, "give exactly one of"),
-    ({"match": "x", "mode": "approve", "escalation": [{"after": "1h", "notify": "primary"},
-                                                       {"after": "30m", "notify": "backup"}]},
-     "policies.0: escalation steps must come in order"),
-    ({"match": "x", "mode": "approve", "escalation": [{"after": "1h", "notify": "boss"}]},
-     "policies.0.escalation.0.notify: Input should be 'primary', 'backup' or 'escalation_manager'"),
-    ({"match": "x", "mode": "approve", "timeout": "1h", "escalation": [{"after": "2h", "notify": "primary"}]},
-     "policies.0: the escalation step after 2:00:00 would come after the timeout (1:00:00) (agent lead-router)"),
-    ({"match": "x", "mode": "approve", "approvers": ["U0A", "U0B"], "quorum": 3},
-     "policies.0: quorum 3 needs more approvers than the 2 listed"),
-    ({"match": "x", "mode": "approve", "timeout": "soon"}, "policies.0.timeout: 'soon' is not a duration"),
-    ({"match": "x", "mode": "approve", "approvers": ["alice"]}, "policies.0.approvers.0: String should match"),
-    ({"match": "x", "mode": "approve", "quorom": 2}, "policies.0.quorom: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ({"match": "x", "mode": "sometimes"}, "policies.0.mode: Input should be 'auto', 'approve' or 'human_only'"),
+        ({"match": "x", "mode": "auto", "quorum": 2}, "policies.0: quorum cannot be used with mode auto"),
+        ({"match": "x", "mode": "approve", "sample": 0.1}, "policies.0: sample cannot be used with mode approve"),
+        (
+            {"match": "x", "mode": "human_only", "timeout": "1h"},
+            "policies.0: timeout cannot be used with mode human_only",
+        ),
+        ({"match": "x", "mode": "auto", "sample": 1.5}, "policies.0.sample: Input should be less than or equal to 1"),
+        ({"match": "x", "mode": "auto", "when": {"fact": "n"}}, "policies.0.when.0: give exactly one of gt, gte, lt"),
+        ({"match": "x", "mode": "auto", "when": {"fact": "n", "gt": 1, "lt": 5}}, "give exactly one of"),
+        (
+            {
+                "match": "x",
+                "mode": "approve",
+                "escalation": [{"after": "1h", "notify": "primary"}, {"after": "30m", "notify": "backup"}],
+            },
+            "policies.0: escalation steps must come in order",
+        ),
+        (
+            {"match": "x", "mode": "approve", "escalation": [{"after": "1h", "notify": "boss"}]},
+            "policies.0.escalation.0.notify: Input should be 'primary', 'backup' or 'escalation_manager'",
+        ),
+        (
+            {"match": "x", "mode": "approve", "timeout": "1h", "escalation": [{"after": "2h", "notify": "primary"}]},
+            "policies.0: the escalation step after 2:00:00 would come after the timeout (1:00:00) (agent lead-router)",
+        ),
+        (
+            {"match": "x", "mode": "approve", "approvers": ["U0A", "U0B"], "quorum": 3},
+            "policies.0: quorum 3 needs more approvers than the 2 listed",
+        ),
+        ({"match": "x", "mode": "approve", "timeout": "soon"}, "policies.0.timeout: 'soon' is not a duration"),
+        ({"match": "x", "mode": "approve", "approvers": ["alice"]}, "policies.0.approvers.0: String should match"),
+        ({"match": "x", "mode": "approve", "quorom": 2}, "policies.0.quorom: unknown key"),
+    ],
+)
 def test_a_bad_policy_is_reported_with_its_key(policy: dict[str, Any], expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(with_policies([policy]))
@@ -216,8 +264,11 @@ def test_a_bad_policy_is_reported_with_its_key(policy: dict[str, Any], expected:
 def test_a_ladder_naming_an_owner_the_agent_lacks_is_refused() -> None:
     data = with_policies([{"match": "x", "mode": "approve", "escalation": [{"after": "1h", "notify": "backup"}]}])
     data["agents"]["billing-bot"]["owners"] = {"primary": "U0OWNER"}
-    with pytest.raises(ConfigError, match=r"policies.0: the escalation step notifies backup, but the agent has no "
-                                          r"owners.backup \(agent billing-bot\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"policies.0: the escalation step notifies backup, but the agent has no "
+        r"owners.backup \(agent billing-bot\)",
+    ):
         parse_config(data)
 
 
@@ -225,15 +276,28 @@ def test_config_check_shows_which_policy_a_sample_action_hits(tmp_path: Path) ->
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(with_policies(POLICIES)))
     env = {"PATH": "/usr/bin:/bin"}
-    shown = _cli("config-check", str(path), "--agent", "lead-router", "--action", "quote.create",
-                 "--fact", "discount_pct=12", env=env)
+    shown = _cli(
+        "config-check",
+        str(path),
+        "--agent",
+        "lead-router",
+        "--action",
+        "quote.create",
+        "--fact",
+        "discount_pct=12",
+        env=env,
+    )
     assert shown.returncode == 0, shown.stderr
-    assert ("lead-router quote.create: policies.1 (match 'quote.*') -> approve; approvers S0DEALDESK; quorum 2; "
-            "timeout 4h; ladder 30m primary, 1h backup, 2h escalation_manager; execute within 15m") in shown.stdout
+    assert (
+        "lead-router quote.create: policies.1 (match 'quote.*') -> approve; approvers S0DEALDESK; quorum 2; "
+        "timeout 4h; ladder 30m primary, 1h backup, 2h escalation_manager; execute within 15m"
+    ) in shown.stdout
     cheap = _cli("config-check", str(path), "--agent", "lead-router", "--action", "lead.enrich", env=env)
     assert "policies.2 (match 'lead.enrich') -> auto; 5% posted for review" in cheap.stdout
-    assert "needs the fact discount_pct" in _cli("config-check", str(path), "--agent", "lead-router",
-                                                 "--action", "quote.create", env=env).stdout
+    assert (
+        "needs the fact discount_pct"
+        in _cli("config-check", str(path), "--agent", "lead-router", "--action", "quote.create", env=env).stdout
+    )
     bad = _cli("config-check", str(path), "--agent", "lead-router", "--action", "q", "--fact", "d=lots", env=env)
     assert (bad.returncode, "write NAME=NUMBER" in bad.stderr) == (2, True)
     assert "give both --agent and --action" in _cli("config-check", str(path), "--action", "q", env=env).stderr

@@ -51,12 +51,23 @@ class Control:
         return self(control.pause, config=self.config, agent_id=agent, now=self.clock.now(), **args)
 
     def resume(self, agent: str = "lead-router", customer: str | None = None) -> control.Outcome:
-        return self(control.resume, config=self.config, agent_id=agent, customer=customer, user_id="U0OWNER",
-                    now=self.clock.now())
+        return self(
+            control.resume,
+            config=self.config,
+            agent_id=agent,
+            customer=customer,
+            user_id="U0OWNER",
+            now=self.clock.now(),
+        )
 
     def record(self, run_id: str | None = None, **fields: Any) -> Any:
-        body = {"agent": "lead-router", "action": "crm.update", "target": {"system": "sf", "object": "Lead", "id": "1"},
-                "changes": [{"field": "owner", "before": "a", "after": "b"}], "run_id": run_id} | fields
+        body = {
+            "agent": "lead-router",
+            "action": "crm.update",
+            "target": {"system": "sf", "object": "Lead", "id": "1"},
+            "changes": [{"field": "owner", "before": "a", "after": "b"}],
+            "run_id": run_id,
+        } | fields
         return self(runs.record_action, config=self.config, request=ActionIn.model_validate(body), now=self.clock.now())
 
     def posts(self) -> list[str]:
@@ -103,7 +114,9 @@ def test_pausing_all_stops_every_agent_and_posts_in_every_channel(ctl: Control) 
     assert not ctl.gate("lead-router").allowed and not ctl.gate("billing-bot").allowed
     assert "every agent is paused" in (ctl.gate("billing-bot").message or "")
     with ctl.db.transaction() as session:
-        channels = sorted(r.payload["channel"] for r in session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "post")))
+        channels = sorted(
+            r.payload["channel"] for r in session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "post"))
+        )
     assert channels == ["C0APPROVALS", "C0BILLING"]
 
 
@@ -198,13 +211,28 @@ def test_a_replayed_dedup_key_returns_the_first_record(ctl: Control) -> None:
 
 
 def register(ctl: Control, version: str) -> tuple[Any, bool]:
-    return ctl(control.register_version, config=ctl.config, agent_id="lead-router", version=version, notes=None,
-               prompt_sha=None, settings=None, now=ctl.clock.now())
+    return ctl(
+        control.register_version,
+        config=ctl.config,
+        agent_id="lead-router",
+        version=version,
+        notes=None,
+        prompt_sha=None,
+        settings=None,
+        now=ctl.clock.now(),
+    )
 
 
 def rollback(ctl: Control, to: str | None = None) -> tuple[Any, Any]:
-    return ctl(control.rollback, config=ctl.config, agent_id="lead-router", to_version=to, user_id="U0OWNER",
-               reason=None, now=ctl.clock.now())
+    return ctl(
+        control.rollback,
+        config=ctl.config,
+        agent_id="lead-router",
+        to_version=to,
+        user_id="U0OWNER",
+        reason=None,
+        now=ctl.clock.now(),
+    )
 
 
 def test_rolling_back_steps_back_one_registered_version_at_a_time_and_never_rewrites_history(ctl: Control) -> None:
@@ -240,11 +268,23 @@ def test_rolling_back_to_an_unknown_or_the_active_version_is_refused(ctl: Contro
 
 def test_mode_changes_are_recorded_and_returned_by_the_gate(ctl: Control) -> None:
     assert ctl.gate().mode == "auto"
-    outcome = ctl(control.set_mode, config=ctl.config, agent_id="lead-router", mode="shadow", user_id="U0BOSS",
-                  now=ctl.clock.now())
+    outcome = ctl(
+        control.set_mode,
+        config=ctl.config,
+        agent_id="lead-router",
+        mode="shadow",
+        user_id="U0BOSS",
+        now=ctl.clock.now(),
+    )
     assert "to `shadow` (was `auto`)" in outcome.text and ctl.gate().mode == "shadow"
-    again = ctl(control.set_mode, config=ctl.config, agent_id="lead-router", mode="shadow", user_id="U0BOSS",
-                now=ctl.clock.now())
+    again = ctl(
+        control.set_mode,
+        config=ctl.config,
+        agent_id="lead-router",
+        mode="shadow",
+        user_id="U0BOSS",
+        now=ctl.clock.now(),
+    )
     assert "already" in again.text
     assert audit_events(ctl, "lead-router") == ["agent.mode_changed"]
 
@@ -262,11 +302,23 @@ def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(c
     assert claim(irreversible.id) is None
     assert claim(action.id) is not None
     assert claim(action.id, "U0BOSS") is None, "a second undo while the first is under way gets nothing"
-    ctl(control.finish_undo, action_id=action.id, agent_id="lead-router", user_id="U0OWNER", error="HTTP 500",
-        now=ctl.clock.now())
+    ctl(
+        control.finish_undo,
+        action_id=action.id,
+        agent_id="lead-router",
+        user_id="U0OWNER",
+        error="HTTP 500",
+        now=ctl.clock.now(),
+    )
     assert claim(action.id) is not None, "a failed undo releases the action"
-    ctl(control.finish_undo, action_id=action.id, agent_id="lead-router", user_id="U0OWNER", error=None,
-        now=ctl.clock.now())
+    ctl(
+        control.finish_undo,
+        action_id=action.id,
+        agent_id="lead-router",
+        user_id="U0OWNER",
+        error=None,
+        now=ctl.clock.now(),
+    )
     assert claim(action.id) is None
     preview = ctl(control.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
     assert [a.id for a in preview] == [irreversible.id]
@@ -301,7 +353,12 @@ def test_undo_needs_a_control_hook(ctl: Control) -> None:
     ],
 )
 def test_who_may_run_each_command(
-    config: HandrailConfig, permission: control.Permission, agent: str | None, user: str, groups: set[str], allowed: bool
+    config: HandrailConfig,
+    permission: control.Permission,
+    agent: str | None,
+    user: str,
+    groups: set[str],
+    allowed: bool,
 ) -> None:
     check = lambda: control.check_allowed(config, permission, agent, user, frozenset(groups))  # noqa: E731
     if allowed:
@@ -314,8 +371,10 @@ def test_who_may_run_each_command(
 def test_a_refusal_names_who_can(config: HandrailConfig) -> None:
     with pytest.raises(Forbidden) as raised:
         control.check_allowed(config, "rollback", "lead-router", "U0BACKUP", frozenset())
-    assert raised.value.message == ("You cannot do this. Who can: the primary owner of Lead router (<@U0OWNER>); "
-                                    "managers (<@U0BOSS>); admins (<@U0ADMIN>).")
+    assert raised.value.message == (
+        "You cannot do this. Who can: the primary owner of Lead router (<@U0OWNER>); "
+        "managers (<@U0BOSS>); admins (<@U0ADMIN>)."
+    )
     with pytest.raises(Forbidden) as raised:
         control.check_allowed(config, "pause_all", None, "U0OWNER", frozenset())
     assert "on-call (<@U0ONCALL>, <!subteam^S0ONCALL>)" in raised.value.message

@@ -64,8 +64,11 @@ def gate(running: Running, agent: str = "lead-router", **params: str) -> dict[st
 
 def announcements(running: Running, channel: str = "C0APPROVALS") -> list[str]:
     running.deliver_due()
-    return [c.params["text"] for c in running.slack.calls_to("chat.postMessage")
-            if c.params["channel"] == channel and "thread_ts" not in c.params and "blocks" not in c.params]
+    return [
+        c.params["text"]
+        for c in running.slack.calls_to("chat.postMessage")
+        if c.params["channel"] == channel and "thread_ts" not in c.params and "blocks" not in c.params
+    ]
 
 
 def audit(running: Running, agent: str = "lead-router") -> list[str]:
@@ -74,9 +77,12 @@ def audit(running: Running, agent: str = "lead-router") -> list[str]:
 
 
 def record(running: Running, **fields: Any) -> httpx.Response:
-    body = {"agent": "lead-router", "action": "crm.update_owner",
-            "target": {"system": "salesforce", "object": "Lead", "id": "00Q1"},
-            "changes": [{"field": "owner", "before": "U0ANN", "after": "U0BOB"}]} | fields
+    body = {
+        "agent": "lead-router",
+        "action": "crm.update_owner",
+        "target": {"system": "salesforce", "object": "Lead", "id": "00Q1"},
+        "changes": [{"field": "owner", "before": "U0ANN", "after": "U0BOB"}],
+    } | fields
     return running.agent().post("/v1/actions", json=body)
 
 
@@ -117,11 +123,22 @@ def test_bad_arguments_get_a_clear_usage_message_and_change_nothing(running: Run
 
 def test_status_shows_mode_version_pause_pending_last_run_failures_and_cost(running: Running, slack: FakeSlack) -> None:
     agent = running.agent()
-    assert agent.post("/v1/agents/lead-router/versions", json={"version": "v42", "notes": "new router"}).status_code == 201
+    assert (
+        agent.post("/v1/agents/lead-router/versions", json={"version": "v42", "notes": "new router"}).status_code == 201
+    )
     now = running.clock.now()
-    runs = [{"run_id": f"r{i}", "status": "failed" if i < 2 else "succeeded", "cost_usd": 1.25,
-             "finished_at": (now - timedelta(minutes=i)).isoformat()} for i in range(8)]
-    runs.append({"run_id": "old", "status": "failed", "cost_usd": 100, "finished_at": (now - timedelta(hours=2)).isoformat()})
+    runs = [
+        {
+            "run_id": f"r{i}",
+            "status": "failed" if i < 2 else "succeeded",
+            "cost_usd": 1.25,
+            "finished_at": (now - timedelta(minutes=i)).isoformat(),
+        }
+        for i in range(8)
+    ]
+    runs.append(
+        {"run_id": "old", "status": "failed", "cost_usd": 100, "finished_at": (now - timedelta(hours=2)).isoformat()}
+    )
     assert agent.post("/v1/runs", json={"runs": runs}).json() == {"received": 9, "new": 9}
     ask(running)
     command(running, "pause lead-router for 30m retrying the same lead")
@@ -129,7 +146,9 @@ def test_status_shows_mode_version_pause_pending_last_run_failures_and_cost(runn
     text = command(running, "status lead-router", user="U0ANYONE")
     assert "*Lead router* (`lead-router`)" in text
     assert "Mode `auto` · version `v42`" in text
-    assert "Paused (this agent) by <@U0OWNER>" in text and ": retrying the same lead" in text and "until <!date^" in text
+    assert (
+        "Paused (this agent) by <@U0OWNER>" in text and ": retrying the same lead" in text and "until <!date^" in text
+    )
     assert "Pending approvals: 1" in text
     assert "Last run: `r0` succeeded" not in text and "Last run: `r0` failed" in text
     assert "Last hour: 8 run(s), 2 failed (25%), cost $10.00" in text
@@ -156,11 +175,17 @@ def test_owner_names_the_owners_channel_and_on_call(running: Running) -> None:
 
 def test_an_owner_pauses_and_resumes_an_agent(running: Running) -> None:
     answer = command(running, "pause lead-router customer=acme for 30m sends duplicate emails")
-    assert answer.startswith(":double_vertical_bar: <@U0OWNER> paused Lead router (`lead-router`) for customer `acme` "
-                             "until <!date^")
+    assert answer.startswith(
+        ":double_vertical_bar: <@U0OWNER> paused Lead router (`lead-router`) for customer `acme` until <!date^"
+    )
     assert answer.endswith(": sends duplicate emails.")
     closed = gate(running, customer="acme")
-    assert (closed["allowed"], closed["reason"], closed["paused_by"], closed["customer"]) == (False, "paused", "U0OWNER", "acme")
+    assert (closed["allowed"], closed["reason"], closed["paused_by"], closed["customer"]) == (
+        False,
+        "paused",
+        "U0OWNER",
+        "acme",
+    )
     assert closed["until"].startswith("2026-11-02T10:30:00")
     assert gate(running, customer="globex")["allowed"]
     assert announcements(running) == [answer.removesuffix(".")]
@@ -179,8 +204,10 @@ def test_on_call_through_a_user_group_may_pause(running: Running) -> None:
 
 def test_someone_without_the_role_is_told_who_can_and_nothing_changes(running: Running) -> None:
     answer = command(running, "pause lead-router", user="U0INTERN")
-    assert answer == ("You cannot do this. Who can: the owners of Lead router (<@U0OWNER>, <@U0BACKUP>, <@U0MANAGER>); "
-                      "on-call (<@U0ONCALL>, <!subteam^S0ONCALL>); managers (<@U0BOSS>); admins (<@U0ADMIN>).")
+    assert answer == (
+        "You cannot do this. Who can: the owners of Lead router (<@U0OWNER>, <@U0BACKUP>, <@U0MANAGER>); "
+        "on-call (<@U0ONCALL>, <!subteam^S0ONCALL>); managers (<@U0BOSS>); admins (<@U0ADMIN>)."
+    )
     assert gate(running)["allowed"] and audit(running) == []
     assert "Who can: managers (<@U0BOSS>); admins (<@U0ADMIN>)." in command(running, "mode lead-router shadow")
     assert "the primary owner of Lead router (<@U0OWNER>)" in command(running, "rollback lead-router", user="U0ONCALL")
@@ -191,7 +218,9 @@ def test_a_timed_pause_lifts_itself_and_the_sweep_announces_it(running: Running)
     running.clock.advance(timedelta(minutes=30))
     assert gate(running)["allowed"], "from `until` on the agent may act, sweep or not"
     running.call(running.services.sweeper.sweep)
-    assert announcements(running)[-1].startswith(":arrow_forward: The pause of Lead router (`lead-router`) by <@U0OWNER> ended")
+    assert announcements(running)[-1].startswith(
+        ":arrow_forward: The pause of Lead router (`lead-router`) by <@U0OWNER> ended"
+    )
 
 
 def test_pending_cards_say_the_agent_is_paused_and_can_still_be_approved(running: Running, slack: FakeSlack) -> None:
@@ -220,16 +249,25 @@ def test_pending_cards_say_the_agent_is_paused_and_can_still_be_approved(running
 def test_pausing_all_agents_asks_to_confirm_first(running: Running, slack: FakeSlack) -> None:
     assert "Who can: on-call" in command(running, "pause all", user="U0OWNER")
     url = slack.response_url()
-    response = running.slack_post(slackreq.slash_command(text="pause all for 1h incident 42", user_id="U0ONCALL",
-                                                         response_url=url))
+    response = running.slack_post(
+        slackreq.slash_command(text="pause all for 1h incident 42", user_id="U0ONCALL", response_url=url)
+    )
     confirm = response.json()
     assert confirm["text"] == "Pause every agent?" and gate(running)["allowed"], "nothing is paused before the click"
     assert "This pauses *every agent* (2) for all customers for 1 h" in confirm["blocks"][0]["text"]["text"]
 
     def press(action: str, user: str) -> None:
-        button = next(e for b in confirm["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == action)
-        body = slackreq.ephemeral_click(user_id=user, action_id=action, value=button["value"], channel_id="C0OPS",
-                                        response_url=url, blocks=confirm["blocks"])
+        button = next(
+            e for b in confirm["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == action
+        )
+        body = slackreq.ephemeral_click(
+            user_id=user,
+            action_id=action,
+            value=button["value"],
+            channel_id="C0OPS",
+            response_url=url,
+            blocks=confirm["blocks"],
+        )
         assert running.slack_post(body).status_code == 200
 
     press("control.pause_all", "U0INTERN")
@@ -238,8 +276,11 @@ def test_pausing_all_agents_asks_to_confirm_first(running: Running, slack: FakeS
     assert slack.responses()[0].params["replace_original"] is False
     assert gate(running)["allowed"], "the click is authorized again"
     press("control.pause_all", "U0PAGED")
-    slack.wait_for(lambda calls: any(c.method == "response_url" and "paused every agent" in c.params.get("text", "")
-                                     for c in calls))
+    slack.wait_for(
+        lambda calls: any(
+            c.method == "response_url" and "paused every agent" in c.params.get("text", "") for c in calls
+        )
+    )
     replaced = [c.params for c in slack.responses() if "paused every agent" in c.params.get("text", "")]
     assert replaced[0]["replace_original"] is True
     assert not gate(running)["allowed"] and not gate(running, "billing-bot")["allowed"]
@@ -253,8 +294,14 @@ def test_pausing_all_agents_asks_to_confirm_first(running: Running, slack: FakeS
 def test_cancelling_the_global_pause_pauses_nothing(running: Running, slack: FakeSlack) -> None:
     url = slack.response_url()
     confirm = running.slack_post(slackreq.slash_command(text="pause all", user_id="U0BOSS", response_url=url)).json()
-    body = slackreq.ephemeral_click(user_id="U0BOSS", action_id="control.pause_all_cancel", value="cancel",
-                                    channel_id="C0OPS", response_url=url, blocks=confirm["blocks"])
+    body = slackreq.ephemeral_click(
+        user_id="U0BOSS",
+        action_id="control.pause_all_cancel",
+        value="cancel",
+        channel_id="C0OPS",
+        response_url=url,
+        blocks=confirm["blocks"],
+    )
     running.slack_post(body)
     slack.wait_for(lambda calls: any(c.method == "response_url" for c in calls))
     assert slack.responses()[0].params["text"] == "Nothing was paused."
@@ -266,7 +313,8 @@ def test_cancelling_the_global_pause_pauses_nothing(running: Running, slack: Fak
 
 def test_a_manager_sets_the_mode_the_gate_returns(running: Running) -> None:
     assert command(running, "mode lead-router shadow", user="U0BOSS") == (
-        ":gear: <@U0BOSS> set the mode of Lead router (`lead-router`) to `shadow` (was `auto`).")
+        ":gear: <@U0BOSS> set the mode of Lead router (`lead-router`) to `shadow` (was `auto`)."
+    )
     assert gate(running)["mode"] == "shadow"
     assert announcements(running)[-1].startswith(":gear: <@U0BOSS> set the mode")
 
@@ -278,26 +326,42 @@ def test_rollback_activates_the_previous_version_and_calls_the_signed_control_ho
         assert running.agent().post("/v1/agents/lead-router/versions", json={"version": version}).status_code == 201
     ack, answer = later_answer(running, "rollback lead-router routing loops since v42")
     assert ack == ":rewind: Rolling back…"
-    assert answer.params["text"] == (":rewind: <@U0OWNER> rolled back Lead router (`lead-router`) from `v42` to `v41`: "
-                                     "routing loops since v42. The control hook confirmed.")
+    assert answer.params["text"] == (
+        ":rewind: <@U0OWNER> rolled back Lead router (`lead-router`) from `v42` to `v41`: "
+        "routing loops since v42. The control hook confirmed."
+    )
     [hook] = agent_endpoint.wait_for(1)
     key = webhooks.agent_key(WEBHOOK_SECRET, "lead-router")
-    assert webhooks.verify(key, hook.headers[webhooks.TIMESTAMP_HEADER], hook.body, hook.headers[webhooks.SIGNATURE_HEADER],
-                           now=running.clock.now().timestamp())
-    assert json.loads(hook.body) == {"agent": "lead-router", "action": "rollback", "to_version": "v41",
-                                     "from_version": "v42", "requested_by": "U0OWNER"}
+    assert webhooks.verify(
+        key,
+        hook.headers[webhooks.TIMESTAMP_HEADER],
+        hook.body,
+        hook.headers[webhooks.SIGNATURE_HEADER],
+        now=running.clock.now().timestamp(),
+    )
+    assert json.loads(hook.body) == {
+        "agent": "lead-router",
+        "action": "rollback",
+        "to_version": "v41",
+        "from_version": "v42",
+        "requested_by": "U0OWNER",
+    }
     assert gate(running)["version"] == "v41"
     history = running.agent().get("/v1/agents/lead-router/versions").json()
     assert [(h["version"], h["active"]) for h in history] == [("v41", True), ("v42", False), ("v41", False)]
     assert history[0]["restores_id"] == history[2]["id"] and history[0]["created_by"] == "user:U0OWNER"
 
 
-def test_a_failed_control_hook_is_reported_and_the_rollback_stands(running: Running, agent_endpoint: AgentEndpoint) -> None:
+def test_a_failed_control_hook_is_reported_and_the_rollback_stands(
+    running: Running, agent_endpoint: AgentEndpoint
+) -> None:
     for version in ("v1", "v2"):
         running.agent().post("/v1/agents/lead-router/versions", json={"version": version})
     agent_endpoint.statuses.append(503)
     _, answer = later_answer(running, "rollback lead-router to v1", user="U0BOSS")
-    assert answer.params["text"].endswith("The agent's platform was not told: HTTP 503. The gate returns the new version.")
+    assert answer.params["text"].endswith(
+        "The agent's platform was not told: HTTP 503. The gate returns the new version."
+    )
     assert gate(running)["version"] == "v1"
     assert audit(running)[-2:] == ["agent.rolled_back", "agent.rollback_hook"]
 
@@ -319,12 +383,15 @@ def test_undo_previews_in_a_modal_then_undoes_each_action_once_through_the_hook(
     view = opened.params["view"]
     preview = json.dumps(view["blocks"], ensure_ascii=False)
     assert view["submit"]["text"] == "Undo 3" and view["callback_id"] == "control.undo"
-    assert preview.count("owner → U0OLD") == 3 and f"`{skipped['id']}`" in preview and "irreversible: skipped" in preview
+    assert (
+        preview.count("owner → U0OLD") == 3 and f"`{skipped['id']}`" in preview and "irreversible: skipped" in preview
+    )
     assert preview.index(recorded[2]["id"]) < preview.index(recorded[0]["id"]), "newest first"
 
     def submit(user: str = "U0OWNER") -> httpx.Response:
-        body = slackreq.view_submission(user_id=user, callback_id="control.undo",
-                                        private_metadata=view["private_metadata"], values={})
+        body = slackreq.view_submission(
+            user_id=user, callback_id="control.undo", private_metadata=view["private_metadata"], values={}
+        )
         return running.slack_post(body)
 
     progress = submit()
@@ -333,12 +400,20 @@ def test_undo_previews_in_a_modal_then_undoes_each_action_once_through_the_hook(
     hooks = agent_endpoint.wait_for(3)
     bodies = [json.loads(h.body) for h in hooks]
     assert [b["action_id"] for b in bodies] == [r["id"] for r in reversed(recorded)]
-    assert bodies[0] == {"agent": "lead-router", "action": "undo", "action_id": recorded[2]["id"],
-                         "target": recorded[2]["target"], "restore": {"owner": "U0OLD2"}, "requested_by": "U0OWNER"}
+    assert bodies[0] == {
+        "agent": "lead-router",
+        "action": "undo",
+        "action_id": recorded[2]["id"],
+        "target": recorded[2]["target"],
+        "restore": {"owner": "U0OLD2"},
+        "requested_by": "U0OWNER",
+    }
     [results] = wait_calls(slack, "views.update", 1)
     shown = json.dumps(results.params["view"])
     assert "Undid 3 of 3" in shown and "1 irreversible skipped" in shown
-    assert any(t.startswith(":leftwards_arrow_with_hook: <@U0OWNER> undid 3 of 3 action(s)") for t in announcements(running))
+    assert any(
+        t.startswith(":leftwards_arrow_with_hook: <@U0OWNER> undid 3 of 3 action(s)") for t in announcements(running)
+    )
 
     submit()  # the same preview confirmed again
     [_, again] = wait_calls(slack, "views.update", 2)
@@ -349,13 +424,19 @@ def test_undo_previews_in_a_modal_then_undoes_each_action_once_through_the_hook(
     assert "submit" not in reopened.params["view"], "only the irreversible one is left: nothing to confirm"
 
 
-def test_an_undo_the_hook_refuses_stays_undoable(running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint) -> None:
+def test_an_undo_the_hook_refuses_stays_undoable(
+    running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint
+) -> None:
     record(running)
     agent_endpoint.statuses.append(500)
     command(running, "undo lead-router 1")
     [opened] = wait_calls(slack, "views.open", 1)
-    body = slackreq.view_submission(user_id="U0OWNER", callback_id="control.undo",
-                                    private_metadata=opened.params["view"]["private_metadata"], values={})
+    body = slackreq.view_submission(
+        user_id="U0OWNER",
+        callback_id="control.undo",
+        private_metadata=opened.params["view"]["private_metadata"],
+        values={},
+    )
     running.slack_post(body)
     [results] = wait_calls(slack, "views.update", 1)
     assert "HTTP 500" in json.dumps(results.params["view"])
@@ -364,12 +445,18 @@ def test_an_undo_the_hook_refuses_stays_undoable(running: Running, slack: FakeSl
     assert reopened.params["view"]["submit"]["text"] == "Undo 1"
 
 
-def test_confirming_an_undo_is_authorized_again(running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint) -> None:
+def test_confirming_an_undo_is_authorized_again(
+    running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint
+) -> None:
     record(running)
     command(running, "undo lead-router 1")
     [opened] = wait_calls(slack, "views.open", 1)
-    body = slackreq.view_submission(user_id="U0BACKUP", callback_id="control.undo",
-                                    private_metadata=opened.params["view"]["private_metadata"], values={})
+    body = slackreq.view_submission(
+        user_id="U0BACKUP",
+        callback_id="control.undo",
+        private_metadata=opened.params["view"]["private_metadata"],
+        values={},
+    )
     answer = running.slack_post(body).json()
     assert "You cannot do this" in json.dumps(answer["view"]) and agent_endpoint.received == []
 
@@ -402,15 +489,27 @@ def test_a_token_reaches_only_its_own_agent(running: Running) -> None:
     billing = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {AGENT_TOKENS['billing-bot']}"})
     assert billing.get("/v1/agents/lead-router/gate").status_code == 403
     assert billing.post("/v1/agents/lead-router/versions", json={"version": "x"}).status_code == 403
-    assert billing.post("/v1/actions", json={"agent": "lead-router", "action": "a", "target": {
-        "system": "s", "object": "o", "id": "1"}, "changes": [{"field": "f"}]}).status_code == 403
+    assert (
+        billing.post(
+            "/v1/actions",
+            json={
+                "agent": "lead-router",
+                "action": "a",
+                "target": {"system": "s", "object": "o", "id": "1"},
+                "changes": [{"field": "f"}],
+            },
+        ).status_code
+        == 403
+    )
     assert httpx.get(f"{running.url}/v1/agents/lead-router/gate").status_code == 401
 
 
 def test_the_gate_checks_its_query_and_documents_it(running: Running) -> None:
     response = running.agent().get("/v1/agents/lead-router/gate", params={"customer": "x" * 201})
     assert response.status_code == 422 and response.json()["error"] == {
-        "code": "invalid_request", "message": "customer: between 1 and 200 characters"}
+        "code": "invalid_request",
+        "message": "customer: between 1 and 200 characters",
+    }
     spec = httpx.get(f"{running.url}/openapi.json").json()["paths"]["/v1/agents/{agent}/gate"]["get"]
     assert [p["name"] for p in spec["parameters"]] == ["agent", "customer", "run_id"]
     assert spec["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/GateOut")
@@ -419,10 +518,21 @@ def test_the_gate_checks_its_query_and_documents_it(running: Running) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "problem"),
     [
-        ("/v1/actions", {"agent": "lead-router", "action": "a b", "target": {"system": "s", "object": "o", "id": "1"},
-                         "changes": [{"field": "f"}]}, "action"),
-        ("/v1/actions", {"agent": "lead-router", "action": "a", "target": {"system": "s", "object": "o", "id": "1"},
-                         "changes": []}, "changes"),
+        (
+            "/v1/actions",
+            {
+                "agent": "lead-router",
+                "action": "a b",
+                "target": {"system": "s", "object": "o", "id": "1"},
+                "changes": [{"field": "f"}],
+            },
+            "action",
+        ),
+        (
+            "/v1/actions",
+            {"agent": "lead-router", "action": "a", "target": {"system": "s", "object": "o", "id": "1"}, "changes": []},
+            "changes",
+        ),
         ("/v1/agents/lead-router/versions", {"notes": "no version"}, "version: Field required"),
         ("/v1/runs", {"run_id": "r1", "status": "exploded"}, "status"),
         ("/v1/runs", {"run_id": "r1", "status": "failed", "finished_at": "2026-11-02T10:00:00"}, "timezone"),

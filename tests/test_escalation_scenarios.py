@@ -14,8 +14,14 @@ from tests.conftest import AgentEndpoint, Running, config_dict
 from tests.fakeslack import FakeSlack
 from tests.test_scenarios import ask, card_of, click, posted_card, wait_calls
 
-QUOTES = {"match": "quote.*", "when": {"fact": "discount_pct", "gt": 8}, "mode": "approve", "quorum": 2,
-          "timeout": "4h", "escalation": [{"after": "30m", "notify": "primary"}, {"after": "1h", "notify": "backup"}]}
+QUOTES = {
+    "match": "quote.*",
+    "when": {"fact": "discount_pct", "gt": 8},
+    "mode": "approve",
+    "quorum": 2,
+    "timeout": "4h",
+    "escalation": [{"after": "30m", "notify": "primary"}, {"after": "1h", "notify": "backup"}],
+}
 POLICIES = [
     {"match": "lead.enrich", "mode": "auto"},
     {"match": "opportunity.update_amount", "mode": "human_only"},
@@ -53,8 +59,9 @@ def test_an_unanswered_request_escalates_then_expires_closed(
     post = posted_card(slack)
     running.deliver_due()
     waited: dict[str, Any] = {}
-    poll = threading.Thread(target=lambda: waited.update(
-        running.agent().get(f"/v1/approvals/{created['id']}", params={"wait": 30}).json()))
+    poll = threading.Thread(
+        target=lambda: waited.update(running.agent().get(f"/v1/approvals/{created['id']}", params={"wait": 30}).json())
+    )
     poll.start()
 
     running.clock.advance(timedelta(minutes=15))
@@ -109,7 +116,10 @@ def test_a_quorum_is_counted_on_the_card_one_approval_per_person(running: Runnin
     wait_calls(slack, "chat.update", 2)
     got = running.agent().get(f"/v1/approvals/{created['id']}").json()
     assert (got["status"], got["decided_by"], got["approvals"]) == (
-        "approved", ["U0REVIEWER", "U0DEALDESK1"], ["U0REVIEWER", "U0DEALDESK1"])
+        "approved",
+        ["U0REVIEWER", "U0DEALDESK1"],
+        ["U0REVIEWER", "U0DEALDESK1"],
+    )
     assert "Approved by <@U0REVIEWER>, <@U0DEALDESK1>" in json.dumps(card_of(slack, post)["blocks"])
 
 

@@ -120,9 +120,7 @@ def test_signature_verifier_rejects_body_with_one_byte_changed() -> None:
 def test_slash_command_with_recorded_values_reproduces_recorded_body() -> None:
     recorded = (PAYLOADS / "slash_command.form-urlencoded.txt").read_bytes().strip()
 
-    body = slash_command(
-        command="/hello-world", text="Hi", user_id="W111", channel_id="C111", trigger_id="111.111.xxx"
-    )
+    body = slash_command(command="/hello-world", text="Hi", user_id="W111", channel_id="C111", trigger_id="111.111.xxx")
 
     assert body == recorded
 
@@ -221,9 +219,7 @@ def test_post_message_gets_increasing_ts_and_is_recorded(fake: FakeSlack, client
     assert fake.violations == []
 
 
-def test_chat_update_changes_the_stored_message_and_keeps_omitted_fields(
-    fake: FakeSlack, client: WebClient
-) -> None:
+def test_chat_update_changes_the_stored_message_and_keeps_omitted_fields(fake: FakeSlack, client: WebClient) -> None:
     ts = client.chat_postMessage(channel=CHANNEL, text="pending", blocks=[section("Pending")])["ts"]
 
     client.chat_update(channel=CHANNEL, ts=ts, text="approved", blocks=[section("Approved by <@U0BOB>")])

@@ -74,8 +74,10 @@ class RedisServer:
     def restart(self) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
-        process = start([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                        ready="Ready to accept connections")
+        process = start(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ready="Ready to accept connections",
+        )
 
         def stop() -> None:
             process.terminate()
@@ -100,7 +102,12 @@ def gate(client: httpx.Client, agent: str = LEAD, customer: str | None = None) -
 
 
 def gate_until(
-    client: httpx.Client, done: Callable[[Answer], bool], *, since: float, customer: str | None = None, timeout: float = 5
+    client: httpx.Client,
+    done: Callable[[Answer], bool],
+    *,
+    since: float,
+    customer: str | None = None,
+    timeout: float = 5,
 ) -> tuple[Answer, float]:
     """Ask the gate until `done(answer)`; return the answer and the seconds since `since`."""
     deadline = time.monotonic() + timeout
@@ -220,7 +227,10 @@ def test_without_redis_the_gate_reads_sql_and_sees_another_replicas_pause(
 
 
 def test_a_replica_whose_redis_stops_answering_sees_a_pause_within_a_second(
-    settings: Settings, clock: ManualClock, slack: FakeSlack, own_redis: RedisServer,
+    settings: Settings,
+    clock: ManualClock,
+    slack: FakeSlack,
+    own_redis: RedisServer,
     record_property: Callable[[str, object], None],
 ) -> None:
     """A's Redis freezes (no error, no answer); B pauses at once. A notices the silence through its
@@ -253,7 +263,10 @@ def test_a_replica_whose_redis_stops_answering_sees_a_pause_within_a_second(
 
 
 def test_without_redis_and_sql_the_gate_says_stop_at_once(
-    settings: Settings, clock: ManualClock, slack: FakeSlack, own_redis: RedisServer,
+    settings: Settings,
+    clock: ManualClock,
+    slack: FakeSlack,
+    own_redis: RedisServer,
     record_property: Callable[[str, object], None],
 ) -> None:
     """A server on its own PostgreSQL and Redis loses both: every check answers 200 with
@@ -262,8 +275,9 @@ def test_without_redis_and_sql_the_gate_says_stop_at_once(
     url, stop_postgres = start_postgres()
     with ExitStack() as stack:
         stack.callback(stop_postgres)
-        own = settings.model_copy(update={"database_url": url, "redis_url": own_redis.url,
-                                          "handrail_sweep_interval": QUIET})
+        own = settings.model_copy(
+            update={"database_url": url, "redis_url": own_redis.url, "handrail_sweep_interval": QUIET}
+        )
         a = stack.enter_context(server(own, clock, slack))
         lead, billing = stack.enter_context(a.agent()), stack.enter_context(a.agent(BILLING))
         until_fresh(a, True)
@@ -292,7 +306,10 @@ def test_without_redis_and_sql_the_gate_says_stop_at_once(
 
 
 def test_when_redis_comes_back_the_gate_trusts_memory_and_hears_pauses_again(
-    settings: Settings, clock: ManualClock, slack: FakeSlack, own_redis: RedisServer,
+    settings: Settings,
+    clock: ManualClock,
+    slack: FakeSlack,
+    own_redis: RedisServer,
     record_property: Callable[[str, object], None],
 ) -> None:
     """Both replicas lose their Redis, which then starts again on the same port: both gates become

@@ -15,8 +15,10 @@ def validator() -> Draft7Validator:
     """The all-versions schema, its per-version $refs served from the local copies."""
     base = "https://raw.githubusercontent.com/slackapi/manifest-schema/v0.5.0/schemas/"
     registry = Registry().with_resources(
-        (base + f"manifest.schema.{v}.json",
-         Resource.from_contents(json.loads((SCHEMAS / f"schemas_manifest.schema.{v}.json").read_text())))
+        (
+            base + f"manifest.schema.{v}.json",
+            Resource.from_contents(json.loads((SCHEMAS / f"schemas_manifest.schema.{v}.json").read_text())),
+        )
         for v in ("1.0.0", "2.0.0")
     )
     return Draft7Validator(json.loads((SCHEMAS / "manifest.schema.json").read_text()), registry=registry)
@@ -39,9 +41,18 @@ def test_the_schema_catches_a_broken_manifest() -> None:
 
 def test_everything_slack_sends_goes_to_slack_events_with_the_scopes_handrail_needs() -> None:
     data = manifest()
-    urls = [data["settings"]["interactivity"]["request_url"], data["settings"]["event_subscriptions"]["request_url"],
-            *(c["url"] for c in data["features"]["slash_commands"])]
+    urls = [
+        data["settings"]["interactivity"]["request_url"],
+        data["settings"]["event_subscriptions"]["request_url"],
+        *(c["url"] for c in data["features"]["slash_commands"]),
+    ]
     assert all(url.endswith("/slack/events") for url in urls)
     assert [c["command"] for c in data["features"]["slash_commands"]] == ["/agent"]
-    assert set(data["oauth_config"]["scopes"]["bot"]) >= {"chat:write", "commands", "im:write", "users:read", "usergroups:read"}
+    assert set(data["oauth_config"]["scopes"]["bot"]) >= {
+        "chat:write",
+        "commands",
+        "im:write",
+        "users:read",
+        "usergroups:read",
+    }
     assert data["settings"]["socket_mode_enabled"] is False and data["settings"]["interactivity"]["is_enabled"]

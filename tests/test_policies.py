@@ -22,10 +22,19 @@ from tests.conftest import T0, config_dict
 from tests.test_approvals import request
 
 POLICIES = [
-    {"match": "quote.*", "when": {"fact": "discount_pct", "gt": 8}, "mode": "approve",
-     "approvers": ["U0REVIEWER", "U0OWNER", "S0DEALDESK"], "quorum": 2, "timeout": "4h",
-     "escalation": [{"after": "30m", "notify": "primary"}, {"after": "1h", "notify": "backup"},
-                    {"after": "2h", "notify": "escalation_manager"}]},
+    {
+        "match": "quote.*",
+        "when": {"fact": "discount_pct", "gt": 8},
+        "mode": "approve",
+        "approvers": ["U0REVIEWER", "U0OWNER", "S0DEALDESK"],
+        "quorum": 2,
+        "timeout": "4h",
+        "escalation": [
+            {"after": "30m", "notify": "primary"},
+            {"after": "1h", "notify": "backup"},
+            {"after": "2h", "notify": "escalation_manager"},
+        ],
+    },
     {"match": "lead.enrich", "mode": "auto"},
     {"match": "lead.score", "mode": "auto", "sample": 1},
     {"match": "opportunity.update_amount", "mode": "human_only"},
@@ -45,11 +54,26 @@ def create(db: Database, clock: ManualClock, cfg: HandrailConfig = CONFIG, **ove
         return approval
 
 
-def decide(db: Database, clock: ManualClock, approval_id: str, user: str, decision: str = "approve",
-           reason: str | None = None, groups: frozenset[str] = frozenset()) -> Approval:
+def decide(
+    db: Database,
+    clock: ManualClock,
+    approval_id: str,
+    user: str,
+    decision: str = "approve",
+    reason: str | None = None,
+    groups: frozenset[str] = frozenset(),
+) -> Approval:
     with db.transaction() as session:
-        return approvals.decide(session, config=CONFIG, approval_id=approval_id, user_id=user, user_groups=groups,
-                                decision=decision, reason=reason, now=clock.now())  # type: ignore[arg-type]
+        return approvals.decide(
+            session,
+            config=CONFIG,
+            approval_id=approval_id,
+            user_id=user,
+            user_groups=groups,
+            decision=decision,
+            reason=reason,
+            now=clock.now(),
+        )  # type: ignore[arg-type]
 
 
 def sweep(db: Database, clock: ManualClock, cfg: HandrailConfig = CONFIG) -> int:
@@ -64,9 +88,14 @@ def load(db: Database, approval_id: str) -> Approval:
 
 def sent(db: Database, approval_id: str, kind: str) -> list[dict[str, Any]]:
     with db.transaction() as session:
-        return [m.payload for m in session.scalars(
-            select(OutboxMessage).where(OutboxMessage.approval_id == approval_id, OutboxMessage.kind == kind)
-            .order_by(OutboxMessage.id))]
+        return [
+            m.payload
+            for m in session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.approval_id == approval_id, OutboxMessage.kind == kind)
+                .order_by(OutboxMessage.id)
+            )
+        ]
 
 
 def events(db: Database, approval_id: str) -> list[str]:
@@ -158,8 +187,16 @@ def test_racing_sweeps_fire_every_step_exactly_once(db: Database, clock: ManualC
 def test_a_pending_request_keeps_the_policy_it_was_created_under(db: Database, clock: ManualClock) -> None:
     approval = create(db, clock, action="quote.create", facts={"discount_pct": 12})
     assert approval.expires_at == T0 + timedelta(hours=4)
-    changed = config([{"match": "quote.*", "mode": "approve", "timeout": "1h",
-                       "escalation": [{"after": "5m", "notify": "escalation_manager"}]}])
+    changed = config(
+        [
+            {
+                "match": "quote.*",
+                "mode": "approve",
+                "timeout": "1h",
+                "escalation": [{"after": "5m", "notify": "escalation_manager"}],
+            }
+        ]
+    )
     clock.advance(timedelta(minutes=31))
     sweep(db, clock, changed)
     assert [m["user"] for m in sent(db, approval.id, "dm")] == ["U0OWNER"], "the frozen ladder, not the new one"
@@ -189,7 +226,9 @@ def test_quorum_needs_distinct_approvers_and_one_denial_ends_it(db: Database, cl
     done = decide(db, clock, quote.id, "U0DEALDESK1", groups=frozenset({"S0DEALDESK"}))
     assert (done.status, done.decided_by) == ("approved", ["U0REVIEWER", "U0DEALDESK1"])
     assert done.execute_by == clock.now() + timedelta(minutes=15)
-    assert [h["body"]["event"] for h in sent(db, quote.id, "webhook")] == ["approval.approved"], "one callback, at the end"
+    assert [h["body"]["event"] for h in sent(db, quote.id, "webhook")] == ["approval.approved"], (
+        "one callback, at the end"
+    )
     assert events(db, quote.id) == ["approval.requested", "approval.approval_counted", "approval.approved"]
 
     other = create(db, clock, action="quote.create", facts={"discount_pct": 12}, summary="second")
@@ -259,13 +298,12 @@ def test_auto_and_human_only_are_decided_by_policy_at_once(db: Database, clock: 
 
 def execute(db: Database, clock: ManualClock, approval_id: str, params: dict[str, Any]) -> Approval:
     with db.transaction() as session:
-        return approvals.execute(session, approval_id=approval_id, agent_id="lead-router", params=params,
-                                 now=clock.now())
+        return approvals.execute(
+            session, approval_id=approval_id, agent_id="lead-router", params=params, now=clock.now()
+        )
 
 
-def test_an_approval_is_executed_once_with_its_exact_params_within_its_window(
-    db: Database, clock: ManualClock
-) -> None:
+def test_an_approval_is_executed_once_with_its_exact_params_within_its_window(db: Database, clock: ManualClock) -> None:
     params = {"id": "006XYZ", "stage": "Closed Won"}
     approval = create(db, clock)
     with pytest.raises(Conflict) as pending:
@@ -312,8 +350,9 @@ def test_the_agent_can_cancel_a_pending_request_once(db: Database, clock: Manual
 
     def cancel(approval_id: str) -> Approval:
         with db.transaction() as session:
-            return approvals.cancel(session, approval_id=approval_id, agent_id="lead-router",
-                                    reason="customer withdrew", now=clock.now())
+            return approvals.cancel(
+                session, approval_id=approval_id, agent_id="lead-router", reason="customer withdrew", now=clock.now()
+            )
 
     cancelled = cancel(approval.id)
     assert (cancelled.status, cancelled.next_at, cancelled.decision_reason) == ("cancelled", None, "customer withdrew")

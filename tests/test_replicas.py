@@ -45,8 +45,12 @@ STEP, EXPIRY = ":rotating_light:", ":hourglass:"  # how escalation and expiry me
 
 
 def ladder(timeout: str, *steps: tuple[str, str]) -> dict[str, Any]:
-    return {"match": "*", "mode": "approve", "timeout": timeout,
-            "escalation": [{"after": after, "notify": role} for after, role in steps]}
+    return {
+        "match": "*",
+        "mode": "approve",
+        "timeout": timeout,
+        "escalation": [{"after": after, "notify": role} for after, role in steps],
+    }
 
 
 # --- replicas ----------------------------------------------------------------------------------
@@ -58,8 +62,14 @@ class Replica:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.replica"], cwd=ROOT, env=env, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.replica"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self._serving = False
         self._started = threading.Event()
         threading.Thread(target=self._read_log, daemon=True).start()
@@ -92,24 +102,39 @@ class Replica:
         self.process.wait(30)
 
     def agent(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {AGENT_TOKENS['lead-router']}"})
+        return httpx.Client(
+            base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {AGENT_TOKENS['lead-router']}"}
+        )
 
 
 class Cluster:
     """Replicas started on one database, one Redis, one fake Slack and one clock file."""
 
-    def __init__(self, workdir: Path, *, database_url: str, redis_url: str, slack: FakeSlack,
-                 policy: dict[str, Any], sweep_interval: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        database_url: str,
+        redis_url: str,
+        slack: FakeSlack,
+        policy: dict[str, Any],
+        sweep_interval: str,
+    ) -> None:
         self.workdir = workdir
         self.clock_file = workdir / "clock"
         self.set_time(T0)
         config_file = workdir / "handrail.yml"
         config_file.write_text(yaml.safe_dump(config_dict() | {"policies": [policy]}))
         self.env = {key: value for key, value in os.environ.items() if key != "HANDRAIL_SCHEDULER"} | {
-            "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.base_url, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-            "HANDRAIL_CONFIG": str(config_file), "HANDRAIL_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "HANDRAIL_SWEEP_INTERVAL": sweep_interval, CLOCK_VARIABLE: str(self.clock_file),
+            "SLACK_BOT_TOKEN": "xoxb-test-token",
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.base_url,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "HANDRAIL_CONFIG": str(config_file),
+            "HANDRAIL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "HANDRAIL_SWEEP_INTERVAL": sweep_interval,
+            CLOCK_VARIABLE: str(self.clock_file),
             "PYTHONUNBUFFERED": "1",
         }
         self.replicas: list[Replica] = []
@@ -143,8 +168,14 @@ def launch(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def make(*, database_url: str, slack: FakeSlack, policy: dict[str, Any], sweep_interval: str = "0.2") -> Cluster:
-        cluster = Cluster(tmp_path, database_url=database_url, redis_url=redis_url, slack=slack, policy=policy,
-                          sweep_interval=sweep_interval)
+        cluster = Cluster(
+            tmp_path,
+            database_url=database_url,
+            redis_url=redis_url,
+            slack=slack,
+            policy=policy,
+            sweep_interval=sweep_interval,
+        )
         clusters.append(cluster)
         return cluster
 
@@ -188,7 +219,7 @@ class Tally:
         self.failed: list[str] = []
 
     def _take(self, calls: list[Call]) -> None:
-        for call in calls[self.read:]:
+        for call in calls[self.read :]:
             self._count(call)
         self.read = len(calls)
 
@@ -222,8 +253,9 @@ class Tally:
         try:
             self.slack.wait_for(check, timeout)
         except AssertionError:
-            raise AssertionError(f"waited {timeout}s for {what}; DMs so far: {dict(self.dms_by)}; "
-                                 f"failed calls: {self.failed[:5]}") from None
+            raise AssertionError(
+                f"waited {timeout}s for {what}; DMs so far: {dict(self.dms_by)}; failed calls: {self.failed[:5]}"
+            ) from None
 
     def catch_up(self) -> None:
         """Read the calls that came after the last wait."""
@@ -282,10 +314,10 @@ class Stored:
         db = Database(url)
         try:
             with db.transaction() as session:
-                self.approvals = {a.id: (a.status, a.steps_done, a.next_at)
-                                  for a in session.scalars(select(Approval))}
-                grouped = (select(OutboxMessage.approval_id, OutboxMessage.kind, OutboxMessage.status, func.count())
-                           .group_by(OutboxMessage.approval_id, OutboxMessage.kind, OutboxMessage.status))
+                self.approvals = {a.id: (a.status, a.steps_done, a.next_at) for a in session.scalars(select(Approval))}
+                grouped = select(
+                    OutboxMessage.approval_id, OutboxMessage.kind, OutboxMessage.status, func.count()
+                ).group_by(OutboxMessage.approval_id, OutboxMessage.kind, OutboxMessage.status)
                 self.outbox = Counter({(a, k, s): n for a, k, s, n in session.execute(grouped)})
                 self.events: dict[str, Counter[str]] = {}
                 self.steps: dict[str, list[int]] = {}
@@ -356,8 +388,11 @@ def test_a_replica_killed_mid_ladder_is_replaced_and_no_step_is_lost_or_repeated
     launch: Callable[..., Cluster], slack: FakeSlack, postgres_url: str
 ) -> None:
     reset_postgres(postgres_url)
-    cluster = launch(database_url=postgres_url, slack=slack,
-                     policy=ladder("4h", ("15m", "primary"), ("30m", "backup"), ("1h", "escalation_manager")))
+    cluster = launch(
+        database_url=postgres_url,
+        slack=slack,
+        policy=ladder("4h", ("15m", "primary"), ("30m", "backup"), ("1h", "escalation_manager")),
+    )
     [doomed] = cluster.start()
     notify_when_outbox_rows_finish(postgres_url)
     tally = Tally(slack)
@@ -376,8 +411,10 @@ def test_a_replica_killed_mid_ladder_is_replaced_and_no_step_is_lost_or_repeated
 
     cluster.set_time(T0 + timedelta(minutes=61))  # both later steps are due; nobody sweeps yet
     [successor] = cluster.start()
-    tally.wait("20 DMs each to the backup owner and the escalation manager",
-               lambda: tally.dms_by[(BACKUP, "step")] >= 20 and tally.dms_by[(MANAGER, "step")] >= 20)
+    tally.wait(
+        "20 DMs each to the backup owner and the escalation manager",
+        lambda: tally.dms_by[(BACKUP, "step")] >= 20 and tally.dms_by[(MANAGER, "step")] >= 20,
+    )
     wait_until_outbox_is_empty(postgres_url)
     tally.catch_up()
     stored = Stored(postgres_url)
@@ -406,8 +443,11 @@ def test_three_replicas_send_each_step_and_each_expiry_exactly_once(
 ) -> None:
     count = 500
     reset_postgres(postgres_url)
-    cluster = launch(database_url=postgres_url, slack=fast_slack,
-                     policy=ladder("4m", ("1m", "primary"), ("2m", "backup"), ("3m", "escalation_manager")))
+    cluster = launch(
+        database_url=postgres_url,
+        slack=fast_slack,
+        policy=ladder("4m", ("1m", "primary"), ("2m", "backup"), ("3m", "escalation_manager")),
+    )
     replicas = cluster.start(3)
     notify_when_outbox_rows_finish(postgres_url)
     tally = Tally(fast_slack)
@@ -425,8 +465,9 @@ def test_three_replicas_send_each_step_and_each_expiry_exactly_once(
     ]
     for minutes, dms in timeline:
         cluster.set_time(T0 + timedelta(minutes=minutes))
-        tally.wait(f"the DMs due at +{minutes}m: {dms}",
-                   lambda dms=dms: all(tally.dms_by[key] >= n for key, n in dms.items()))
+        tally.wait(
+            f"the DMs due at +{minutes}m: {dms}", lambda dms=dms: all(tally.dms_by[key] >= n for key, n in dms.items())
+        )
         wait_until_outbox_is_empty(postgres_url)
     tally.catch_up()
     stored = Stored(postgres_url)
@@ -437,15 +478,26 @@ def test_three_replicas_send_each_step_and_each_expiry_exactly_once(
     assert stored.unfinished() == Counter(), "no outbox row is left pending or dead"
     assert tally.failed == [] and fast_slack.violations == []
     assert sum(tally.cards.values()) == count, "one card per request"
-    expected = {(OWNER, "step"): 1, (BACKUP, "step"): 1, (MANAGER, "step"): 1, (OWNER, "expiry"): 1, (MANAGER, "expiry"): 1}
+    expected = {
+        (OWNER, "step"): 1,
+        (BACKUP, "step"): 1,
+        (MANAGER, "step"): 1,
+        (OWNER, "expiry"): 1,
+        (MANAGER, "expiry"): 1,
+    }
     assert first({i: tally.dms_of(i) for i in ids if tally.dms_of(i) != expected}) == {}
     assert sum(tally.dms.values()) == count * 5, "no DM that cannot be tied to a request"
     assert first({i: tally.threads_of(i) for i in ids if tally.threads_of(i) != {"step": 3, "expiry": 1}}) == {}
     assert first({i: tally.updates[i] for i in ids if tally.updates[i] != 4}) == {}, "one card update per change"
     assert first({i: stored.outbox_of(i) for i in ids if stored.outbox_of(i).get(("dm", "sent")) != 5}) == {}
     assert first({i: stored.steps.get(i) for i in ids if stored.steps.get(i) != [0, 1, 2]}) == {}
-    once = {"approval.requested": 1, "approval.posted": 1, "approval.escalated": 3, "approval.expired": 1,
-            "notification.sent": 5}
+    once = {
+        "approval.requested": 1,
+        "approval.posted": 1,
+        "approval.escalated": 3,
+        "approval.expired": 1,
+        "notification.sent": 5,
+    }
     assert first({i: stored.events[i] for i in ids if stored.events[i] != once}) == {}
     assert statuses(replicas, ids) == Counter({"expired": count})
     for approval_id in ids[:: count // 10]:  # a sample of the final cards: expired, no buttons left

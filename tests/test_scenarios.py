@@ -15,6 +15,7 @@ from tests.conftest import WEBHOOK_SECRET, AgentEndpoint, Running
 from tests.fakeslack import Call, FakeSlack
 from tests.samples import REQUEST
 
+
 def ask(running: Running, **overrides: Any) -> dict[str, Any]:
     response = running.agent().post("/v1/approvals", json=REQUEST | overrides)
     assert response.status_code == 201, response.text
@@ -23,9 +24,16 @@ def ask(running: Running, **overrides: Any) -> dict[str, Any]:
 
 def posted_card(slack: FakeSlack, count: int = 1) -> Call:
     """The count-th card Slack took (a top-level message with blocks; DMs and announcements have none)."""
+
     def cards(calls: list[Call]) -> list[Call]:
-        return [c for c in calls if c.method == "chat.postMessage" and c.response.get("ok")
-                and "thread_ts" not in c.params and "blocks" in c.params]
+        return [
+            c
+            for c in calls
+            if c.method == "chat.postMessage"
+            and c.response.get("ok")
+            and "thread_ts" not in c.params
+            and "blocks" in c.params
+        ]
 
     return cards(slack.wait_for(lambda calls: len(cards(calls)) >= count))[count - 1]
 
@@ -35,8 +43,13 @@ def card_of(slack: FakeSlack, post: Call) -> dict[str, Any]:
 
 
 def click(running: Running, post: Call, user: str, action: str, approval_id: str) -> httpx.Response:
-    body = slackreq.block_action(user_id=user, action_id=action, value=approval_id,
-                                 channel_id=post.response["channel"], message_ts=post.response["ts"])
+    body = slackreq.block_action(
+        user_id=user,
+        action_id=action,
+        value=approval_id,
+        channel_id=post.response["channel"],
+        message_ts=post.response["ts"],
+    )
     return running.slack_post(body)
 
 
@@ -52,11 +65,14 @@ def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: 
     post = posted_card(slack)
     assert post.params["channel"] == "C0APPROVALS"
     assert [e["action_id"] for b in post.params["blocks"] if b["type"] == "actions" for e in b["elements"]] == [
-        "approval.approve", "approval.deny"]
+        "approval.approve",
+        "approval.deny",
+    ]
 
     waited: dict[str, Any] = {}
-    poll = threading.Thread(target=lambda: waited.update(
-        running.agent().get(f"/v1/approvals/{created['id']}", params={"wait": 20}).json()))
+    poll = threading.Thread(
+        target=lambda: waited.update(running.agent().get(f"/v1/approvals/{created['id']}", params={"wait": 20}).json())
+    )
     poll.start()
     ack = click(running, post, "U0REVIEWER", "approval.approve", created["id"])
     assert ack.status_code == 200
@@ -77,10 +93,20 @@ def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: 
 
     [hook] = agent_endpoint.wait_for(1)
     key = webhooks.agent_key(WEBHOOK_SECRET, "lead-router")
-    assert webhooks.verify(key, hook.headers[webhooks.TIMESTAMP_HEADER], hook.body,
-                           hook.headers[webhooks.SIGNATURE_HEADER], now=running.clock.now().timestamp())
-    assert not webhooks.verify(key, hook.headers[webhooks.TIMESTAMP_HEADER], hook.body + b" ",
-                               hook.headers[webhooks.SIGNATURE_HEADER], now=running.clock.now().timestamp())
+    assert webhooks.verify(
+        key,
+        hook.headers[webhooks.TIMESTAMP_HEADER],
+        hook.body,
+        hook.headers[webhooks.SIGNATURE_HEADER],
+        now=running.clock.now().timestamp(),
+    )
+    assert not webhooks.verify(
+        key,
+        hook.headers[webhooks.TIMESTAMP_HEADER],
+        hook.body + b" ",
+        hook.headers[webhooks.SIGNATURE_HEADER],
+        now=running.clock.now().timestamp(),
+    )
     callback = json.loads(hook.body)
     assert callback["event"] == "approval.approved" and callback["approval"]["id"] == created["id"]
 
@@ -101,8 +127,11 @@ def test_deny_asks_for_a_reason_in_a_modal(running: Running, slack: FakeSlack) -
 
     def submit(reason: str) -> httpx.Response:
         body = slackreq.view_submission(
-            user_id="U0OWNER", callback_id="approval.deny", private_metadata=view["private_metadata"],
-            values={"reason": {"reason": {"type": "plain_text_input", "value": reason}}})
+            user_id="U0OWNER",
+            callback_id="approval.deny",
+            private_metadata=view["private_metadata"],
+            values={"reason": {"reason": {"type": "plain_text_input", "value": reason}}},
+        )
         return running.slack_post(body)
 
     blank = submit("   ")
@@ -145,10 +174,15 @@ def test_people_who_may_not_decide_are_told_who_can(running: Running, slack: Fak
 def test_racing_clicks_end_in_one_decision_and_losers_learn_who_won(running: Running, slack: FakeSlack) -> None:
     created = ask(running)
     post = posted_card(slack)
-    clicks = [("U0REVIEWER", "approval.approve"), ("U0REVIEWER", "approval.approve"),
-              ("U0OWNER", "approval.approve"), ("U0DEALDESK1", "approval.approve")] * 2
-    threads = [threading.Thread(target=click, args=(running, post, user, action, created["id"]))
-               for user, action in clicks]
+    clicks = [
+        ("U0REVIEWER", "approval.approve"),
+        ("U0REVIEWER", "approval.approve"),
+        ("U0OWNER", "approval.approve"),
+        ("U0DEALDESK1", "approval.approve"),
+    ] * 2
+    threads = [
+        threading.Thread(target=click, args=(running, post, user, action, created["id"])) for user, action in clicks
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -20,8 +20,15 @@ depends_on = None
 # Requests created before policies existed keep their expiry, get no ladder, and are decided by
 # the agent's approvers (an empty list means "the agent's approvers").
 LEGACY_POLICY = {
-    "source": "default", "match": "*", "mode": "approve", "approvers": [], "quorum": 1,
-    "timeout_s": 86400.0, "escalation": [], "execute_window_s": 900.0, "sample": 0.0,
+    "source": "default",
+    "match": "*",
+    "mode": "approve",
+    "approvers": [],
+    "quorum": 1,
+    "timeout_s": 86400.0,
+    "escalation": [],
+    "execute_window_s": 900.0,
+    "sample": 0.0,
     "note": "created before approval policies",
 }
 
@@ -50,6 +57,15 @@ def downgrade() -> None:
     with op.batch_alter_table("approvals") as batch:
         batch.drop_index("ix_approvals_same_target")
         batch.drop_index("ix_approvals_next_at")
-        for column in ("executed_at", "execute_by", "target_key", "next_at", "escalated_at", "steps_done",
-                       "approved_by", "policy", "decision_code"):
+        for column in (
+            "executed_at",
+            "execute_by",
+            "target_key",
+            "next_at",
+            "escalated_at",
+            "steps_done",
+            "approved_by",
+            "policy",
+            "decision_code",
+        ):
             batch.drop_column(column)
