@@ -56,8 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests import slackreq  # noqa: E402
-from tests.conftest import AGENT_TOKENS, SIGNING_SECRET, config_dict  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
+from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, config_dict  # noqa: E402
 from tests.servers import free_port, peak_memory_mb, start_postgres, start_redis  # noqa: E402
 
 AGENT = "lead-router"
@@ -500,7 +500,8 @@ def table(figures: dict[str, Any]) -> str:
                 (
                     f"{p['phase']} {p['path'].split('?')[0]}",
                     (
-                        f"{p['requests_per_s']:.0f}/s, p50 {p['latency_ms']['p50']} ms, p99 {p['latency_ms']['p99']} ms, "
+                        f"{p['requests_per_s']:.0f}/s, "
+                        f"p50 {p['latency_ms']['p50']} ms, p99 {p['latency_ms']['p99']} ms, "
                         f"server CPU {p['server_cpu_pct']}%, clients CPU {p['clients_cpu_pct']}%"
                     ),
                     "",

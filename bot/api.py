@@ -7,7 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from bot import approvals, control, runs
+from bot import runs
+from bot.approvals.agent import cancel, execute
+from bot.approvals.create import create as create_approval
+from bot.approvals.records import get, to_out
+from bot.control import versions
 from bot.errors import Forbidden, HandrailError, Invalid, Unauthenticated
 from bot.models import (
     ActionIn,
@@ -80,12 +84,12 @@ def router(services: Services) -> APIRouter:
             )
         create = dict(config=services.config, request=body, now=services.clock.now())
         try:
-            approval, created = await services.run(approvals.create, **create)
+            approval, created = await services.run(create_approval, **create)
         except IntegrityError:  # the same idempotency key raced in from another request
-            approval, created = await services.run(approvals.create, **create)
+            approval, created = await services.run(create_approval, **create)
         if not created:
             response.status_code = 200
-        return approvals.to_out(approval)
+        return to_out(approval)
 
     @api.get("/approvals/{approval_id}", response_model=ApprovalOut)
     async def get_approval(
@@ -98,7 +102,7 @@ def router(services: Services) -> APIRouter:
         """The request's state; with `wait`, held until it is decided or `wait` seconds pass."""
         deadline = asyncio.get_running_loop().time() + wait
         async with services.feed.watch(approval_id) as changed:
-            approval = await services.run(approvals.get, approval_id=approval_id)
+            approval = await services.run(get, approval_id=approval_id)
             own(agent_id, approval.agent)
             while approval.status == "pending":
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -109,11 +113,11 @@ def router(services: Services) -> APIRouter:
                 except TimeoutError:
                     break
                 changed.clear()  # before the read, so a change after it wakes the next wait
-                approval = await services.run(approvals.get, approval_id=approval_id)
-        return approvals.to_out(approval)
+                approval = await services.run(get, approval_id=approval_id)
+        return to_out(approval)
 
     async def owned(approval_id: str, agent_id: str) -> None:
-        own(agent_id, (await services.run(approvals.get, approval_id=approval_id)).agent)
+        own(agent_id, (await services.run(get, approval_id=approval_id)).agent)
 
     @api.post("/approvals/{approval_id}/execute", response_model=ApprovalOut)
     async def execute_approval(approval_id: str, body: ExecuteRequest, agent_id: Agent) -> ApprovalOut:
@@ -121,22 +125,26 @@ def router(services: Services) -> APIRouter:
         params that were approved. Anything else is a 409 and the agent must not act."""
         await owned(approval_id, agent_id)
         approval = await services.run(
-            approvals.execute, approval_id=approval_id, agent_id=agent_id, params=body.params, now=services.clock.now()
+            execute,
+            approval_id=approval_id,
+            agent_id=agent_id,
+            params=body.params,
+            now=services.clock.now(),
         )
-        return approvals.to_out(approval)
+        return to_out(approval)
 
     @api.post("/approvals/{approval_id}/cancel", response_model=ApprovalOut)
     async def cancel_approval(approval_id: str, agent_id: Agent, body: CancelRequest | None = None) -> ApprovalOut:
         """Withdraw a pending request; its card says so. Cancelling twice is harmless."""
         await owned(approval_id, agent_id)
         approval = await services.run(
-            approvals.cancel,
+            cancel,
             approval_id=approval_id,
             agent_id=agent_id,
             reason=body.reason if body else None,
             now=services.clock.now(),
         )
-        return approvals.to_out(approval)
+        return to_out(approval)
 
     def own_agent(agent_id: str, path_agent: str) -> None:
         if path_agent != agent_id:
@@ -163,7 +171,7 @@ def router(services: Services) -> APIRouter:
         active version again with the same details is a no-op (200)."""
         own_agent(agent_id, agent)
         entry, created = await services.run(
-            control.register_version,
+            versions.register_version,
             config=services.config,
             agent_id=agent,
             version=body.version,
@@ -174,14 +182,14 @@ def router(services: Services) -> APIRouter:
         )
         if not created:
             response.status_code = 200
-        return control.version_out(entry, active=True)
+        return versions.version_out(entry, active=True)
 
     @api.get("/agents/{agent}/versions", response_model=list[VersionOut])
     async def version_history(agent: str, agent_id: Agent) -> list[VersionOut]:
         """The version history, newest (active) first, rollbacks included."""
         own_agent(agent_id, agent)
-        history = await services.run(control.history, agent_id=agent)
-        return [control.version_out(entry, active=i == 0) for i, entry in enumerate(history)]
+        history = await services.run(versions.history, agent_id=agent)
+        return [versions.version_out(entry, active=i == 0) for i, entry in enumerate(history)]
 
     @api.post("/actions", status_code=201, response_model=ActionOut)
     async def record_action(body: ActionIn, agent_id: Agent, response: Response) -> ActionOut:

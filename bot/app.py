@@ -16,7 +16,7 @@ from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 from starlette.exceptions import HTTPException
 
-from bot import api, cards
+from bot import api
 from bot.clock import Clock
 from bot.errors import HandrailError, TooMany
 from bot.scheduler import start_scheduler
@@ -100,7 +100,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(HandrailError)
     async def domain_error(_: Request, error: HandrailError) -> JSONResponse:
-        response = _error(error.status, error.code, cards.as_plain_text(error.message))
+        response = _error(error.status, error.code, error.message)
         if isinstance(error, TooMany) and error.retry_after:
             response.headers["Retry-After"] = str(error.retry_after)
         return response

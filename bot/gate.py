@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from anyio import to_thread
 
-from bot import control
 from bot.clock import Clock
 from bot.config import HandrailConfig
+from bot.control.state import ControlState, snapshot, unavailable
 from bot.models import GateOut
 from storage.db import Database
 from storage.redis_store import ChangeFeed
@@ -34,7 +34,7 @@ class Gate:
         self.clock = clock
         self.feed = feed
         self.refresh = refresh.total_seconds()
-        self.state: control.ControlState | None = None
+        self.state: ControlState | None = None
         self.linked = False  # subscribed to other replicas' announcements
         self.fresh = False  # linked, and the last reload succeeded
         self._wake = asyncio.Event()
@@ -53,9 +53,9 @@ class Gate:
         if was:
             log.warning("gate: lost Redis pub/sub; checks read SQL until it is back")
 
-    def _read(self, agents: list[str] | None = None) -> control.ControlState:
+    def _read(self, agents: list[str] | None = None) -> ControlState:
         with self.db.transaction() as session:
-            return control.snapshot(session, config=self.config, now=self.clock.now(), agents=agents)
+            return snapshot(session, config=self.config, now=self.clock.now(), agents=agents)
 
     async def reload(self) -> None:
         self._started += 1
@@ -95,5 +95,5 @@ class Gate:
             state = await to_thread.run_sync(self._read, [agent])
         except Exception as error:
             log.warning("gate: neither Redis nor SQL answered; %s is told to stop: %s", agent, error)
-            return control.unavailable(type(error).__name__)
+            return unavailable(type(error).__name__)
         return state.verdict(agent, customer, run_id, now)

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot import approvals, control
+from bot.approvals.ladder import escalate
+from bot.clock import Clock
 from bot.config import HandrailConfig
+from bot.control.pause import lift_expired
 from storage.repositories import Approvals
 
-if TYPE_CHECKING:
-    from bot.services import Services
+Runner = Callable[..., Awaitable[Any]]  # runs a domain function in a transaction (Services.run)
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,12 @@ def sweep_escalations(
     if not careful:
         with session.no_autoflush:  # the batch's new rows go out together at commit
             for approval in due:
-                approvals.escalate(session, config=config, approval=approval, now=now)
+                escalate(session, config=config, approval=approval, now=now)
         return len(due)
     for approval in due:
         try:  # with SQLite's driver, a savepoint is in effect a transaction per request
             with session.begin_nested():
-                approvals.escalate(session, config=config, approval=approval, now=now)
+                escalate(session, config=config, approval=approval, now=now)
         except Exception:
             log.exception("escalation of %s failed; retrying in %s", approval.id, RETRY_BROKEN)
             approval.next_at = now + RETRY_BROKEN
@@ -59,15 +62,19 @@ class Sweeper:
     """Runs the sweep for one process: one sweep at a time, batch after batch until nothing due
     is left."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, *, run: Runner, config: HandrailConfig, clock: Clock, redis: Redis, locked_rows: bool) -> None:
+        self.run = run
+        self.config = config
+        self.clock = clock
+        self.redis = redis
+        self.locked_rows = locked_rows  # the database locks claimed rows (PostgreSQL): no Redis lock needed
         self._one = asyncio.Lock()
 
     async def sweep(self) -> int:
         async with self._one:
-            if self.services.db.engine.dialect.name == "postgresql":
+            if self.locked_rows:
                 return await self._sweep_all()
-            lock = self.services.redis.lock(LOCK_NAME, timeout=LOCK_SECONDS, blocking=False)
+            lock = self.redis.lock(LOCK_NAME, timeout=LOCK_SECONDS, blocking=False)
             try:
                 if not await lock.acquire():
                     return 0  # another process is sweeping
@@ -84,17 +91,17 @@ class Sweeper:
 
     async def _sweep_all(self) -> int:
         try:
-            await self.services.run(control.lift_expired, config=self.services.config, now=self.services.clock.now())
+            await self.run(lift_expired, config=self.config, now=self.clock.now())
         except Exception:  # the gate already ignores a pause past its end; this only records it
             log.exception("lifting expired pauses failed")
         total = 0
         while True:
-            step = dict(config=self.services.config, now=self.services.clock.now())
+            step = dict(config=self.config, now=self.clock.now())
             try:
-                claimed = await self.services.run(sweep_escalations, **step)
+                claimed = await self.run(sweep_escalations, **step)
             except Exception:  # the whole batch rolled back: take it again, request by request
                 log.exception("escalation sweep failed; taking the batch again one request at a time")
-                claimed = await self.services.run(sweep_escalations, **step, careful=True)
+                claimed = await self.run(sweep_escalations, **step, careful=True)
             total += claimed
             if claimed < BATCH:
                 return total

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,9 +22,13 @@ import httpx
 from anyio import to_thread
 from sqlalchemy.orm import Session
 
-from bot import cards, control, webhooks
+from bot import mrkdwn, outbound, webhooks
+from bot.cards.agent import announcement
+from bot.cards.approval import approval_card, note_text
 from bot.clock import Clock
 from bot.config import HandrailConfig
+from bot.control.state import PauseView, pause_covering
+from bot.outbound import Kind
 from bot.slack_gateway import SlackError, SlackGateway
 from storage.db import Database
 from storage.repositories import Approvals, Audit, Outbox
@@ -45,14 +50,22 @@ def retry_delay(attempts: int) -> timedelta:
 @dataclass(frozen=True)
 class _Row:
     id: int
-    kind: str
-    approval_id: str | None  # None for a post about an agent (kind "post")
-    payload: dict[str, Any]
+    kind: Kind
+    approval_id: str | None  # None for a post about an agent (Kind.POST)
+    payload: outbound.Payload
+
+    @property
+    def group(self) -> str:
+        """Rows of one group go out in order: an approval's, or a channel's announcements."""
+        if self.approval_id:
+            return self.approval_id
+        assert isinstance(self.payload, outbound.PostPayload)
+        return self.payload.channel
 
     @property
     def about(self) -> tuple[str, str]:
         """(object type, id) for the audit trail."""
-        return ("approval", self.approval_id) if self.approval_id else ("channel", self.payload["channel"])
+        return ("approval", self.approval_id) if self.approval_id else ("channel", self.group)
 
 
 class Deliverer:
@@ -76,6 +89,13 @@ class Deliverer:
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
+        self._senders: dict[Kind, Callable[[_Row], Awaitable[None]]] = {
+            Kind.CARD: self._deliver_card,
+            Kind.THREAD: self._deliver_thread,
+            Kind.DM: self._deliver_dm,
+            Kind.POST: self._deliver_post,
+            Kind.WEBHOOK: self._deliver_webhook,
+        }
 
     def kick(self) -> None:
         self._wake.set()
@@ -96,7 +116,7 @@ class Deliverer:
             while rows := await to_thread.run_sync(self._claim_due):
                 by_approval: dict[str, list[_Row]] = defaultdict(list)
                 for row in rows:  # in order per approval, and per channel for posts
-                    by_approval[row.approval_id or row.payload["channel"]].append(row)
+                    by_approval[row.group].append(row)
                 await asyncio.gather(*(self._deliver_in_order(group) for group in by_approval.values()))
                 total += len(rows)
         return total
@@ -109,7 +129,11 @@ class Deliverer:
             outbox = Outbox(session)
             claimed = [i for i in outbox.due_ids(now, BATCH) if outbox.claim(i, now, LEASE)]
             rows = [outbox.get(i) for i in claimed]
-            return [_Row(r.id, r.kind, r.approval_id, dict(r.payload)) for r in rows if r is not None]
+            return [
+                _Row(r.id, Kind(r.kind), r.approval_id, outbound.parse(r.kind, r.payload))
+                for r in rows
+                if r is not None
+            ]
 
     def _finish(self, row: _Row, audit: dict[str, Any] | None = None) -> None:
         with self.db.transaction() as session:
@@ -168,13 +192,13 @@ class Deliverer:
         async with self._slots:
             for row in rows:
                 try:
-                    await getattr(self, f"_deliver_{row.kind}")(row)
+                    await self._senders[row.kind](row)
                 except SlackError as error:
                     await to_thread.run_sync(self._fail, row, error.error, error.retry_after, error.permanent)
                 except webhooks.CallbackFailed as error:
                     await to_thread.run_sync(self._fail, row, str(error), None, False)
 
-    def _take_card(self, approval_id: str) -> tuple[Approval, control.PauseView | None] | None:
+    def _take_card(self, approval_id: str) -> tuple[Approval, PauseView | None] | None:
         now = self.clock.now()
         with self.db.transaction() as session:
             approvals = Approvals(session)
@@ -182,9 +206,11 @@ class Deliverer:
                 return None
             approval = approvals.get(approval_id)
             assert approval is not None
-            return approval, control.pause_covering(session, approval.agent, approval.customer, now)
+            return approval, pause_covering(session, approval.agent, approval.customer, now)
 
-    def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None) -> None:
+    def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None, cut: bool) -> None:
+        """Record what Slack took. A card posted for the first time that had to cut something gets
+        the whole request in its thread."""
         posted = {
             "actor": "system",
             "event": "approval.posted",
@@ -194,6 +220,9 @@ class Deliverer:
         with self.db.transaction() as session:
             Approvals(session).release_card_lease(approval.id, shown_version=approval.state_version, message_ts=new_ts)
             self._mark_sent(session, row, posted if new_ts else None)
+            if new_ts and cut:  # this pass of the deliverer claims it next
+                full = outbound.ThreadPayload(note=outbound.FullRequest())
+                outbound.send(session, full, approval_id=approval.id, now=self.clock.now())
 
     async def _deliver_card(self, row: _Row) -> None:
         assert row.approval_id is not None
@@ -202,10 +231,11 @@ class Deliverer:
             await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
             return
         approval, paused = taken
-        new_ts = None
+        new_ts, cut = None, False
         try:
             if approval.card_version < approval.state_version:
-                card = cards.approval_card(approval, self.config.agents[approval.agent], paused)
+                card = approval_card(approval, self.config.agents[approval.agent], paused)
+                cut = card.cut
                 if approval.message_ts is None:
                     new_ts = await self.slack.post(approval.channel, card.text, card.blocks)
                 else:
@@ -213,64 +243,79 @@ class Deliverer:
         except BaseException:
             await to_thread.run_sync(self._release_card, approval.id)
             raise
-        await to_thread.run_sync(self._card_shown, row, approval, new_ts)
+        await to_thread.run_sync(self._card_shown, row, approval, new_ts, cut)
 
     def _release_card(self, approval_id: str) -> None:
         with self.db.transaction() as session:
             Approvals(session).release_card_lease(approval_id)
 
-    def _card_place(self, row: _Row) -> tuple[str, str | None, bool]:
-        """(channel, ts, whether a card row is still pending) for a thread reply."""
+    def _card_place(self, row: _Row) -> tuple[Approval, bool]:
+        """The approval, and whether a card row of it is still pending, for a thread reply or a DM."""
+        assert row.approval_id is not None
         with self.db.transaction() as session:
             approval = Approvals(session).get(row.approval_id)
             assert approval is not None
-            card_pending = any(m.kind == "card" for m in Outbox(session).pending_for(row.approval_id))
-            return approval.channel, approval.message_ts, card_pending
+            card_pending = any(m.kind == Kind.CARD for m in Outbox(session).pending_for(row.approval_id))
+            return approval, card_pending
+
+    def _note(self, approval: Approval, note: outbound.ApprovalNote) -> str | None:
+        return note_text(note, approval, self.config.agents.get(approval.agent))
 
     async def _deliver_thread(self, row: _Row) -> None:
-        channel, ts, card_pending = await to_thread.run_sync(self._card_place, row)
-        if ts is None:
-            if card_pending:
-                await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
-                return
-            raise SlackError("card_never_posted")
-        await self.slack.post(channel, row.payload["text"], thread_ts=ts)
+        assert isinstance(row.payload, outbound.ThreadPayload)
+        approval, card_pending = await to_thread.run_sync(self._card_place, row)
+        text = self._note(approval, row.payload.note)
+        if text is not None:  # None: nothing to add (the card showed the whole request)
+            if approval.message_ts is None:
+                if card_pending:
+                    await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
+                    return
+                raise SlackError("card_never_posted")
+            await self.slack.post(approval.channel, text, thread_ts=approval.message_ts)
         await to_thread.run_sync(self._finish, row)
 
     async def _deliver_dm(self, row: _Row) -> None:
         """A direct message to a person, ending with a link to the request's card."""
-        channel, ts, card_pending = await to_thread.run_sync(self._card_place, row)
+        payload = row.payload
+        assert isinstance(payload, outbound.DmPayload)
+        approval, card_pending = await to_thread.run_sync(self._card_place, row)
+        channel, ts = approval.channel, approval.message_ts
         if ts is None and card_pending:
             await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
             return
-        text = row.payload["text"] + f"\n_The request's card is in <#{channel}>._"
+        note = self._note(approval, payload.note) or ""
+        text = note + f"\n_The request's card is in {mrkdwn.channel(channel)}._"
         if ts is not None:
             try:
-                text = row.payload["text"] + f"\n<{await self.slack.permalink(channel, ts)}|Open the request>"
+                text = note + "\n" + mrkdwn.bare_link(await self.slack.permalink(channel, ts), "Open the request")
             except SlackError as error:
                 if not error.permanent:  # retry later; a deleted card only costs the DM its link
                     raise
-        await self.slack.post(row.payload["user"], text)
-        sent = {"actor": "system", "event": "notification.sent", "after": {"user": row.payload["user"]}}
+        await self.slack.post(payload.user, text)
+        sent = {"actor": "system", "event": "notification.sent", "after": {"user": payload.user}}
         await to_thread.run_sync(self._finish, row, sent)
 
     async def _deliver_post(self, row: _Row) -> None:
         """An announcement in a channel (who paused or rolled back which agent, and why)."""
-        await self.slack.post(row.payload["channel"], row.payload["text"])
-        sent = {"actor": "system", "event": "announcement.posted", "after": {"channel": row.payload["channel"]}}
+        payload = row.payload
+        assert isinstance(payload, outbound.PostPayload)
+        await self.slack.post(payload.channel, announcement(self.config, payload.note))
+        sent = {"actor": "system", "event": "announcement.posted", "after": {"channel": payload.channel}}
         await to_thread.run_sync(self._finish, row, sent)
 
     async def _deliver_webhook(self, row: _Row) -> None:
+        payload = row.payload
+        assert isinstance(payload, outbound.WebhookPayload)
         if not self.webhook_secret:
             raise webhooks.CallbackFailed("HANDRAIL_WEBHOOK_SECRET is not set")
-        body = json.dumps(row.payload["body"], separators=(",", ":")).encode()
-        key = webhooks.agent_key(self.webhook_secret, row.payload["agent"])
+        body = json.dumps(payload.body, separators=(",", ":")).encode()
+        key = webhooks.agent_key(self.webhook_secret, payload.agent)
         await webhooks.deliver(
-            self.http, url=row.payload["url"], key=key, timestamp=int(self.clock.now().timestamp()), body=body
+            self.http, url=payload.url, key=key, timestamp=int(self.clock.now().timestamp()), body=body
         )
         delivered = {
             "actor": "system",
             "event": "callback.delivered",
-            "after": {"url": row.payload["url"], "event": row.payload["body"]["event"]},
+            "after": {"url": payload.url, "event": payload.body["event"]},
         }
         await to_thread.run_sync(self._finish, row, delivered)

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from bot.approvals import sha256_of
+from bot import effects
+from bot.approvals.records import sha256_of
 from bot.config import HandrailConfig
-from bot.control import control_changed
 from bot.errors import Conflict, TooMany
 from bot.models import ActionIn, ActionOut, RunIn
 from storage.repositories import Actions, Runs
@@ -93,7 +93,7 @@ def record_action(
     if limits.actions_per_hour:
         reached = reached or actions.nth_newest_since(request.agent, now - HOUR, limits.actions_per_hour) is not None
     if reached:
-        control_changed(session)
+        effects.control_changed(session)
     return action, True
 
 

@@ -13,17 +13,15 @@ from anyio import to_thread
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.approvals import CHANGED
+from bot import effects
 from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
-from bot.control import CONTROL_CHANGED
 from bot.gate import Gate
 from bot.jobs import Sweeper
 from bot.outbox import Deliverer
 from bot.slack_gateway import SlackGateway
 from storage.db import Database
 from storage.redis_store import ChangeFeed, GroupCache
-from storage.repositories import QUEUED
 
 T = TypeVar("T")
 SLACK_TIMEOUT = 10  # seconds
@@ -44,7 +42,13 @@ class Services:
     gate: Gate = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sweeper = Sweeper(self)
+        self.sweeper = Sweeper(
+            run=self.run,
+            config=self.config,
+            clock=self.clock,
+            redis=self.redis,
+            locked_rows=self.db.engine.dialect.name == "postgresql",
+        )
         self.gate = Gate(
             db=self.db,
             config=self.config,
@@ -58,19 +62,19 @@ class Services:
         what it queued, wake whoever waits on the approvals it changed, and have every gate reload
         when it changed the control state."""
 
-        def work() -> tuple[T, set[str], bool, bool]:
+        def work() -> tuple[T, effects.Effects]:
             with self.db.transaction() as session:
                 result = fn(session, **kwargs)
-                info = session.info
-            return result, set(info.get(CHANGED, ())), bool(info.get(CONTROL_CHANGED)), bool(info.get(QUEUED))
+                done = effects.of(session)
+            return result, done
 
-        result, changed, control, queued = await to_thread.run_sync(work)
-        if queued:
+        result, done = await to_thread.run_sync(work)
+        if done.outbox:
             self.deliverer.kick()
-        if control:
+        if done.control:
             await self.gate.changed()
-        if changed:
-            await self.feed.announce(changed)
+        if done.approvals:
+            await self.feed.announce(done.approvals)
         return result
 
     async def start(self) -> None:

@@ -1,7 +1,8 @@
 """The /agent slash command: a table of subcommands, each with its usage, who may run it and an
 example; `/agent help` and every usage error are drawn from it. Each entry parses its words, checks
-the caller's role and calls bot.control; the answer is ephemeral, the change is announced in the
-agent's channel by bot.control.
+the caller's role and calls bot.control (through bot.flows where it needs Slack or the agent's
+platform); the answer, rendered by bot.cards.agent, is ephemeral, and bot.control announces the
+change in the agent's channel.
 
 Commands answer within Slack's 3 seconds. Those that call the agent platform (rollback) or open a
 modal (undo) acknowledge at once and answer through the command's response_url.
@@ -15,25 +16,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot import cards, control
-from bot.cards import Card
+from bot import flows, mrkdwn
+from bot.cards import agent as replies
+from bot.cards import undo as undo_card
+from bot.cards.blocks import Card
 from bot.config import parse_duration
-from bot.errors import HandrailError
+from bot.control import access, pause, status, undo, versions
+from bot.control.state import EVERY_AGENT
 from bot.services import Services
-from bot.slack_gateway import SlackError
-from handlers.errors import replies_with_errors
+from handlers.errors import UsageError, replies_with_errors, reply_text
 
 log = logging.getLogger(__name__)
 
 MAX_REASON = 500
 MODES = ("shadow", "suggest", "auto")
-
-
-class UsageError(HandrailError):
-    code = "usage"
 
 
 @dataclass(frozen=True)
@@ -67,22 +66,6 @@ class Subcommand:
     run: Callable[[Invocation], Awaitable[Reply]]
 
 
-class PauseAll(BaseModel):
-    """What the confirm button of `/agent pause all` carries; the click is authorized again."""
-
-    customer: str | None = None
-    seconds: float | None = None
-    reason: str | None = None
-
-
-class UndoPlan(BaseModel):
-    """The undo modal's private_metadata: the previewed reversible actions."""
-
-    agent: str
-    action_ids: list[str]
-    skipped: int
-
-
 # --- parsing -------------------------------------------------------------------------------------
 
 
@@ -91,13 +74,13 @@ def _usage(inv: Invocation, problem: str) -> UsageError:
 
 
 def _agent(inv: Invocation, *, allow_all: bool = False) -> str:
-    """The agent named first, checked against the config; `all` → control.EVERY_AGENT."""
+    """The agent named first, checked against the config; `all` → EVERY_AGENT."""
     if not inv.args:
         raise _usage(inv, "Which agent?")
     name = inv.args[0].lower()
     if allow_all and name == "all":
-        return control.EVERY_AGENT
-    control.known_agent(inv.services.config, name)
+        return EVERY_AGENT
+    access.known_agent(inv.services.config, name)
     return name
 
 
@@ -115,7 +98,7 @@ def _options(inv: Invocation, words: list[str]) -> tuple[str | None, timedelta |
             try:
                 duration = parse_duration(words[1])
             except ValueError:
-                raise _usage(inv, f"`{cards.escape(words[1][:40])}` is not a duration: use 30m, 4h, 1d.") from None
+                raise _usage(inv, f"`{mrkdwn.escape(words[1][:40])}` is not a duration: use 30m, 4h, 1d.") from None
             words = words[2:]
         else:
             break
@@ -123,11 +106,6 @@ def _options(inv: Invocation, words: list[str]) -> tuple[str | None, timedelta |
     if reason and len(reason) > MAX_REASON:
         raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
     return customer, duration, reason
-
-
-def _scope_text(customer: str | None, duration: timedelta | None) -> str:
-    scope = f" for customer `{cards.escape(customer)}`" if customer else " for all customers"
-    return scope + (f" for {cards.duration_text(duration)}" if duration else "")
 
 
 # --- the subcommands -----------------------------------------------------------------------------
@@ -143,10 +121,10 @@ async def _status(inv: Invocation) -> Reply:
         raise _usage(inv, "Name one agent, or none for all of them.")
     if inv.args:
         agent_id = _agent(inv)
-        status = await services.run(control.status, config=services.config, agent_id=agent_id, now=services.clock.now())
-        return cards.status_text(status)
-    statuses = await services.run(control.statuses, config=services.config, now=services.clock.now())
-    lines = ["*Agents*", *(cards.status_line(s) for s in statuses), "Details: `/agent status <agent>`"]
+        one = await services.run(status.status, config=services.config, agent_id=agent_id, now=services.clock.now())
+        return replies.status_text(one)
+    every = await services.run(status.statuses, config=services.config, now=services.clock.now())
+    lines = ["*Agents*", *(replies.status_line(s) for s in every), "Details: `/agent status <agent>`"]
     return "\n".join(lines)
 
 
@@ -155,22 +133,22 @@ async def _owner(inv: Invocation) -> Reply:
         raise _usage(inv, "Name one agent.")
     agent_id = _agent(inv)
     config = inv.services.config
-    return cards.owners_text(agent_id, config.agents[agent_id], config.roles.oncall)
+    return replies.owners_text(agent_id, config.agents[agent_id], config.roles.oncall)
 
 
 async def _pause(inv: Invocation) -> Reply:
     services = inv.services
     agent_id = _agent(inv, allow_all=True)
     customer, duration, reason = _options(inv, inv.args[1:])
-    if agent_id == control.EVERY_AGENT:
-        await control.authorize(services, user_id=inv.user_id, permission="pause_all", agent_id=None)
-        intent = PauseAll(customer=customer, seconds=duration.total_seconds() if duration else None, reason=reason)
-        return cards.pause_all_confirm(
-            intent.model_dump_json(), _scope_text(customer, duration), len(services.config.agents)
+    if agent_id == EVERY_AGENT:
+        await flows.authorize(services, user_id=inv.user_id, permission="pause_all", agent_id=None)
+        intent = replies.PauseAll(
+            customer=customer, seconds=duration.total_seconds() if duration else None, reason=reason
         )
-    await control.authorize(services, user_id=inv.user_id, permission="pause", agent_id=agent_id)
-    outcome = await services.run(
-        control.pause,
+        return replies.pause_all_confirm(intent, len(services.config.agents))
+    await flows.authorize(services, user_id=inv.user_id, permission="pause", agent_id=agent_id)
+    done = await services.run(
+        pause.pause,
         config=services.config,
         agent_id=agent_id,
         customer=customer,
@@ -179,7 +157,7 @@ async def _pause(inv: Invocation) -> Reply:
         user_id=inv.user_id,
         now=services.clock.now(),
     )
-    return outcome.text
+    return replies.pause_reply(services.config, done)
 
 
 async def _resume(inv: Invocation) -> Reply:
@@ -188,22 +166,22 @@ async def _resume(inv: Invocation) -> Reply:
     customer, duration, reason = _options(inv, inv.args[1:])
     if duration or reason:
         raise _usage(inv, "`resume` takes an agent (or `all`) and an optional `customer=<id>`, nothing else.")
-    permission: control.Permission = "pause_all" if agent_id == control.EVERY_AGENT else "pause"
-    await control.authorize(
+    permission: access.Permission = "pause_all" if agent_id == EVERY_AGENT else "pause"
+    await flows.authorize(
         services,
         user_id=inv.user_id,
         permission=permission,
-        agent_id=None if agent_id == control.EVERY_AGENT else agent_id,
+        agent_id=None if agent_id == EVERY_AGENT else agent_id,
     )
-    outcome = await services.run(
-        control.resume,
+    done = await services.run(
+        pause.resume,
         config=services.config,
         agent_id=agent_id,
         customer=customer,
         user_id=inv.user_id,
         now=services.clock.now(),
     )
-    return outcome.text
+    return replies.resume_reply(services.config, done)
 
 
 async def _rollback(inv: Invocation) -> Reply:
@@ -218,13 +196,13 @@ async def _rollback(inv: Invocation) -> Reply:
     reason = " ".join(words) or None
     if reason and len(reason) > MAX_REASON:
         raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
-    await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
+    await flows.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
 
     async def finish() -> str:
-        outcome = await control.rollback_in_slack(
+        note = await flows.rollback(
             services, agent_id=agent_id, to_version=to_version, user_id=inv.user_id, reason=reason
         )
-        return outcome.text
+        return replies.announcement(services.config, note)
 
     return Later(":rewind: Rolling back…", finish)
 
@@ -232,15 +210,11 @@ async def _rollback(inv: Invocation) -> Reply:
 async def _undo(inv: Invocation) -> Reply:
     services = inv.services
     agent_id = _agent(inv)
-    if len(inv.args) != 2 or not inv.args[1].isdigit() or not 1 <= int(inv.args[1]) <= control.MAX_UNDO:
-        raise _usage(inv, f"Say how many of the newest actions to undo: a number from 1 to {control.MAX_UNDO}.")
-    await control.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
-    actions = await services.run(
-        control.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1])
-    )
-    reversible = [a.id for a in actions if a.reversible]
-    plan = UndoPlan(agent=agent_id, action_ids=reversible, skipped=len(actions) - len(reversible))
-    view = cards.undo_modal(agent_id, services.config.agents[agent_id], actions, plan.model_dump_json())
+    if len(inv.args) != 2 or not inv.args[1].isdigit() or not 1 <= int(inv.args[1]) <= undo.MAX_UNDO:
+        raise _usage(inv, f"Say how many of the newest actions to undo: a number from 1 to {undo.MAX_UNDO}.")
+    await flows.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
+    actions = await services.run(undo.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1]))
+    view = undo_card.undo_modal(agent_id, services.config.agents[agent_id], actions)
 
     async def finish() -> None:  # the trigger_id is good for 3 seconds: open the modal right after the ack
         await services.slack.open_view(inv.trigger_id, view)
@@ -253,16 +227,16 @@ async def _mode(inv: Invocation) -> Reply:
     agent_id = _agent(inv)
     if len(inv.args) != 2 or inv.args[1].lower() not in MODES:
         raise _usage(inv, f"Give one mode: {', '.join(f'`{m}`' for m in MODES)}.")
-    await control.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
-    outcome = await services.run(
-        control.set_mode,
+    await flows.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
+    note = await services.run(
+        versions.set_mode,
         config=services.config,
         agent_id=agent_id,
         mode=inv.args[1].lower(),
         user_id=inv.user_id,
         now=services.clock.now(),
     )
-    return outcome.text
+    return replies.mode_reply(services.config, note)
 
 
 COMMANDS: dict[str, Subcommand] = {
@@ -283,35 +257,35 @@ COMMANDS: dict[str, Subcommand] = {
     ),
     "pause": Subcommand(
         "/agent pause <agent|all> [customer=<id>] [for <duration>] [reason]",
-        control.WHO_MAY["pause"],
+        access.WHO_MAY["pause"],
         "stop the agent (all customers, or one); `all` asks to confirm first",
         "/agent pause lead-router customer=acme for 30m duplicate emails",
         _pause,
     ),
     "resume": Subcommand(
         "/agent resume <agent|all> [customer=<id>]",
-        control.WHO_MAY["pause"],
+        access.WHO_MAY["pause"],
         "lift that pause",
         "/agent resume lead-router customer=acme",
         _resume,
     ),
     "rollback": Subcommand(
         "/agent rollback <agent> [to <version>] [reason]",
-        control.WHO_MAY["rollback"],
+        access.WHO_MAY["rollback"],
         "make the previous (or named) version active and tell the agent's platform",
         "/agent rollback lead-router to v41 bad routing since v42",
         _rollback,
     ),
     "undo": Subcommand(
         "/agent undo <agent> <N>",
-        control.WHO_MAY["rollback"],
+        access.WHO_MAY["rollback"],
         "preview, then undo, its N newest recorded actions",
         "/agent undo lead-router 5",
         _undo,
     ),
     "mode": Subcommand(
         "/agent mode <agent> shadow|suggest|auto",
-        control.WHO_MAY["mode"],
+        access.WHO_MAY["mode"],
         "the operating mode the gate returns to the agent",
         "/agent mode lead-router shadow",
         _mode,
@@ -326,18 +300,12 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-async def answered(name: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
+async def answered(services: Services, name: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
     """Every error turned into an answer for the person who typed the command."""
     try:
         return await work()
-    except HandrailError as error:
-        return error.message
-    except SlackError as error:
-        log.warning("a Slack call failed during /agent %s: %s", name, error.error)
-        return "Slack did not answer in time; please try again."
-    except Exception:
-        log.exception("/agent %s failed", name)
-        return "Something went wrong on our side; it has been logged."
+    except Exception as error:
+        return reply_text(services, error, f"/agent {name}")
 
 
 async def run(services: Services, command: dict[str, Any]) -> Reply:
@@ -345,9 +313,9 @@ async def run(services: Services, command: dict[str, Any]) -> Reply:
     words = command.get("text", "").split()
     name = words[0].lower() if words else "help"
     if name not in COMMANDS:
-        return f"Unknown command `{cards.escape(words[0][:40])}`.\n" + help_text()
+        return f"Unknown command `{mrkdwn.escape(words[0][:40])}`.\n" + help_text()
     inv = Invocation(services, name, words[1:], command["user_id"], command.get("trigger_id", ""))
-    return await answered(name, lambda: COMMANDS[name].run(inv))
+    return await answered(services, name, lambda: COMMANDS[name].run(inv))
 
 
 def _message(reply: Card | str) -> dict[str, Any]:
@@ -366,49 +334,42 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(**_message(reply or ""))
             return
         await ack(text=reply.working) if reply.working else await ack()
-        result = await answered(command.get("text", "").split()[0], reply.finish)
+        result = await answered(services, command.get("text", "").split()[0], reply.finish)
         if result:
             try:
                 await respond(**_message(result))  # type: ignore[arg-type]
             except Exception:  # Bolt must not see it: the command was acknowledged already
                 log.exception("could not answer /agent through its response_url")
 
-    @app.action(cards.PAUSE_ALL_ACTION)
+    @app.action(replies.PAUSE_ALL_ACTION)
     @reply_errors
     async def pause_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         user_id = body["user"]["id"]
         try:
-            intent = PauseAll.model_validate_json(body["actions"][0]["value"])
+            intent = replies.PauseAll.model_validate_json(body["actions"][0]["value"])
         except ValidationError:
             await respond(replace_original=True, text="This confirmation is out of date; run the command again.")
             return
         try:
-            await control.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
-        except HandrailError as error:  # the confirmation stays for someone who may
-            await respond(replace_original=False, text=error.message)
+            await flows.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
+        except Exception as error:  # the confirmation stays for someone who may
+            await respond(replace_original=False, text=reply_text(services, error, "pause all"))
             return
-        outcome = await services.run(
-            control.pause,
+        done = await services.run(
+            pause.pause,
             config=services.config,
-            agent_id=control.EVERY_AGENT,
+            agent_id=EVERY_AGENT,
             customer=intent.customer,
-            duration=timedelta(seconds=intent.seconds) if intent.seconds else None,
+            duration=intent.duration,
             reason=intent.reason,
             user_id=user_id,
             now=services.clock.now(),
         )
-        await respond(replace_original=True, text=outcome.text)
+        await respond(replace_original=True, text=replies.pause_reply(services.config, done))
 
-    @app.action(cards.PAUSE_ALL_CANCEL)
+    @app.action(replies.PAUSE_ALL_CANCEL)
     @reply_errors
     async def pause_all_cancelled(ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any]) -> None:
         await ack()
         await respond(replace_original=True, text="Nothing was paused.")
-
-
-def undo_plan(metadata: str) -> UndoPlan | None:
-    try:
-        return UndoPlan.model_validate_json(metadata)
-    except ValidationError:
-        return None

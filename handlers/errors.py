@@ -1,4 +1,5 @@
-"""One place that turns errors in Slack listeners into an ephemeral reply to the person who acted.
+"""The one translation of errors into what Slack shows the person who acted, and the wrapper that
+keeps errors away from Bolt.
 
 Listeners catch their own errors instead of leaving them to Bolt: when an async listener raises
 after ack(), Bolt's runner can drop the ack it already has and answer Slack 404 after 3 seconds.
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
+from bot.cards.errors import error_text
 from bot.errors import HandrailError
 from bot.services import Services
 from bot.slack_gateway import SlackError
@@ -19,6 +21,27 @@ from bot.slack_gateway import SlackError
 log = logging.getLogger(__name__)
 
 Listener = Callable[..., Awaitable[None]]
+SLACK_DOWN = "Slack did not answer in time; please try again."
+OUR_FAULT = "Something went wrong on our side; it has been logged."
+
+
+class UsageError(HandrailError):
+    """A command or form used wrongly; its message is the Slack text a handler wrote."""
+
+    code = "usage"
+
+
+def reply_text(services: Services, error: Exception, doing: str) -> str:
+    """What to tell the person: the error's own words, or that Slack or Handrail failed (logged)."""
+    if isinstance(error, UsageError):
+        return error.message
+    if isinstance(error, HandrailError):
+        return error_text(services.config, error)
+    if isinstance(error, SlackError):
+        log.warning("a Slack call failed during %s: %s", doing, error.error)
+        return SLACK_DOWN
+    log.error("%s failed", doing, exc_info=error)
+    return OUR_FAULT
 
 
 def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -28,27 +51,20 @@ def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def replies_with_errors(services: Services) -> Callable[[Listener], Listener]:
+    """For clicks: an error becomes an ephemeral reply to whoever clicked."""
+
     def decorate(listener: Listener) -> Listener:
         @functools.wraps(listener)  # Bolt reads the wrapped listener's parameter names
         async def wrapper(**kwargs: Any) -> None:
             try:
                 await listener(**kwargs)
-            except HandrailError as error:
-                await _tell(services, kwargs["body"], error.message)
-            except SlackError as error:
-                log.warning("a Slack call failed while handling a click: %s", error.error)
-                await _tell(services, kwargs["body"], "Slack did not answer in time; please try again.")
-            except Exception:
-                log.exception("unhandled error in Slack listener %s", listener.__name__)
-                await _tell(services, kwargs["body"], "Something went wrong on our side; it has been logged.")
+            except Exception as error:
+                text = reply_text(services, error, f"Slack listener {listener.__name__}")
+                channel, user = _where(kwargs["body"])
+                if channel and user:
+                    with suppress(SlackError):
+                        await services.slack.ephemeral(channel, user, text)
 
         return wrapper
 
     return decorate
-
-
-async def _tell(services: Services, body: dict[str, Any], text: str) -> None:
-    channel, user = _where(body)
-    if channel and user:
-        with suppress(SlackError):
-            await services.slack.ephemeral(channel, user, text)

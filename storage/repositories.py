@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, Result, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
 
-QUEUED = "outbox_queued"  # Session.info key: the transaction wrote outbox rows
+
+def _rowcount(result: Result[Any]) -> int:
+    """The number of rows an UPDATE matched. Session.execute() returns a CursorResult for an
+    UPDATE, but its type says Result, which has no rowcount."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 class Approvals:
@@ -38,7 +42,7 @@ class Approvals:
             .values(state_version=Approval.state_version + 1, **values)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
     def due(self, now: datetime, limit: int) -> list[Approval]:
         """Pending requests whose next ladder step or expiry is due, oldest first. On PostgreSQL
@@ -108,7 +112,7 @@ class Approvals:
             .values(card_lease_until=now + hold)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
     def release_card_lease(
         self, approval_id: str, *, shown_version: int | None = None, message_ts: str | None = None
@@ -174,7 +178,6 @@ class Outbox:
         self.session = session
 
     def enqueue(self, *, kind: str, approval_id: str | None, payload: dict[str, Any], now: datetime) -> None:
-        self.session.info[QUEUED] = True  # the caller sends it after commit
         self.session.add(
             OutboxMessage(
                 kind=kind,
@@ -213,7 +216,7 @@ class Outbox:
             .values(lease_until=now + hold)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
     def get(self, message_id: int) -> OutboxMessage | None:
         return self.session.get(OutboxMessage, message_id)
@@ -260,7 +263,7 @@ class Pauses:
             .values(lifted_at=at, lifted_by=by)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
 
 class Versions:
@@ -376,7 +379,7 @@ class Actions:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
 
 class Runs:

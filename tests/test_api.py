@@ -16,10 +16,9 @@ from bot.clock import ManualClock
 from bot.config import Settings
 from storage.tables import Approval, AuditEvent, OutboxMessage
 from tests import slackreq
-from tests.conftest import AGENT_TOKENS, Running, serve
 from tests.fakeslack import FakeSlack
+from tests.helpers import AGENT_TOKENS, Running, ask, click, posted_card, serve
 from tests.samples import REQUEST
-from tests.test_scenarios import ask, click, posted_card
 
 
 def rows(running: Running) -> tuple[int, int, int]:

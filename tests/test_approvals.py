@@ -1,5 +1,6 @@
 """The approval domain on a real database (SQLite and PostgreSQL), with an injected clock."""
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -7,40 +8,25 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot import approvals
+from bot.approvals.create import create as create_approval
+from bot.approvals.decide import decide as decide_approval
+from bot.approvals.records import get as get_approval
+from bot.approvals.records import sha256_of, to_out
+from bot.cards.errors import error_text
 from bot.clock import ManualClock
 from bot.config import parse_config
 from bot.errors import Conflict, Forbidden, HandrailError
-from bot.models import ApprovalRequest
 from storage.db import Database
 from storage.repositories import Audit
 from storage.tables import OutboxMessage
-from tests.conftest import config_dict
+from tests.helpers import config_dict, request
 
 CONFIG = parse_config(config_dict())
 
 
-def request(**overrides: Any) -> ApprovalRequest:
-    body = {
-        "agent": "lead-router",
-        "action": "opportunity.update_stage",
-        "summary": "Move ACME to Closed Won",
-        "target": {"system": "salesforce", "object": "Opportunity", "id": "006XYZ"},
-        "changes": [{"field": "StageName", "before": "Negotiation", "after": "Closed Won"}],
-        "reason": "Signed contract",
-        "evidence": [{"label": "Contract", "url": "https://docs.example/c"}],
-        "requested_by": "U0REP",
-        "params": {"stage": "Closed Won", "id": "006XYZ"},
-        "callback_url": "https://agent.example/hook",
-        "run_id": "run-1",
-        "version": "v7",
-    }
-    return ApprovalRequest.model_validate(body | overrides)
-
-
 def create(db: Database, clock: ManualClock, **overrides: Any) -> str:
     with db.transaction() as session:
-        approval, created = approvals.create(session, config=CONFIG, request=request(**overrides), now=clock.now())
+        approval, created = create_approval(session, config=CONFIG, request=request(**overrides), now=clock.now())
         assert created
         return approval.id
 
@@ -55,7 +41,7 @@ def decide(
     groups: frozenset[str] = frozenset(),
 ) -> Any:
     with db.transaction() as session:
-        return approvals.decide(
+        return decide_approval(
             session,
             config=CONFIG,
             approval_id=approval_id,
@@ -79,11 +65,11 @@ def outbox_kinds(db: Database, approval_id: str) -> list[str]:
 def test_create_stores_the_request_queues_its_card_and_audits(db: Database, clock: ManualClock) -> None:
     approval_id = create(db, clock)
     with db.transaction() as session:
-        approval = approvals.get(session, approval_id)
-        out = approvals.to_out(approval)
+        approval = get_approval(session, approval_id)
+        out = to_out(approval)
         events = Audit(session).for_object("approval", approval_id)
     assert out.status == "pending" and out.expires_at == clock.now() + timedelta(hours=24)
-    assert out.params_sha256 == approvals.sha256_of({"id": "006XYZ", "stage": "Closed Won"})
+    assert out.params_sha256 == sha256_of({"id": "006XYZ", "stage": "Closed Won"})
     assert outbox_kinds(db, approval_id) == ["card"]
     [event] = events
     assert (event.actor, event.event, event.reason) == ("agent:lead-router", "approval.requested", "Signed contract")
@@ -100,13 +86,13 @@ def test_create_stores_the_request_queues_its_card_and_audits(db: Database, cloc
 def test_the_same_idempotency_key_returns_the_same_request(db: Database, clock: ManualClock) -> None:
     first = create(db, clock, idempotency_key="k-1")
     with db.transaction() as session:
-        again, created = approvals.create(
+        again, created = create_approval(
             session, config=CONFIG, request=request(idempotency_key="k-1"), now=clock.now()
         )
     assert (again.id, created) == (first, False)
     assert outbox_kinds(db, first) == ["card"], "a replay posts no second card"
     with pytest.raises(Conflict, match="already used for a different request"), db.transaction() as session:
-        approvals.create(
+        create_approval(
             session, config=CONFIG, request=request(idempotency_key="k-1", summary="other"), now=clock.now()
         )
 
@@ -127,15 +113,16 @@ def test_an_approver_decides_once_and_the_decision_is_audited_and_sent(db: Datab
     assert events[1].before == {"status": "pending", "approvals": []}
     assert webhook.payload["body"]["event"] == "approval.approved"
     assert webhook.payload["body"]["approval"]["decided_by"] == ["U0REVIEWER"]
-    with pytest.raises(Conflict, match=r"Approved by <@U0REVIEWER>"):
+    with pytest.raises(Conflict) as late:
         decide(db, clock, approval_id, "U0OWNER", "deny", "too late")
+    assert re.search(r"Approved by <@U0REVIEWER>", error_text(CONFIG, late.value))
 
 
 def test_only_approvers_may_decide_and_the_refusal_names_who_can(db: Database, clock: ManualClock) -> None:
     approval_id = create(db, clock)
     with pytest.raises(Forbidden) as refused:
         decide(db, clock, approval_id, "U0STRANGER")
-    assert refused.value.message == (
+    assert error_text(CONFIG, refused.value) == (
         "Only <@U0REVIEWER>, <@U0OWNER> or members of <!subteam^S0DEALDESK> can decide requests from Lead router."
     )
     approval = decide(db, clock, approval_id, "U0DEALDESK1", groups=frozenset({"S0DEALDESK"}))

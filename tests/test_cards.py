@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 
-from bot import cards, policy
+from bot import mrkdwn, policy
+from bot.cards import approval as cards
+from bot.cards.blocks import Card
+from bot.cards.undo import undo_modal
 from bot.config import parse_config
-from bot.control import PauseView
+from bot.control.state import PauseView
 from bot.models import ApprovalRequest
 from storage.tables import ActionRecord, Approval
-from tests.conftest import T0, config_dict
 from tests.fakeslack import FakeSlack
+from tests.helpers import T0, config_dict
 
 CONFIG = parse_config(config_dict())
 AGENT = CONFIG.agents["lead-router"]
@@ -86,7 +89,7 @@ def approval(**overrides: Any) -> Approval:
     )
 
 
-def post(slack: FakeSlack, card: cards.Card) -> dict[str, Any]:
+def post(slack: FakeSlack, card: Card) -> dict[str, Any]:
     response = WebClient(token="xoxb-test", base_url=slack.base_url).chat_postMessage(
         channel="C0APPROVALS", text=card.text, blocks=card.blocks
     )
@@ -94,7 +97,7 @@ def post(slack: FakeSlack, card: cards.Card) -> dict[str, Any]:
     return slack.messages[("C0APPROVALS", response["ts"])]
 
 
-def card_text(card: cards.Card) -> str:
+def card_text(card: Card) -> str:
     return json.dumps(card.blocks, ensure_ascii=False)
 
 
@@ -213,7 +216,7 @@ def test_the_deny_modal_asks_for_a_reason(slack: FakeSlack) -> None:
 
 def test_plain_text_for_modal_errors() -> None:
     assert (
-        cards.as_plain_text(":no_entry: Denied by <@U0OWNER> at <!date^1^{time}|10:42 UTC>: a &lt;b&gt;")
+        mrkdwn.as_plain_text(":no_entry: Denied by <@U0OWNER> at <!date^1^{time}|10:42 UTC>: a &lt;b&gt;")
         == "Denied by @U0OWNER at 10:42 UTC: a <b>"
     )
 
@@ -260,7 +263,7 @@ def test_cards_show_quorum_escalation_policy_notes_and_policy_decisions(slack: F
     ("seconds", "text"), [(45, "45 s"), (900, "15 min"), (5400, "1 h 30 min"), (86400, "1 d"), (90061, "1 d 1 h")]
 )
 def test_durations_read_naturally(seconds: int, text: str) -> None:
-    assert cards.duration_text(timedelta(seconds=seconds)) == text
+    assert mrkdwn.duration(timedelta(seconds=seconds)) == text
 
 
 def test_a_paused_agents_card_says_so_with_the_reason_escaped(slack: FakeSlack) -> None:
@@ -284,8 +287,8 @@ def test_the_undo_preview_of_fifty_huge_actions_stays_within_slack_limits(slack:
         )
         for i in range(50)
     ]
-    view = cards.undo_modal("lead-router", AGENT, actions, json.dumps({"agent": "lead-router"}))
+    view = undo_modal("lead-router", AGENT, actions)
     response = WebClient(token="x", base_url=slack.base_url).views_open(trigger_id="1.2.3", view=view)
     assert response["ok"], slack.violations
     assert view["submit"]["text"] == "Undo 42"
-    assert "<!here>" not in json.dumps(view) and card_text(cards.Card("", view["blocks"], False)).count("skipped") == 8
+    assert "<!here>" not in json.dumps(view) and card_text(Card("", view["blocks"], False)).count("skipped") == 8

@@ -9,7 +9,7 @@ import yaml
 
 from bot.config import ConfigError, load_config, parse_config, parse_duration
 from bot.policy import choose
-from tests.conftest import config_dict
+from tests.helpers import config_dict
 
 
 def test_the_default_policy_takes_the_agents_approvers() -> None:

@@ -4,23 +4,35 @@ the gate answers, volume caps, versions and rollback, undo claims, and who may d
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
 
-from bot import control, runs
+from bot import outbound, runs
+from bot.cards.agent import announcement, mode_reply, pause_reply, resume_reply
+from bot.cards.errors import error_text
 from bot.clock import ManualClock
 from bot.config import HandrailConfig, parse_config
+from bot.control import access, state, undo, versions
+from bot.control import pause as pausing
 from bot.errors import Conflict, Forbidden, HandrailError, NotFound, TooMany
 from bot.models import ActionIn, GateOut
 from storage.db import Database
 from storage.repositories import Audit
 from storage.tables import OutboxMessage
-from tests.conftest import config_dict
+from tests.helpers import config_dict
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Said:
+    """What the person who ran the command is told, as Slack shows it."""
+
+    text: str
 
 
 @pytest.fixture
@@ -43,22 +55,35 @@ class Control:
             return fn(session, **kwargs)
 
     def gate(self, agent: str = "lead-router", customer: str | None = None, run_id: str | None = None) -> GateOut:
-        state = self(control.snapshot, config=self.config, now=self.clock.now())
-        return state.verdict(agent, customer, run_id, self.clock.now())
+        control = self(state.snapshot, config=self.config, now=self.clock.now())
+        return control.verdict(agent, customer, run_id, self.clock.now())
 
-    def pause(self, agent: str = "lead-router", **kwargs: Any) -> control.Outcome:
+    def pause(self, agent: str = "lead-router", **kwargs: Any) -> Said:
         args: dict[str, Any] = dict(customer=None, duration=None, reason="looping", user_id="U0OWNER") | kwargs
-        return self(control.pause, config=self.config, agent_id=agent, now=self.clock.now(), **args)
+        done = self(pausing.pause, config=self.config, agent_id=agent, now=self.clock.now(), **args)
+        return Said(pause_reply(self.config, done))
 
-    def resume(self, agent: str = "lead-router", customer: str | None = None) -> control.Outcome:
-        return self(
-            control.resume,
+    def resume(self, agent: str = "lead-router", customer: str | None = None) -> Said:
+        done = self(
+            pausing.resume,
             config=self.config,
             agent_id=agent,
             customer=customer,
             user_id="U0OWNER",
             now=self.clock.now(),
         )
+        return Said(resume_reply(self.config, done))
+
+    def set_mode(self, mode: str) -> Said:
+        note = self(
+            versions.set_mode,
+            config=self.config,
+            agent_id="lead-router",
+            mode=mode,
+            user_id="U0BOSS",
+            now=self.clock.now(),
+        )
+        return Said(mode_reply(self.config, note))
 
     def record(self, run_id: str | None = None, **fields: Any) -> Any:
         body = {
@@ -73,7 +98,7 @@ class Control:
     def posts(self) -> list[str]:
         with self.db.transaction() as session:
             rows = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "post").order_by(OutboxMessage.id))
-            return [row.payload["text"] for row in rows]
+            return [announcement(self.config, outbound.PostPayload.model_validate(row.payload).note) for row in rows]
 
 
 @pytest.fixture
@@ -110,7 +135,7 @@ def test_a_customer_pause_stops_that_customer_only(ctl: Control) -> None:
 
 
 def test_pausing_all_stops_every_agent_and_posts_in_every_channel(ctl: Control) -> None:
-    ctl.pause(control.EVERY_AGENT, user_id="U0ONCALL")
+    ctl.pause(state.EVERY_AGENT, user_id="U0ONCALL")
     assert not ctl.gate("lead-router").allowed and not ctl.gate("billing-bot").allowed
     assert "every agent is paused" in (ctl.gate("billing-bot").message or "")
     with ctl.db.transaction() as session:
@@ -126,8 +151,8 @@ def test_a_timed_pause_lifts_itself_and_the_sweep_records_it_once(ctl: Control, 
     assert not ctl.gate().allowed
     clock.advance(timedelta(seconds=1))
     assert ctl.gate().allowed, "the gate lets the agent act from `until` on, before any sweep"
-    assert ctl(control.lift_expired, config=ctl.config, now=clock.now()) == 1
-    assert ctl(control.lift_expired, config=ctl.config, now=clock.now()) == 0
+    assert ctl(pausing.lift_expired, config=ctl.config, now=clock.now()) == 1
+    assert ctl(pausing.lift_expired, config=ctl.config, now=clock.now()) == 0
     assert ctl.posts()[-1].startswith(":arrow_forward: The pause of Lead router (`lead-router`) by <@U0OWNER> ended")
     assert audit_events(ctl, "lead-router") == ["agent.paused", "agent.resumed"]
 
@@ -157,8 +182,8 @@ def test_resume_lifts_exactly_its_scope_and_names_what_stays_paused(ctl: Control
 
 def test_resuming_all_lifts_the_global_pause_and_names_the_agents_still_paused(ctl: Control) -> None:
     ctl.pause("billing-bot")
-    ctl.pause(control.EVERY_AGENT, user_id="U0ONCALL")
-    assert "Still paused: Billing bot (`billing-bot`) (by <@U0OWNER>)" in ctl.resume(control.EVERY_AGENT).text
+    ctl.pause(state.EVERY_AGENT, user_id="U0ONCALL")
+    assert "Still paused: Billing bot (`billing-bot`) (by <@U0OWNER>)" in ctl.resume(state.EVERY_AGENT).text
     assert ctl.gate().allowed and not ctl.gate("billing-bot").allowed
 
 
@@ -212,7 +237,7 @@ def test_a_replayed_dedup_key_returns_the_first_record(ctl: Control) -> None:
 
 def register(ctl: Control, version: str) -> tuple[Any, bool]:
     return ctl(
-        control.register_version,
+        versions.register_version,
         config=ctl.config,
         agent_id="lead-router",
         version=version,
@@ -225,7 +250,7 @@ def register(ctl: Control, version: str) -> tuple[Any, bool]:
 
 def rollback(ctl: Control, to: str | None = None) -> tuple[Any, Any]:
     return ctl(
-        control.rollback,
+        versions.rollback,
         config=ctl.config,
         agent_id="lead-router",
         to_version=to,
@@ -249,7 +274,7 @@ def test_rolling_back_steps_back_one_registered_version_at_a_time_and_never_rewr
         rollback(ctl)
     assert raised.value.code == "no_previous_version"
     assert rollback(ctl, "v3")[1].version == "v3"
-    history = ctl(control.history, agent_id="lead-router")
+    history = ctl(versions.history, agent_id="lead-router")
     assert [e.version for e in history] == ["v3", "v1", "v2", "v3", "v2", "v1"]
     assert [e.created_by for e in history[:3]] == ["user:U0OWNER"] * 3
     assert audit_events(ctl, "lead-router").count("agent.rolled_back") == 3
@@ -268,23 +293,9 @@ def test_rolling_back_to_an_unknown_or_the_active_version_is_refused(ctl: Contro
 
 def test_mode_changes_are_recorded_and_returned_by_the_gate(ctl: Control) -> None:
     assert ctl.gate().mode == "auto"
-    outcome = ctl(
-        control.set_mode,
-        config=ctl.config,
-        agent_id="lead-router",
-        mode="shadow",
-        user_id="U0BOSS",
-        now=ctl.clock.now(),
-    )
+    outcome = ctl.set_mode("shadow")
     assert "to `shadow` (was `auto`)" in outcome.text and ctl.gate().mode == "shadow"
-    again = ctl(
-        control.set_mode,
-        config=ctl.config,
-        agent_id="lead-router",
-        mode="shadow",
-        user_id="U0BOSS",
-        now=ctl.clock.now(),
-    )
+    again = ctl.set_mode("shadow")
     assert "already" in again.text
     assert audit_events(ctl, "lead-router") == ["agent.mode_changed"]
 
@@ -297,13 +308,13 @@ def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(c
     irreversible, _ = ctl.record(reversible=False)
 
     def claim(action_id: str, user: str = "U0OWNER") -> Any:
-        return ctl(control.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user)
+        return ctl(undo.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user)
 
     assert claim(irreversible.id) is None
     assert claim(action.id) is not None
     assert claim(action.id, "U0BOSS") is None, "a second undo while the first is under way gets nothing"
     ctl(
-        control.finish_undo,
+        undo.finish_undo,
         action_id=action.id,
         agent_id="lead-router",
         user_id="U0OWNER",
@@ -312,7 +323,7 @@ def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(c
     )
     assert claim(action.id) is not None, "a failed undo releases the action"
     ctl(
-        control.finish_undo,
+        undo.finish_undo,
         action_id=action.id,
         agent_id="lead-router",
         user_id="U0OWNER",
@@ -320,15 +331,15 @@ def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(c
         now=ctl.clock.now(),
     )
     assert claim(action.id) is None
-    preview = ctl(control.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
+    preview = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
     assert [a.id for a in preview] == [irreversible.id]
-    assert control.restore_of(action) == {"owner": "a"}
+    assert undo.restore_of(action) == {"owner": "a"}
     assert audit_events(ctl, "lead-router") == ["action.undo_failed", "action.undone"]
 
 
 def test_undo_needs_a_control_hook(ctl: Control) -> None:
     with pytest.raises(HandrailError) as raised:
-        ctl(control.undo_preview, config=ctl.config, agent_id="billing-bot", count=5)
+        ctl(undo.undo_preview, config=ctl.config, agent_id="billing-bot", count=5)
     assert raised.value.code == "no_control_url"
 
 
@@ -354,13 +365,13 @@ def test_undo_needs_a_control_hook(ctl: Control) -> None:
 )
 def test_who_may_run_each_command(
     config: HandrailConfig,
-    permission: control.Permission,
+    permission: access.Permission,
     agent: str | None,
     user: str,
     groups: set[str],
     allowed: bool,
 ) -> None:
-    check = lambda: control.check_allowed(config, permission, agent, user, frozenset(groups))  # noqa: E731
+    check = lambda: access.check_allowed(config, permission, agent, user, frozenset(groups))  # noqa: E731
     if allowed:
         check()
     else:
@@ -370,11 +381,11 @@ def test_who_may_run_each_command(
 
 def test_a_refusal_names_who_can(config: HandrailConfig) -> None:
     with pytest.raises(Forbidden) as raised:
-        control.check_allowed(config, "rollback", "lead-router", "U0BACKUP", frozenset())
-    assert raised.value.message == (
+        access.check_allowed(config, "rollback", "lead-router", "U0BACKUP", frozenset())
+    assert error_text(config, raised.value) == (
         "You cannot do this. Who can: the primary owner of Lead router (<@U0OWNER>); "
         "managers (<@U0BOSS>); admins (<@U0ADMIN>)."
     )
     with pytest.raises(Forbidden) as raised:
-        control.check_allowed(config, "pause_all", None, "U0OWNER", frozenset())
-    assert "on-call (<@U0ONCALL>, <!subteam^S0ONCALL>)" in raised.value.message
+        access.check_allowed(config, "pause_all", None, "U0OWNER", frozenset())
+    assert "on-call (<@U0ONCALL>, <!subteam^S0ONCALL>)" in error_text(config, raised.value)

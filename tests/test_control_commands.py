@@ -16,9 +16,19 @@ from bot import webhooks
 from handlers.commands import COMMANDS
 from storage.repositories import Audit
 from tests import slackreq
-from tests.conftest import AGENT_TOKENS, WEBHOOK_SECRET, AgentEndpoint, Running, config_dict
 from tests.fakeslack import Call, FakeSlack
-from tests.test_scenarios import ask, card_of, click, posted_card, wait_calls
+from tests.helpers import (
+    AGENT_TOKENS,
+    WEBHOOK_SECRET,
+    AgentEndpoint,
+    Running,
+    ask,
+    card_of,
+    click,
+    config_dict,
+    posted_card,
+    wait_calls,
+)
 
 ROLES = {"oncall": ["U0ONCALL", "S0ONCALL"], "managers": ["U0BOSS"], "admins": ["U0ADMIN"]}
 

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import AgentEndpoint, Running, config_dict
 from tests.fakeslack import FakeSlack
-from tests.test_scenarios import ask, card_of, click, posted_card, wait_calls
+from tests.helpers import AgentEndpoint, Running, ask, card_of, click, config_dict, posted_card, wait_calls
 
 QUOTES = {
     "match": "quote.*",

@@ -30,8 +30,8 @@ import redis
 from bot.clock import ManualClock
 from bot.config import Settings
 from tests import slackreq
-from tests.conftest import T0, Running, serve
 from tests.fakeslack import FakeSlack
+from tests.helpers import T0, Running, serve
 from tests.servers import start, start_postgres, start_redis
 
 LEAD, BILLING = "lead-router", "billing-bot"

@@ -33,8 +33,8 @@ from sqlalchemy.engine import make_url
 
 from storage.db import Database
 from storage.tables import Approval, AuditEvent, OutboxMessage
-from tests.conftest import AGENT_TOKENS, SIGNING_SECRET, T0, WEBHOOK_SECRET, config_dict, reset_postgres
 from tests.fakeslack import Call, FakeSlack
+from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, T0, WEBHOOK_SECRET, config_dict, reset_postgres
 from tests.replica import CLOCK_VARIABLE, READY, set_time
 from tests.samples import REQUEST
 from tests.servers import free_port

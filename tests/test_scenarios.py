@@ -11,52 +11,8 @@ import httpx
 from bot import outbox, webhooks
 from storage.repositories import Audit
 from tests import slackreq
-from tests.conftest import WEBHOOK_SECRET, AgentEndpoint, Running
-from tests.fakeslack import Call, FakeSlack
-from tests.samples import REQUEST
-
-
-def ask(running: Running, **overrides: Any) -> dict[str, Any]:
-    response = running.agent().post("/v1/approvals", json=REQUEST | overrides)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def posted_card(slack: FakeSlack, count: int = 1) -> Call:
-    """The count-th card Slack took (a top-level message with blocks; DMs and announcements have none)."""
-
-    def cards(calls: list[Call]) -> list[Call]:
-        return [
-            c
-            for c in calls
-            if c.method == "chat.postMessage"
-            and c.response.get("ok")
-            and "thread_ts" not in c.params
-            and "blocks" in c.params
-        ]
-
-    return cards(slack.wait_for(lambda calls: len(cards(calls)) >= count))[count - 1]
-
-
-def card_of(slack: FakeSlack, post: Call) -> dict[str, Any]:
-    return slack.messages[(post.response["channel"], post.response["ts"])]
-
-
-def click(running: Running, post: Call, user: str, action: str, approval_id: str) -> httpx.Response:
-    body = slackreq.block_action(
-        user_id=user,
-        action_id=action,
-        value=approval_id,
-        channel_id=post.response["channel"],
-        message_ts=post.response["ts"],
-    )
-    return running.slack_post(body)
-
-
-def wait_calls(slack: FakeSlack, method: str, count: int = 1) -> list[Call]:
-    """Wait until Slack has had `count` calls of `method`; return all calls of it."""
-    slack.wait_for(lambda calls: sum(c.method == method for c in calls) >= count)
-    return slack.calls_to(method)
+from tests.fakeslack import FakeSlack
+from tests.helpers import WEBHOOK_SECRET, AgentEndpoint, Running, ask, card_of, click, posted_card, wait_calls
 
 
 def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint) -> None:

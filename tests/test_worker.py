@@ -6,12 +6,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot import approvals
+from bot.approvals.create import create as create_approval
 from bot.config import load_config
 from storage.db import Database, migrate
-from tests.conftest import SIGNING_SECRET
 from tests.fakeslack import FakeSlack
-from tests.test_approvals import request
+from tests.helpers import SIGNING_SECRET, request
 
 
 def test_the_worker_takes_due_steps_and_sends_them(
@@ -21,7 +20,7 @@ def test_the_worker_takes_due_steps_and_sends_them(
     db = Database(database_url)
     migrate(db.engine)
     with db.transaction() as session:  # asked 16 minutes ago: the primary owner's step is due
-        created, _ = approvals.create(
+        created, _ = create_approval(
             session, config=load_config(config_file), request=request(), now=datetime.now(UTC) - timedelta(minutes=16)
         )
     db.dispose()

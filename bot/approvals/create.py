@@ -1,0 +1,121 @@
+"""A new request: stored under the policy that matches it, idempotent per agent and key."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from bot import effects, policy
+from bot.approvals.records import audit, has_card, sha256_of, show
+from bot.config import HandrailConfig
+from bot.errors import Conflict
+from bot.escalation import upcoming
+from bot.models import ApprovalRequest
+from storage.repositories import Approvals
+from storage.tables import Approval
+
+
+def create(
+    session: Session, *, config: HandrailConfig, request: ApprovalRequest, now: datetime
+) -> tuple[Approval, bool]:
+    """Store a new request under the policy that matches it. With an idempotency key already used
+    by this agent, return that request instead (created=False); reusing the key for a different
+    request is a conflict.
+
+    `approve` requests wait for people; `auto` ones are approved at once (posted for review when
+    sampled); `human_only` ones are denied to the agent at once and posted as a task for a person."""
+    body = request.model_dump(mode="json")
+    request_sha256 = sha256_of(body)
+    repo = Approvals(session)
+    if request.idempotency_key:
+        existing = repo.by_idempotency_key(request.agent, request.idempotency_key)
+        if existing is not None:
+            if existing.request_sha256 != request_sha256:
+                raise Conflict(
+                    f"idempotency_key {request.idempotency_key!r} was already used for a different request",
+                    code="idempotency_conflict",
+                )
+            return existing, False
+
+    agent = config.agents[request.agent]
+    applied = policy.choose(config, request.agent, request.action, request.facts)
+    approval = Approval(
+        id="apr_" + secrets.token_hex(10),
+        agent=request.agent,
+        action=request.action,
+        status="pending",
+        summary=request.summary,
+        request_reason=request.reason,
+        target=body["target"],
+        target_key=sha256_of([body["target"][k] for k in ("system", "object", "id")]),
+        changes=body["changes"],
+        evidence=body["evidence"],
+        params=request.params,
+        params_sha256=sha256_of(request.params),
+        facts=request.facts,
+        customer=request.customer,
+        run_id=request.run_id,
+        agent_version=request.version,
+        requested_by=request.requested_by,
+        callback_url=body["callback_url"],
+        idempotency_key=request.idempotency_key,
+        request_sha256=request_sha256,
+        created_at=now,
+        expires_at=now + applied.timeout,
+        policy=applied.model_dump(mode="json"),
+        approved_by=[],
+        steps_done=0,
+        channel=agent.channel,
+        state_version=1,
+        card_version=0,
+    )
+    if applied.mode == "auto":
+        approval.status, approval.decision_code, approval.decided_by, approval.decided_at = "approved", "auto", [], now
+        approval.decision_reason = f"Approved automatically by policy {applied.describe()}."
+        approval.execute_by = now + applied.execute_window
+    elif applied.mode == "human_only":
+        approval.status, approval.decision_code, approval.decided_by, approval.decided_at = (
+            "denied",
+            "human_only",
+            [],
+            now,
+        )
+        approval.decision_reason = f"Policy {applied.describe()} says a person must do this; the agent may not."
+    else:
+        approval.next_at = upcoming(applied, created_at=now, expires_at=approval.expires_at, steps_done=0).at
+    repo.add(approval)
+
+    audit(
+        session,
+        approval,
+        now,
+        f"agent:{approval.agent}",
+        "approval.requested",
+        after={
+            "status": "pending",
+            "action": approval.action,
+            "target": approval.target,
+            "changes": approval.changes,
+            "params_sha256": approval.params_sha256,
+            "policy": approval.policy,
+        },
+        reason=approval.request_reason,
+        evidence=approval.evidence,
+    )
+    if approval.status != "pending":
+        audit(
+            session,
+            approval,
+            now,
+            "policy",
+            f"approval.{approval.status}",
+            before={"status": "pending"},
+            after={"status": approval.status, "code": approval.decision_code},
+            reason=approval.decision_reason,
+        )
+    if has_card(approval):
+        show(session, approval, now)
+    effects.approval_changed(session, approval.id)
+    return approval, True

@@ -1,0 +1,202 @@
+"""Replies to `/agent` and the announcements of incident control in an agent's channel."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from bot import mrkdwn, outbound
+from bot.cards.blocks import Card, button, section
+from bot.config import AgentConfig, HandrailConfig
+from bot.control.pause import PauseDone, ResumeDone
+from bot.control.state import EVERY_AGENT, PauseView
+from bot.control.status import AgentStatus
+
+PAUSE_ALL_ACTION = "control.pause_all"
+PAUSE_ALL_CANCEL = "control.pause_all_cancel"
+
+
+class PauseAll(BaseModel):
+    """What the confirm button of `/agent pause all` carries; the click is authorized again."""
+
+    customer: str | None = None
+    seconds: float | None = None
+    reason: str | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        return timedelta(seconds=self.seconds) if self.seconds else None
+
+
+def agent_name(config: HandrailConfig, agent_id: str) -> str:
+    agent = config.agents.get(agent_id)
+    return f"{mrkdwn.escape(agent.name)} (`{agent_id}`)" if agent else f"`{agent_id}`"
+
+
+def scope_text(config: HandrailConfig, agent_id: str, customer: str | None) -> str:
+    """`Lead router (`lead-router`) for customer `acme``, `every agent`."""
+    who = "every agent" if agent_id == EVERY_AGENT else agent_name(config, agent_id)
+    return who + (f" for customer `{mrkdwn.escape(customer)}`" if customer else "")
+
+
+def _reason(reason: str | None) -> str:
+    return f": {mrkdwn.escape(reason)}" if reason else " (no reason given)"
+
+
+def _still(config: HandrailConfig, pauses: list[PauseView]) -> str:
+    """The pauses that still stop an agent after a resume."""
+    if not pauses:
+        return ""
+    listed = "; ".join(
+        f"{scope_text(config, p.agent, p.customer)} (by {mrkdwn.user(p.paused_by)})" for p in pauses[:10]
+    )
+    return f" Still paused: {listed}."
+
+
+def announcement(config: HandrailConfig, note: outbound.AgentNote) -> str:
+    """What a change to an agent says in its channel (and, mostly, to the person who made it)."""
+    match note:
+        case outbound.Paused():
+            ending = f" until {mrkdwn.date(note.until)}" if note.until else " until someone resumes it"
+            scope = scope_text(config, note.agent, note.customer)
+            return f":double_vertical_bar: {mrkdwn.user(note.by)} paused {scope}{ending}{_reason(note.reason)}"
+        case outbound.Resumed():
+            return f":arrow_forward: {mrkdwn.user(note.by)} resumed {scope_text(config, note.agent, note.customer)}"
+        case outbound.PauseEnded():
+            scope = scope_text(config, note.agent, note.customer)
+            return f":arrow_forward: The pause of {scope} by {mrkdwn.user(note.paused_by)} ended, as set."
+        case outbound.ModeSet():
+            name = agent_name(config, note.agent)
+            return f":gear: {mrkdwn.user(note.by)} set the mode of {name} to `{note.mode}` (was `{note.before}`)"
+        case outbound.VersionRegistered():
+            was = f" (was `{mrkdwn.escape(note.before)}`)" if note.before else ""
+            name = agent_name(config, note.agent)
+            return f":package: {name} is now version `{mrkdwn.escape(note.version)}`{was}."
+        case outbound.RolledBack():
+            told = (
+                "The control hook confirmed."
+                if note.hook_ok
+                else f"The agent's platform was not told: {mrkdwn.escape(note.hook_detail)}. "
+                "The gate returns the new version."
+            )
+            return (
+                f":rewind: {mrkdwn.user(note.by)} rolled back {agent_name(config, note.agent)} from "
+                f"`{mrkdwn.escape(note.from_version)}` to `{mrkdwn.escape(note.to_version)}`{_reason(note.reason)}. "
+                f"{told}"
+            )
+        case outbound.Undid():
+            text = (
+                f":leftwards_arrow_with_hook: {mrkdwn.user(note.by)} undid {note.done} of {note.tried} action(s) of "
+                f"{agent_name(config, note.agent)}"
+            )
+            failed = note.tried - note.done
+            extra = ([f"{failed} failed"] if failed else []) + (
+                [f"{note.skipped} skipped as irreversible"] if note.skipped else []
+            )
+            return text + (f" ({', '.join(extra)})" if extra else "") + "."
+        case outbound.Written(text=text):
+            return text
+
+
+def pause_reply(config: HandrailConfig, done: PauseDone) -> str:
+    waiting = done.cards_redrawn
+    stays = f" {waiting} pending request(s) stay open; their cards say so." if waiting else ""
+    return announcement(config, done.note) + "." + stays
+
+
+def resume_reply(config: HandrailConfig, done: ResumeDone) -> str:
+    return announcement(config, done.note) + "." + _still(config, done.still)
+
+
+def not_paused_text(config: HandrailConfig, agent_id: str, customer: str | None, still: list[PauseView]) -> str:
+    return f"{scope_text(config, agent_id, customer)} is not paused.{_still(config, still)}"
+
+
+def mode_reply(config: HandrailConfig, note: outbound.ModeSet) -> str:
+    if note.mode == note.before:
+        return f"{agent_name(config, note.agent)} is already in `{note.mode}` mode."
+    return announcement(config, note) + "."
+
+
+def owners_text(agent_id: str, agent: AgentConfig, oncall: tuple[str, ...]) -> str:
+    def who(user: str | None) -> str:
+        return mrkdwn.user(user) if user else "none"
+
+    lines = [
+        f"*{mrkdwn.escape(agent.name)}* (`{agent_id}`)",
+        f"• Primary owner: {who(agent.owners.primary)}",
+        f"• Backup: {who(agent.owners.backup)}",
+        f"• Escalation manager: {who(agent.owners.escalation_manager)}",
+        f"• Channel: {mrkdwn.channel(agent.channel)}"
+        + (f" · owner channel {mrkdwn.channel(agent.owner_channel)}" if agent.owner_channel else ""),
+        "• On-call: " + (", ".join(mrkdwn.principal(e) for e in oncall) if oncall else "nobody under `roles.oncall`"),
+    ]
+    return "\n".join(lines)
+
+
+def _pause_text(pause: PauseView) -> str:
+    scope = "every agent" if pause.agent == "*" else "this agent"
+    scope += f", customer `{mrkdwn.escape(pause.customer)}`" if pause.customer else ""
+    until = f" until {mrkdwn.date(pause.until)}" if pause.until else ""
+    reason = f": {mrkdwn.escape(pause.reason)}" if pause.reason else ""
+    by = f"by {mrkdwn.user(pause.paused_by)} {mrkdwn.date(pause.created_at)}"
+    return f":double_vertical_bar: Paused ({scope}) {by}{until}{reason}"
+
+
+def status_text(status: AgentStatus) -> str:
+    """`/agent status <agent>` in a few lines."""
+    version = status.version
+    lines = [f"*{mrkdwn.escape(status.agent.name)}* (`{status.agent_id}`)"]
+    line = f"• Mode `{status.mode}` · "
+    if version is None:
+        line += "no version registered"
+    else:
+        line += f"version `{mrkdwn.escape(version.version)}` since {mrkdwn.date(version.created_at)}"
+        line += " (a rollback)" if version.restores_id else ""
+    lines.append(line)
+    lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
+    if status.capped_until:
+        lines.append(f"• :no_entry: Hourly volume cap reached; it lifts {mrkdwn.date(status.capped_until)}")
+    lines.append(f"• Pending approvals: {status.pending}")
+    run = status.last_run
+    if run is None:
+        lines.append("• Last run: none reported")
+    else:
+        lines.append(f"• Last run: `{mrkdwn.escape(run.run_id)}` {run.status} {mrkdwn.date(run.at)}")
+    if status.runs:
+        lines.append(
+            f"• Last hour: {status.runs} run(s), {status.failures} failed "
+            f"({status.failures / status.runs:.0%}), cost ${status.cost_usd:,.2f}"
+        )
+    else:
+        lines.append(f"• Last hour: no finished runs, cost ${status.cost_usd:,.2f}")
+    return "\n".join(lines)
+
+
+def status_line(status: AgentStatus) -> str:
+    """One agent in `/agent status`."""
+    version = f"`{mrkdwn.escape(status.version.version)}`" if status.version else "no version"
+    state = (
+        ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
+    )
+    customers = [p for p in status.pauses if p.customer]
+    if customers:
+        state += f" ({len(customers)} customer pause{'s' if len(customers) > 1 else ''})"
+    return (
+        f"• *{mrkdwn.escape(status.agent.name)}* (`{status.agent_id}`): {state} · mode `{status.mode}` · {version} · "
+        f"{status.pending} pending"
+    )
+
+
+def pause_all_confirm(intent: PauseAll, count: int) -> Card:
+    scope = f" for customer `{mrkdwn.escape(intent.customer)}`" if intent.customer else " for all customers"
+    if intent.duration:
+        scope += f" for {mrkdwn.duration(intent.duration)}"
+    text = f":warning: This pauses *every agent* ({count}){scope}. Agents stop at their next gate check."
+    buttons = [
+        button(PAUSE_ALL_ACTION, "Pause every agent", intent.model_dump_json(), style="danger"),
+        button(PAUSE_ALL_CANCEL, "Cancel", "cancel"),
+    ]
+    blocks = [section(text), {"type": "actions", "block_id": "confirm", "elements": buttons}]
+    return Card(text="Pause every agent?", blocks=blocks)

@@ -1,0 +1,281 @@
+"""The approval card, its thread notes and DMs, and the Deny modal.
+
+Everything an agent wrote is escaped. Whatever the card cuts is posted in full in its thread.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from bot import mrkdwn, outbound
+from bot.approvals.decide import Settled
+from bot.cards.blocks import Budget, Card, button, section
+from bot.config import AgentConfig
+from bot.control.state import PauseView
+from storage.tables import Approval
+
+APPROVE_ACTION = "approval.approve"
+DENY_ACTION = "approval.deny"
+DENY_VIEW = "approval.deny"
+REASON_BLOCK = "reason"
+REASON_INPUT = "reason"
+
+THREAD_TEXT_MAX = 39_000  # Slack truncates message text past 40,000 characters
+ROLE_NAMES = {"primary": "primary owner", "backup": "backup owner", "escalation_manager": "escalation manager"}
+
+
+class DenyMetadata(BaseModel):
+    """The Deny modal's private_metadata."""
+
+    approval_id: str
+
+
+def target_name(approval: Approval) -> str:
+    target = approval.target
+    return f"{target['system']} {target['object']} {target['id']}"
+
+
+def outcome_sentence(approval: Approval | Settled) -> str:
+    """One line saying where the request stands; the card's status and the thread note."""
+    escape, deciders = mrkdwn.escape, mrkdwn.users(approval.decided_by or [])
+    if approval.decision_code == "auto":
+        return f":robot_face: {escape(approval.decision_reason or '')} Posted here for review."
+    if approval.decision_code == "human_only":
+        return ":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: " + escape(
+            approval.decision_reason or ""
+        )
+    if approval.status == "approved":
+        assert approval.decided_at is not None
+        line = f":white_check_mark: Approved by {deciders} at {mrkdwn.time(approval.decided_at)}"
+        return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
+    if approval.status == "denied":
+        assert approval.decided_at is not None
+        return (
+            f":no_entry: Denied by {deciders} at {mrkdwn.time(approval.decided_at)}: "
+            f"{escape(approval.decision_reason or '')}"
+        )
+    if approval.status == "expired":
+        return f":hourglass: Expired at {mrkdwn.date(approval.expires_at)} with no decision"
+    if approval.status == "cancelled":
+        line = f":no_entry_sign: Cancelled by the agent at {mrkdwn.date(approval.decided_at or approval.expires_at)}"
+        return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
+    return f":hourglass_flowing_sand: Waiting for a decision · expires {mrkdwn.date(approval.expires_at)}"
+
+
+def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
+    """Where a request stands beyond its status: approvals toward the quorum, the last
+    escalation, whether the agent acted, why the default policy applied."""
+    policy = approval.policy
+    lines = []
+    if approval.status == "pending" and policy["quorum"] > 1:
+        who = mrkdwn.users(approval.approved_by)
+        lines.append(
+            f":ballot_box_with_check: {len(approval.approved_by)} of {policy['quorum']} approvals"
+            + (f" ({who})" if who else "")
+        )
+    if approval.status == "pending" and approval.steps_done and approval.escalated_at:
+        role = policy["escalation"][approval.steps_done - 1]["notify"]
+        user = getattr(agent.owners, role)
+        if user:
+            lines.append(f":rotating_light: Escalated to {mrkdwn.user(user)} {mrkdwn.time(approval.escalated_at)}")
+    if approval.executed_at:
+        lines.append(f":gear: The agent acted on it at {mrkdwn.time(approval.executed_at)}")
+    if policy.get("note"):
+        lines.append(f":information_source: Default policy: {mrkdwn.escape(policy['note'])}")
+    return lines
+
+
+def paused_line(pause: PauseView) -> str:
+    until = f" until {mrkdwn.date(pause.until)}" if pause.until else ""
+    scope = "Every agent is" if pause.agent == "*" else "The agent is"
+    reason = f": {mrkdwn.escape(pause.reason)}" if pause.reason else ""
+    return (
+        f":double_vertical_bar: {scope} paused by {mrkdwn.user(pause.paused_by)}{until}{reason}. You can still "
+        f"decide; it will not act until it is resumed."
+    )
+
+
+def _target(approval: Approval, budget: Budget) -> str:
+    if approval.target.get("url"):
+        return budget.link(approval.target["url"], target_name(approval), 1900)
+    return budget.escaped(target_name(approval), 1900)
+
+
+def _changes(approval: Approval, budget: Budget) -> str | None:
+    if not approval.changes:
+        return None
+    lines = []
+    for change in approval.changes:
+        before = budget.escaped(mrkdwn.value(change.get("before")), 300)
+        after = budget.escaped(mrkdwn.value(change.get("after")), 300)
+        lines.append(f"• *{budget.escaped(change['field'], 100)}*: {before} → {after}")
+    text = "*Changes* (before → after)\n"
+    for count, line in enumerate(lines):
+        if len(text) + len(line) + 1 > 2800:
+            budget.cut = True
+            return text + f"_…and {len(lines) - count} more: full list in the thread_"
+        text += line + "\n"
+    return text.rstrip("\n")
+
+
+def _evidence(approval: Approval, budget: Budget) -> str | None:
+    if not approval.evidence:
+        return None
+    shown = approval.evidence[:10]
+    text = "*Evidence*\n" + "\n".join("• " + budget.link(item["url"], item["label"], 270) for item in shown)
+    if len(approval.evidence) > len(shown):
+        budget.cut = True
+        text += f"\n_…and {len(approval.evidence) - len(shown)} more in the thread_"
+    return text  # at most 10 links of 270 characters: inside a section's 3000
+
+
+def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | None = None) -> Card:
+    budget = Budget()
+    version = f" {budget.escaped(approval.agent_version, 60)}" if approval.agent_version else ""
+    fields = [
+        f"*Agent*\n{mrkdwn.escape(agent.name)}{version}",
+        f"*Action*\n{budget.escaped(approval.action, 300)}",
+        f"*Target*\n{_target(approval, budget)}",
+    ]
+    if approval.customer:
+        fields.append(f"*Customer*\n{budget.escaped(approval.customer, 300)}")
+    if approval.run_id:
+        fields.append(f"*Run*\n{budget.escaped(approval.run_id, 300)}")
+    if approval.requested_by:
+        fields.append(f"*Asked by*\n{mrkdwn.user(approval.requested_by)}")
+    if approval.status == "pending":
+        fields.append(f"*Expires*\n{mrkdwn.date(approval.expires_at)}")
+    title = "Task for a person" if approval.decision_code == "human_only" else "Approval"
+
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": mrkdwn.plain(f"{title}: {approval.action}", 150), "emoji": False},
+        },
+        section(budget.escaped(approval.summary, 1500)),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f, "verbatim": True} for f in fields]},
+    ]
+    changes = _changes(approval, budget)
+    if changes:
+        blocks.append(section(changes))
+    blocks.append(section("*Reason*\n" + budget.escaped(approval.request_reason, 1500)))
+    evidence = _evidence(approval, budget)
+    if evidence:
+        blocks.append(section(evidence))
+    status = [outcome_sentence(approval), *_progress(approval, agent)]
+    if paused is not None and approval.status == "pending":
+        status.append(paused_line(paused))
+    blocks.append(section("\n".join(status)))
+    if approval.status == "pending":
+        buttons = [
+            button(APPROVE_ACTION, "Approve", approval.id, style="primary"),
+            button(DENY_ACTION, "Deny", approval.id, style="danger"),
+        ]
+        blocks.append({"type": "actions", "block_id": "decision", "elements": buttons})
+    context = f"Request `{approval.id}` · policy `{mrkdwn.escape(approval.policy['source'])}`"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    text = mrkdwn.plain(f"{agent.name} asks to {approval.action}: {approval.status}", 300)
+    return Card(text=mrkdwn.escape(text), blocks=blocks, cut=budget.cut)
+
+
+def full_request_text(approval: Approval, agent: AgentConfig) -> str | None:
+    """The whole request as one thread message, for when the card had to cut something."""
+    if not approval_card(approval, agent).cut:
+        return None  # the card shows all of it
+    escape = mrkdwn.escape
+    parts = [
+        f"*Full request `{approval.id}`*",
+        "*Summary*\n" + escape(approval.summary),
+        "*Reason*\n" + escape(approval.request_reason),
+    ]
+    if approval.changes:
+        parts.append(
+            "*Changes*\n"
+            + "\n".join(
+                f"• {escape(c['field'])}: {escape(mrkdwn.value(c.get('before')))} → "
+                f"{escape(mrkdwn.value(c.get('after')))}"
+                for c in approval.changes
+            )
+        )
+    if approval.evidence:
+        parts.append("*Evidence*\n" + "\n".join("• " + mrkdwn.link(e["url"], e["label"]) for e in approval.evidence))
+    text = "\n\n".join(parts)
+    if len(text) > THREAD_TEXT_MAX:
+        text = text[: THREAD_TEXT_MAX - 200].rsplit("&", 1)[0] + (
+            f"\n_…cut at {THREAD_TEXT_MAX:,} characters; the agent's copy of `{approval.id}` has the rest._"
+        )
+    return text
+
+
+def _about(approval: Approval) -> str:
+    return (
+        f"*{mrkdwn.escape(mrkdwn.plain(approval.action, 200))}* on "
+        f"{mrkdwn.escape(mrkdwn.plain(target_name(approval), 300))}"
+    )
+
+
+def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfig | None) -> str | None:
+    """A thread note or DM about an approval, as of now; None when there is nothing to say."""
+    name = mrkdwn.escape(agent.name if agent else approval.agent)
+    match note:
+        case outbound.FullRequest():
+            return full_request_text(approval, agent) if agent else None
+        case outbound.Outcome():
+            return outcome_sentence(approval)
+        case outbound.Counted(user=user, count=count, quorum=quorum, reason=reason):
+            why = f": {mrkdwn.escape(reason)}" if reason else ""
+            return f":ballot_box_with_check: {mrkdwn.user(user)} approved ({count} of {quorum}){why}"
+        case outbound.Executed(at=at):
+            return f":gear: The agent acted on this approval at {mrkdwn.time(at)}."
+        case outbound.Escalated(waited_s=waited_s, role=role, user=user):
+            waited = mrkdwn.duration(timedelta(seconds=waited_s))
+            if user:
+                to = f"{mrkdwn.user(user)} ({ROLE_NAMES[role]})"
+                return f":rotating_light: No decision after {waited}: escalated to {to}."
+            return f":rotating_light: No decision after {waited}; no {ROLE_NAMES[role]} is configured."
+        case outbound.EscalatedToYou(waited_s=waited_s, role=role):
+            waited = mrkdwn.duration(timedelta(seconds=waited_s))
+            return (
+                f":rotating_light: A request from {name} has had no decision for {waited}, and you are its "
+                f"{ROLE_NAMES[role]}: {_about(approval)}. It expires {mrkdwn.date(approval.expires_at)}."
+            )
+        case outbound.Expired():
+            return (
+                f":hourglass: A request from {name} expired with no decision, so the agent was told not to act: "
+                f"{_about(approval)}."
+            )
+        case outbound.DeniedTwice(earlier_id=earlier_id):
+            return (
+                f":warning: {name} asked twice within 24 hours to *{mrkdwn.escape(approval.action)}* on "
+                f"{mrkdwn.escape(target_name(approval))}, and was denied both times (`{earlier_id}`, `{approval.id}`)."
+            )
+        case outbound.Written(text=text):
+            return text
+
+
+def deny_modal(approval: Approval) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": DENY_VIEW,
+        "private_metadata": DenyMetadata(approval_id=approval.id).model_dump_json(),
+        "title": {"type": "plain_text", "text": "Deny request"},
+        "submit": {"type": "plain_text", "text": "Deny"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            section(f"Deny *{mrkdwn.escape(mrkdwn.plain(approval.action, 200))}* (request `{approval.id}`)?"),
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "Reason (the agent and the channel see it)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            },
+        ],
+    }

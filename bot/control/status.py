@@ -1,0 +1,53 @@
+"""`/agent status`: one agent's mode, version, pauses, pending approvals and the last hour's runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from bot.config import AgentConfig, HandrailConfig
+from bot.control.access import known_agent
+from bot.control.state import DEFAULT_MODE, EVERY_AGENT, PauseView, snapshot
+from storage.repositories import Approvals, Runs, Versions
+from storage.tables import AgentVersion, Run
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    agent_id: str
+    agent: AgentConfig
+    mode: str
+    version: AgentVersion | None
+    pauses: list[PauseView]
+    pending: int
+    last_run: Run | None
+    runs: int
+    failures: int
+    cost_usd: float
+    capped_until: datetime | None
+
+
+def status(session: Session, *, config: HandrailConfig, agent_id: str, now: datetime) -> AgentStatus:
+    agent = known_agent(config, agent_id)
+    state = snapshot(session, config=config, now=now, agents=[agent_id])
+    runs = Runs(session).since(agent_id, now - timedelta(hours=1))
+    history = Versions(session).history(agent_id, limit=1)
+    return AgentStatus(
+        agent_id=agent_id,
+        agent=agent,
+        mode=state.modes.get(agent_id, DEFAULT_MODE),
+        version=history[0] if history else None,
+        pauses=[p for p in state.pauses if p.agent in (agent_id, EVERY_AGENT) and p.active(now)],
+        pending=Approvals(session).count_pending(agent_id),
+        last_run=Runs(session).latest(agent_id),
+        runs=len([r for r in runs if r.status != "running"]),
+        failures=len([r for r in runs if r.status == "failed"]),
+        cost_usd=sum(r.cost_usd or 0 for r in runs),
+        capped_until=t if (t := state.capped_until.get(agent_id)) and t > now else None,
+    )
+
+
+def statuses(session: Session, *, config: HandrailConfig, now: datetime) -> list[AgentStatus]:
+    return [status(session, config=config, agent_id=agent_id, now=now) for agent_id in config.agents]

@@ -1,0 +1,166 @@
+"""Async orchestration across transactions: what a click or a command does when it needs Slack or
+the agent's platform between two steps of the domain (user-group lookups before a decision, the
+control hook between a rollback and its announcement, one undo after another).
+
+Each step of the domain runs in its own transaction through `Services.run`; nothing here holds a
+transaction open across a network call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from bot import outbound, webhooks
+from bot.approvals import decide as deciding
+from bot.approvals.decide import Decision
+from bot.approvals.records import agent_of, get
+from bot.control import access, undo, versions
+from bot.services import Services
+from storage.tables import Approval
+
+log = logging.getLogger(__name__)
+
+
+# --- approvals ---
+
+
+async def _approver_groups(services: Services, approval: Approval, user_id: str) -> frozenset[str]:
+    """The approver user groups of the approval's agent that the user belongs to."""
+    agent = agent_of(services.config, approval)
+    return await services.slack.groups_containing(user_id, deciding.approver_groups(approval, agent))
+
+
+async def may_decide(services: Services, *, approval_id: str, user_id: str, decision: Decision) -> Approval:
+    """Check, before a modal opens, that this Slack user may take this decision now."""
+    approval = await services.run(get, approval_id=approval_id)
+    groups = await _approver_groups(services, approval, user_id)
+    deciding.check_may_decide(approval, services.config.agents[approval.agent], user_id, groups, decision)
+    deciding.check_open(approval, services.clock.now())
+    return approval
+
+
+async def decide(
+    services: Services, *, approval_id: str, user_id: str, decision: Decision, reason: str | None = None
+) -> Approval:
+    approval = await services.run(get, approval_id=approval_id)
+    groups = await _approver_groups(services, approval, user_id)
+    return await services.run(
+        deciding.decide,
+        config=services.config,
+        approval_id=approval_id,
+        user_id=user_id,
+        user_groups=groups,
+        decision=decision,
+        reason=reason,
+        now=services.clock.now(),
+    )
+
+
+# --- incident control ---
+
+
+async def authorize(services: Services, *, user_id: str, permission: access.Permission, agent_id: str | None) -> None:
+    """Raise NotAllowed unless the user may; looks up only the user groups that would allow it."""
+    found = access.principals(services.config, permission, agent_id)
+    groups = await services.slack.groups_containing(user_id, access.groups_in(found))
+    access.check_allowed(services.config, permission, agent_id, user_id, groups)
+
+
+@dataclass(frozen=True)
+class HookResult:
+    ok: bool
+    detail: str
+
+
+async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> HookResult:
+    """POST to the agent's control hook, signed like decision callbacks."""
+    agent = services.config.agents[agent_id]
+    if agent.control_url is None:
+        return HookResult(False, f"no control hook is configured (agents.{agent_id}.control_url)")
+    secret = services.settings.handrail_webhook_secret
+    if secret is None:
+        return HookResult(False, "HANDRAIL_WEBHOOK_SECRET is not set, so the hook cannot be signed")
+    payload = json.dumps({"agent": agent_id, **body}, separators=(",", ":")).encode()
+    try:
+        await webhooks.deliver(
+            services.http,
+            url=str(agent.control_url),
+            key=webhooks.agent_key(secret.get_secret_value(), agent_id),
+            timestamp=int(services.clock.now().timestamp()),
+            body=payload,
+        )
+    except webhooks.CallbackFailed as error:
+        log.warning("control hook of %s failed: %s", agent_id, error)
+        return HookResult(False, str(error))
+    return HookResult(True, "the control hook confirmed")
+
+
+async def rollback(
+    services: Services, *, agent_id: str, to_version: str | None, user_id: str, reason: str | None
+) -> outbound.RolledBack:
+    """Roll back, tell the agent's platform, then record and announce whether it was told. The
+    rollback stands either way: the gate returns the new version."""
+    old, new = await services.run(
+        versions.rollback,
+        config=services.config,
+        agent_id=agent_id,
+        to_version=to_version,
+        user_id=user_id,
+        reason=reason,
+        now=services.clock.now(),
+    )
+    hook = await call_hook(
+        services,
+        agent_id,
+        {"action": "rollback", "to_version": new.version, "from_version": old.version, "requested_by": user_id},
+    )
+    note = outbound.RolledBack(
+        agent=agent_id,
+        by=user_id,
+        from_version=old.version,
+        to_version=new.version,
+        reason=reason,
+        hook_ok=hook.ok,
+        hook_detail=hook.detail,
+    )
+    return await services.run(versions.rollback_told, config=services.config, note=note, now=services.clock.now())
+
+
+async def undo_actions(
+    services: Services, *, agent_id: str, action_ids: list[str], skipped: int, user_id: str
+) -> list[undo.UndoResult]:
+    """Undo the previewed actions one by one through the control hook, each at most once."""
+    results = []
+    for action_id in action_ids:
+        action = await services.run(undo.claim_undo, action_id=action_id, agent_id=agent_id, user_id=user_id)
+        if action is None:
+            results.append(undo.UndoResult(action_id, False, "already undone, or being undone by someone else"))
+            continue
+        hook = await call_hook(
+            services,
+            agent_id,
+            {
+                "action": "undo",
+                "action_id": action.id,
+                "target": action.target,
+                "restore": undo.restore_of(action),
+                "requested_by": user_id,
+            },
+        )
+        await services.run(
+            undo.finish_undo,
+            action_id=action_id,
+            agent_id=agent_id,
+            user_id=user_id,
+            error=None if hook.ok else hook.detail,
+            now=services.clock.now(),
+        )
+        results.append(undo.UndoResult(action_id, hook.ok, "undone" if hook.ok else hook.detail))
+    note = outbound.Undid(
+        agent=agent_id, by=user_id, done=sum(r.ok for r in results), tried=len(results), skipped=skipped
+    )
+    await services.run(undo.undo_finished, config=services.config, note=note, now=services.clock.now())
+    return results

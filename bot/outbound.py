@@ -1,0 +1,216 @@
+"""What Handrail sends, as facts: the outbox kinds and a typed payload for each.
+
+Domain functions queue messages with `send()` in the transaction of the change that causes them;
+`bot.outbox` delivers them after commit and `bot.cards` turns each note into Slack text at that
+moment. No Slack syntax is stored: a note says what happened, with ids and values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from bot import effects
+from bot.config import Role
+from storage.repositories import Outbox
+
+
+class Kind(StrEnum):
+    CARD = "card"  # the approval's card, re-rendered from its state
+    THREAD = "thread"  # a note in the card's thread
+    DM = "dm"  # a direct message about an approval, with a link to its card
+    POST = "post"  # an announcement in a channel about an agent
+    WEBHOOK = "webhook"  # a signed callback to the agent
+
+
+class _Note(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- notes about an approval (its thread, DMs) ---
+
+
+class FullRequest(_Note):
+    """The whole request, posted in the thread when the card had to cut something."""
+
+    kind: Literal["full_request"] = "full_request"
+
+
+class Outcome(_Note):
+    """Where the request stands now (decided, expired, cancelled)."""
+
+    kind: Literal["outcome"] = "outcome"
+
+
+class Counted(_Note):
+    kind: Literal["counted"] = "counted"
+    user: str
+    count: int
+    quorum: int
+    reason: str | None
+
+
+class Executed(_Note):
+    kind: Literal["executed"] = "executed"
+    at: datetime
+
+
+class Escalated(_Note):
+    """A ladder step fired; `user` is None when the agent has no such owner."""
+
+    kind: Literal["escalated"] = "escalated"
+    waited_s: float
+    role: Role
+    user: str | None
+
+
+class EscalatedToYou(_Note):
+    kind: Literal["escalated_to_you"] = "escalated_to_you"
+    waited_s: float
+    role: Role
+
+
+class Expired(_Note):
+    kind: Literal["expired"] = "expired"
+
+
+class DeniedTwice(_Note):
+    kind: Literal["denied_twice"] = "denied_twice"
+    earlier_id: str
+
+
+class Written(_Note):
+    """Text written before notes were stored as facts (rows queued by Handrail 0.3)."""
+
+    kind: Literal["written"] = "written"
+    text: str
+
+
+ApprovalNote = Annotated[
+    FullRequest | Outcome | Counted | Executed | Escalated | EscalatedToYou | Expired | DeniedTwice | Written,
+    Field(discriminator="kind"),
+]
+
+
+# --- announcements about an agent (its channel) ---
+
+
+class Paused(_Note):
+    kind: Literal["paused"] = "paused"
+    agent: str  # or "*": every agent
+    customer: str | None
+    by: str
+    until: datetime | None
+    reason: str | None
+
+
+class Resumed(_Note):
+    kind: Literal["resumed"] = "resumed"
+    agent: str
+    customer: str | None
+    by: str
+
+
+class PauseEnded(_Note):
+    kind: Literal["pause_ended"] = "pause_ended"
+    agent: str
+    customer: str | None
+    paused_by: str
+
+
+class ModeSet(_Note):
+    kind: Literal["mode_set"] = "mode_set"
+    agent: str
+    by: str
+    mode: str
+    before: str
+
+
+class VersionRegistered(_Note):
+    kind: Literal["version_registered"] = "version_registered"
+    agent: str
+    version: str
+    before: str | None
+
+
+class RolledBack(_Note):
+    kind: Literal["rolled_back"] = "rolled_back"
+    agent: str
+    by: str
+    from_version: str
+    to_version: str
+    reason: str | None
+    hook_ok: bool
+    hook_detail: str
+
+
+class Undid(_Note):
+    kind: Literal["undid"] = "undid"
+    agent: str
+    by: str
+    done: int
+    tried: int
+    skipped: int
+
+
+AgentNote = Annotated[
+    Paused | Resumed | PauseEnded | ModeSet | VersionRegistered | RolledBack | Undid | Written,
+    Field(discriminator="kind"),
+]
+
+
+# --- the payload of each kind ---
+
+
+class CardPayload(BaseModel):
+    pass
+
+
+class ThreadPayload(BaseModel):
+    note: ApprovalNote
+
+
+class DmPayload(BaseModel):
+    user: str
+    note: ApprovalNote
+
+
+class PostPayload(BaseModel):
+    channel: str
+    note: AgentNote
+
+
+class WebhookPayload(BaseModel):
+    url: str
+    agent: str
+    body: dict[str, Any]
+
+
+Payload = CardPayload | ThreadPayload | DmPayload | PostPayload | WebhookPayload
+PAYLOADS: dict[Kind, type[Payload]] = {
+    Kind.CARD: CardPayload,
+    Kind.THREAD: ThreadPayload,
+    Kind.DM: DmPayload,
+    Kind.POST: PostPayload,
+    Kind.WEBHOOK: WebhookPayload,
+}
+KINDS = {payload: kind for kind, payload in PAYLOADS.items()}
+
+
+def send(session: Session, payload: Payload, *, approval_id: str | None, now: datetime) -> None:
+    """Queue a message in the caller's transaction; it is delivered after commit."""
+    Outbox(session).enqueue(
+        kind=KINDS[type(payload)].value, approval_id=approval_id, payload=payload.model_dump(mode="json"), now=now
+    )
+    effects.of(session).outbox = True
+
+
+def parse(kind: str, payload: dict[str, Any]) -> Payload:
+    if "text" in payload and "note" not in payload:  # queued by 0.3, with its text written already
+        payload = {**payload, "note": {"kind": "written", "text": payload["text"]}}
+        del payload["text"]
+    return PAYLOADS[Kind(kind)].model_validate(payload)

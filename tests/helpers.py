@@ -1,0 +1,211 @@
+"""Helpers the test modules share: the test configuration and its secrets, the real Handrail server
+on a loopback port (Running, serve), an agent's callback endpoint, and ways to ask for an approval
+and act on its card in the fake Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+from sqlalchemy import text
+
+from bot.app import create_app
+from bot.clock import ManualClock
+from bot.config import Settings, parse_config
+from bot.models import ApprovalRequest
+from bot.services import Services, build_services
+from storage.db import make_engine, migrate
+from tests import slackreq
+from tests.fakeslack import Call, FakeSlack
+from tests.samples import REQUEST
+
+SIGNING_SECRET = "test-signing-secret"
+WEBHOOK_SECRET = "test-webhook-secret"
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+
+AGENT_TOKENS = {"lead-router": "tok-lead-router-1", "billing-bot": "tok-billing-bot-2"}
+
+
+def config_dict() -> dict[str, Any]:
+    def agent(name: str, channel: str, approvers: list[str]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "token_sha256": hashlib.sha256(AGENT_TOKENS[agent_id].encode()).hexdigest(),
+            "channel": channel,
+            "owners": {"primary": "U0OWNER", "backup": "U0BACKUP", "escalation_manager": "U0MANAGER"},
+            "approvers": approvers,
+        }
+
+    agents = {}
+    for agent_id, args in {
+        "lead-router": ("Lead router", "C0APPROVALS", ["U0REVIEWER", "U0OWNER", "S0DEALDESK"]),
+        "billing-bot": ("Billing bot", "C0BILLING", ["U0OWNER"]),
+    }.items():
+        agents[agent_id] = agent(*args)
+    return {"agents": agents}
+
+
+def reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@dataclass
+class Running:
+    """A Handrail server on a loopback port, plus ways to drive it like Slack and agents do."""
+
+    url: str
+    services: Services
+    clock: ManualClock
+    slack: FakeSlack
+    loop: asyncio.AbstractEventLoop
+
+    def agent(self, agent_id: str = "lead-router") -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {AGENT_TOKENS[agent_id]}"}, timeout=30
+        )
+
+    def slack_post(self, body: bytes, *, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> httpx.Response:
+        ts = int(self.clock.now().timestamp()) if timestamp is None else timestamp
+        return httpx.post(f"{self.url}/slack/events", content=body, headers=slackreq.sign(body, secret, ts), timeout=30)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run a coroutine function on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(30)
+
+    def deliver_due(self) -> int:
+        return self.call(self.services.deliverer.deliver_due)
+
+
+def serve(settings: Settings, clock: ManualClock, slack: FakeSlack) -> Iterator[Running]:
+    config = parse_config(yaml.safe_load(Path(settings.handrail_config).read_text()))
+    services = build_services(settings, config, clock)
+    migrate(services.db.engine)
+    app = create_app(services)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # connections wait in the backlog until the server accepts: no readiness polling
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    port = sock.getsockname()[1]
+    yield Running(f"http://127.0.0.1:{port}", services, clock, slack, loop)
+    server.should_exit = True
+    thread.join(30)
+    sock.close()
+
+
+@dataclass
+class Hook:
+    headers: dict[str, str]
+    body: bytes
+
+
+class AgentEndpoint:
+    """An agent's callback endpoint on loopback: records each POST, answers with queued statuses."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[Hook] = []
+        self.statuses: list[int] = []
+        self._changed = threading.Condition()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with endpoint._changed:
+                    endpoint.received.append(Hook(dict(self.headers), body))
+                    status = endpoint.statuses.pop(0) if endpoint.statuses else 200
+                    endpoint._changed.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Hook]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(f"expected {count} callbacks, got {len(self.received)}")
+            return list(self.received)
+
+
+def request(**overrides: Any) -> ApprovalRequest:
+    body = {
+        "agent": "lead-router",
+        "action": "opportunity.update_stage",
+        "summary": "Move ACME to Closed Won",
+        "target": {"system": "salesforce", "object": "Opportunity", "id": "006XYZ"},
+        "changes": [{"field": "StageName", "before": "Negotiation", "after": "Closed Won"}],
+        "reason": "Signed contract",
+        "evidence": [{"label": "Contract", "url": "https://docs.example/c"}],
+        "requested_by": "U0REP",
+        "params": {"stage": "Closed Won", "id": "006XYZ"},
+        "callback_url": "https://agent.example/hook",
+        "run_id": "run-1",
+        "version": "v7",
+    }
+    return ApprovalRequest.model_validate(body | overrides)
+
+
+def ask(running: Running, **overrides: Any) -> dict[str, Any]:
+    response = running.agent().post("/v1/approvals", json=REQUEST | overrides)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def posted_card(slack: FakeSlack, count: int = 1) -> Call:
+    """The count-th card Slack took (a top-level message with blocks; DMs and announcements have none)."""
+
+    def cards(calls: list[Call]) -> list[Call]:
+        return [
+            c
+            for c in calls
+            if c.method == "chat.postMessage"
+            and c.response.get("ok")
+            and "thread_ts" not in c.params
+            and "blocks" in c.params
+        ]
+
+    return cards(slack.wait_for(lambda calls: len(cards(calls)) >= count))[count - 1]
+
+
+def card_of(slack: FakeSlack, post: Call) -> dict[str, Any]:
+    return slack.messages[(post.response["channel"], post.response["ts"])]
+
+
+def click(running: Running, post: Call, user: str, action: str, approval_id: str) -> httpx.Response:
+    body = slackreq.block_action(
+        user_id=user,
+        action_id=action,
+        value=approval_id,
+        channel_id=post.response["channel"],
+        message_ts=post.response["ts"],
+    )
+    return running.slack_post(body)
+
+
+def wait_calls(slack: FakeSlack, method: str, count: int = 1) -> list[Call]:
+    """Wait until Slack has had `count` calls of `method`; return all calls of it."""
+    slack.wait_for(lambda calls: sum(c.method == method for c in calls) >= count)
+    return slack.calls_to(method)
