@@ -1,5 +1,6 @@
 # make run    set up everything and start the bot (SQLite file, local redis-server, web on :3000)
 # make test   run the whole test suite (starts its own redis-server and PostgreSQL)
+# make lint   ruff (lint and format check), mypy, and the import contracts (lint-imports)
 # make bench  print the benchmark figures
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,13 +8,13 @@ export PORT ?= 3000
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 export HANDRAIL_CONFIG ?= handrail.yml
 
-.PHONY: install run test bench
+.PHONY: install run test lint bench
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,lint]'
 	touch $@
 
 run: install
@@ -24,6 +25,12 @@ run: install
 
 test: install
 	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/approvals.py
