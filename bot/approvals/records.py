@@ -72,7 +72,7 @@ def has_card(approval: Approval) -> bool:
     return approval.decision_code != "auto" or policy.sampled(approval.id, policy_of(approval).sample)
 
 
-def source(approval: Approval) -> dict[str, Any]:
+def _source(approval: Approval) -> dict[str, Any]:
     return {
         "agent": approval.agent,
         "agent_version": approval.agent_version,
@@ -128,7 +128,7 @@ def audit(session: Session, approval: Approval, now: datetime, actor: str, event
         event=event,
         object_type="approval",
         object_id=approval.id,
-        source=source(approval),
+        source=_source(approval),
         **fields,
     )
 
