@@ -39,7 +39,7 @@ from sqlalchemy import delete, event, func, select, text, update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot import approvals  # noqa: E402
+from bot.approvals.create import create  # noqa: E402
 from bot.config import HandrailConfig, parse_config  # noqa: E402
 from bot.jobs import BATCH, sweep_escalations  # noqa: E402
 from bot.models import ApprovalRequest  # noqa: E402
@@ -97,14 +97,14 @@ def percentiles(samples: list[float], digits: int) -> dict[str, float]:
 
 
 def seed(db: Database, config: HandrailConfig, count: int, now: datetime) -> list[str]:
-    """`count` pending requests, made by approvals.create as POST /v1/approvals makes them (policy
+    """`count` pending requests, made by bot.approvals.create as POST /v1/approvals makes them (policy
     frozen on, audit event, outbox rows); their times are set afterwards by `arrange`."""
     ids: list[str] = []
     for start in range(0, count, 1000):
         with db.transaction() as session:
             for i in range(start, min(count, start + 1000)):
                 request = ApprovalRequest.model_validate(REQUEST | {"summary": f"request {i}"})
-                approval, _ = approvals.create(session, config=config, request=request, now=now)
+                approval, _ = create(session, config=config, request=request, now=now)
                 ids.append(approval.id)
     return ids
 
