@@ -128,12 +128,17 @@ class Deliverer:
         with self.db.transaction() as session:
             outbox = Outbox(session)
             claimed = [i for i in outbox.due_ids(now, BATCH) if outbox.claim(i, now, LEASE)]
-            rows = [outbox.get(i) for i in claimed]
-            return [
-                _Row(r.id, Kind(r.kind), r.approval_id, outbound.parse(r.kind, r.payload))
-                for r in rows
-                if r is not None
-            ]
+            rows = []
+            for message in (outbox.get(i) for i in claimed):
+                assert message is not None
+                try:
+                    payload = outbound.parse(message.kind, message.payload)
+                except ValueError as error:  # no retry can mend it; the others go on
+                    message.status, message.done_at, message.last_error = "dead", now, f"unreadable: {error}"
+                    log.error("outbox %s (%s) is unreadable and was set aside: %s", message.id, message.kind, error)
+                    continue
+                rows.append(_Row(message.id, Kind(message.kind), message.approval_id, payload))
+            return rows
 
     def _finish(self, row: _Row, audit: dict[str, Any] | None = None) -> None:
         with self.db.transaction() as session:
