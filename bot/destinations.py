@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -147,11 +146,11 @@ class Guard:
                 found = await anyio.to_thread.run_sync(
                     self.resolve, host, port, abandon_on_cancel=True, limiter=self._limiter
                 )
+            addresses = [ipaddress.ip_address(address.split("%", 1)[0]) for address in found]  # no zone
         except TimeoutError:
             raise Unresolved(host, f"did not resolve within {self.timeout:g}s") from None
-        except (OSError, UnicodeError) as error:
+        except (OSError, ValueError) as error:  # ValueError: an answer that is no address
             raise Unresolved(host, f"does not resolve ({error})") from None
-        addresses = [ipaddress.ip_address(address.split("%", 1)[0]) for address in found]
         if not addresses:
             raise Unresolved(host, "resolves to no address")
         return addresses
@@ -162,25 +161,23 @@ class Guard:
         private = [str(address) for address in addresses if not is_public(address)]
         if private:
             what = host if private == [host] else f"{host} resolves to {', '.join(private)}, which"
-            raise Refused(
-                url,
-                f"{what} is not a public address; callbacks go only to public addresses unless the "
-                "operator lists the URL's prefix under the agent's callback_urls",
-                addresses=[str(address) for address in addresses],
-            )
+            raise Refused(url, f"{what} is not a public address", addresses=[str(a) for a in addresses])
         return addresses
 
     async def admit(self, url: str, prefixes: Iterable[str | AnyHttpUrl], owner: str) -> None:
-        """The check when a request arrives: under a prefix, or (without prefixes) a public
-        http(s) destination. Refused (422) otherwise, also when the host does not resolve."""
+        """The check when a request arrives: under one of the prefixes, or (without prefixes) an
+        http(s) URL whose host resolves to public addresses only. Refused (422) otherwise, also when
+        the host does not resolve (in time)."""
         if admitted_by_prefix(url, prefixes, owner):
             return
         parsed = parse(url)
-        host = _host(parsed)
         try:
-            await self.public_addresses(url, host, parsed.port or 443)
+            await self.public_addresses(url, _host(parsed), parsed.port or 443)
         except Unresolved as error:
             raise Refused(url, f"{error}; a callback's host must resolve when the request is made") from None
+        except Refused as refused:
+            hint = f"callbacks go only to public addresses unless the operator lists the URL in {owner}.callback_urls"
+            raise Refused(url, f"{refused.why}; {hint}", addresses=refused.addresses) from None
 
     def client(self, *, timeout: float) -> httpx.AsyncClient:
         """An HTTP client whose every connection goes to an address this guard checked when it
@@ -238,15 +235,10 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, guard: Guard) -> None:
         super().__init__(trust_env=False)
-        limits = httpx.Limits()
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=100,  # httpx's defaults
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
             network_backend=_GuardedBackend(guard),
         )
-
-
-def _ssl_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context(trust_env=False)
