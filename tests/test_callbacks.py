@@ -228,6 +228,8 @@ def test_a_callback_no_longer_under_the_agents_prefixes_is_refused_at_delivery(
     running = next(server)
     try:
         approval_id = ask_for(running, "lead-router", agent_endpoint.url).json()["id"]
+        post = posted_card(slack)
+        running.deliver_due()  # the card is recorded as posted before this server stops
     finally:
         next(server, None)
     # The operator narrows lead-router's callback_urls; the pending callback goes nowhere else.
@@ -238,7 +240,6 @@ def test_a_callback_no_longer_under_the_agents_prefixes_is_refused_at_delivery(
     server = serve(settings.model_copy(update={"handrail_config": narrowed}), clock, slack, resolver)
     running = next(server)
     try:
-        post = posted_card(slack)
         assert click(running, post, "U0REVIEWER", "approval.approve", approval_id).status_code == 200
         wait_calls(slack, "chat.update", 1)
         running.deliver_due()
