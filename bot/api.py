@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot import runs
 from bot.approvals.agent import cancel, execute
+from bot.approvals.create import check_callback
 from bot.approvals.create import create as create_approval
 from bot.approvals.records import get, to_out
 from bot.control import versions
@@ -82,6 +83,7 @@ def router(services: Services) -> APIRouter:
             raise HandrailError(
                 "callbacks are off on this server: it has no HANDRAIL_WEBHOOK_SECRET", code="callbacks_disabled"
             )
+        await check_callback(services.config, body, services.destinations)
         create = dict(config=services.config, request=body, now=services.clock.now())
         try:
             approval, created = await services.run(create_approval, **create)

@@ -179,6 +179,17 @@ class AgentConfig(_Strict):
     limits: Limits = Limits()
     # The agent platform's control hook: rollbacks and undos are POSTed here, signed.
     control_url: Annotated[AnyHttpUrl, Field(description="http or https URL")] | None = None
+    # Where this agent's callbacks may go (URL prefixes, trusted as configured). Without any, only
+    # to http(s) URLs whose host resolves to public addresses alone.
+    callback_urls: tuple[AnyHttpUrl, ...] = ()
+
+    @field_validator("callback_urls")
+    @classmethod
+    def _plain_prefixes(cls, prefixes: tuple[AnyHttpUrl, ...]) -> tuple[AnyHttpUrl, ...]:
+        for prefix in prefixes:
+            if prefix.username or prefix.password or prefix.query is not None or prefix.fragment is not None:
+                raise ValueError(f"{prefix}: a prefix is a scheme, host, port and path (no user, query or fragment)")
+        return prefixes
 
     @field_validator("token_sha256")
     @classmethod

@@ -28,6 +28,7 @@ from bot.cards.approval import approval_card, note_text
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.control.state import PauseView, pause_covering
+from bot.destinations import Refused, admitted_by_prefix
 from bot.outbound import Kind
 from bot.slack_gateway import SlackError, SlackGateway
 from storage.db import Database
@@ -77,6 +78,7 @@ class Deliverer:
         clock: Clock,
         slack: SlackGateway,
         http: httpx.AsyncClient,
+        callbacks: httpx.AsyncClient,
         webhook_secret: str | None,
         concurrency: int = 16,
     ) -> None:
@@ -84,7 +86,8 @@ class Deliverer:
         self.config = config
         self.clock = clock
         self.slack = slack
-        self.http = http
+        self.http = http  # callbacks under an agent's callback_urls, trusted as configured
+        self.callbacks = callbacks  # other callbacks: connects only to public addresses
         self.webhook_secret = webhook_secret
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
@@ -315,9 +318,21 @@ class Deliverer:
             raise webhooks.CallbackFailed("HANDRAIL_WEBHOOK_SECRET is not set")
         body = json.dumps(payload.body, separators=(",", ":")).encode()
         key = webhooks.agent_key(self.webhook_secret, payload.agent)
-        await webhooks.deliver(
-            self.http, url=payload.url, key=key, timestamp=int(self.clock.now().timestamp()), body=body
-        )
+        agent = self.config.agents.get(payload.agent)
+        try:
+            # Checked again against today's config and DNS: under one of the agent's prefixes it is
+            # trusted as configured; otherwise the guarded client connects only to public addresses.
+            trusted = admitted_by_prefix(payload.url, agent.callback_urls if agent else (), f"agents.{payload.agent}")
+            await webhooks.deliver(
+                self.http if trusted else self.callbacks,
+                url=payload.url,
+                key=key,
+                timestamp=int(self.clock.now().timestamp()),
+                body=body,
+            )
+        except Refused as refused:  # it would be refused on every try: dead now
+            await to_thread.run_sync(self._fail, row, f"refused: {refused.why}", None, True)
+            return
         delivered = {
             "actor": "system",
             "event": "callback.delivered",

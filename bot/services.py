@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import effects
 from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
+from bot.destinations import Guard, Resolve, system_resolve
 from bot.gate import Gate
 from bot.jobs import Sweeper
 from bot.outbox import Deliverer
@@ -37,7 +38,9 @@ class Services:
     feed: ChangeFeed
     slack: SlackGateway
     deliverer: Deliverer
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # control hooks and callbacks under an agent's callback_urls: as configured
+    destinations: Guard  # where other callbacks may go: public addresses only
+    callbacks: httpx.AsyncClient  # connects only to addresses the guard checked
     sweeper: Sweeper = field(init=False)
     gate: Gate = field(init=False)
 
@@ -86,6 +89,7 @@ class Services:
         if self.slack.client.session is not None:
             await self.slack.client.session.close()
         await self.http.aclose()
+        await self.callbacks.aclose()
         await self.redis.aclose()
         await self.feed.subscriber.aclose()
         self.db.dispose()
@@ -96,7 +100,10 @@ def slack_client(settings: Settings) -> AsyncWebClient:
     return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
 
 
-def build_services(settings: Settings, config: HandrailConfig, clock: Clock | None = None) -> Services:
+def build_services(
+    settings: Settings, config: HandrailConfig, clock: Clock | None = None, resolve: Resolve = system_resolve
+) -> Services:
+    """`resolve` looks up the hosts of agents' callback URLs (tests give one they control)."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
     # Short timeouts: Redis answers in well under a millisecond, and an answer it cannot give in
@@ -104,6 +111,8 @@ def build_services(settings: Settings, config: HandrailConfig, clock: Clock | No
     redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
     slack = SlackGateway(slack_client(settings), GroupCache(redis))
     http = httpx.AsyncClient(timeout=10, follow_redirects=False)
+    guard = Guard(resolve)
+    callbacks = guard.client(timeout=10)
     secret = settings.handrail_webhook_secret
     deliverer = Deliverer(
         db=db,
@@ -111,6 +120,7 @@ def build_services(settings: Settings, config: HandrailConfig, clock: Clock | No
         clock=clock,
         slack=slack,
         http=http,
+        callbacks=callbacks,
         webhook_secret=secret.get_secret_value() if secret else None,
     )
     return Services(
@@ -123,4 +133,6 @@ def build_services(settings: Settings, config: HandrailConfig, clock: Clock | No
         slack=slack,
         deliverer=deliverer,
         http=http,
+        destinations=guard,
+        callbacks=callbacks,
     )

@@ -5,6 +5,9 @@ Each POST carries `X-Handrail-Timestamp` (Unix seconds) and
 derived from HANDRAIL_WEBHOOK_SECRET (`handrail webhook-key <agent>` prints it). Receivers check
 the signature with `verify()` (or the same three lines in any language) and reject timestamps more
 than five minutes old.
+
+Callbacks follow no redirects: a 3xx answer is a failed delivery, so a callback cannot be bounced
+to an address the operator did not allow (bot/destinations.py decides which those are).
 """
 
 from __future__ import annotations
@@ -54,5 +57,7 @@ async def deliver(client: httpx.AsyncClient, *, url: str, key: str, timestamp: i
         response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:
         raise CallbackFailed(f"{type(error).__name__}: {error}") from error
+    if response.is_redirect:
+        raise CallbackFailed(f"HTTP {response.status_code}: redirects are not followed")
     if not response.is_success:
         raise CallbackFailed(f"HTTP {response.status_code}")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from sqlalchemy import text
 from bot.app import create_app
 from bot.clock import ManualClock
 from bot.config import Settings, parse_config
+from bot.destinations import Resolve, system_resolve
 from bot.models import ApprovalRequest
 from bot.services import Services, build_services
 from storage.db import make_engine, migrate
@@ -35,8 +38,41 @@ T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 
 AGENT_TOKENS = {"lead-router": "tok-lead-router-1", "billing-bot": "tok-billing-bot-2"}
 
+_endpoints: dict[str, AgentEndpoint] = {}
+_endpoints_server: ThreadingHTTPServer | None = None
+_endpoint_paths = itertools.count(1)
+
+
+class _EndpointsHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        endpoint = _endpoints.get(self.path)
+        status, location = endpoint.answer(Hook(dict(self.headers), body)) if endpoint else (404, None)
+        self.send_response(status)
+        if location:
+            self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def endpoints_origin() -> str:
+    """Where every AgentEndpoint listens: one loopback server for the test session, so that the
+    test config can allow it by prefix; each endpoint has a path of its own."""
+    global _endpoints_server
+    if _endpoints_server is None:
+        _endpoints_server = ThreadingHTTPServer(("127.0.0.1", 0), _EndpointsHandler)
+        _endpoints_server.daemon_threads = True
+        threading.Thread(target=_endpoints_server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{_endpoints_server.server_address[1]}"
+
 
 def config_dict() -> dict[str, Any]:
+    """lead-router may send callbacks to the AgentEndpoints (loopback, allowed by prefix) and under
+    https://agents.example/hooks/; billing-bot has no callback_urls (public addresses only)."""
+
     def agent(name: str, channel: str, approvers: list[str]) -> dict[str, Any]:
         return {
             "name": name,
@@ -52,6 +88,7 @@ def config_dict() -> dict[str, Any]:
         "billing-bot": ("Billing bot", "C0BILLING", ["U0OWNER"]),
     }.items():
         agents[agent_id] = agent(*args)
+    agents["lead-router"]["callback_urls"] = [f"{endpoints_origin()}/hook/", "https://agents.example/hooks/"]
     return {"agents": agents}
 
 
@@ -89,9 +126,11 @@ class Running:
         return self.call(self.services.deliverer.deliver_due)
 
 
-def serve(settings: Settings, clock: ManualClock, slack: FakeSlack) -> Iterator[Running]:
+def serve(
+    settings: Settings, clock: ManualClock, slack: FakeSlack, resolve: Resolve = system_resolve
+) -> Iterator[Running]:
     config = parse_config(yaml.safe_load(Path(settings.handrail_config).read_text()))
-    services = build_services(settings, config, clock)
+    services = build_services(settings, config, clock, resolve)
     migrate(services.db.engine)
     app = create_app(services)
     sock = socket.socket()
@@ -115,39 +154,40 @@ class Hook:
 
 
 class AgentEndpoint:
-    """An agent's callback endpoint on loopback: records each POST, answers with queued statuses."""
+    """An agent's callback endpoint on loopback: records each POST to its path, answers with
+    queued statuses (and `location`, if set, as the Location header). `server.shutdown()` takes it
+    off the session's server (other paths get 404, unrecorded)."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.received: list[Hook] = []
         self.statuses: list[int] = []
+        self.location: str | None = None
         self._changed = threading.Condition()
-        endpoint = self
+        self.url = f"{endpoints_origin()}/hook/{next(_endpoint_paths)}"
+        path = httpx.URL(self.url).path
+        _endpoints[path] = self
+        self.server = _Route(path)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with endpoint._changed:
-                    endpoint.received.append(Hook(dict(self.headers), body))
-                    status = endpoint.statuses.pop(0) if endpoint.statuses else 200
-                    endpoint._changed.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, hook: Hook) -> tuple[int, str | None]:
+        with self._changed:
+            self.received.append(hook)
+            status = self.statuses.pop(0) if self.statuses else 200
+            self._changed.notify_all()
+        return status, self.location
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Hook]:
         with self._changed:
             if not self._changed.wait_for(lambda: len(self.received) >= count, timeout):
                 raise AssertionError(f"expected {count} callbacks, got {len(self.received)}")
             return list(self.received)
+
+
+@dataclass
+class _Route:
+    path: str
+
+    def shutdown(self) -> None:
+        _endpoints.pop(self.path, None)
 
 
 def request(**overrides: Any) -> ApprovalRequest:

@@ -1,4 +1,5 @@
-"""A new request: stored under the policy that matches it, idempotent per agent and key."""
+"""A new request: its callback checked, then stored under the policy that matches it, idempotent per
+agent and key."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from sqlalchemy.orm import Session
 from bot import effects, policy
 from bot.approvals.records import audit, has_card, sha256_of, show
 from bot.config import HandrailConfig
+from bot.destinations import Guard
 from bot.errors import Conflict
 from bot.escalation import upcoming
 from bot.models import ApprovalRequest
 from storage.repositories import Approvals
 from storage.tables import Approval
+
+
+async def check_callback(config: HandrailConfig, request: ApprovalRequest, guard: Guard) -> None:
+    """Refuse (422, before anything is stored) a callback_url the operator does not allow: one
+    outside the agent's `callback_urls`, or, when it has none, one whose host is, or resolves to, a
+    non-public address, or does not resolve at all."""
+    if request.callback_url is not None:
+        prefixes = config.agents[request.agent].callback_urls
+        await guard.admit(str(request.callback_url), prefixes, f"agents.{request.agent}")
 
 
 def create(
