@@ -300,28 +300,7 @@ class HandrailConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_together(self) -> HandrailConfig:
-        """What no single entry shows: agent ids and tokens that collide, and policies (a global
-        one applies to every agent) that cannot work for an agent. All of them, not the first."""
-        problems = []
-        if "all" in self.agents:
-            problems.append(
-                Problem("agents.all", "`all` cannot be an agent id (`/agent pause all` means every agent): rename it")
-            )
-        seen: dict[str, str] = {}
-        for agent_id, agent in self.agents.items():
-            if agent.token_sha256 in seen:
-                problems.append(
-                    Problem(
-                        f"agents.{agent_id}.token_sha256",
-                        f"is the same as agents.{seen[agent.token_sha256]}.token_sha256: give each agent a token "
-                        "of its own and write the SHA-256 of each",
-                    )
-                )
-            seen.setdefault(agent.token_sha256, agent_id)
-        for agent_id, agent in self.agents.items():
-            scoped = [(f"agents.{agent_id}.policies.{i}", p) for i, p in enumerate(agent.policies)]
-            for key, policy in scoped + [(f"policies.{i}", p) for i, p in enumerate(self.policies)]:
-                problems += _misfits(key, policy, agent_id, agent)
+        problems = _across(self.agents, [(f"policies.{i}", p) for i, p in enumerate(self.policies)])
         if problems:
             raise _Problems(problems)
         return self
@@ -331,6 +310,56 @@ class HandrailConfig(_Strict):
             if agent.token_sha256 == digest:
                 return agent_id
         return None
+
+
+def _across(agents: dict[str, AgentConfig], policies: Sequence[tuple[str, Policy]]) -> list[Problem]:
+    """What no single entry shows: agent ids and tokens that collide, and policies (a global one
+    applies to every agent) that cannot work for an agent. All of them, not the first."""
+    problems = []
+    if "all" in agents:
+        problems.append(
+            Problem("agents.all", "`all` cannot be an agent id (`/agent pause all` means every agent): rename it")
+        )
+    seen: dict[str, str] = {}
+    for agent_id, agent in agents.items():
+        if agent.token_sha256 in seen:
+            problems.append(
+                Problem(
+                    f"agents.{agent_id}.token_sha256",
+                    f"is the same as agents.{seen[agent.token_sha256]}.token_sha256: give each agent a token of "
+                    "its own and write the SHA-256 of each",
+                )
+            )
+        seen.setdefault(agent.token_sha256, agent_id)
+    for agent_id, agent in agents.items():
+        scoped = [(f"agents.{agent_id}.policies.{i}", p) for i, p in enumerate(agent.policies)]
+        for key, policy in scoped + list(policies):
+            problems += _misfits(key, policy, agent_id, agent)
+    return problems
+
+
+def _across_valid_parts(data: dict[object, object]) -> list[Problem]:
+    """The problems across entries among the agents and policies that are valid on their own, for
+    a file that also has problems inside entries: so one run lists both kinds."""
+
+    def valid(model: type[_Strict], raw: object) -> _Strict | None:
+        try:
+            return model.model_validate(raw)
+        except ValidationError:
+            return None
+
+    raw_agents, raw_policies = data.get("agents"), data.get("policies")
+    agents = {
+        str(agent_id): agent
+        for agent_id, raw in (raw_agents.items() if isinstance(raw_agents, dict) else [])
+        if isinstance(agent := valid(AgentConfig, raw), AgentConfig)
+    }
+    policies = [
+        (f"policies.{i}", policy)
+        for i, raw in enumerate(raw_policies if isinstance(raw_policies, list) else [])
+        if isinstance(policy := valid(Policy, raw), Policy)
+    ]
+    return _across(agents, policies)
 
 
 def _misfits(key: str, policy: Policy, agent_id: str, agent: AgentConfig) -> list[Problem]:
@@ -584,6 +613,10 @@ def parse_config(
         return HandrailConfig.model_validate(data)
     except ValidationError as error:
         problems = _problems(error, HandrailConfig, lines)
+        known = {(problem.key, problem.message) for problem in problems}
+        for problem in _across_valid_parts(data):
+            if (problem.key, problem.message) not in known:
+                problems.append(replace(problem, line=_line(lines, problem.key.split("."))))
         problems.sort(key=lambda problem: problem.line or math.inf)  # in the order of the file
         raise ConfigError(source, problems) from None
 
