@@ -207,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "webhook-key":
             if args.agent not in check_config(settings.handrail_config).config.agents:
                 return _fail(f"no agent {args.agent!r} in {settings.handrail_config}")
-            if settings.handrail_webhook_secret is None:
+            secret = settings.handrail_webhook_secret
+            if secret is None or not secret.get_secret_value():
                 return _fail("set HANDRAIL_WEBHOOK_SECRET first")
-            print(agent_key(settings.handrail_webhook_secret.get_secret_value(), args.agent))
+            print(agent_key(secret.get_secret_value(), args.agent))
             return 0
     except ConfigError as error:
         return _fail(*error.lines())

@@ -674,11 +674,11 @@ def _index(
     path: tuple[str, ...],
     lines: dict[tuple[str, ...], int],
     twice: list[Problem],
-    above: set[int],
+    indexed: set[int],
 ) -> None:
-    if id(node) in above:  # an alias of a node that contains it: already indexed
+    if id(node) in indexed:  # an alias (`*name`) of a node indexed where its anchor is
         return
-    above = above | {id(node)}
+    indexed.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[object, int] = {}
         for key_node, value_node in node.value:
@@ -688,23 +688,23 @@ def _index(
             line = key_node.start_mark.line + 1
             child = (*path, str(key))
             if key in seen:
+                lines_of = f"on lines {seen[key]} and {line}" if seen[key] != line else f"on line {line}"
                 twice.append(
                     Problem(
                         ".".join(child),
-                        f"is written twice, on lines {seen[key]} and {line}: keep one (a YAML reader would "
-                        "silently keep only the second)",
+                        f"is written twice, {lines_of}: keep one (a YAML reader would silently keep only the second)",
                         line,
                     )
                 )
             else:
                 seen[key] = line
                 lines[child] = line
-            _index(loader, value_node, child, lines, twice, above)
+            _index(loader, value_node, child, lines, twice, indexed)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, str(index))
             lines[child] = item.start_mark.line + 1
-            _index(loader, item, child, lines, twice, above)
+            _index(loader, item, child, lines, twice, indexed)
 
 
 # --- values left over from the example -------------------------------------------------------------

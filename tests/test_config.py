@@ -1,3 +1,5 @@
+import hashlib
+import json
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -6,9 +8,22 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.config import ConfigError, load_config, parse_config, parse_duration
+from bot.config import (
+    ConfigError,
+    format_duration,
+    load_config,
+    load_settings,
+    parse_config,
+    parse_duration,
+    placeholders,
+)
 from bot.policy import choose
 from tests.helpers import config_dict, run_handrail
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def test_the_default_policy_takes_the_agents_approvers() -> None:
@@ -339,3 +354,70 @@ def test_the_shipped_example_config_loads_with_its_policies() -> None:
     assert [p.mode for p in config.policies] == ["human_only", "approve", "auto"]
     assert config.roles.oncall == ("S0ONCALL",) and config.agents["lead-router"].limits.actions_per_run == 50
     assert choose(config, "lead-router", "quote.create", {"discount_pct": 12}).quorum == 2
+
+
+def test_anchors_and_merge_keys_are_not_taken_for_keys_written_twice(tmp_path: Path) -> None:
+    agent = config_dict()["agents"]["lead-router"]
+    text = (
+        "agents:\n"
+        f"  lead-router: &agent {json.dumps(agent)}\n"
+        "  billing-bot:\n"
+        "    <<: *agent\n"
+        f"    token_sha256: {hashlib.sha256(b'other').hexdigest()}\n"
+        "    name: Billing bot\n"
+        "policies:\n"
+        "  - &quotes {match: 'quote.*', mode: approve, quorum: 1}\n"
+        "  - *quotes\n"
+    )
+    config = load_config(write(tmp_path / "handrail.yml", text))
+    assert config.agents["billing-bot"].name == "Billing bot"
+    assert config.agents["billing-bot"].channel == "C0APPROVALS"
+    assert len(config.policies) == 2
+
+
+def test_a_key_written_twice_anywhere_is_refused_with_both_lines(tmp_path: Path) -> None:
+    text = "agents:\n  lead-router:\n    name: A\n    name: B\nroles: {oncall: [U0X], oncall: [U0Y]}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "handrail.yml", text))
+    assert [(p.key, p.line) for p in caught.value.problems] == [("agents.lead-router.name", 4), ("roles.oncall", 5)]
+    assert "on lines 3 and 4: keep one" in str(caught.value)
+    assert "roles.oncall: is written twice, on line 5: keep one" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(7200, "2h"), (900, "15m"), (5400, "90m"), (86400, "1d"), (90, "90s"), (2.5, "2.5s")]
+)
+def test_durations_print_as_the_config_writes_them(seconds: float, text: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == text
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_placeholders_are_found_and_real_values_are_not() -> None:
+    data = config_dict()
+    data["agents"]["lead-router"]["token_sha256"] = "0" * 64
+    data["agents"]["billing-bot"]["token_sha256"] = hashlib.sha256(b"").hexdigest()
+    data["agents"]["billing-bot"]["control_url"] = "https://handrail.example.com/control"
+    found = {p.key: p.message for p in placeholders(parse_config(data))}
+    assert found["agents.lead-router.token_sha256"].startswith("is a placeholder (one digit repeated)")
+    assert found["agents.billing-bot.token_sha256"].startswith("is the SHA-256 of an empty token")
+    assert found["agents.billing-bot.control_url"].endswith("a host reserved for examples: write your real URL")
+    assert (
+        found["agents.lead-router.channel"]
+        == "C0APPROVALS is an id from the example config: write the id from your workspace"
+    )
+
+    real = config_dict()
+    for agent in real["agents"].values():
+        agent |= {"channel": "C07REAL", "owners": {"primary": "U07ALICE"}, "approvers": ["U07ALICE", "S07TEAM"]}
+        agent["control_url"] = "https://agents.internal.example-corp.com/control"
+    assert placeholders(parse_config(real)) == []
+
+
+def test_a_bad_environment_is_a_config_error_naming_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://root:hunter2@db/handrail")
+    monkeypatch.setenv("REDIS_URL", "localhost:6379")
+    monkeypatch.setenv("PORT", "70000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    assert [p.key for p in caught.value.problems] == ["DATABASE_URL", "REDIS_URL", "PORT"]
+    assert "hunter2" not in str(caught.value) and '"mysql://root:***@db/handrail"' in str(caught.value)
