@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from bot import api
 from bot.clock import Clock
+from bot.config import package_version
 from bot.errors import HandrailError, TooMany
 from bot.scheduler import start_scheduler
 from bot.services import Services
@@ -95,7 +96,7 @@ def create_app(services: Services) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.aclose()
 
-    app = FastAPI(title="Handrail", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Handrail", version=package_version(), lifespan=lifespan)
     app.include_router(api.router(services))
 
     @app.exception_handler(HandrailError)

@@ -1,5 +1,8 @@
 """`handrail` command line: web (serve everything on $PORT), worker (the sweeps alone), migrate,
-config-check, webhook-key."""
+config-check, webhook-key.
+
+A problem with the environment or the config file stops it with exit code 2 and one line per
+problem on stderr, naming the variable or the key; it never ends in a traceback."""
 
 from __future__ import annotations
 
@@ -10,29 +13,76 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, HandrailConfig, Settings, load_config
+from bot.config import (
+    CheckedConfig,
+    ConfigError,
+    Problem,
+    Settings,
+    check_config,
+    load_settings,
+    package_version,
+    redact,
+    where,
+)
 from bot.webhooks import agent_key
 
+DESCRIPTION = "Handrail: human approval gates, escalation and incident control for AI agents, in Slack."
+
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from bot.services import Services
 
 
-def _fail(message: str) -> int:
-    print(f"handrail: {message}", file=sys.stderr)
+def _fail(*lines: str) -> int:
+    for line in lines:
+        print(f"handrail: {line}", file=sys.stderr)
     return 2
 
 
-def _config(settings: Settings, path: str | None = None) -> HandrailConfig:
-    return load_config(Path(path) if path else settings.handrail_config)
+def _warn(checked: CheckedConfig, source: str) -> None:
+    for warning in checked.warnings:
+        print(f"handrail: {where(source, warning, 'warning')}", file=sys.stderr)
+
+
+def _config(settings: Settings) -> CheckedConfig:
+    """The config file, checked against this environment: problems stop the start, warnings are
+    printed and it goes on."""
+    checked = check_config(settings.handrail_config)
+    problems = settings.problems_with(checked.config)
+    if problems:
+        raise ConfigError("", problems)
+    _warn(checked, str(settings.handrail_config))
+    return checked
+
+
+def _migrate(engine: Engine, url: str) -> None:
+    """Bring the database up to date; one that cannot be reached is a sentence, not a traceback."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from storage.db import migrate
+
+    try:
+        migrate(engine)
+    except (DBAPIError, ArgumentError, ImportError) as error:
+        cause = error.orig if isinstance(error, DBAPIError) else error
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        check = "that its directory exists and can be written to"
+        if engine.dialect.name != "sqlite":
+            check = "that the server is running and that the host, port, database name and credentials are right"
+        message = (
+            f"cannot use the database at {redact(url)} ({reason}): check {check}; it should look like "
+            "postgresql://user:password@host:5432/dbname or sqlite:///handrail.db"
+        )
+        raise ConfigError("", [Problem("DATABASE_URL", message)]) from None
 
 
 def _services(settings: Settings) -> Services:
     """Config checked before anything else is touched, then the database brought up to date."""
     from bot.services import build_services
-    from storage.db import migrate
 
-    services = build_services(settings, _config(settings))
-    migrate(services.db.engine)
+    services = build_services(settings, _config(settings).config)
+    _migrate(services.db.engine, settings.database_url)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return services
 
@@ -80,32 +130,42 @@ def worker(settings: Settings) -> int:
     return 0
 
 
-def config_check(config: HandrailConfig, agent: str | None, action: str | None, facts: list[str]) -> int:
-    print(
-        f"ok: {len(config.agents)} agent(s): {', '.join(config.agents)}; {len(config.policies)} global "
-        f"policies, {sum(len(a.policies) for a in config.agents.values())} agent policies"
-    )
-    if agent is None and action is None and not facts:
-        return 0
-    if agent is None or action is None:
-        return _fail("give both --agent and --action to see which policy a request would get")
-    if agent not in config.agents:
-        return _fail(f"no agent {agent!r} in the config (agents: {', '.join(config.agents)})")
-    values: dict[str, float] = {}
-    for fact in facts:
-        name, _, number = fact.partition("=")
-        try:
-            values[name.strip()] = float(number)
-        except ValueError:
-            return _fail(f"--fact {fact!r}: write NAME=NUMBER, e.g. discount_pct=12")
-    from bot.policy import choose
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
-    print(f"{agent} {action}: {choose(config, agent, action, values).explain()}")
+
+def config_check(checked: CheckedConfig, source: str, agent: str | None, action: str | None, facts: list[str]) -> int:
+    """Validate a config (ConfigError lists its problems); with a sample request, show its policy."""
+    config = checked.config
+    values: dict[str, float] = {}
+    if agent is not None or action is not None or facts:
+        if agent is None or action is None:
+            return _fail("give both --agent and --action to see which policy a request would get")
+        if agent not in config.agents:
+            return _fail(f"no agent {agent!r} in {source} (its agents: {', '.join(config.agents)})")
+        for fact in facts:
+            name, _, number = fact.partition("=")
+            try:
+                values[name.strip()] = float(number)
+            except ValueError:
+                return _fail(f"--fact {fact!r}: write NAME=NUMBER, e.g. discount_pct=12")
+    agent_policies = sum(len(a.policies) for a in config.agents.values())
+    print(
+        f"ok: {_count(len(config.agents), 'agent')} ({', '.join(config.agents)}); "
+        f"{_count(len(config.policies), 'global policy', 'global policies')}, "
+        f"{_count(agent_policies, 'agent policy', 'agent policies')}"
+    )
+    _warn(checked, source)
+    if agent is not None and action is not None:
+        from bot.policy import choose
+
+        print(f"{agent} {action}: {choose(config, agent, action, values).explain()}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="handrail", description=__doc__)
+    parser = argparse.ArgumentParser(prog="handrail", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"handrail {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("web", help="serve Slack events, the agents' API and health checks on $PORT")
     sub.add_parser("worker", help="run the escalation and outbox sweeps without the web server")
@@ -127,28 +187,33 @@ def main(argv: list[str] | None = None) -> int:
     key.add_argument("agent")
     args = parser.parse_args(argv)
 
-    settings = Settings()
     try:
+        if args.command == "config-check" and args.path:  # a file named: the environment plays no part
+            checked = check_config(Path(args.path))
+            return config_check(checked, args.path, args.agent, args.action, args.fact)
+        settings = load_settings()
         if args.command == "web":
             return web(settings)
         if args.command == "worker":
             return worker(settings)
         if args.command == "migrate":
-            from storage.db import make_engine, migrate
+            from storage.db import make_engine
 
-            migrate(make_engine(settings.database_url))
+            _migrate(make_engine(settings.database_url), settings.database_url)
             return 0
         if args.command == "config-check":
-            return config_check(_config(settings, args.path), args.agent, args.action, args.fact)
+            checked = check_config(settings.handrail_config)
+            return config_check(checked, str(settings.handrail_config), args.agent, args.action, args.fact)
         if args.command == "webhook-key":
-            if args.agent not in _config(settings).agents:
-                return _fail(f"no agent {args.agent!r} in the config")
-            if settings.handrail_webhook_secret is None:
+            if args.agent not in check_config(settings.handrail_config).config.agents:
+                return _fail(f"no agent {args.agent!r} in {settings.handrail_config}")
+            secret = settings.handrail_webhook_secret
+            if secret is None or not secret.get_secret_value():
                 return _fail("set HANDRAIL_WEBHOOK_SECRET first")
-            print(agent_key(settings.handrail_webhook_secret.get_secret_value(), args.agent))
+            print(agent_key(secret.get_secret_value(), args.agent))
             return 0
     except ConfigError as error:
-        return _fail(str(error))
+        return _fail(*error.lines())
     return 2
 
 

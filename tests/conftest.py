@@ -1,8 +1,12 @@
 """Test fixtures: a real redis-server, a real PostgreSQL, the fake Slack Web API, and the real
-Handrail server on a loopback port with an injected clock."""
+Handrail server on a loopback port with an injected clock. None of them sees the developer's own
+settings: the variables Handrail reads are removed from the environment for the whole session,
+Settings are built without a `.env`, and commands run in directories of their own
+(tests/helpers.py: run_handrail)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +24,21 @@ from tests.helpers import (
     AgentEndpoint,
     Running,
     config_dict,
+    read_by_handrail,
     reset_postgres,
     serve,
 )
 from tests.servers import start_postgres, start_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _without_the_developers_settings() -> Iterator[None]:
+    """HANDRAIL_*, SLACK_*, DATABASE_URL, REDIS_URL and PORT from the developer's shell reach
+    neither the code under test nor the processes the tests start."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if read_by_handrail(name)]:
+            patch.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")

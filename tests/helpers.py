@@ -1,13 +1,17 @@
 """Helpers the test modules share: the test configuration and its secrets, the real Handrail server
-on a loopback port (Running, serve), an agent's callback endpoint, and ways to ask for an approval
-and act on its card in the fake Slack."""
+on a loopback port (Running, serve), an agent's callback endpoint, ways to ask for an approval
+and act on its card in the fake Slack, and the `handrail` command run as a user runs it, kept
+apart from the developer's own settings (run_handrail)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import itertools
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -249,3 +253,37 @@ def wait_calls(slack: FakeSlack, method: str, count: int = 1) -> list[Call]:
     """Wait until Slack has had `count` calls of `method`; return all calls of it."""
     slack.wait_for(lambda calls: sum(c.method == method for c in calls) >= count)
     return slack.calls_to(method)
+
+
+# --- the developer's environment stays out ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_by_handrail(name: str) -> bool:
+    """Whether Handrail would read this environment variable (pydantic-settings ignores case)."""
+    upper = name.upper()
+    return upper.startswith(("HANDRAIL_", "SLACK_")) or upper in {field.upper() for field in Settings.model_fields}
+
+
+def handrail_env(**variables: str) -> dict[str, str]:
+    """An environment for a process that runs this checkout's code: this one's, without anything
+    Handrail reads, plus `variables`."""
+    env = {name: value for name, value in os.environ.items() if not read_by_handrail(name)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env | variables
+
+
+def run_handrail(*args: str, cwd: Path, timeout: float = 60, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`handrail <args>` as a user runs it, with `variables` as its whole Handrail environment, in
+    `cwd`: a directory of the test's own, since pydantic-settings reads `.env` from the working
+    directory."""
+    assert not (cwd / ".env").exists(), f"{cwd} has a .env, which the command would read"
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=cwd,
+        env=handrail_env(**variables),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,5 +1,6 @@
+import hashlib
+import json
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -7,9 +8,22 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.config import ConfigError, load_config, parse_config, parse_duration
+from bot.config import (
+    ConfigError,
+    format_duration,
+    load_config,
+    load_settings,
+    parse_config,
+    parse_duration,
+    placeholders,
+)
 from bot.policy import choose
-from tests.helpers import config_dict
+from tests.helpers import config_dict, run_handrail
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def test_the_default_policy_takes_the_agents_approvers() -> None:
@@ -25,14 +39,18 @@ def test_the_default_policy_takes_the_agents_approvers() -> None:
     ("path", "value", "expected"),
     [
         (("token_sha256",), "not-a-digest", "agents.lead-router.token_sha256: must be the SHA-256"),
-        (("channel",), "#approvals", "agents.lead-router.channel: String should match pattern"),
-        (("owners", "primary"), "alice", "agents.lead-router.owners.primary: String should match pattern"),
-        (("approvers",), [], "agents.lead-router.approvers: Tuple should have at least 1 item"),
-        (("chanel",), "C0X", "agents.lead-router.chanel: unknown key"),
-        (("approval_timeout",), "soon", "agents.lead-router.approval_timeout: 'soon' is not a duration"),
-        (("limits", "actions_per_hour"), 0, "agents.lead-router.limits.actions_per_hour: Input should be greater"),
-        (("limits", "per_day"), 5, "agents.lead-router.limits.per_day: unknown key"),
-        (("control_url",), "ftp://x", "agents.lead-router.control_url: URL scheme should be 'http' or 'https'"),
+        (("channel",), "#approvals", 'agents.lead-router.channel: "#approvals" is not a Slack channel id: write'),
+        (("owners", "primary"), "alice", 'agents.lead-router.owners.primary: "alice" is not a Slack user id: write'),
+        (("approvers",), [], "agents.lead-router.approvers: is empty: list at least 1, e.g. approvers: [U0123ABCD"),
+        (("approvers",), "U0X", "agents.lead-router.approvers: should be a list: write [U0X]"),
+        (("chanel",), "C0X", "agents.lead-router.chanel: unknown key: did you mean channel?"),
+        (("approval_timeout",), "soon", 'agents.lead-router.approval_timeout: "soon" is not a duration: write 5s, 15m'),
+        (("approval_timeout",), "99999999999d", 'approval_timeout: "99999999999d" is too long: write at most 36500d'),
+        (("approval_timeout",), float("inf"), "approval_timeout: .inf is too long"),
+        (("limits", "actions_per_hour"), 0, "limits.actions_per_hour: 0 is out of range: write a number at least 1"),
+        (("limits", "per_day"), 5, "limits.per_day: unknown key: remove it (the keys here are actions_per_hour, "),
+        (("control_url",), "ftp://x", 'agents.lead-router.control_url: "ftp://x" is not an http:// or https:// URL'),
+        (("owners",), None, "agents.lead-router.owners: is empty: give its settings, e.g. owners: {primary: U0"),
     ],
 )
 def test_a_bad_value_is_reported_with_its_key(path: tuple[str, ...], value: object, expected: str) -> None:
@@ -49,23 +67,23 @@ def test_a_bad_value_is_reported_with_its_key(path: tuple[str, ...], value: obje
 def test_a_missing_key_is_named() -> None:
     data = config_dict()
     del data["agents"]["billing-bot"]["owners"]
-    with pytest.raises(ConfigError, match=r"agents\.billing-bot\.owners: Field required"):
+    with pytest.raises(ConfigError, match=r"agents\.billing-bot\.owners: is missing: add it, e\.g\. owners: \{primary"):
         parse_config(data)
 
 
 def test_two_agents_cannot_share_a_token() -> None:
     data = config_dict()
     data["agents"]["billing-bot"]["token_sha256"] = data["agents"]["lead-router"]["token_sha256"]
-    with pytest.raises(ConfigError, match="share a token_sha256"):
+    with pytest.raises(ConfigError, match=r"agents\.billing-bot\.token_sha256: is the same as agents\.lead-router\."):
         parse_config(data)
 
 
 def test_unreadable_and_malformed_files_fail_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="HANDRAIL_CONFIG: cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.yml: cannot read the file \(No such file or directory\): copy"):
         load_config(tmp_path / "missing.yml")
     broken = tmp_path / "broken.yml"
     broken.write_text("agents: [unclosed")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"broken\.yml:1: not valid YAML: .*: fix the syntax there"):
         load_config(broken)
     listed = tmp_path / "list.yml"
     listed.write_text("- a\n- b\n")
@@ -86,12 +104,8 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, env=env, timeout=60)
-
-
 def test_web_without_slack_credentials_names_what_is_missing(tmp_path: Path) -> None:
-    result = _cli("web", env={"PATH": "/usr/bin:/bin", "HANDRAIL_CONFIG": str(tmp_path / "none.yml")})
+    result = run_handrail("web", cwd=tmp_path, HANDRAIL_CONFIG=str(tmp_path / "none.yml"))
     assert result.returncode == 2
     assert "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET" in result.stderr
 
@@ -102,27 +116,28 @@ def test_web_with_a_bad_config_fails_at_start_naming_the_key(tmp_path: Path) -> 
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(data))
     env = {
-        "PATH": "/usr/bin:/bin",
         "HANDRAIL_CONFIG": str(path),
         "SLACK_BOT_TOKEN": "xoxb-1",
         "SLACK_SIGNING_SECRET": "s",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
     }
-    result = _cli("web", env=env)
+    result = run_handrail("web", cwd=tmp_path, **env)
     assert result.returncode == 2
     assert "agents.lead-router.channel" in result.stderr
     assert not (tmp_path / "x.db").exists(), "nothing may be created before the config is known good"
 
 
 def test_config_check_and_webhook_key(config_file: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HANDRAIL_CONFIG": str(config_file)}
-    checked = _cli("config-check", env=env)
+    def cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+        return run_handrail(*args, cwd=config_file.parent, HANDRAIL_CONFIG=str(config_file), **variables)
+
+    checked = cli("config-check")
     assert checked.returncode == 0 and "lead-router" in checked.stdout
-    assert "HANDRAIL_WEBHOOK_SECRET" in _cli("webhook-key", "lead-router", env=env).stderr
-    keyed = _cli("webhook-key", "lead-router", env=env | {"HANDRAIL_WEBHOOK_SECRET": "k"})
-    other = _cli("webhook-key", "billing-bot", env=env | {"HANDRAIL_WEBHOOK_SECRET": "k"})
+    assert "HANDRAIL_WEBHOOK_SECRET" in cli("webhook-key", "lead-router").stderr
+    keyed = cli("webhook-key", "lead-router", HANDRAIL_WEBHOOK_SECRET="k")
+    other = cli("webhook-key", "billing-bot", HANDRAIL_WEBHOOK_SECRET="k")
     assert len(keyed.stdout.strip()) == 64 and keyed.stdout != other.stdout
-    assert _cli("webhook-key", "nobody", env=env | {"HANDRAIL_WEBHOOK_SECRET": "k"}).returncode == 2
+    assert cli("webhook-key", "nobody", HANDRAIL_WEBHOOK_SECRET="k").returncode == 2
 
 
 POLICIES = [
@@ -220,16 +235,29 @@ def test_the_default_ladder_leaves_out_steps_the_agent_cannot_take() -> None:
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [
-        ({"match": "x", "mode": "sometimes"}, "policies.0.mode: Input should be 'auto', 'approve' or 'human_only'"),
-        ({"match": "x", "mode": "auto", "quorum": 2}, "policies.0: quorum cannot be used with mode auto"),
+        (
+            {"match": "x", "mode": "sometimes"},
+            'policies.0.mode: "sometimes" is not allowed here: write auto, approve or',
+        ),
+        ({"match": "x", "mode": "auto", "quorum": 2}, "policies.0: quorum cannot be used with mode auto: remove it"),
         ({"match": "x", "mode": "approve", "sample": 0.1}, "policies.0: sample cannot be used with mode approve"),
         (
             {"match": "x", "mode": "human_only", "timeout": "1h"},
             "policies.0: timeout cannot be used with mode human_only",
         ),
-        ({"match": "x", "mode": "auto", "sample": 1.5}, "policies.0.sample: Input should be less than or equal to 1"),
-        ({"match": "x", "mode": "auto", "when": {"fact": "n"}}, "policies.0.when.0: give exactly one of gt, gte, lt"),
-        ({"match": "x", "mode": "auto", "when": {"fact": "n", "gt": 1, "lt": 5}}, "give exactly one of"),
+        (
+            {"match": "x", "mode": "auto", "sample": 1.5},
+            "policies.0.sample: 1.5 is out of range: write a number at most 1",
+        ),
+        (
+            {"match": "x", "mode": "auto", "when": {"fact": "n"}},
+            "policies.0.when.0: a condition compares with exactly one of gt, gte, lt, lte, eq, and this one has none",
+        ),
+        ({"match": "x", "mode": "auto", "when": {"fact": "n", "gt": 1, "lt": 5}}, "and this one has gt and lt: write"),
+        (
+            {"match": "x", "mode": "auto", "when": {"fact": "n", "gt": float("nan")}},
+            "policies.0.when.0.gt: .nan is not a number: write one, e.g. gt: 8",
+        ),
         (
             {
                 "match": "x",
@@ -240,19 +268,23 @@ def test_the_default_ladder_leaves_out_steps_the_agent_cannot_take() -> None:
         ),
         (
             {"match": "x", "mode": "approve", "escalation": [{"after": "1h", "notify": "boss"}]},
-            "policies.0.escalation.0.notify: Input should be 'primary', 'backup' or 'escalation_manager'",
+            'policies.0.escalation.0.notify: "boss" is not allowed here: write primary, backup or escalation_manager',
         ),
         (
             {"match": "x", "mode": "approve", "timeout": "1h", "escalation": [{"after": "2h", "notify": "primary"}]},
-            "policies.0: the escalation step after 2:00:00 would come after the timeout (1:00:00) (agent lead-router)",
+            "policies.0.escalation.0: the step after 2h would come after the request expires (the policy's timeout, "
+            "1h; agent lead-router): make the step earlier or the timeout longer",
         ),
         (
             {"match": "x", "mode": "approve", "approvers": ["U0A", "U0B"], "quorum": 3},
-            "policies.0: quorum 3 needs more approvers than the 2 listed",
+            "policies.0.quorum: quorum 3 needs more approvers than the 2 listed (agent lead-router): lower",
         ),
-        ({"match": "x", "mode": "approve", "timeout": "soon"}, "policies.0.timeout: 'soon' is not a duration"),
-        ({"match": "x", "mode": "approve", "approvers": ["alice"]}, "policies.0.approvers.0: String should match"),
-        ({"match": "x", "mode": "approve", "quorom": 2}, "policies.0.quorom: unknown key"),
+        ({"match": "x", "mode": "approve", "timeout": "soon"}, 'policies.0.timeout: "soon" is not a duration'),
+        (
+            {"match": "x", "mode": "approve", "approvers": ["alice"]},
+            'policies.0.approvers.0: "alice" is not a Slack user or user group id: write a member id (U0123ABCD)',
+        ),
+        ({"match": "x", "mode": "approve", "quorom": 2}, "policies.0.quorom: unknown key: did you mean quorum?"),
     ],
 )
 def test_a_bad_policy_is_reported_with_its_key(policy: dict[str, Any], expected: str) -> None:
@@ -266,8 +298,8 @@ def test_a_ladder_naming_an_owner_the_agent_lacks_is_refused() -> None:
     data["agents"]["billing-bot"]["owners"] = {"primary": "U0OWNER"}
     with pytest.raises(
         ConfigError,
-        match=r"policies.0: the escalation step notifies backup, but the agent has no "
-        r"owners.backup \(agent billing-bot\)",
+        match=r"policies\.0\.escalation\.0\.notify: the step notifies backup, but agent billing-bot has no "
+        r"owners\.backup: add owners\.backup to the agent, or notify an owner it has",
     ):
         parse_config(data)
 
@@ -275,8 +307,11 @@ def test_a_ladder_naming_an_owner_the_agent_lacks_is_refused() -> None:
 def test_config_check_shows_which_policy_a_sample_action_hits(tmp_path: Path) -> None:
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(with_policies(POLICIES)))
-    env = {"PATH": "/usr/bin:/bin"}
-    shown = _cli(
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_handrail(*args, cwd=tmp_path)
+
+    shown = cli(
         "config-check",
         str(path),
         "--agent",
@@ -285,33 +320,32 @@ def test_config_check_shows_which_policy_a_sample_action_hits(tmp_path: Path) ->
         "quote.create",
         "--fact",
         "discount_pct=12",
-        env=env,
     )
     assert shown.returncode == 0, shown.stderr
     assert (
         "lead-router quote.create: policies.1 (match 'quote.*') -> approve; approvers S0DEALDESK; quorum 2; "
         "timeout 4h; ladder 30m primary, 1h backup, 2h escalation_manager; execute within 15m"
     ) in shown.stdout
-    cheap = _cli("config-check", str(path), "--agent", "lead-router", "--action", "lead.enrich", env=env)
+    cheap = cli("config-check", str(path), "--agent", "lead-router", "--action", "lead.enrich")
     assert "policies.2 (match 'lead.enrich') -> auto; 5% posted for review" in cheap.stdout
     assert (
         "needs the fact discount_pct"
-        in _cli("config-check", str(path), "--agent", "lead-router", "--action", "quote.create", env=env).stdout
+        in cli("config-check", str(path), "--agent", "lead-router", "--action", "quote.create").stdout
     )
-    bad = _cli("config-check", str(path), "--agent", "lead-router", "--action", "q", "--fact", "d=lots", env=env)
+    bad = cli("config-check", str(path), "--agent", "lead-router", "--action", "q", "--fact", "d=lots")
     assert (bad.returncode, "write NAME=NUMBER" in bad.stderr) == (2, True)
-    assert "give both --agent and --action" in _cli("config-check", str(path), "--action", "q", env=env).stderr
-    assert "no agent 'nobody'" in _cli("config-check", str(path), "--agent", "nobody", "--action", "q", env=env).stderr
+    assert "give both --agent and --action" in cli("config-check", str(path), "--action", "q").stderr
+    assert "no agent 'nobody'" in cli("config-check", str(path), "--agent", "nobody", "--action", "q").stderr
 
 
 def test_roles_name_users_or_groups_and_all_is_no_agent_id() -> None:
-    with pytest.raises(ConfigError, match=r"roles.oncall.0: String should match pattern"):
+    with pytest.raises(ConfigError, match=r'roles\.oncall\.0: "@alice" is not a Slack user or user group id'):
         parse_config(config_dict() | {"roles": {"oncall": ["@alice"]}})
-    with pytest.raises(ConfigError, match=r"roles.interns: unknown key"):
+    with pytest.raises(ConfigError, match=r"roles\.interns: unknown key: remove it \(the keys here are oncall, "):
         parse_config(config_dict() | {"roles": {"interns": ["U0X"]}})
     data = config_dict()
     data["agents"]["all"] = data["agents"].pop("billing-bot")
-    with pytest.raises(ConfigError, match="`all` cannot be an agent id"):
+    with pytest.raises(ConfigError, match=r"agents\.all: `all` cannot be an agent id"):
         parse_config(data)
 
 
@@ -320,3 +354,70 @@ def test_the_shipped_example_config_loads_with_its_policies() -> None:
     assert [p.mode for p in config.policies] == ["human_only", "approve", "auto"]
     assert config.roles.oncall == ("S0ONCALL",) and config.agents["lead-router"].limits.actions_per_run == 50
     assert choose(config, "lead-router", "quote.create", {"discount_pct": 12}).quorum == 2
+
+
+def test_anchors_and_merge_keys_are_not_taken_for_keys_written_twice(tmp_path: Path) -> None:
+    agent = config_dict()["agents"]["lead-router"]
+    text = (
+        "agents:\n"
+        f"  lead-router: &agent {json.dumps(agent)}\n"
+        "  billing-bot:\n"
+        "    <<: *agent\n"
+        f"    token_sha256: {hashlib.sha256(b'other').hexdigest()}\n"
+        "    name: Billing bot\n"
+        "policies:\n"
+        "  - &quotes {match: 'quote.*', mode: approve, quorum: 1}\n"
+        "  - *quotes\n"
+    )
+    config = load_config(write(tmp_path / "handrail.yml", text))
+    assert config.agents["billing-bot"].name == "Billing bot"
+    assert config.agents["billing-bot"].channel == "C0APPROVALS"
+    assert len(config.policies) == 2
+
+
+def test_a_key_written_twice_anywhere_is_refused_with_both_lines(tmp_path: Path) -> None:
+    text = "agents:\n  lead-router:\n    name: A\n    name: B\nroles: {oncall: [U0X], oncall: [U0Y]}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "handrail.yml", text))
+    assert [(p.key, p.line) for p in caught.value.problems] == [("agents.lead-router.name", 4), ("roles.oncall", 5)]
+    assert "on lines 3 and 4: keep one" in str(caught.value)
+    assert "roles.oncall: is written twice, on line 5: keep one" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(7200, "2h"), (900, "15m"), (5400, "90m"), (86400, "1d"), (90, "90s"), (2.5, "2.5s")]
+)
+def test_durations_print_as_the_config_writes_them(seconds: float, text: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == text
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_placeholders_are_found_and_real_values_are_not() -> None:
+    data = config_dict()
+    data["agents"]["lead-router"]["token_sha256"] = "0" * 64
+    data["agents"]["billing-bot"]["token_sha256"] = hashlib.sha256(b"").hexdigest()
+    data["agents"]["billing-bot"]["control_url"] = "https://handrail.example.com/control"
+    found = {p.key: p.message for p in placeholders(parse_config(data))}
+    assert found["agents.lead-router.token_sha256"].startswith("is a placeholder (one digit repeated)")
+    assert found["agents.billing-bot.token_sha256"].startswith("is the SHA-256 of an empty token")
+    assert found["agents.billing-bot.control_url"].endswith("a host reserved for examples: write your real URL")
+    assert (
+        found["agents.lead-router.channel"]
+        == "C0APPROVALS is an id from the example config: write the id from your workspace"
+    )
+
+    real = config_dict()
+    for agent in real["agents"].values():
+        agent |= {"channel": "C07REAL", "owners": {"primary": "U07ALICE"}, "approvers": ["U07ALICE", "S07TEAM"]}
+        agent["control_url"] = "https://agents.internal.example-corp.com/control"
+    assert placeholders(parse_config(real)) == []
+
+
+def test_a_bad_environment_is_a_config_error_naming_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://root:hunter2@db/handrail")
+    monkeypatch.setenv("REDIS_URL", "localhost:6379")
+    monkeypatch.setenv("PORT", "70000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file=None)
+    assert [p.key for p in caught.value.problems] == ["DATABASE_URL", "REDIS_URL", "PORT"]
+    assert "hunter2" not in str(caught.value) and '"mysql://root:***@db/handrail"' in str(caught.value)

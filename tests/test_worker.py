@@ -1,6 +1,5 @@
 """`handrail worker`: the sweeps and the outbox without the web server."""
 
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -10,7 +9,7 @@ from bot.approvals.create import create as create_approval
 from bot.config import load_config
 from storage.db import Database, migrate
 from tests.fakeslack import FakeSlack
-from tests.helpers import SIGNING_SECRET, request
+from tests.helpers import SIGNING_SECRET, handrail_env, request, run_handrail
 
 
 def test_the_worker_takes_due_steps_and_sends_them(
@@ -24,18 +23,21 @@ def test_the_worker_takes_due_steps_and_sends_them(
             session, config=load_config(config_file), request=request(), now=datetime.now(UTC) - timedelta(minutes=16)
         )
     db.dispose()
-    env = {
-        **os.environ,
-        "HANDRAIL_CONFIG": str(config_file),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.base_url,
-        "HANDRAIL_SWEEP_INTERVAL": "0.2",
-    }
+    env = handrail_env(
+        HANDRAIL_CONFIG=str(config_file),
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.base_url,
+        HANDRAIL_SWEEP_INTERVAL="0.2",
+    )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "bot.cli", "worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         calls = slack.wait_for(lambda calls: any(c.params.get("channel") == "U0OWNER" for c in calls), timeout=30)
@@ -53,11 +55,5 @@ def test_the_worker_takes_due_steps_and_sends_them(
 
 
 def test_the_worker_needs_slack_credentials(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "worker"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HANDRAIL_CONFIG": str(tmp_path / "none.yml")},
-    )
+    result = run_handrail("worker", cwd=tmp_path, HANDRAIL_CONFIG=str(tmp_path / "none.yml"))
     assert result.returncode == 2 and "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET" in result.stderr
