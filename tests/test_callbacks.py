@@ -295,10 +295,10 @@ def test_the_callback_client_connects_to_the_address_it_checked(
 
 def test_callback_urls_in_the_config_are_plain_prefixes() -> None:
     for bad, problem in (
-        ("ftp://agents.example/", "URL scheme should be 'http' or 'https'"),
+        ("ftp://agents.example/", "is not an http:// or https:// URL"),
         ("https://agents.example/hooks?x=1", "no user, query or fragment"),
         ("https://me@agents.example/hooks", "no user, query or fragment"),
-        ("agents.example/hooks", "relative URL without a base"),
+        ("agents.example/hooks", "is not a URL"),
     ):
         data = config_dict()
         data["agents"]["billing-bot"]["callback_urls"] = [bad]

@@ -410,6 +410,7 @@ def test_placeholders_are_found_and_real_values_are_not() -> None:
     for agent in real["agents"].values():
         agent |= {"channel": "C07REAL", "owners": {"primary": "U07ALICE"}, "approvers": ["U07ALICE", "S07TEAM"]}
         agent["control_url"] = "https://agents.internal.example-corp.com/control"
+        agent["callback_urls"] = ["https://agents.internal.example-corp.com/hooks/"]
     assert placeholders(parse_config(real)) == []
 
 

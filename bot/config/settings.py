@@ -1,0 +1,144 @@
+"""Settings from the environment (names as in ARCHITECTURE.md), each checked for its form at start,
+and the package's version."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.config.durations import Duration
+from bot.config.models import HandrailConfig
+from bot.config.problems import ConfigError, Problem, shown
+from bot.config.sentences import sentence
+
+
+def package_version() -> str:
+    """The installed package's version: pyproject.toml's `version`, read from the package metadata."""
+    try:
+        return metadata.version("handrail")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+VARIABLE_FORMS = {
+    "PORT": "is not a port number: write a whole number from 1 to 65535, e.g. PORT=3000",
+    "HANDRAIL_SCHEDULER": "is not on or off: write HANDRAIL_SCHEDULER=off to leave the sweeps to `handrail worker`",
+}
+
+
+_DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgres", "postgresql", "postgresql+psycopg")
+_DATABASE_FORM = "postgresql://user:password@host:5432/dbname or sqlite:///handrail.db"
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redact(url: str) -> str:
+    """A URL with its password replaced by ***, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].lower() if "://" in url else ""
+
+
+class Settings(BaseSettings):
+    """Environment variables (names as in ARCHITECTURE.md)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    database_url: str = "sqlite:///handrail.db"
+    redis_url: str = "redis://localhost:6379/0"
+    handrail_config: Path = Path("handrail.yml")
+    handrail_webhook_secret: SecretStr | None = None
+    handrail_sweep_interval: Duration = timedelta(seconds=5)
+    handrail_scheduler: bool = True  # HANDRAIL_SCHEDULER=off: this process leaves the sweeps to a worker
+    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if _scheme(value) not in _DATABASE_SCHEMES:
+            raise ValueError(f"{shown(redact(value))} is not a database Handrail can use: write {_DATABASE_FORM}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        scheme = _scheme(value)
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+        except ValueError:
+            parts = urlsplit("")
+        if scheme not in _REDIS_SCHEMES or (scheme != "unix" and not parts.hostname):
+            raise ValueError(f"{shown(redact(value))} is not a Redis URL: write redis://host:6379/0")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api(cls, value: str) -> str:
+        if _scheme(value) not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError(f"{shown(value)} is not a URL: write https://slack.com/api/ (the default)")
+        return value
+
+    def missing_slack_credentials(self) -> list[str]:
+        return [
+            name
+            for name, value in (
+                ("SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("SLACK_SIGNING_SECRET", self.slack_signing_secret),
+            )
+            if value is None or not value.get_secret_value()
+        ]
+
+    def problems_with(self, config: HandrailConfig) -> list[Problem]:
+        """What keeps this environment from serving this config, found at start rather than in
+        the middle of an incident."""
+        problems = []
+        hooked = [agent_id for agent_id, agent in config.agents.items() if agent.control_url]
+        secret = self.handrail_webhook_secret
+        if hooked and (secret is None or not secret.get_secret_value()):
+            which = ", ".join(f"agents.{agent_id}.control_url" for agent_id in hooked)
+            problems.append(
+                Problem(
+                    "HANDRAIL_WEBHOOK_SECRET",
+                    f"is not set, but {which} {'is' if len(hooked) == 1 else 'are'} (rollbacks and undos are "
+                    "signed with it): set it to a long random string, e.g. the output of openssl rand -hex 32",
+                )
+            )
+        return problems
+
+
+def load_settings(env_file: Path | str | None = ".env") -> Settings:
+    """Settings from the environment (and `env_file`); a bad value is a ConfigError naming the
+    variable, never a traceback."""
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = "_".join(str(part) for part in item["loc"]).upper()
+            form = VARIABLE_FORMS.get(name)
+            message = f"{shown(item.get('input'))} {form}" if form else sentence(item, (name,), Settings)
+            problems.append(Problem(name, message))
+        raise ConfigError("", problems) from None
