@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from storage.repositories import Audit
 from storage.tables import OutboxMessage
 from tests import slackreq
 from tests.fakeslack import Call, FakeSlack
-from tests.helpers import Running, config_dict
+from tests.helpers import Running, ask, card_of, config_dict, posted_card, wait_calls
 
 ROLES = {"oncall": ["S0GONE", "S0ONCALL"], "managers": ["U0BOSS"]}
 SECTION_MAX, FIELD_MAX = 3000, 2000
@@ -120,6 +121,154 @@ def cancel(running: Running, approval_id: str, reason: str) -> None:
     assert response.status_code == 200, response.text
 
 
+# --- 4. a long reason leaves no live, stale card --------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["&", "<"])
+def test_a_long_cancel_reason_of_entities_still_clears_the_card(running: Running, slack: FakeSlack, char: str) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    cancel(running, created["id"], char * 2000)
+    [update] = wait_calls(slack, "chat.update", 1)
+    running.deliver_due()
+    assert update.response["ok"], update.response
+    card = card_of(slack, post)
+    assert buttons(card) == [], "a cancelled request keeps no button"
+    status = status_text(card)
+    assert status.startswith(":no_entry_sign: Cancelled by the agent at") and len(status) <= SECTION_MAX
+    assert "full reason in the thread" in status
+    assert all(len(t) <= SECTION_MAX for t in texts(card["blocks"]))
+    assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))
+    [note] = [t for t in thread_texts(slack, post) if t.startswith(":no_entry_sign: Cancelled")]
+    entity = {"&": "&amp;", "<": "&lt;"}[char]
+    assert entity * 2000 in note, "the thread has the whole reason"
+
+
+def test_a_long_denial_reason_from_the_modal_still_clears_the_card(running: Running, slack: FakeSlack) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    answer = deny_submission(running, created["id"], reason_values("<&" * 1000))
+    assert answer.status_code == 200 and answer.text in ("", "null"), answer.text
+    wait_calls(slack, "chat.update", 1)
+    running.deliver_due()
+    card = card_of(slack, post)
+    assert buttons(card) == [] and status_text(card).startswith(":no_entry: Denied by <@U0OWNER>")
+    assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))
+
+
+def test_a_long_pause_reason_on_a_busy_card_stays_within_the_section_limit(running: Running, slack: FakeSlack) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    assert command(running, "pause lead-router " + "&" * 499).startswith(":double_vertical_bar:")
+    wait_calls(slack, "chat.update", 1)
+    running.deliver_due()
+    card = card_of(slack, post)
+    assert buttons(card) == ["approval.approve", "approval.deny"]
+    assert all(len(t) <= SECTION_MAX for t in texts(card["blocks"]))
+    assert "The agent is paused by <@U0OWNER>" in json.dumps(card["blocks"])
+    assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))
+
+
+def test_long_agent_text_is_cut_everywhere_after_escaping(running: Running, slack: FakeSlack) -> None:
+    """Values the API accepts at their longest, made of characters that grow when escaped."""
+    created = ask(
+        running,
+        summary="&" * 20_000,
+        reason="<" * 20_000,
+        customer="&" * 200,
+        run_id=">" * 200,
+        version="&" * 200,
+        target={"system": "&" * 200, "object": "<" * 200, "id": ">" * 200},
+        changes=[{"field": "&" * 200, "before": "<" * 5000, "after": "&" * 5000} for _ in range(50)],
+    )
+    post = posted_card(slack)
+    running.deliver_due()
+    card = card_of(slack, post)
+    for block in card["blocks"]:
+        for text in texts([block]):
+            assert len(text) <= (FIELD_MAX if "fields" in block else SECTION_MAX)
+    thread = thread_texts(slack, post)
+    assert thread and all(len(t) <= 40_000 for t in thread)
+    cancel(running, created["id"], "&" * 2000)
+    wait_calls(slack, "chat.update", 1)
+    running.deliver_due()
+    assert buttons(card_of(slack, post)) == []
+
+
+# --- 5. agent text cannot mislead reviewers -----------------------------------------------------
+
+
+def test_bidi_and_zero_width_controls_never_reach_slack(running: Running, slack: FakeSlack) -> None:
+    hostile = f"Refund {CONTROLS}fdp.exe to ACME"
+    created = ask(
+        running,
+        summary=hostile,
+        reason=hostile,
+        customer="ac\u202eme",
+        target={"system": "crm", "object": "Deal", "id": "00\u200b7"},
+        changes=[{"field": "Am\u2066ount", "before": "1\u202e00", "after": "9\u200d9"}],
+        evidence=[{"label": "Con\u202etract", "url": "https://docs.example/c"}],
+    )
+    post = posted_card(slack)
+    cancel(running, created["id"], f"withdrawn {CONTROLS}")
+    wait_calls(slack, "chat.update", 1)
+    running.deliver_due()
+    sent = [c.params for c in slack.calls if c.method in ("chat.postMessage", "chat.update")]
+    shown = json.dumps(sent, ensure_ascii=False).replace("@\u2060", "@")  # Handrail's own joiner after @
+    assert not [c for c in shown if c in CONTROLS], "no bidi or zero-width control is sent"
+    assert "Refund fdp.exe to ACME" in json.dumps(card_of(slack, post)["blocks"], ensure_ascii=False)
+
+
+def test_agent_text_cannot_draw_a_fake_status_line(running: Running, slack: FakeSlack) -> None:
+    created = ask(running, summary=f"Harmless\n{FORGED}", reason=f"Signed contract\n\n{FORGED}")
+    post = posted_card(slack)
+    for text in texts(post.params["blocks"]):
+        for line in text.split("\n"):
+            if "Approved by" in line:
+                assert line.startswith(">"), f"agent text shown as a line of its own: {line!r}"
+                assert "*Approved" not in line and ":white_check_mark:" not in line, line
+    cancel(running, created["id"], f"done\n{FORGED}")
+    wait_calls(slack, "chat.update", 1)
+    running.deliver_due()
+    card = card_of(slack, post)
+    status = status_text(card)
+    assert status.startswith(":no_entry_sign: Cancelled by the agent at")
+    assert "\n" not in status.split("Cancelled by the agent at", 1)[1], "the reason never starts a line"
+    assert "*Approved" not in status and ":white_check_mark:" not in status
+    [note] = [t for t in thread_texts(slack, post) if t.startswith(":no_entry_sign:")]
+    assert all(not line.startswith(":white_check_mark:") for line in note.split("\n"))
+
+
+def test_a_denial_reason_cannot_draw_a_fake_status_line(running: Running, slack: FakeSlack) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    deny_submission(running, created["id"], reason_values(f"no\n{FORGED}"))
+    wait_calls(slack, "chat.update", 1)
+    status = status_text(card_of(slack, post))
+    assert status.startswith(":no_entry: Denied by <@U0OWNER>")
+    assert len(status.split("\n")) == 1 and "*Approved" not in status and "<@U0OWNER> at 10:42" not in status
+
+
+def test_the_thread_copy_quotes_agent_text(running: Running, slack: FakeSlack) -> None:
+    ask(running, summary=("x" * 1600) + f"\n{FORGED}")
+    post = posted_card(slack)
+    running.deliver_due()
+    [full] = [t for t in thread_texts(slack, post) if t.startswith("*Full request")]
+    for line in full.split("\n"):
+        if "Approved by" in line:
+            assert line.startswith(">") and "*Approved" not in line, line
+
+
+def test_escalation_dms_quote_no_agent_formatting(running: Running, slack: FakeSlack) -> None:
+    ask(running, target={"system": "crm", "object": "*Deal*", "id": "_1_\u202e"})
+    posted_card(slack)
+    running.clock.advance(timedelta(minutes=15))
+    running.call(running.services.sweeper.sweep)
+    running.deliver_due()
+    [dm] = [c.params["text"] for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "U0OWNER"]
+    assert "`crm *Deal* _1_`" in dm and "\u202e" not in dm, "shown as code, where Slack applies no formatting"
+
+
 # --- who may pause, when a user-group lookup fails -------------------------------------------------
 
 
@@ -135,7 +284,7 @@ def test_a_failing_group_is_skipped_when_a_later_group_admits_the_user(running: 
     assert looked_up == ["S0GONE", "S0ONCALL"]
 
 
-def test_lookups_stop_at_the_first_group_that_admits(running: Running, slack: FakeSlack, tmp_path: Path) -> None:
+def test_lookups_stop_at_the_first_group_that_admits(running: Running, slack: FakeSlack) -> None:
     slack.usergroup_members["S0GONE"] = ["U0PAGED"]
     assert command(running, "pause lead-router", user="U0PAGED").startswith(":double_vertical_bar:")
     assert [c.params["usergroup"] for c in slack.calls_to("usergroups.users.list")] == ["S0GONE"]

@@ -1,4 +1,7 @@
-"""Replies to `/agent` and the announcements of incident control in an agent's channel."""
+"""Replies to `/agent` and the announcements of incident control in an agent's channel.
+
+What people and agents wrote (reasons, customers, versions, a hook's failure) is shown inside
+Handrail's sentences: identifiers as code, reasons on one line with their formatting neutralised."""
 
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from bot.control.status import AgentStatus
 
 PAUSE_ALL_ACTION = "control.pause_all"
 PAUSE_ALL_CANCEL = "control.pause_all_cancel"
+
+
+REASON_MAX = 3000  # a reason in a reply or an announcement, escaped (commands take 500 characters)
 
 
 class PauseAll(BaseModel):
@@ -37,11 +43,11 @@ def agent_name(config: HandrailConfig, agent_id: str) -> str:
 def scope_text(config: HandrailConfig, agent_id: str, customer: str | None) -> str:
     """`Lead router (`lead-router`) for customer `acme``, `every agent`."""
     who = "every agent" if agent_id == EVERY_AGENT else agent_name(config, agent_id)
-    return who + (f" for customer `{mrkdwn.escape(customer)}`" if customer else "")
+    return who + (f" for customer {mrkdwn.code(customer, 220)}" if customer else "")
 
 
 def _reason(reason: str | None) -> str:
-    return f": {mrkdwn.escape(reason)}" if reason else " (no reason given)"
+    return f": {mrkdwn.words(reason, REASON_MAX)}" if reason else " (no reason given)"
 
 
 def _still(config: HandrailConfig, pauses: list[PauseView]) -> str:
@@ -70,19 +76,19 @@ def announcement(config: HandrailConfig, note: outbound.AgentNote) -> str:
             name = agent_name(config, note.agent)
             return f":gear: {mrkdwn.user(note.by)} set the mode of {name} to `{note.mode}` (was `{note.before}`)"
         case outbound.VersionRegistered():
-            was = f" (was `{mrkdwn.escape(note.before)}`)" if note.before else ""
+            was = f" (was {mrkdwn.code(note.before, 220)})" if note.before else ""
             name = agent_name(config, note.agent)
-            return f":package: {name} is now version `{mrkdwn.escape(note.version)}`{was}."
+            return f":package: {name} is now version {mrkdwn.code(note.version, 220)}{was}."
         case outbound.RolledBack():
             told = (
                 "The control hook confirmed."
                 if note.hook_ok
-                else f"The agent's platform was not told: {mrkdwn.escape(note.hook_detail)}. "
+                else f"The agent's platform was not told: {mrkdwn.words(note.hook_detail, 500)}. "
                 "The gate returns the new version."
             )
             return (
                 f":rewind: {mrkdwn.user(note.by)} rolled back {agent_name(config, note.agent)} from "
-                f"`{mrkdwn.escape(note.from_version)}` to `{mrkdwn.escape(note.to_version)}`{_reason(note.reason)}. "
+                f"{mrkdwn.code(note.from_version, 220)} to {mrkdwn.code(note.to_version, 220)}{_reason(note.reason)}. "
                 f"{told}"
             )
         case outbound.Undid():
@@ -137,9 +143,9 @@ def owners_text(agent_id: str, agent: AgentConfig, oncall: tuple[str, ...]) -> s
 
 def _pause_text(pause: PauseView) -> str:
     scope = "every agent" if pause.agent == "*" else "this agent"
-    scope += f", customer `{mrkdwn.escape(pause.customer)}`" if pause.customer else ""
+    scope += f", customer {mrkdwn.code(pause.customer, 220)}" if pause.customer else ""
     until = f" until {mrkdwn.date(pause.until)}" if pause.until else ""
-    reason = f": {mrkdwn.escape(pause.reason)}" if pause.reason else ""
+    reason = f": {mrkdwn.words(pause.reason, REASON_MAX)}" if pause.reason else ""
     by = f"by {mrkdwn.user(pause.paused_by)} {mrkdwn.date(pause.created_at)}"
     return f":double_vertical_bar: Paused ({scope}) {by}{until}{reason}"
 
@@ -152,7 +158,7 @@ def status_text(status: AgentStatus) -> str:
     if version is None:
         line += "no version registered"
     else:
-        line += f"version `{mrkdwn.escape(version.version)}` since {mrkdwn.date(version.created_at)}"
+        line += f"version {mrkdwn.code(version.version, 220)} since {mrkdwn.date(version.created_at)}"
         line += " (a rollback)" if version.restores_id else ""
     lines.append(line)
     lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
@@ -163,7 +169,7 @@ def status_text(status: AgentStatus) -> str:
     if run is None:
         lines.append("• Last run: none reported")
     else:
-        lines.append(f"• Last run: `{mrkdwn.escape(run.run_id)}` {run.status} {mrkdwn.date(run.at)}")
+        lines.append(f"• Last run: {mrkdwn.code(run.run_id, 220)} {run.status} {mrkdwn.date(run.at)}")
     if status.runs:
         lines.append(
             f"• Last hour: {status.runs} run(s), {status.failures} failed "
@@ -176,7 +182,7 @@ def status_text(status: AgentStatus) -> str:
 
 def status_line(status: AgentStatus) -> str:
     """One agent in `/agent status`."""
-    version = f"`{mrkdwn.escape(status.version.version)}`" if status.version else "no version"
+    version = mrkdwn.code(status.version.version, 220) if status.version else "no version"
     state = (
         ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
     )
@@ -190,7 +196,7 @@ def status_line(status: AgentStatus) -> str:
 
 
 def pause_all_confirm(intent: PauseAll, count: int) -> Card:
-    scope = f" for customer `{mrkdwn.escape(intent.customer)}`" if intent.customer else " for all customers"
+    scope = f" for customer {mrkdwn.code(intent.customer, 220)}" if intent.customer else " for all customers"
     if intent.duration:
         scope += f" for {mrkdwn.duration(intent.duration)}"
     text = f":warning: This pauses *every agent* ({count}){scope}. Agents stop at their next gate check."
