@@ -17,6 +17,7 @@ import yaml
 from redis import Redis
 from sqlalchemy import select
 
+from bot.outbound import Kind
 from storage.redis_store import GROUP_KEY
 from storage.repositories import Audit
 from storage.tables import OutboxMessage
@@ -167,6 +168,38 @@ def test_a_long_pause_reason_on_a_busy_card_stays_within_the_section_limit(runni
     assert all(len(t) <= SECTION_MAX for t in texts(card["blocks"]))
     assert "The agent is paused by <@U0OWNER>" in json.dumps(card["blocks"])
     assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))
+
+
+def test_an_update_slack_still_refuses_falls_back_to_the_status_without_buttons(
+    running: Running, slack: FakeSlack
+) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    slack.fail_next("chat.update", "invalid_blocks")
+    cancel(running, created["id"], "the customer withdrew")
+    wait_calls(slack, "chat.update", 2)
+    running.deliver_due()
+    refused, fallback = slack.calls_to("chat.update")
+    assert not refused.response["ok"] and fallback.response["ok"]
+    card = card_of(slack, post)
+    assert buttons(card) == [], "a decided card never keeps its buttons"
+    shown = json.dumps(card["blocks"])
+    assert ":no_entry_sign: Cancelled by the agent at" in shown and "invalid_blocks" in shown
+    assert "the customer withdrew" not in shown, "the fallback shows the status only"
+    assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))
+    assert "approval.card_fallback" in events(running, created["id"])
+
+
+def test_a_first_post_slack_refuses_falls_back_to_a_card_without_buttons(running: Running, slack: FakeSlack) -> None:
+    slack.fail_next("chat.postMessage", "msg_blocks_too_long")
+    created = ask(running)
+    post = posted_card(slack)
+    running.deliver_due()
+    card = card_of(slack, post)
+    assert buttons(card) == []
+    shown = json.dumps(card["blocks"])
+    assert "Waiting for a decision" in shown and "msg_blocks_too_long" in shown and "cannot be decided" in shown
+    assert all(row.status == "sent" for row in outbox_rows(running, created["id"]) if row.kind == Kind.CARD)
 
 
 def test_long_agent_text_is_cut_everywhere_after_escaping(running: Running, slack: FakeSlack) -> None:

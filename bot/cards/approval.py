@@ -2,7 +2,8 @@
 
 Everything an agent (or a person) wrote is escaped and shown so that it cannot pass for Handrail's
 own lines: long text as a quote, identifiers as code, reasons inside Handrail's sentences on one
-line, formatting neutralised. Whatever the card cuts is posted in full in its thread.
+line, formatting neutralised. Whatever the card cuts is posted in full in its thread. A card Slack
+still refuses is replaced by `fallback_card`: the status only, never a button.
 """
 
 from __future__ import annotations
@@ -199,6 +200,20 @@ def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | No
         blocks.append({"type": "actions", "block_id": "decision", "elements": buttons})
     blocks.append(_context(approval))
     return Card(text=_notification(approval, agent), blocks=blocks, cut=budget.cut)
+
+
+def fallback_card(approval: Approval, agent: AgentConfig, refusal: str) -> Card:
+    """What replaces a card Slack refused (`refusal` is Slack's error): where the request stands,
+    in Handrail's words only, and no button, so that a decided request never keeps them and
+    nobody decides on a request they cannot see."""
+    refused = mrkdwn.escape(mrkdwn.plain(refusal, 60))
+    status = [
+        outcome_sentence(approval, reason_limit=0),
+        f":warning: Slack refused this card (`{refused}`), so it shows the status only."
+        + (" The request cannot be decided here." if approval.status == "pending" else ""),
+    ]
+    blocks = [header(_title(approval)), section("\n".join(status)), _context(approval)]
+    return Card(text=_notification(approval, agent), blocks=blocks)
 
 
 def full_request_text(approval: Approval, agent: AgentConfig) -> str | None:
