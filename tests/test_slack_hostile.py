@@ -17,6 +17,7 @@ import yaml
 from redis import Redis
 from sqlalchemy import select
 
+from bot.control import pause as pausing
 from bot.outbound import Kind
 from storage.redis_store import GROUP_KEY
 from storage.repositories import Audit
@@ -300,6 +301,65 @@ def test_escalation_dms_quote_no_agent_formatting(running: Running, slack: FakeS
     running.deliver_due()
     [dm] = [c.params["text"] for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "U0OWNER"]
     assert "`crm *Deal* _1_`" in dm and "\u202e" not in dm, "shown as code, where Slack applies no formatting"
+
+
+# --- /agent pause durations ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "minutes", "reason"),
+    [
+        ("for 30 minutes", 30, None),
+        ("for 30 min", 30, None),
+        ("for 30 mins deploy loop", 30, "deploy loop"),
+        ("for 30m", 30, None),
+        ("for 2h", 120, None),
+        ("for 2 hours", 120, None),
+        ("for 1 day", 1440, None),
+        ("for 1d noisy", 1440, "noisy"),
+        ("for 90", 1.5, None),
+        ("for 30d", 30 * 1440, None),
+        ("for 1.5h", 90, None),
+    ],
+)
+def test_pause_accepts_the_common_duration_spellings(
+    running: Running, words: str, minutes: float, reason: str | None
+) -> None:
+    command(running, f"pause lead-router {words}")
+    closed = gate(running)
+    assert not closed["allowed"]
+    until = running.clock.now() + timedelta(minutes=minutes)
+    assert closed["until"].startswith(until.isoformat()[:19]), closed
+    assert closed["message"].endswith(f": {reason}" if reason else "U0OWNER"), closed["message"]
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        ("for", "`for` needs a duration"),
+        ("for 0m", "at least 1 min"),
+        ("for 0.0000001s", "at least 1 min"),
+        ("for 30s", "at least 1 min"),
+        ("for 30", "at least 1 min"),
+        ("for 31d", "at most 30 d"),
+        ("for 99999999999d", "at most 30 d"),
+        ("for 1e400s", "is not a duration"),
+        ("for 30x", "`30x` is not a duration"),
+    ],
+)
+def test_pause_refuses_zero_tiny_and_absurd_durations_with_the_usage_line(
+    running: Running, words: str, says: str
+) -> None:
+    for target in ("lead-router", "all"):
+        answer = command(running, f"pause {target} {words}", user="U0BOSS")
+        assert says in answer and "\nUsage: `/agent pause" in answer, answer
+    assert gate(running)["allowed"]
+    with running.services.db.transaction() as session:
+        assert Audit(session).for_object("agent", "lead-router") == []
+
+
+def test_help_states_the_longest_pause(running: Running) -> None:
+    assert f"at most {pausing.MAX_PAUSE.days} days" in command(running, "help", user="U0ANYONE")
 
 
 # --- who may pause, when a user-group lookup fails -------------------------------------------------

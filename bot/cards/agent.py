@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from bot import mrkdwn, outbound
 from bot.cards.blocks import Card, button, section
 from bot.config import AgentConfig, HandrailConfig
-from bot.control.pause import PauseDone, ResumeDone
+from bot.control.pause import PauseDone, PauseLength, ResumeDone, pause_length
 from bot.control.state import EVERY_AGENT, PauseView
 from bot.control.status import AgentStatus
 
@@ -24,15 +24,26 @@ REASON_MAX = 3000  # a reason in a reply or an announcement, escaped (commands t
 
 
 class PauseAll(BaseModel):
-    """What the confirm button of `/agent pause all` carries; the click is authorized again."""
+    """What the confirm button of `/agent pause all` carries; the click is authorized again and its
+    duration checked again (a value that fails either is out of date)."""
 
-    customer: str | None = None
+    customer: str | None = Field(default=None, min_length=1, max_length=200)
     seconds: float | None = None
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @field_validator("seconds")
+    @classmethod
+    def _bounded(cls, seconds: float | None) -> float | None:
+        if seconds is not None:
+            try:
+                pause_length(seconds)
+            except PauseLength as error:
+                raise ValueError(error.message) from None
+        return seconds
 
     @property
     def duration(self) -> timedelta | None:
-        return timedelta(seconds=self.seconds) if self.seconds else None
+        return None if self.seconds is None else pause_length(self.seconds)
 
 
 def agent_name(config: HandrailConfig, agent_id: str) -> str:
@@ -48,6 +59,16 @@ def scope_text(config: HandrailConfig, agent_id: str, customer: str | None) -> s
 
 def _reason(reason: str | None) -> str:
     return f": {mrkdwn.words(reason, REASON_MAX)}" if reason else " (no reason given)"
+
+
+def pause_length_problem(error: PauseLength) -> str:
+    """Why `/agent pause … for <duration>` was refused."""
+    if error.too_short:
+        return f"A timed pause lasts at least {mrkdwn.duration(error.shortest)}."
+    return (
+        f"A timed pause lasts at most {mrkdwn.duration(error.longest)}; for longer, pause without `for` "
+        "and resume it by hand."
+    )
 
 
 def _still(config: HandrailConfig, pauses: list[PauseView]) -> str:
