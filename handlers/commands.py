@@ -28,6 +28,7 @@ from bot.control import access, pause, status, undo, versions
 from bot.control.state import EVERY_AGENT
 from bot.services import Services
 from handlers.errors import UsageError, replies_with_errors, reply_text
+from handlers.payloads import Click, Command, parse
 
 log = logging.getLogger(__name__)
 
@@ -347,11 +348,14 @@ async def answered(services: Services, name: str, work: Callable[[], Awaitable[R
 
 async def run(services: Services, command: dict[str, Any]) -> Reply:
     """One /agent command: its answer, or the work to finish after acknowledging it."""
-    words = command.get("text", "").split()
+    parsed = parse(Command, command)
+    if parsed is None:
+        return "This command came without a user or with malformed fields; nothing was done."
+    words = parsed.text.split()
     name = words[0].lower() if words else "help"
     if name not in COMMANDS:
         return f"Unknown command {mrkdwn.code(words[0], 45)}.\n" + help_text()
-    inv = Invocation(services, name, words[1:], command["user_id"], command.get("trigger_id", ""))
+    inv = Invocation(services, name, words[1:], parsed.user_id, parsed.trigger_id)
     return await answered(services, name, lambda: COMMANDS[name].run(inv))
 
 
@@ -359,6 +363,16 @@ def _message(reply: Card | str) -> dict[str, Any]:
     if isinstance(reply, Card):
         return {"text": _text(reply.text), "blocks": reply.blocks}
     return {"text": _text(reply)}
+
+
+def _pause_all_intent(click: Click | None) -> replies.PauseAll | None:
+    """What the confirm button carries, checked again (its duration within bounds)."""
+    if click is None:
+        return None
+    try:
+        return replies.PauseAll.model_validate_json(click.value)
+    except ValidationError:
+        return None
 
 
 def _text(text: str) -> str:
@@ -375,7 +389,7 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(**_message(reply or ""))
             return
         await ack(text=reply.working) if reply.working else await ack()
-        result = await answered(services, command.get("text", "").split()[0], reply.finish)
+        result = await answered(services, str(command.get("text", "")).split()[0], reply.finish)
         if result:
             try:
                 await respond(**_message(result))  # type: ignore[arg-type]
@@ -386,12 +400,12 @@ def register(app: AsyncApp, services: Services) -> None:
     @reply_errors
     async def pause_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        user_id = body["user"]["id"]
-        try:
-            intent = replies.PauseAll.model_validate_json(body["actions"][0]["value"])
-        except ValidationError:
+        click = parse(Click, body)
+        intent = _pause_all_intent(click)
+        if click is None or intent is None:
             await respond(replace_original=True, text="This confirmation is out of date; run the command again.")
             return
+        user_id = click.user.id
         try:
             await flows.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
         except Exception as error:  # the confirmation stays for someone who may

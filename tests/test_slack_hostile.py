@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -158,6 +159,15 @@ def test_a_long_denial_reason_from_the_modal_still_clears_the_card(running: Runn
     assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))
 
 
+def test_a_denial_reason_longer_than_the_modal_allows_is_refused(running: Running, slack: FakeSlack) -> None:
+    created = ask(running)
+    posted_card(slack)
+    answer = deny_submission(running, created["id"], reason_values("x" * 2001))
+    assert answer.json()["response_action"] == "errors"
+    assert "2,000 characters" in answer.json()["errors"]["reason"]
+    assert running.agent().get(f"/v1/approvals/{created['id']}").json()["status"] == "pending"
+
+
 def test_a_long_pause_reason_on_a_busy_card_stays_within_the_section_limit(running: Running, slack: FakeSlack) -> None:
     created = ask(running)
     post = posted_card(slack)
@@ -301,6 +311,134 @@ def test_escalation_dms_quote_no_agent_formatting(running: Running, slack: FakeS
     running.deliver_due()
     [dm] = [c.params["text"] for c in slack.calls_to("chat.postMessage") if c.params["channel"] == "U0OWNER"]
     assert "`crm *Deal* _1_`" in dm and "\u202e" not in dm, "shown as code, where Slack applies no formatting"
+
+
+# --- forged and malformed Slack payloads ----------------------------------------------------------
+
+
+def test_a_forged_deny_submission_without_its_reason_block_gets_a_clear_error(
+    running: Running, slack: FakeSlack
+) -> None:
+    created = ask(running)
+    posted_card(slack)
+    answer = deny_submission(running, created["id"], {"other": {"x": {"type": "plain_text_input", "value": "no"}}})
+    assert answer.status_code == 200
+    shown = json.dumps(answer.json())
+    assert answer.json()["response_action"] == "update" and "Click Deny on the card again" in shown
+    assert running.agent().get(f"/v1/approvals/{created['id']}").json()["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"reason": {"reason": {"type": "plain_text_input", "value": 42}}},
+        {"reason": {"reason": {"type": "plain_text_input", "value": ["no"]}}},
+        {"reason": "not an object"},
+        "not an object",
+    ],
+)
+def test_deny_submissions_with_malformed_values_get_a_clear_error(
+    running: Running, slack: FakeSlack, values: Any
+) -> None:
+    created = ask(running)
+    posted_card(slack)
+    payload = _submission("approval.deny", json.dumps({"approval_id": created["id"]}), {"id": "U0OWNER"})
+    payload["view"]["state"] = {"values": values}
+    answer = _submit_raw(running, payload)
+    assert answer.status_code == 200 and answer.json()["response_action"] == "update"
+    assert running.agent().get(f"/v1/approvals/{created['id']}").json()["status"] == "pending"
+
+
+def _submit_raw(running: Running, payload: dict[str, Any]) -> httpx.Response:
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    return running.slack_post(body)
+
+
+def _submission(callback_id: str, metadata: str | None, user: dict[str, Any] | None) -> dict[str, Any]:
+    payload = json.loads(slackreq._read("view_submission.input.json"))
+    payload["view"].update(callback_id=callback_id, state={"values": {}})
+    if metadata is None:
+        payload["view"].pop("private_metadata", None)
+    else:
+        payload["view"]["private_metadata"] = metadata
+    if user is None:
+        payload.pop("user", None)
+    else:
+        payload["user"] = user
+    return payload
+
+
+@pytest.mark.parametrize("callback_id", ["approval.deny", "control.undo"])
+@pytest.mark.parametrize(
+    ("metadata", "user"),
+    [(None, {"id": "U0OWNER"}), ('{"approval_id": "apr_x"}', None), ('{"approval_id": "apr_x"}', {"name": "x"})],
+)
+def test_submissions_missing_their_metadata_or_user_get_a_clear_answer(
+    running: Running, callback_id: str, metadata: str | None, user: dict[str, Any] | None
+) -> None:
+    answer = _submit_raw(running, _submission(callback_id, metadata, user))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["response_action"] == "update"
+    assert "again" in json.dumps(answer.json()["view"])
+
+
+def test_a_forged_undo_plan_of_too_many_actions_is_refused(running: Running, slack: FakeSlack) -> None:
+    plan = json.dumps({"agent": "lead-router", "action_ids": [f"act_{i}" for i in range(1000)], "skipped": 0})
+    answer = _submit_raw(running, _submission("control.undo", plan, {"id": "U0BOSS"}))
+    assert answer.json()["response_action"] == "update" and "out of date" in json.dumps(answer.json()["view"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"seconds": 1e30}',
+        '{"seconds": -5}',
+        '{"seconds": 1e-7}',
+        "not json",
+    ],
+)
+def test_a_forged_pause_all_confirmation_pauses_nothing(running: Running, slack: FakeSlack, value: str) -> None:
+    url = slack.response_url()
+    confirm = running.slack_post(slackreq.slash_command(text="pause all", user_id="U0BOSS", response_url=url)).json()
+    body = slackreq.ephemeral_click(
+        user_id="U0BOSS",
+        action_id="control.pause_all",
+        value=value,
+        channel_id="C0OPS",
+        response_url=url,
+        blocks=confirm["blocks"],
+    )
+    assert running.slack_post(body).status_code == 200
+    slack.wait_for(lambda calls: any(c.method == "response_url" for c in calls))
+    assert "out of date" in slack.responses()[0].params["text"]
+    assert gate(running)["allowed"]
+
+
+def test_a_click_without_its_actions_gets_a_clear_answer(running: Running, slack: FakeSlack) -> None:
+    url = slack.response_url()
+    confirm = running.slack_post(slackreq.slash_command(text="pause all", user_id="U0BOSS", response_url=url)).json()
+    body = slackreq.ephemeral_click(
+        user_id="U0BOSS",
+        action_id="control.pause_all",
+        value="{}",
+        channel_id="C0OPS",
+        response_url=url,
+        blocks=confirm["blocks"],
+    )
+    payload = json.loads(dict(parse_qsl(body.decode()))["payload"])
+    payload["actions"][0].pop("value")
+    assert _submit_raw(running, payload).status_code == 200
+    slack.wait_for(lambda calls: any(c.method == "response_url" for c in calls))
+    assert "out of date" in slack.responses()[0].params["text"]
+    assert gate(running)["allowed"]
+
+
+def test_a_slash_command_without_a_user_gets_a_clear_answer(running: Running) -> None:
+    fields = dict(parse_qsl(slackreq.slash_command(text="pause lead-router", user_id="U0OWNER").decode()))
+    del fields["user_id"]
+    response = running.slack_post(urlencode(fields).encode())
+    assert response.status_code == 200 and "without a user" in response.text
+    assert gate(running)["allowed"]
 
 
 # --- /agent pause durations ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bot import mrkdwn, outbound
 from bot.approvals.decide import Settled
@@ -36,7 +36,7 @@ ROLE_NAMES = {"primary": "primary owner", "backup": "backup owner", "escalation_
 class DenyMetadata(BaseModel):
     """The Deny modal's private_metadata."""
 
-    approval_id: str
+    approval_id: str = Field(min_length=1, max_length=64)
 
 
 def target_name(approval: Approval) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from bot import mrkdwn
 from bot.cards.blocks import notice_modal, section
 from bot.config import AgentConfig
-from bot.control.undo import UndoResult
+from bot.control.undo import MAX_UNDO, UndoResult
 from storage.tables import ActionRecord
 
 UNDO_VIEW = "control.undo"
@@ -19,9 +19,9 @@ TITLE = "Undo actions"
 class UndoPlan(BaseModel):
     """The undo modal's private_metadata: the previewed reversible actions."""
 
-    agent: str
-    action_ids: list[str]
-    skipped: int
+    agent: str = Field(max_length=64)
+    action_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=MAX_UNDO)
+    skipped: int = Field(ge=0, le=MAX_UNDO)
 
     @classmethod
     def parse(cls, metadata: str) -> UndoPlan | None:
