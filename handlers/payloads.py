@@ -52,10 +52,11 @@ class Action(BaseModel):
 
 
 class Click(BaseModel):
-    """A click on a button: who clicked, and the button's value."""
+    """A click on a button: who clicked, the button's value, and the trigger a modal needs."""
 
     user: User
     actions: list[Action] = Field(min_length=1)
+    trigger_id: str = Field(default="", max_length=255)
 
     @property
     def value(self) -> str:

@@ -433,6 +433,29 @@ def test_a_click_without_its_actions_gets_a_clear_answer(running: Running, slack
     assert gate(running)["allowed"]
 
 
+@pytest.mark.parametrize(("action", "drop"), [("approval.approve", "value"), ("approval.deny", "trigger_id")])
+def test_a_card_click_missing_a_field_gets_a_clear_answer(
+    running: Running, slack: FakeSlack, action: str, drop: str
+) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    body = slackreq.block_action(
+        user_id="U0OWNER",
+        action_id=action,
+        value=created["id"],
+        channel_id=post.response["channel"],
+        message_ts=post.response["ts"],
+        message=card_of(slack, post),
+    )
+    payload = json.loads(dict(parse_qsl(body.decode()))["payload"])
+    (payload["actions"][0] if drop == "value" else payload).pop(drop)
+    assert _submit_raw(running, payload).status_code == 200
+    [told] = wait_calls(slack, "chat.postEphemeral", 1)
+    assert told.params["user"] == "U0OWNER" and "out of date" in told.params["text"]
+    assert slack.calls_to("views.open") == []
+    assert running.agent().get(f"/v1/approvals/{created['id']}").json()["status"] == "pending"
+
+
 def test_a_slash_command_without_a_user_gets_a_clear_answer(running: Running) -> None:
     fields = dict(parse_qsl(slackreq.slash_command(text="pause lead-router", user_id="U0OWNER").decode()))
     del fields["user_id"]
