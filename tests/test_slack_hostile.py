@@ -231,6 +231,7 @@ def test_long_agent_text_is_cut_everywhere_after_escaping(running: Running, slac
     for block in card["blocks"]:
         for text in texts([block]):
             assert len(text) <= (FIELD_MAX if "fields" in block else SECTION_MAX)
+    assert sum(len(t) for t in texts(card["blocks"])) <= 12_000, "well below what Slack takes in one message"
     thread = thread_texts(slack, post)
     assert thread and all(len(t) <= 40_000 for t in thread)
     cancel(running, created["id"], "&" * 2000)

@@ -30,6 +30,9 @@ THREAD_TEXT_MAX = mrkdwn.MESSAGE_TEXT_MAX
 DENY_REASON_MAX = 2000  # the Deny modal's max_length; a longer submission is refused
 CARD_REASON_MAX = 1000  # a decision's reason on the card (escaped); the thread note has all of it
 REASON_CUT_NOTE = " … _(cut: full reason in the thread)_"
+# With the other parts' budgets, a card stays under about 12,000 characters of text: Slack refuses
+# larger messages (msg_blocks_too_long) below its documented per-block limits.
+CHANGES_MAX = 2400
 ROLE_NAMES = {"primary": "primary owner", "backup": "backup owner", "escalation_manager": "escalation manager"}
 
 
@@ -100,7 +103,7 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
     return lines
 
 
-PAUSE_REASON_MAX = 1200  # on a card, beside the status (the command takes 500 characters)
+PAUSE_REASON_MAX = 800  # on a card, beside the status (the command takes 500 characters)
 
 
 def paused_line(pause: PauseView) -> str:
@@ -129,7 +132,7 @@ def _changes(approval: Approval, budget: Budget) -> str | None:
         lines.append(f"• *{budget.words(change['field'], 100)}*: {before} → {after}")
     text = "*Changes* (before → after)\n"
     for count, line in enumerate(lines):
-        if len(text) + len(line) + 1 > 2800:
+        if len(text) + len(line) + 1 > CHANGES_MAX:
             budget.cut = True
             return text + f"_…and {len(lines) - count} more: full list in the thread_"
         text += line + "\n"
