@@ -29,6 +29,7 @@ REASON_INPUT = "reason"
 THREAD_TEXT_MAX = mrkdwn.MESSAGE_TEXT_MAX
 DENY_REASON_MAX = 2000  # the Deny modal's max_length; a longer submission is refused
 CARD_REASON_MAX = 1000  # a decision's reason on the card (escaped); the thread note has all of it
+PAUSE_REASON_MAX = 800  # a pause's reason beside the status (escaped; the command takes 500 characters)
 REASON_CUT_NOTE = " … _(cut: full reason in the thread)_"
 # With the other parts' budgets, a card stays under about 12,000 characters of text: Slack refuses
 # larger messages (msg_blocks_too_long) below its documented per-block limits.
@@ -101,9 +102,6 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
     if policy.get("note"):
         lines.append(f":information_source: Default policy: {mrkdwn.escape(policy['note'])}")
     return lines
-
-
-PAUSE_REASON_MAX = 800  # on a card, beside the status (the command takes 500 characters)
 
 
 def paused_line(pause: PauseView) -> str:
