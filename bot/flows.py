@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from bot.approvals.decide import Decision
 from bot.approvals.records import agent_of, get
 from bot.control import access, undo, versions
 from bot.services import Services
+from bot.slack_gateway import SlackError
 from storage.tables import Approval
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,47 @@ async def decide(
 # --- incident control ---
 
 
+class MembershipUnknown(access.NotAllowed):
+    """Refused because no one the user is listed as admits them and the user groups that might
+    could not be looked up; `failed` holds (group id, Slack's error) for each."""
+
+    code = "membership_unknown"
+
+    def __init__(self, who: access.Principals, failed: list[tuple[str, str]]) -> None:
+        self.failed = failed
+        super().__init__(who)
+
+    def phrase(self, principal: Callable[[str], str]) -> str:
+        groups = "; ".join(f"{principal(group)} (Slack answered `{error}`)" for group, error in self.failed)
+        return f"{super().phrase(principal)} Whether you are in a user group could not be checked: {groups}."
+
+
 async def authorize(services: Services, *, user_id: str, permission: access.Permission, agent_id: str | None) -> None:
-    """Raise NotAllowed unless the user may; looks up only the user groups that would allow it."""
-    found = access.principals(services.config, permission, agent_id)
-    groups = await services.slack.groups_containing(user_id, access.groups_in(found))
-    access.check_allowed(services.config, permission, agent_id, user_id, groups)
+    """Raise NotAllowed unless the user may. Users listed by id are admitted without asking Slack;
+    otherwise the user groups that would allow it are looked up in order, up to the first that
+    admits the user. A group whose lookup fails is skipped; if no other admits the user, the
+    refusal (MembershipUnknown) says which lookups failed and how."""
+    config = services.config
+    try:
+        access.check_allowed(config, permission, agent_id, user_id, frozenset())
+        return
+    except access.NotAllowed:
+        pass
+    found = access.principals(config, permission, agent_id)
+    failed: list[tuple[str, str]] = []
+    for group in access.groups_in(found):
+        try:
+            members = await services.slack.group_members(group)
+        except SlackError as error:
+            log.warning("could not look up user group %s for %s: %s", group, user_id, error.error)
+            failed.append((group, error.error))
+            continue
+        if user_id in members:
+            access.check_allowed(config, permission, agent_id, user_id, frozenset({group}))
+            return
+    if failed:
+        raise MembershipUnknown(found, failed)
+    raise access.NotAllowed(found)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from bot import mrkdwn, outbound, webhooks
 from bot.cards.agent import announcement
-from bot.cards.approval import approval_card, note_text
+from bot.cards.approval import approval_card, fallback_card, note_text
+from bot.cards.blocks import Card
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.control.state import PauseView, pause_covering
@@ -216,9 +217,10 @@ class Deliverer:
             assert approval is not None
             return approval, pause_covering(session, approval.agent, approval.customer, now)
 
-    def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None, cut: bool) -> None:
+    def _card_shown(self, row: _Row, approval: Approval, new_ts: str | None, cut: bool, refused: str | None) -> None:
         """Record what Slack took. A card posted for the first time that had to cut something gets
-        the whole request in its thread."""
+        the whole request in its thread. `refused`: Slack's error for the full card, when the
+        fallback was shown instead."""
         posted = {
             "actor": "system",
             "event": "approval.posted",
@@ -228,9 +230,26 @@ class Deliverer:
         with self.db.transaction() as session:
             Approvals(session).release_card_lease(approval.id, shown_version=approval.state_version, message_ts=new_ts)
             self._mark_sent(session, row, posted if new_ts else None)
+            if refused:
+                Audit(session).record(
+                    at=self.clock.now(),
+                    actor="system",
+                    event="approval.card_fallback",
+                    object_type="approval",
+                    object_id=approval.id,
+                    after={"state_version": approval.state_version, "status": approval.status},
+                    reason=refused,
+                )
             if new_ts and cut:  # this pass of the deliverer claims it next
                 full = outbound.ThreadPayload(note=outbound.FullRequest())
                 outbound.send(session, full, approval_id=approval.id, now=self.clock.now())
+
+    async def _show_card(self, approval: Approval, card: Card) -> str | None:
+        """Post the card, or update it once posted; the new message's ts when posted."""
+        if approval.message_ts is None:
+            return await self.slack.post(approval.channel, card.text, card.blocks)
+        await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks)
+        return None
 
     async def _deliver_card(self, row: _Row) -> None:
         assert row.approval_id is not None
@@ -239,19 +258,25 @@ class Deliverer:
             await to_thread.run_sync(self._postpone, row, WAIT_FOR_CARD)
             return
         approval, paused = taken
-        new_ts, cut = None, False
+        new_ts, cut, refused = None, False, None
         try:
             if approval.card_version < approval.state_version:
-                card = approval_card(approval, self.config.agents[approval.agent], paused)
+                agent = self.config.agents[approval.agent]
+                card = approval_card(approval, agent, paused)
                 cut = card.cut
-                if approval.message_ts is None:
-                    new_ts = await self.slack.post(approval.channel, card.text, card.blocks)
-                else:
-                    await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks)
+                try:
+                    new_ts = await self._show_card(approval, card)
+                except SlackError as error:
+                    if not error.refused_content:
+                        raise
+                    # Never leave a stale card (buttons on a decided request): show the status only.
+                    log.warning("Slack refused the card of %s (%s); showing its status only", approval.id, error.error)
+                    refused = error.error
+                    new_ts = await self._show_card(approval, fallback_card(approval, agent, error.error))
         except BaseException:
             await to_thread.run_sync(self._release_card, approval.id)
             raise
-        await to_thread.run_sync(self._card_shown, row, approval, new_ts, cut)
+        await to_thread.run_sync(self._card_shown, row, approval, new_ts, cut, refused)
 
     def _release_card(self, approval_id: str) -> None:
         with self.db.transaction() as session:

@@ -1,7 +1,8 @@
 """Calls to the Slack Web API: messages, ephemeral replies, modals, user-group members.
 
-Errors come back as SlackError, which tells the outbox whether to retry and when
-(HTTP 429 carries Slack's Retry-After)."""
+Errors come back as SlackError, which tells the outbox whether to retry and when (HTTP 429 carries
+Slack's Retry-After) and whether Slack refused what the message says (then no retry helps, but a
+plainer message may pass). A message's text is cut to Slack's limit here, whoever wrote it."""
 
 from __future__ import annotations
 
@@ -10,18 +11,27 @@ from typing import Any
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import mrkdwn
 from storage.redis_store import GroupCache
 
+# Slack errors about what a message says: its blocks or its length.
+CONTENT_ERRORS = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "msg_blocks_too_long",
+        "too_many_attachments",
+        "no_text",
+    }
+)
 # Slack errors that no retry can fix.
-PERMANENT_ERRORS = frozenset(
+PERMANENT_ERRORS = CONTENT_ERRORS | frozenset(
     {
         "channel_not_found",
         "not_in_channel",
         "is_archived",
-        "invalid_blocks",
         "invalid_arguments",
-        "msg_too_long",
-        "no_text",
         "message_not_found",
         "cant_update_message",
         "edit_window_closed",
@@ -48,6 +58,11 @@ class SlackError(Exception):
     def permanent(self) -> bool:
         return self.error in PERMANENT_ERRORS
 
+    @property
+    def refused_content(self) -> bool:
+        """Slack refused what the message says (its blocks, its length), not where it goes."""
+        return self.error in CONTENT_ERRORS
+
 
 def _translate(error: Exception) -> SlackError:
     if isinstance(error, SlackApiError):
@@ -73,7 +88,12 @@ class SlackGateway:
     async def post(
         self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
     ) -> str:
-        params: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False, "unfurl_media": False}
+        params: dict[str, Any] = {
+            "channel": channel,
+            "text": _text(text),
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
         if blocks is not None:
             params["blocks"] = blocks
         if thread_ts is not None:
@@ -82,14 +102,14 @@ class SlackGateway:
         return str(response["ts"])
 
     async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        await self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+        await self._call("chat.update", channel=channel, ts=ts, text=_text(text), blocks=blocks)
 
     async def permalink(self, channel: str, ts: str) -> str:
         response = await self._call("chat.getPermalink", channel=channel, message_ts=ts)
         return str(response["permalink"])
 
     async def ephemeral(self, channel: str, user: str, text: str) -> None:
-        await self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+        await self._call("chat.postEphemeral", channel=channel, user=user, text=_text(text))
 
     async def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
         await self._call("views.open", trigger_id=trigger_id, view=view)
@@ -110,3 +130,8 @@ class SlackGateway:
 
     async def groups_containing(self, user_id: str, group_ids: tuple[str, ...]) -> frozenset[str]:
         return frozenset([g for g in group_ids if user_id in await self.group_members(g)])
+
+
+def _text(text: str) -> str:
+    """A message's text within Slack's limit (it truncates past 40,000 characters)."""
+    return mrkdwn.cut(text, mrkdwn.MESSAGE_TEXT_MAX, "\n_…cut: too long for one Slack message._")

@@ -11,6 +11,7 @@ modal (undo) acknowledge at once and answer through the command's response_url.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,16 +24,26 @@ from bot import flows, mrkdwn
 from bot.cards import agent as replies
 from bot.cards import undo as undo_card
 from bot.cards.blocks import Card
-from bot.config import parse_duration
 from bot.control import access, pause, status, undo, versions
 from bot.control.state import EVERY_AGENT
 from bot.services import Services
 from handlers.errors import UsageError, replies_with_errors, reply_text
+from handlers.payloads import Click, Command, parse
 
 log = logging.getLogger(__name__)
 
 MAX_REASON = 500
 MODES = ("shadow", "suggest", "auto")
+# `for 30m`, `for 30 min`, `for 2 hours`, `for 1.5h`, `for 1 day`; a bare number is seconds.
+_AMOUNT = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([a-z]*)$")
+_UNITS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 7 * 86400),
+}
+NOT_A_DURATION = "use 30m, 4h, 1d."
 
 
 @dataclass(frozen=True)
@@ -84,9 +95,10 @@ def _agent(inv: Invocation, *, allow_all: bool = False) -> str:
     return name
 
 
-def _options(inv: Invocation, words: list[str]) -> tuple[str | None, timedelta | None, str | None]:
-    """`[customer=<id>] [for <duration>] [reason…]`, options in any order before the reason."""
-    customer, duration = None, None
+def _options(inv: Invocation, words: list[str]) -> tuple[str | None, float | None, str | None]:
+    """`[customer=<id>] [for <duration>] [reason…]`, options in any order before the reason; the
+    duration as seconds, unchecked (bot.control.pause bounds it)."""
+    customer, seconds = None, None
     while words:
         word = words[0]
         if word.lower().startswith("customer="):
@@ -94,18 +106,41 @@ def _options(inv: Invocation, words: list[str]) -> tuple[str | None, timedelta |
             if not customer or len(customer) > 200:
                 raise _usage(inv, "`customer=` needs a customer id (up to 200 characters).")
             words = words[1:]
-        elif word.lower() == "for" and len(words) > 1:
-            try:
-                duration = parse_duration(words[1])
-            except ValueError:
-                raise _usage(inv, f"`{mrkdwn.escape(words[1][:40])}` is not a duration: use 30m, 4h, 1d.") from None
-            words = words[2:]
+        elif word.lower() == "for":
+            seconds, words = _duration(inv, words[1:])
         else:
             break
     reason = " ".join(words) or None
     if reason and len(reason) > MAX_REASON:
         raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
-    return customer, duration, reason
+    return customer, seconds, reason
+
+
+def _duration(inv: Invocation, words: list[str]) -> tuple[float, list[str]]:
+    """The words after `for`: an amount with its unit (`30m`, `30 min`, `2 hours`; a bare number
+    is seconds) as seconds, and the words left."""
+    if not words:
+        raise _usage(inv, f"`for` needs a duration: {NOT_A_DURATION}")
+    match = _AMOUNT.match(words[0].lower())
+    if not match:
+        raise _usage(inv, f"{mrkdwn.code(words[0], 45)} is not a duration: {NOT_A_DURATION}")
+    amount, unit = match.groups()
+    words = words[1:]
+    if not unit and words and words[0].lower() in _UNITS:
+        unit, words = words[0].lower(), words[1:]
+    if unit and unit not in _UNITS:
+        raise _usage(inv, f"{mrkdwn.code(match.group(0), 45)} is not a duration: {NOT_A_DURATION}")
+    return float(amount) * (_UNITS[unit] if unit else 1), words
+
+
+def _pause_length(inv: Invocation, seconds: float | None) -> timedelta | None:
+    """The pause's duration, within the bounds bot.control.pause sets, or the usage line."""
+    if seconds is None:
+        return None
+    try:
+        return pause.pause_length(seconds)
+    except pause.PauseLength as error:
+        raise _usage(inv, replies.pause_length_problem(error)) from None
 
 
 # --- the subcommands -----------------------------------------------------------------------------
@@ -139,7 +174,8 @@ async def _owner(inv: Invocation) -> Reply:
 async def _pause(inv: Invocation) -> Reply:
     services = inv.services
     agent_id = _agent(inv, allow_all=True)
-    customer, duration, reason = _options(inv, inv.args[1:])
+    customer, seconds, reason = _options(inv, inv.args[1:])
+    duration = _pause_length(inv, seconds)
     if agent_id == EVERY_AGENT:
         await flows.authorize(services, user_id=inv.user_id, permission="pause_all", agent_id=None)
         intent = replies.PauseAll(
@@ -163,8 +199,8 @@ async def _pause(inv: Invocation) -> Reply:
 async def _resume(inv: Invocation) -> Reply:
     services = inv.services
     agent_id = _agent(inv, allow_all=True)
-    customer, duration, reason = _options(inv, inv.args[1:])
-    if duration or reason:
+    customer, seconds, reason = _options(inv, inv.args[1:])
+    if seconds is not None or reason:
         raise _usage(inv, "`resume` takes an agent (or `all`) and an optional `customer=<id>`, nothing else.")
     permission: access.Permission = "pause_all" if agent_id == EVERY_AGENT else "pause"
     await flows.authorize(
@@ -258,7 +294,9 @@ COMMANDS: dict[str, Subcommand] = {
     "pause": Subcommand(
         "/agent pause <agent|all> [customer=<id>] [for <duration>] [reason]",
         access.WHO_MAY["pause"],
-        "stop the agent (all customers, or one); `all` asks to confirm first",
+        f"stop the agent (all customers, or one) until resumed, or for a while: at least "
+        f"{mrkdwn.duration(pause.MIN_PAUSE)}, at most {pause.MAX_PAUSE.days} days (`for 30m`, `for 2 hours`, "
+        "`for 1 day`); `all` asks to confirm first",
         "/agent pause lead-router customer=acme for 30m duplicate emails",
         _pause,
     ),
@@ -310,18 +348,35 @@ async def answered(services: Services, name: str, work: Callable[[], Awaitable[R
 
 async def run(services: Services, command: dict[str, Any]) -> Reply:
     """One /agent command: its answer, or the work to finish after acknowledging it."""
-    words = command.get("text", "").split()
+    parsed = parse(Command, command)
+    if parsed is None:
+        return "This command came without a user or with malformed fields; nothing was done."
+    words = parsed.text.split()
     name = words[0].lower() if words else "help"
     if name not in COMMANDS:
-        return f"Unknown command `{mrkdwn.escape(words[0][:40])}`.\n" + help_text()
-    inv = Invocation(services, name, words[1:], command["user_id"], command.get("trigger_id", ""))
+        return f"Unknown command {mrkdwn.code(words[0], 45)}.\n" + help_text()
+    inv = Invocation(services, name, words[1:], parsed.user_id, parsed.trigger_id)
     return await answered(services, name, lambda: COMMANDS[name].run(inv))
 
 
 def _message(reply: Card | str) -> dict[str, Any]:
     if isinstance(reply, Card):
-        return {"text": reply.text, "blocks": reply.blocks}
-    return {"text": reply}
+        return {"text": _text(reply.text), "blocks": reply.blocks}
+    return {"text": _text(reply)}
+
+
+def _pause_all_intent(click: Click | None) -> replies.PauseAll | None:
+    """What the confirm button carries, checked again (its duration within bounds)."""
+    if click is None:
+        return None
+    try:
+        return replies.PauseAll.model_validate_json(click.value)
+    except ValidationError:
+        return None
+
+
+def _text(text: str) -> str:
+    return mrkdwn.cut(text, mrkdwn.MESSAGE_TEXT_MAX, "\n_…cut: too long for one Slack message._")
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -334,7 +389,7 @@ def register(app: AsyncApp, services: Services) -> None:
             await ack(**_message(reply or ""))
             return
         await ack(text=reply.working) if reply.working else await ack()
-        result = await answered(services, command.get("text", "").split()[0], reply.finish)
+        result = await answered(services, str(command.get("text", "")).split()[0], reply.finish)
         if result:
             try:
                 await respond(**_message(result))  # type: ignore[arg-type]
@@ -345,12 +400,12 @@ def register(app: AsyncApp, services: Services) -> None:
     @reply_errors
     async def pause_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        user_id = body["user"]["id"]
-        try:
-            intent = replies.PauseAll.model_validate_json(body["actions"][0]["value"])
-        except ValidationError:
+        click = parse(Click, body)
+        intent = _pause_all_intent(click)
+        if click is None or intent is None:
             await respond(replace_original=True, text="This confirmation is out of date; run the command again.")
             return
+        user_id = click.user.id
         try:
             await flows.authorize(services, user_id=user_id, permission="pause_all", agent_id=None)
         except Exception as error:  # the confirmation stays for someone who may
@@ -366,7 +421,7 @@ def register(app: AsyncApp, services: Services) -> None:
             user_id=user_id,
             now=services.clock.now(),
         )
-        await respond(replace_original=True, text=replies.pause_reply(services.config, done))
+        await respond(replace_original=True, **_message(replies.pause_reply(services.config, done)))
 
     @app.action(replies.PAUSE_ALL_CANCEL)
     @reply_errors

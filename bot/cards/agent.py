@@ -1,15 +1,18 @@
-"""Replies to `/agent` and the announcements of incident control in an agent's channel."""
+"""Replies to `/agent` and the announcements of incident control in an agent's channel.
+
+What people and agents wrote (reasons, customers, versions, a hook's failure) is shown inside
+Handrail's sentences: identifiers as code, reasons on one line with their formatting neutralised."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from bot import mrkdwn, outbound
 from bot.cards.blocks import Card, button, section
 from bot.config import AgentConfig, HandrailConfig
-from bot.control.pause import PauseDone, ResumeDone
+from bot.control.pause import PauseDone, PauseLength, ResumeDone, pause_length
 from bot.control.state import EVERY_AGENT, PauseView
 from bot.control.status import AgentStatus
 
@@ -17,16 +20,30 @@ PAUSE_ALL_ACTION = "control.pause_all"
 PAUSE_ALL_CANCEL = "control.pause_all_cancel"
 
 
-class PauseAll(BaseModel):
-    """What the confirm button of `/agent pause all` carries; the click is authorized again."""
+REASON_MAX = 3000  # a reason in a reply or an announcement, escaped (commands take 500 characters)
 
-    customer: str | None = None
+
+class PauseAll(BaseModel):
+    """What the confirm button of `/agent pause all` carries; the click is authorized again and its
+    duration checked again (a value that fails either is out of date)."""
+
+    customer: str | None = Field(default=None, min_length=1, max_length=200)
     seconds: float | None = None
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @field_validator("seconds")
+    @classmethod
+    def _bounded(cls, seconds: float | None) -> float | None:
+        if seconds is not None:
+            try:
+                pause_length(seconds)
+            except PauseLength as error:
+                raise ValueError(error.message) from None
+        return seconds
 
     @property
     def duration(self) -> timedelta | None:
-        return timedelta(seconds=self.seconds) if self.seconds else None
+        return None if self.seconds is None else pause_length(self.seconds)
 
 
 def agent_name(config: HandrailConfig, agent_id: str) -> str:
@@ -37,11 +54,21 @@ def agent_name(config: HandrailConfig, agent_id: str) -> str:
 def scope_text(config: HandrailConfig, agent_id: str, customer: str | None) -> str:
     """`Lead router (`lead-router`) for customer `acme``, `every agent`."""
     who = "every agent" if agent_id == EVERY_AGENT else agent_name(config, agent_id)
-    return who + (f" for customer `{mrkdwn.escape(customer)}`" if customer else "")
+    return who + (f" for customer {mrkdwn.code(customer, 220)}" if customer else "")
 
 
 def _reason(reason: str | None) -> str:
-    return f": {mrkdwn.escape(reason)}" if reason else " (no reason given)"
+    return f": {mrkdwn.words(reason, REASON_MAX)}" if reason else " (no reason given)"
+
+
+def pause_length_problem(error: PauseLength) -> str:
+    """Why `/agent pause … for <duration>` was refused."""
+    if error.too_short:
+        return f"A timed pause lasts at least {mrkdwn.duration(error.shortest)}."
+    return (
+        f"A timed pause lasts at most {mrkdwn.duration(error.longest)}; for longer, pause without `for` "
+        "and resume it by hand."
+    )
 
 
 def _still(config: HandrailConfig, pauses: list[PauseView]) -> str:
@@ -70,19 +97,19 @@ def announcement(config: HandrailConfig, note: outbound.AgentNote) -> str:
             name = agent_name(config, note.agent)
             return f":gear: {mrkdwn.user(note.by)} set the mode of {name} to `{note.mode}` (was `{note.before}`)"
         case outbound.VersionRegistered():
-            was = f" (was `{mrkdwn.escape(note.before)}`)" if note.before else ""
+            was = f" (was {mrkdwn.code(note.before, 220)})" if note.before else ""
             name = agent_name(config, note.agent)
-            return f":package: {name} is now version `{mrkdwn.escape(note.version)}`{was}."
+            return f":package: {name} is now version {mrkdwn.code(note.version, 220)}{was}."
         case outbound.RolledBack():
             told = (
                 "The control hook confirmed."
                 if note.hook_ok
-                else f"The agent's platform was not told: {mrkdwn.escape(note.hook_detail)}. "
+                else f"The agent's platform was not told: {mrkdwn.words(note.hook_detail, 500)}. "
                 "The gate returns the new version."
             )
             return (
                 f":rewind: {mrkdwn.user(note.by)} rolled back {agent_name(config, note.agent)} from "
-                f"`{mrkdwn.escape(note.from_version)}` to `{mrkdwn.escape(note.to_version)}`{_reason(note.reason)}. "
+                f"{mrkdwn.code(note.from_version, 220)} to {mrkdwn.code(note.to_version, 220)}{_reason(note.reason)}. "
                 f"{told}"
             )
         case outbound.Undid():
@@ -137,9 +164,9 @@ def owners_text(agent_id: str, agent: AgentConfig, oncall: tuple[str, ...]) -> s
 
 def _pause_text(pause: PauseView) -> str:
     scope = "every agent" if pause.agent == "*" else "this agent"
-    scope += f", customer `{mrkdwn.escape(pause.customer)}`" if pause.customer else ""
+    scope += f", customer {mrkdwn.code(pause.customer, 220)}" if pause.customer else ""
     until = f" until {mrkdwn.date(pause.until)}" if pause.until else ""
-    reason = f": {mrkdwn.escape(pause.reason)}" if pause.reason else ""
+    reason = f": {mrkdwn.words(pause.reason, REASON_MAX)}" if pause.reason else ""
     by = f"by {mrkdwn.user(pause.paused_by)} {mrkdwn.date(pause.created_at)}"
     return f":double_vertical_bar: Paused ({scope}) {by}{until}{reason}"
 
@@ -152,7 +179,7 @@ def status_text(status: AgentStatus) -> str:
     if version is None:
         line += "no version registered"
     else:
-        line += f"version `{mrkdwn.escape(version.version)}` since {mrkdwn.date(version.created_at)}"
+        line += f"version {mrkdwn.code(version.version, 220)} since {mrkdwn.date(version.created_at)}"
         line += " (a rollback)" if version.restores_id else ""
     lines.append(line)
     lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
@@ -163,7 +190,7 @@ def status_text(status: AgentStatus) -> str:
     if run is None:
         lines.append("• Last run: none reported")
     else:
-        lines.append(f"• Last run: `{mrkdwn.escape(run.run_id)}` {run.status} {mrkdwn.date(run.at)}")
+        lines.append(f"• Last run: {mrkdwn.code(run.run_id, 220)} {run.status} {mrkdwn.date(run.at)}")
     if status.runs:
         lines.append(
             f"• Last hour: {status.runs} run(s), {status.failures} failed "
@@ -176,7 +203,7 @@ def status_text(status: AgentStatus) -> str:
 
 def status_line(status: AgentStatus) -> str:
     """One agent in `/agent status`."""
-    version = f"`{mrkdwn.escape(status.version.version)}`" if status.version else "no version"
+    version = mrkdwn.code(status.version.version, 220) if status.version else "no version"
     state = (
         ":double_vertical_bar: paused" if any(p.customer is None for p in status.pauses) else ":arrow_forward: running"
     )
@@ -190,7 +217,7 @@ def status_line(status: AgentStatus) -> str:
 
 
 def pause_all_confirm(intent: PauseAll, count: int) -> Card:
-    scope = f" for customer `{mrkdwn.escape(intent.customer)}`" if intent.customer else " for all customers"
+    scope = f" for customer {mrkdwn.code(intent.customer, 220)}" if intent.customer else " for all customers"
     if intent.duration:
         scope += f" for {mrkdwn.duration(intent.duration)}"
     text = f":warning: This pauses *every agent* ({count}){scope}. Agents stop at their next gate check."

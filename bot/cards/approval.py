@@ -1,6 +1,9 @@
 """The approval card, its thread notes and DMs, and the Deny modal.
 
-Everything an agent wrote is escaped. Whatever the card cuts is posted in full in its thread.
+Everything an agent (or a person) wrote is escaped and shown so that it cannot pass for Handrail's
+own lines: long text as a quote, identifiers as code, reasons inside Handrail's sentences on one
+line, formatting neutralised. Whatever the card cuts is posted in full in its thread. A card Slack
+still refuses is replaced by `fallback_card`: the status only, never a button.
 """
 
 from __future__ import annotations
@@ -8,11 +11,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bot import mrkdwn, outbound
 from bot.approvals.decide import Settled
-from bot.cards.blocks import Budget, Card, button, section
+from bot.cards.blocks import Budget, Card, button, context, field, header, section
 from bot.config import AgentConfig
 from bot.control.state import PauseView
 from storage.tables import Approval
@@ -23,14 +26,21 @@ DENY_VIEW = "approval.deny"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason"
 
-THREAD_TEXT_MAX = 39_000  # Slack truncates message text past 40,000 characters
+THREAD_TEXT_MAX = mrkdwn.MESSAGE_TEXT_MAX
+DENY_REASON_MAX = 2000  # the Deny modal's max_length; a longer submission is refused
+CARD_REASON_MAX = 1000  # a decision's reason on the card (escaped); the thread note has all of it
+PAUSE_REASON_MAX = 800  # a pause's reason beside the status (escaped; the command takes 500 characters)
+REASON_CUT_NOTE = " … _(cut: full reason in the thread)_"
+# With the other parts' budgets, a card stays under about 12,000 characters of text: Slack refuses
+# larger messages (msg_blocks_too_long) below its documented per-block limits.
+CHANGES_MAX = 2400
 ROLE_NAMES = {"primary": "primary owner", "backup": "backup owner", "escalation_manager": "escalation manager"}
 
 
 class DenyMetadata(BaseModel):
     """The Deny modal's private_metadata."""
 
-    approval_id: str
+    approval_id: str = Field(min_length=1, max_length=64)
 
 
 def target_name(approval: Approval) -> str:
@@ -38,30 +48,36 @@ def target_name(approval: Approval) -> str:
     return f"{target['system']} {target['object']} {target['id']}"
 
 
-def outcome_sentence(approval: Approval | Settled) -> str:
-    """One line saying where the request stands; the card's status and the thread note."""
-    escape, deciders = mrkdwn.escape, mrkdwn.users(approval.decided_by or [])
-    if approval.decision_code == "auto":
-        return f":robot_face: {escape(approval.decision_reason or '')} Posted here for review."
+def outcome_sentence(approval: Approval | Settled, reason_limit: int = THREAD_TEXT_MAX // 2) -> str:
+    """One line saying where the request stands; the card's status and the thread note. A reason
+    someone wrote stays inside the line (`mrkdwn.words`), cut to `reason_limit` (escaped); with
+    `reason_limit` 0 it is left out."""
+
+    def because(reason: str | None) -> str:
+        return f": {mrkdwn.words(reason, reason_limit, REASON_CUT_NOTE)}" if reason and reason_limit else ""
+
+    deciders = mrkdwn.users(approval.decided_by or [])
+    if approval.decision_code == "auto":  # Handrail wrote these reasons (the policy that decided)
+        return f":robot_face: {mrkdwn.escape(approval.decision_reason or '')} Posted here for review."
     if approval.decision_code == "human_only":
-        return ":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: " + escape(
+        return ":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: " + mrkdwn.escape(
             approval.decision_reason or ""
         )
     if approval.status == "approved":
         assert approval.decided_at is not None
-        line = f":white_check_mark: Approved by {deciders} at {mrkdwn.time(approval.decided_at)}"
-        return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
+        return f":white_check_mark: Approved by {deciders} at {mrkdwn.time(approval.decided_at)}" + because(
+            approval.decision_reason
+        )
     if approval.status == "denied":
         assert approval.decided_at is not None
-        return (
-            f":no_entry: Denied by {deciders} at {mrkdwn.time(approval.decided_at)}: "
-            f"{escape(approval.decision_reason or '')}"
+        return f":no_entry: Denied by {deciders} at {mrkdwn.time(approval.decided_at)}" + because(
+            approval.decision_reason
         )
     if approval.status == "expired":
         return f":hourglass: Expired at {mrkdwn.date(approval.expires_at)} with no decision"
     if approval.status == "cancelled":
         line = f":no_entry_sign: Cancelled by the agent at {mrkdwn.date(approval.decided_at or approval.expires_at)}"
-        return line + (f": {escape(approval.decision_reason)}" if approval.decision_reason else "")
+        return line + because(approval.decision_reason)
     return f":hourglass_flowing_sand: Waiting for a decision · expires {mrkdwn.date(approval.expires_at)}"
 
 
@@ -91,7 +107,7 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
 def paused_line(pause: PauseView) -> str:
     until = f" until {mrkdwn.date(pause.until)}" if pause.until else ""
     scope = "Every agent is" if pause.agent == "*" else "The agent is"
-    reason = f": {mrkdwn.escape(pause.reason)}" if pause.reason else ""
+    reason = f": {mrkdwn.words(pause.reason, PAUSE_REASON_MAX)}" if pause.reason else ""
     return (
         f":double_vertical_bar: {scope} paused by {mrkdwn.user(pause.paused_by)}{until}{reason}. You can still "
         f"decide; it will not act until it is resumed."
@@ -101,7 +117,7 @@ def paused_line(pause: PauseView) -> str:
 def _target(approval: Approval, budget: Budget) -> str:
     if approval.target.get("url"):
         return budget.link(approval.target["url"], target_name(approval), 1900)
-    return budget.escaped(target_name(approval), 1900)
+    return budget.code(target_name(approval), 1900)
 
 
 def _changes(approval: Approval, budget: Budget) -> str | None:
@@ -109,12 +125,12 @@ def _changes(approval: Approval, budget: Budget) -> str | None:
         return None
     lines = []
     for change in approval.changes:
-        before = budget.escaped(mrkdwn.value(change.get("before")), 300)
-        after = budget.escaped(mrkdwn.value(change.get("after")), 300)
-        lines.append(f"• *{budget.escaped(change['field'], 100)}*: {before} → {after}")
+        before = budget.code(mrkdwn.value(change.get("before")), 300)
+        after = budget.code(mrkdwn.value(change.get("after")), 300)
+        lines.append(f"• *{budget.words(change['field'], 100)}*: {before} → {after}")
     text = "*Changes* (before → after)\n"
     for count, line in enumerate(lines):
-        if len(text) + len(line) + 1 > 2800:
+        if len(text) + len(line) + 1 > CHANGES_MAX:
             budget.cut = True
             return text + f"_…and {len(lines) - count} more: full list in the thread_"
         text += line + "\n"
@@ -132,40 +148,48 @@ def _evidence(approval: Approval, budget: Budget) -> str | None:
     return text  # at most 10 links of 270 characters: inside a section's 3000
 
 
+def _title(approval: Approval) -> str:
+    return ("Task for a person" if approval.decision_code == "human_only" else "Approval") + f": {approval.action}"
+
+
+def _notification(approval: Approval, agent: AgentConfig) -> str:
+    return mrkdwn.escape(mrkdwn.plain(f"{agent.name} asks to {approval.action}: {approval.status}", 300))
+
+
+def _context(approval: Approval) -> dict[str, Any]:
+    return context(f"Request `{approval.id}` · policy `{mrkdwn.escape(approval.policy['source'])}`")
+
+
 def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | None = None) -> Card:
     budget = Budget()
-    version = f" {budget.escaped(approval.agent_version, 60)}" if approval.agent_version else ""
+    version = f" {budget.code(approval.agent_version, 60)}" if approval.agent_version else ""
     fields = [
         f"*Agent*\n{mrkdwn.escape(agent.name)}{version}",
-        f"*Action*\n{budget.escaped(approval.action, 300)}",
+        f"*Action*\n{budget.code(approval.action, 300)}",
         f"*Target*\n{_target(approval, budget)}",
     ]
     if approval.customer:
-        fields.append(f"*Customer*\n{budget.escaped(approval.customer, 300)}")
+        fields.append(f"*Customer*\n{budget.code(approval.customer, 300)}")
     if approval.run_id:
-        fields.append(f"*Run*\n{budget.escaped(approval.run_id, 300)}")
+        fields.append(f"*Run*\n{budget.code(approval.run_id, 300)}")
     if approval.requested_by:
         fields.append(f"*Asked by*\n{mrkdwn.user(approval.requested_by)}")
     if approval.status == "pending":
         fields.append(f"*Expires*\n{mrkdwn.date(approval.expires_at)}")
-    title = "Task for a person" if approval.decision_code == "human_only" else "Approval"
 
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": mrkdwn.plain(f"{title}: {approval.action}", 150), "emoji": False},
-        },
-        section(budget.escaped(approval.summary, 1500)),
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f, "verbatim": True} for f in fields]},
+        header(_title(approval)),
+        section(budget.quote(approval.summary, 1500)),
+        {"type": "section", "fields": [field(f) for f in fields]},
     ]
     changes = _changes(approval, budget)
     if changes:
         blocks.append(section(changes))
-    blocks.append(section("*Reason*\n" + budget.escaped(approval.request_reason, 1500)))
+    blocks.append(section("*Reason*\n" + budget.quote(approval.request_reason, 1500)))
     evidence = _evidence(approval, budget)
     if evidence:
         blocks.append(section(evidence))
-    status = [outcome_sentence(approval), *_progress(approval, agent)]
+    status = [outcome_sentence(approval, CARD_REASON_MAX), *_progress(approval, agent)]
     if paused is not None and approval.status == "pending":
         status.append(paused_line(paused))
     blocks.append(section("\n".join(status)))
@@ -175,46 +199,50 @@ def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | No
             button(DENY_ACTION, "Deny", approval.id, style="danger"),
         ]
         blocks.append({"type": "actions", "block_id": "decision", "elements": buttons})
-    context = f"Request `{approval.id}` · policy `{mrkdwn.escape(approval.policy['source'])}`"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
-    text = mrkdwn.plain(f"{agent.name} asks to {approval.action}: {approval.status}", 300)
-    return Card(text=mrkdwn.escape(text), blocks=blocks, cut=budget.cut)
+    blocks.append(_context(approval))
+    return Card(text=_notification(approval, agent), blocks=blocks, cut=budget.cut)
+
+
+def fallback_card(approval: Approval, agent: AgentConfig, refusal: str) -> Card:
+    """What replaces a card Slack refused (`refusal` is Slack's error): where the request stands,
+    in Handrail's words only, and no button, so that a decided request never keeps them and
+    nobody decides on a request they cannot see."""
+    refused = mrkdwn.escape(mrkdwn.plain(refusal, 60))
+    status = [
+        outcome_sentence(approval, reason_limit=0),
+        f":warning: Slack refused this card (`{refused}`), so it shows the status only."
+        + (" The request cannot be decided here." if approval.status == "pending" else ""),
+    ]
+    blocks = [header(_title(approval)), section("\n".join(status)), _context(approval)]
+    return Card(text=_notification(approval, agent), blocks=blocks)
 
 
 def full_request_text(approval: Approval, agent: AgentConfig) -> str | None:
     """The whole request as one thread message, for when the card had to cut something."""
     if not approval_card(approval, agent).cut:
         return None  # the card shows all of it
-    escape = mrkdwn.escape
     parts = [
         f"*Full request `{approval.id}`*",
-        "*Summary*\n" + escape(approval.summary),
-        "*Reason*\n" + escape(approval.request_reason),
+        "*Summary*\n" + mrkdwn.quote(approval.summary),
+        "*Reason*\n" + mrkdwn.quote(approval.request_reason),
     ]
     if approval.changes:
         parts.append(
             "*Changes*\n"
             + "\n".join(
-                f"• {escape(c['field'])}: {escape(mrkdwn.value(c.get('before')))} → "
-                f"{escape(mrkdwn.value(c.get('after')))}"
+                f"• {mrkdwn.words(c['field'])}: {mrkdwn.code(mrkdwn.value(c.get('before')))} → "
+                f"{mrkdwn.code(mrkdwn.value(c.get('after')))}"
                 for c in approval.changes
             )
         )
     if approval.evidence:
         parts.append("*Evidence*\n" + "\n".join("• " + mrkdwn.link(e["url"], e["label"]) for e in approval.evidence))
-    text = "\n\n".join(parts)
-    if len(text) > THREAD_TEXT_MAX:
-        text = text[: THREAD_TEXT_MAX - 200].rsplit("&", 1)[0] + (
-            f"\n_…cut at {THREAD_TEXT_MAX:,} characters; the agent's copy of `{approval.id}` has the rest._"
-        )
-    return text
+    note = f"\n_…cut at {THREAD_TEXT_MAX:,} characters; the agent's copy of `{approval.id}` has the rest._"
+    return mrkdwn.cut("\n\n".join(parts), THREAD_TEXT_MAX, note)
 
 
 def _about(approval: Approval) -> str:
-    return (
-        f"*{mrkdwn.escape(mrkdwn.plain(approval.action, 200))}* on "
-        f"{mrkdwn.escape(mrkdwn.plain(target_name(approval), 300))}"
-    )
+    return f"{mrkdwn.code(approval.action, 210)} on {mrkdwn.code(target_name(approval), 1500)}"
 
 
 def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfig | None) -> str | None:
@@ -226,7 +254,7 @@ def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfi
         case outbound.Outcome():
             return outcome_sentence(approval)
         case outbound.Counted(user=user, count=count, quorum=quorum, reason=reason):
-            why = f": {mrkdwn.escape(reason)}" if reason else ""
+            why = f": {mrkdwn.words(reason, THREAD_TEXT_MAX // 2)}" if reason else ""
             return f":ballot_box_with_check: {mrkdwn.user(user)} approved ({count} of {quorum}){why}"
         case outbound.Executed(at=at):
             return f":gear: The agent acted on this approval at {mrkdwn.time(at)}."
@@ -249,8 +277,8 @@ def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfi
             )
         case outbound.DeniedTwice(earlier_id=earlier_id):
             return (
-                f":warning: {name} asked twice within 24 hours to *{mrkdwn.escape(approval.action)}* on "
-                f"{mrkdwn.escape(target_name(approval))}, and was denied both times (`{earlier_id}`, `{approval.id}`)."
+                f":warning: {name} asked twice within 24 hours to {_about(approval)}, and was denied both times "
+                f"(`{earlier_id}`, `{approval.id}`)."
             )
         case outbound.Written(text=text):
             return text
@@ -265,7 +293,7 @@ def deny_modal(approval: Approval) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Deny"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            section(f"Deny *{mrkdwn.escape(mrkdwn.plain(approval.action, 200))}* (request `{approval.id}`)?"),
+            section(f"Deny {mrkdwn.code(approval.action, 210)} (request `{approval.id}`)?"),
             {
                 "type": "input",
                 "block_id": REASON_BLOCK,
@@ -274,7 +302,7 @@ def deny_modal(approval: Approval) -> dict[str, Any]:
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,
                     "multiline": True,
-                    "max_length": 2000,
+                    "max_length": DENY_REASON_MAX,
                 },
             },
         ],

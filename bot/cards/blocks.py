@@ -1,7 +1,8 @@
 """What every surface builds with: a rendered message, sections, length budgets, notice modals.
 
-Every part has a length budget, so a message stays well inside Slack's limits (50 blocks, 3000
-characters per section, 2000 per field, 150 per header) whatever an agent sends.
+Every part has a length budget measured on the text Slack receives (after escaping), so a message
+stays inside Slack's limits (50 blocks, 3000 characters per section, 2000 per field, 150 per
+header) whatever an agent sends; `section` and `field` cut to the limit as a last guard.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from bot import mrkdwn
 
 CUT_NOTE = " … _(cut: full request in the thread)_"
+MODAL_TITLE_MAX = 24
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,25 @@ class Card:
 
 
 def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
+    return {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": mrkdwn.cut(text, mrkdwn.SECTION_MAX), "verbatim": True},
+    }
+
+
+def field(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": mrkdwn.cut(text, mrkdwn.FIELD_MAX), "verbatim": True}
+
+
+def header(text: str) -> dict[str, Any]:
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": mrkdwn.plain(text, mrkdwn.HEADER_MAX), "emoji": False},
+    }
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [field(text)]}
 
 
 def button(action_id: str, text: str, value: str, style: str | None = None) -> dict[str, Any]:
@@ -42,30 +62,33 @@ def button(action_id: str, text: str, value: str, style: str | None = None) -> d
 def notice_modal(title: str, text: str) -> dict[str, Any]:
     return {
         "type": "modal",
-        "title": {"type": "plain_text", "text": title},
+        "title": {"type": "plain_text", "text": mrkdwn.plain(title, MODAL_TITLE_MAX)},
         "close": {"type": "plain_text", "text": "Close"},
         "blocks": [section(text)],
     }
 
 
 class Budget:
-    """Cuts text to a length and remembers whether anything was cut."""
+    """Fits each part of a message to its length and remembers whether anything was cut."""
 
     def __init__(self) -> None:
         self.cut = False
 
     def fit(self, text: str, limit: int) -> str:
+        """Slack text (escaped already) within `limit` characters."""
         if len(text) <= limit:
             return text
         self.cut = True
-        head = text[: max(0, limit - len(CUT_NOTE))]
-        amp = head.rfind("&")
-        if amp != -1 and ";" not in head[amp:]:  # never split an entity such as &lt;
-            head = head[:amp]
-        return head.rstrip() + CUT_NOTE
+        return mrkdwn.cut(text, limit, CUT_NOTE)
 
-    def escaped(self, text: str, limit: int) -> str:
-        return self.fit(mrkdwn.escape(text), limit)
+    def words(self, text: str, limit: int) -> str:
+        return self.fit(mrkdwn.words(text), limit)
+
+    def quote(self, text: str, limit: int) -> str:
+        return self.fit(mrkdwn.quote(text), limit)
+
+    def code(self, text: str, limit: int) -> str:
+        return self.fit(mrkdwn.code(text), limit)
 
     def link(self, url: str, label: str, limit: int) -> str:
         """A link within `limit` characters, or just its label when the URL is too long."""
@@ -73,4 +96,4 @@ class Budget:
         if len(text) <= limit:
             return text
         self.cut = True
-        return self.fit(mrkdwn.escape(label), limit - len(" (link in the thread)")) + " (link in the thread)"
+        return self.fit(mrkdwn.words(label), limit - len(" (link in the thread)")) + " (link in the thread)"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from bot import mrkdwn
 from bot.cards.blocks import notice_modal, section
 from bot.config import AgentConfig
-from bot.control.undo import UndoResult
+from bot.control.undo import MAX_UNDO, UndoResult
 from storage.tables import ActionRecord
 
 UNDO_VIEW = "control.undo"
@@ -19,9 +19,9 @@ TITLE = "Undo actions"
 class UndoPlan(BaseModel):
     """The undo modal's private_metadata: the previewed reversible actions."""
 
-    agent: str
-    action_ids: list[str]
-    skipped: int
+    agent: str = Field(max_length=64)
+    action_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=MAX_UNDO)
+    skipped: int = Field(ge=0, le=MAX_UNDO)
 
     @classmethod
     def parse(cls, metadata: str) -> UndoPlan | None:
@@ -33,16 +33,15 @@ class UndoPlan(BaseModel):
 
 def _action_line(action: ActionRecord) -> str:
     target = action.target
-    name = _cut(f"{target['system']} {target['object']} {target['id']}", 200)
-    return f"`{action.id}` *{_cut(action.action, 100)}* on {name} · {mrkdwn.date(action.created_at)}"
-
-
-def _cut(text: str, limit: int) -> str:
-    return mrkdwn.escape(mrkdwn.plain(text, limit))
+    name = mrkdwn.code(f"{target['system']} {target['object']} {target['id']}", 400)
+    return f"`{action.id}` {mrkdwn.code(action.action, 210)} on {name} · {mrkdwn.date(action.created_at)}"
 
 
 def _restore_text(action: ActionRecord) -> str:
-    parts = [f"{_cut(c['field'], 100)} → {_cut(mrkdwn.value(c.get('before')), 200)}" for c in action.changes[:10]]
+    parts = [
+        f"{mrkdwn.words(c['field'], 100)} → {mrkdwn.words(mrkdwn.value(c.get('before')), 200)}"
+        for c in action.changes[:10]
+    ]
     more = f" and {len(action.changes) - 10} more" if len(action.changes) > 10 else ""
     return "restores " + ", ".join(parts) + more
 
@@ -62,7 +61,7 @@ def undo_modal(agent_id: str, agent: AgentConfig, actions: list[ActionRecord]) -
     blocks: list[dict[str, Any]] = [section(head)]
     for action in actions:
         detail = _restore_text(action) if action.reversible else ":no_entry_sign: irreversible: skipped"
-        blocks.append(section(mrkdwn.plain(f"{_action_line(action)}\n{detail}", 2900)))
+        blocks.append(section(f"{_action_line(action)}\n{detail}"))
     view: dict[str, Any] = {
         "type": "modal",
         "callback_id": UNDO_VIEW,
@@ -86,7 +85,7 @@ def undo_result_modal(results: list[UndoResult], skipped: int) -> dict[str, Any]
     blocks = [section(lines[0])]
     for result in results:
         mark = ":white_check_mark:" if result.ok else ":x:"
-        blocks.append(section(mrkdwn.plain(f"{mark} `{result.action_id}`: {mrkdwn.escape(result.detail)}", 2900)))
+        blocks.append(section(f"{mark} {mrkdwn.code(result.action_id, 80)}: {mrkdwn.words(result.detail, 2000)}"))
     return {
         "type": "modal",
         "title": {"type": "plain_text", "text": TITLE},

@@ -1,5 +1,5 @@
 """Pause and resume: an agent or every agent (`*`), for all its customers or one, until resumed
-or for a while; and the sweep that records timed pauses as lifted.
+or for a while (from MIN_PAUSE to MAX_PAUSE); and the sweep that records timed pauses as lifted.
 
 Plain functions over a Session: the caller owns the transaction and passes `now`. Each change
 writes its audit event and an announcement in the same transaction, redraws the agent's pending
@@ -8,6 +8,7 @@ cards, and has every replica's gate reload after commit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,9 +19,35 @@ from bot.config import HandrailConfig
 from bot.control.access import known_agent
 from bot.control.records import announce, audit, redraw_cards
 from bot.control.state import EVERY_AGENT, PauseView
-from bot.errors import Conflict
+from bot.errors import Conflict, Invalid
 from storage.repositories import Pauses
 from storage.tables import Pause
+
+MIN_PAUSE = timedelta(minutes=1)  # shorter is a typo (`for 30` is 30 seconds), not a pause
+MAX_PAUSE = timedelta(days=30)  # longer: pause until resumed, and resume by hand
+
+
+class PauseLength(Invalid):
+    """A timed pause outside MIN_PAUSE..MAX_PAUSE; `seconds` is what was asked (maybe not finite)."""
+
+    code = "bad_pause_length"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.shortest, self.longest = MIN_PAUSE, MAX_PAUSE
+        self.too_short = not seconds >= MIN_PAUSE.total_seconds()  # NaN counts as too short
+        super().__init__(
+            f"a timed pause lasts from {MIN_PAUSE.total_seconds():g} seconds to {MAX_PAUSE.days} days, "
+            f"not {seconds:g} seconds"
+        )
+
+
+def pause_length(seconds: float) -> timedelta:
+    """How long a timed pause lasts, from a number of seconds: at least MIN_PAUSE (zero, a typo or
+    a rounding error would otherwise pause for ever or not at all) and at most MAX_PAUSE."""
+    if not (math.isfinite(seconds) and MIN_PAUSE.total_seconds() <= seconds <= MAX_PAUSE.total_seconds()):
+        raise PauseLength(seconds)
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -62,8 +89,9 @@ def pause(
     now: datetime,
 ) -> PauseDone:
     """Stop an agent (`*`: every agent), for all its customers or one, until resumed or for
-    `duration`. A pause of the same scope that is still on is replaced (its end or reason changes)."""
-    until = now + duration if duration else None
+    `duration` (see pause_length). A pause of the same scope that is still on is replaced (its end
+    or reason changes)."""
+    until = None if duration is None else now + pause_length(duration.total_seconds())
     if agent_id != EVERY_AGENT:
         known_agent(config, agent_id)
     pauses = Pauses(session)
