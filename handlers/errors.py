@@ -39,15 +39,26 @@ def reply_text(services: Services, error: Exception, doing: str) -> str:
         return error_text(services.config, error)
     if isinstance(error, SlackError):
         log.warning("a Slack call failed during %s: %s", doing, error.error)
-        return SLACK_DOWN
+        return (
+            f"Slack refused a call Handrail made ({error.error}); it has been logged."
+            if error.permanent
+            else SLACK_DOWN
+        )
     log.error("%s failed", doing, exc_info=error)
     return OUR_FAULT
 
 
-def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(channel, user) of a Slack interaction."""
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-    return channel, (body.get("user") or {}).get("id")
+def _where(body: object) -> tuple[str | None, str | None]:
+    """(channel, user) of a Slack interaction, or None for either when the payload lacks it."""
+
+    def field(value: object, key: str) -> str | None:
+        found = value.get(key) if isinstance(value, dict) else None
+        return found if isinstance(found, str) and found else None
+
+    if not isinstance(body, dict):
+        return None, None
+    channel = field(body.get("channel"), "id") or field(body.get("container"), "channel_id")
+    return channel, field(body.get("user"), "id")
 
 
 def replies_with_errors(services: Services) -> Callable[[Listener], Listener]:
@@ -60,7 +71,7 @@ def replies_with_errors(services: Services) -> Callable[[Listener], Listener]:
                 await listener(**kwargs)
             except Exception as error:
                 text = reply_text(services, error, f"Slack listener {listener.__name__}")
-                channel, user = _where(kwargs["body"])
+                channel, user = _where(kwargs.get("body"))
                 if channel and user:
                     with suppress(SlackError):
                         await services.slack.ephemeral(channel, user, text)

@@ -25,7 +25,7 @@ from storage.repositories import Audit
 from storage.tables import OutboxMessage
 from tests import slackreq
 from tests.fakeslack import Call, FakeSlack
-from tests.helpers import Running, ask, card_of, config_dict, posted_card, wait_calls
+from tests.helpers import Running, ask, card_of, click, config_dict, posted_card, wait_calls
 
 ROLES = {"oncall": ["S0GONE", "S0ONCALL"], "managers": ["U0BOSS"]}
 SECTION_MAX, FIELD_MAX = 3000, 2000
@@ -551,3 +551,30 @@ def test_a_refusal_says_which_group_lookup_failed_and_how(running: Running, slac
     assert "<!subteam^S0GONE>" in answer and "`no_such_subteam`" in answer
     assert "did not answer in time" not in answer
     assert gate(running)["allowed"]
+
+
+def test_a_click_whose_channel_is_not_an_object_still_gets_its_answer(running: Running, slack: FakeSlack) -> None:
+    ask(running)
+    post = posted_card(slack)
+    body = slackreq.block_action(
+        user_id="U0OWNER",
+        action_id="approval.approve",
+        value="apr_00000000000000000000",
+        channel_id=post.response["channel"],
+        message_ts=post.response["ts"],
+        message=card_of(slack, post),
+    )
+    payload = json.loads(dict(parse_qsl(body.decode()))["payload"])
+    payload["channel"] = post.response["channel"]  # a string where Slack sends an object
+    assert _submit_raw(running, payload).status_code == 200
+    [told] = wait_calls(slack, "chat.postEphemeral", 1)
+    assert told.params["channel"] == post.response["channel"] and "no approval" in told.params["text"]
+
+
+def test_a_slack_refusal_is_named_not_passed_off_as_a_timeout(running: Running, slack: FakeSlack) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    slack.fail_next("views.open", "invalid_arguments")
+    assert click(running, post, "U0OWNER", "approval.deny", created["id"]).status_code == 200
+    [told] = wait_calls(slack, "chat.postEphemeral", 1)
+    assert "Slack refused a call Handrail made (invalid_arguments)" in told.params["text"]
