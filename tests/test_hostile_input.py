@@ -4,18 +4,24 @@ sends the request to people. Each test drives the real server over HTTP."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, text
 
+from bot.approvals.records import sha256_of
 from bot.config import Condition, parse_config
+from bot.models import ActionIn, ApprovalRequest
 from bot.policy import choose
+from storage.db import make_engine
 from storage.tables import ActionRecord, Approval, AuditEvent, OutboxMessage, Run
-from tests.helpers import Running, config_dict, reset_postgres
+from tests.helpers import T0, Running, config_dict, reset_postgres
 from tests.samples import REQUEST
 
 POLICIES = [
@@ -86,6 +92,13 @@ NOTHING = {"approvals": 0, "audit_events": 0, "outbox": 0, "actions": 0, "runs":
 # --- 1. policies fail closed ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "Infinity", "1e400", "-1e400", '"NaN"', '"150"', "true"])
+def test_facts_must_be_finite_numbers(running: Running, literal: str) -> None:
+    body = json.dumps(REFUND)[:-1] + f', "facts": {{"amount": {literal}}}}}'
+    refused(send(running, "/v1/approvals", body), field="facts.amount")
+    assert counts(running) == NOTHING
+
+
 def test_a_refund_policy_on_amount_decides_on_the_number_given(running: Running) -> None:
     """The baseline the refusals above protect: a small refund is automatic, a big one needs
     people, one without the amount goes to people under the default policy."""
@@ -122,3 +135,241 @@ def test_a_condition_whose_limit_cannot_be_compared_sends_the_request_to_people(
         applied = choose(config, "lead-router", "refund.issue", {"amount": amount})
         assert (applied.source, applied.mode) == ("default", "approve"), amount
         assert applied.note and "policies.0" in applied.note
+
+
+# --- 2. crashes on input ----------------------------------------------------------------------
+
+
+def deep(levels: int, leaf: str = "1") -> str:
+    return '{"a": ' * levels + leaf + "}" * levels
+
+
+def approval_with(**fields: str) -> str:
+    """REFUND with some fields replaced by raw JSON text."""
+    body = {k: v for k, v in REFUND.items() if k not in fields}
+    return json.dumps(body)[:-1] + "".join(f', "{k}": {v}' for k, v in fields.items()) + "}"
+
+
+def action_with(**fields: str) -> str:
+    body = {k: v for k, v in ACTION.items() if k not in fields}
+    return json.dumps(body)[:-1] + "".join(f', "{k}": {v}' for k, v in fields.items()) + "}"
+
+
+@pytest.fixture
+def approved(running: Running) -> str:
+    """An auto-approved request (policies.1), for the execute and cancel routes."""
+    created = running.agent().post("/v1/approvals", json=REFUND | {"facts": {"amount": 5}})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+# (route, body, field the error names); `{id}` is an approved request of the agent.
+def hostile_bodies(poison: str) -> list[tuple[str, str, str]]:
+    """The same poisoned JSON string in every place of every model an agent sends."""
+    return [
+        ("/v1/approvals", approval_with(summary=poison), "summary"),
+        ("/v1/approvals", approval_with(reason=poison), "reason"),
+        ("/v1/approvals", approval_with(customer=poison), "customer"),
+        ("/v1/approvals", approval_with(target=f'{{"system": "sf", "object": "o", "id": {poison}}}'), "target.id"),
+        ("/v1/approvals", approval_with(params=f'{{"id": {poison}}}'), "params"),
+        ("/v1/approvals", approval_with(params=f"{{{poison}: 1}}"), "params"),
+        ("/v1/approvals", approval_with(params=f'{{"a": [1, {{"b": {poison}}}]}}'), "params"),
+        ("/v1/approvals", approval_with(changes=f'[{{"field": "f", "before": {poison}}}]'), "changes.0.before"),
+        ("/v1/approvals", approval_with(facts=f"{{{poison}: 1}}"), "facts"),
+        ("/v1/approvals", approval_with(idempotency_key=poison), "idempotency_key"),
+        ("/v1/approvals/{id}/execute", f'{{"params": {{"id": {poison}}}}}', "params"),
+        ("/v1/approvals/{id}/cancel", f'{{"reason": {poison}}}', "reason"),
+        ("/v1/agents/lead-router/versions", f'{{"version": {poison}}}', "version"),
+        ("/v1/agents/lead-router/versions", f'{{"version": "v1", "config": {{"k": {poison}}}}}', "config"),
+        ("/v1/actions", action_with(dedup_key=poison), "dedup_key"),
+        ("/v1/actions", action_with(changes=f'[{{"field": "f", "after": {{"x": {poison}}}}}]'), "changes.0.after"),
+        ("/v1/runs", f'{{"run_id": {poison}, "status": "running"}}', "run.run_id"),
+        ("/v1/runs", f'{{"runs": [{{"run_id": "r1", "status": "failed", "error": {poison}}}]}}', "batch.runs.0.error"),
+    ]
+
+
+POISONS = {
+    "nul": r'"a\u0000b"',
+    "lone-surrogate": r'"a\ud800b"',
+    "lone-low-surrogate": r'"\udfff"',
+}
+
+
+@pytest.mark.parametrize("poison", POISONS.values(), ids=POISONS.keys())
+def test_nul_bytes_and_lone_surrogates_are_refused_everywhere(running: Running, approved: str, poison: str) -> None:
+    before = counts(running)
+    for route, body, field in hostile_bodies(poison):
+        refused(send(running, route.format(id=approved), body), field=field)
+    assert counts(running) == before
+    status = running.agent().get(f"/v1/approvals/{approved}").json()["status"]
+    assert status == "approved", "the cancel and execute attempts changed nothing"
+
+
+def test_a_request_with_every_character_class_an_agent_may_send_is_stored_as_sent(running: Running) -> None:
+    """The refusals above are about broken text only: real text in every script and emoji pass."""
+    text = "Zoë 日本語 עברית 🚀 \t\n control\u0007 \U0010ffff"
+    created = running.agent().post(
+        "/v1/approvals", json=REFUND | {"summary": text, "params": {text: text}, "facts": {"amount": 5}}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["summary"] == text and created.json()["params"] == {text: text}
+
+
+NESTED = [
+    ("/v1/approvals", lambda raw: approval_with(params=raw), "params"),
+    ("/v1/approvals", lambda raw: approval_with(changes=f'[{{"field": "f", "after": {raw}}}]'), "changes.0.after"),
+    ("/v1/approvals/{id}/execute", lambda raw: f'{{"params": {raw}}}', "params"),
+    ("/v1/agents/lead-router/versions", lambda raw: f'{{"version": "v9", "config": {raw}}}', "config"),
+    ("/v1/actions", lambda raw: action_with(changes=f'[{{"field": "f", "before": {raw}}}]'), "changes.0.before"),
+]
+
+
+@pytest.mark.parametrize(("route", "make", "field"), NESTED, ids=[f"{r} {f}" for r, _, f in NESTED])
+def test_nesting_is_bounded(
+    running: Running, approved: str, route: str, make: Callable[[str], str], field: str
+) -> None:
+    path = route.format(id=approved)
+    before = counts(running)
+    for levels in (21, 300, 900):
+        error = refused(send(running, path, make(deep(levels))), field=field)
+        assert "nested deeper than 20 levels" in error["message"]
+    # Past what the JSON parser takes: a 400, not a 500.
+    for raw in (deep(5000), "[" * 200_000 + "]" * 200_000):
+        refused(send(running, path, make(raw)), 400)
+    assert counts(running) == before
+    # 20 levels are fine (params 20 deep, or a value 20 deep inside a change or the config).
+    accepted = send(running, path, make(deep(20)))
+    assert accepted.status_code < 300 or accepted.json()["error"]["code"] == "params_mismatch", accepted.text
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00+23:59",
+        "9999-12-31T23:00:00-01:00",
+    ],
+)
+@pytest.mark.parametrize("field", ["started_at", "finished_at"])
+def test_times_that_overflow_in_utc_are_refused(running: Running, field: str, when: str) -> None:
+    response = running.agent().post("/v1/runs", json={"run_id": "r1", "status": "running", field: when})
+    refused(response, field=f"run.{field}: Value error, falls outside the years 1 to 9999 once converted to UTC")
+    batch = {"runs": [{"run_id": "ok", "status": "running"}, {"run_id": "r1", "status": "running", field: when}]}
+    refused(running.agent().post("/v1/runs", json=batch), field=f"batch.runs.1.{field}")
+    assert counts(running) == NOTHING
+
+
+@pytest.mark.parametrize("path", ["/v1/approvals/apr_%00", "/v1/approvals/%ED%A0%80", "/v1/approvals/" + "a" * 5000])
+def test_odd_approval_ids_are_not_found(running: Running, path: str) -> None:
+    agent = running.agent()
+    for response in (agent.get(path), agent.post(path + "/cancel"), agent.post(path + "/execute", json={"params": {}})):
+        assert refused(response, 404)["code"] == "not_found"
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "61", "1e999", "x"])
+def test_a_long_poll_takes_only_a_number_of_seconds_up_to_60(running: Running, approved: str, wait: str) -> None:
+    refused(running.agent().get(f"/v1/approvals/{approved}", params={"wait": wait}), field="wait")
+
+
+@pytest.mark.parametrize(("query", "field"), [("customer=a%00b", "customer"), ("run_id=%00", "run_id")])
+def test_the_gate_refuses_nul_bytes_in_its_query(running: Running, query: str, field: str) -> None:
+    refused(running.agent().get(f"/v1/agents/lead-router/gate?{query}"), field=f"{field}: contains a NUL character")
+
+
+# --- races on PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg(running: Running, backend: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A connection of the test's own to the server's PostgreSQL database."""
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: the race needs PostgreSQL")
+    engine = make_engine(request.getfixturevalue("postgres_url"))
+    yield engine
+    engine.dispose()
+
+
+WAITING = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+
+
+def blocked_behind(
+    engine: Engine, insert: str, values: dict[str, Any], request: Callable[[], httpx.Response]
+) -> httpx.Response:
+    """Run `request` while another transaction holds an uncommitted row with the same unique key,
+    so that the server's insert waits on it; commit once it waits. The server then meets the
+    unique violation a racing request would."""
+    result: list[httpx.Response] = []
+    with engine.connect() as holder:
+        transaction = holder.begin()
+        holder.execute(text(insert), values)
+        thread = threading.Thread(target=lambda: result.append(request()))
+        thread.start()
+        with engine.connect() as watcher:
+            while not watcher.execute(text(WAITING)).scalar():
+                assert thread.is_alive(), "the request finished without waiting on the row"
+                watcher.rollback()
+        transaction.commit()
+        thread.join(30)
+    [response] = result
+    return response
+
+
+ACTION_ROW = (
+    "INSERT INTO actions (id, agent, action, target, changes, run_id, customer, reversible, dedup_key, "
+    "request_sha256, created_at) VALUES (:id, 'lead-router', :action, :target, :changes, 'run-42', NULL, true, "
+    ":key, :sha, :at)"
+)
+
+
+@pytest.mark.parametrize("same_body", [True, False], ids=["same body", "different body"])
+def test_racing_actions_on_one_dedup_key_get_the_first_record_or_a_409(
+    running: Running, pg: Engine, same_body: bool
+) -> None:
+    first = ActionIn.model_validate(ACTION if same_body else ACTION | {"action": "lead.delete"}).model_dump(mode="json")
+    values = {
+        "id": "act_first",
+        "action": first["action"],
+        "target": json.dumps(first["target"]),
+        "changes": json.dumps(first["changes"]),
+        "key": ACTION["dedup_key"],
+        "sha": sha256_of(first),
+        "at": T0,
+    }
+    response = blocked_behind(pg, ACTION_ROW, values, lambda: running.agent().post("/v1/actions", json=ACTION))
+    if same_body:
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == "act_first"
+    else:
+        assert refused(response, 409)["code"] == "dedup_conflict"
+    assert counts(running)["actions"] == 1
+
+
+def test_racing_reports_of_one_new_run_update_it(running: Running, pg: Engine) -> None:
+    insert = "INSERT INTO runs (agent, run_id, status, at) VALUES ('lead-router', 'r1', 'running', :at)"
+    report = {"run_id": "r1", "status": "succeeded", "finished_at": T0.isoformat()}
+    response = blocked_behind(pg, insert, {"at": T0}, lambda: running.agent().post("/v1/runs", json=report))
+    assert (response.status_code, response.json()) == (202, {"received": 1, "new": 0})
+    with running.services.db.transaction() as session:
+        [run] = session.scalars(select(Run))
+        assert (run.status, run.finished_at) == ("succeeded", T0)
+
+
+def test_racing_requests_on_one_idempotency_key_get_the_first_request(running: Running, pg: Engine) -> None:
+    first = running.agent().post("/v1/approvals", json=REFUND | {"facts": {"amount": 5}, "idempotency_key": "k0"})
+    assert first.status_code == 201
+    with pg.begin() as connection:  # a copy of it under the key k1, as a racing request would write it
+        query = text("SELECT * FROM approvals WHERE id = :id")
+        row = connection.execute(query, {"id": first.json()["id"]}).mappings().one()
+    body = REFUND | {"facts": {"amount": 5}, "idempotency_key": "k1"}
+    columns = dict(row) | {
+        "id": "apr_00000000000000000001",
+        "idempotency_key": "k1",
+        "request_sha256": sha256_of(ApprovalRequest.model_validate(body).model_dump(mode="json")),
+    }
+    for key in ("target", "changes", "evidence", "params", "facts", "policy", "approved_by", "decided_by"):
+        if columns.get(key) is not None:
+            columns[key] = json.dumps(columns[key])
+    insert = f"INSERT INTO approvals ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+    response = blocked_behind(pg, insert, columns, lambda: running.agent().post("/v1/approvals", json=body))
+    assert (response.status_code, response.json()["id"]) == (200, "apr_00000000000000000001")
