@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,53 @@ def test_racing_requests_on_one_idempotency_key_get_the_first_request(running: R
     insert = f"INSERT INTO approvals ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
     response = blocked_behind(pg, insert, columns, lambda: running.agent().post("/v1/approvals", json=body))
     assert (response.status_code, response.json()["id"]) == (200, "apr_00000000000000000001")
+
+
+# --- 3. run times -------------------------------------------------------------------------------
+
+
+def at(delta: timedelta) -> str:
+    return (T0 + delta).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("run", "field"),
+    [
+        ({"finished_at": "9999-12-31T23:59:59Z"}, "finished_at"),
+        ({"started_at": "9999-12-31T23:59:59Z"}, "started_at"),
+        ({"finished_at": at(timedelta(minutes=5, seconds=1))}, "finished_at"),
+        ({"started_at": at(-timedelta(days=7, seconds=1))}, "started_at"),
+        ({"finished_at": at(-timedelta(days=7, seconds=1))}, "finished_at"),
+        ({"started_at": at(-timedelta(minutes=1)), "finished_at": at(-timedelta(minutes=2))}, "finished_at"),
+    ],
+)
+def test_run_times_far_ahead_far_back_or_out_of_order_are_refused(
+    running: Running, run: dict[str, str], field: str
+) -> None:
+    body = {"run_id": "r1", "status": "succeeded"} | run
+    refused(running.agent().post("/v1/runs", json=body), field=f"run r1: {field}")
+    batch = {"runs": [{"run_id": "r0", "status": "running"}, body]}
+    refused(running.agent().post("/v1/runs", json=batch), field=f"run r1: {field}")
+    assert counts(running) == NOTHING, "a batch with a bad run writes none of it"
+
+
+def test_run_times_within_the_window_are_taken_and_now_is_the_servers_clock(running: Running) -> None:
+    agent = running.agent()
+    edges = {"started_at": at(-timedelta(days=7)), "finished_at": at(timedelta(minutes=5))}
+    assert agent.post("/v1/runs", json={"run_id": "r1", "status": "succeeded"} | edges).status_code == 202
+    # The clock moves: a finish ten minutes after T0 is refused at T0 and taken at T0 + 6 minutes.
+    late = {"run_id": "r2", "status": "succeeded", "finished_at": at(timedelta(minutes=10))}
+    refused(agent.post("/v1/runs", json=late), field="run r2: finished_at")
+    running.clock.advance(timedelta(minutes=6))
+    assert agent.post("/v1/runs", json=late).status_code == 202
+
+
+def test_a_finish_before_the_start_reported_earlier_is_refused(running: Running) -> None:
+    agent = running.agent()
+    start = {"run_id": "r1", "status": "running", "started_at": at(-timedelta(minutes=1))}
+    assert agent.post("/v1/runs", json=start).status_code == 202
+    finish = {"run_id": "r1", "status": "succeeded", "finished_at": at(-timedelta(minutes=2))}
+    refused(agent.post("/v1/runs", json=finish), field="run r1: finished_at")
+    with running.services.db.transaction() as session:
+        [run] = session.scalars(select(Run))
+        assert (run.status, run.finished_at) == ("running", None)
