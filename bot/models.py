@@ -85,6 +85,8 @@ def _utc(value: datetime) -> datetime:
 Clean = AfterValidator(_text)
 Text = Annotated[str, StringConstraints(max_length=20_000), Clean]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]  # as long as its column
+UserId = Annotated[str, StringConstraints(pattern=USER_ID, max_length=32)]
 Json = Annotated[Any, AfterValidator(_json_value)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
@@ -127,8 +129,8 @@ class ApprovalRequest(_In):
     evidence: Annotated[list[Evidence], Field(max_length=100)] = []
     customer: Short | None = None
     run_id: Short | None = None
-    version: Short | None = None
-    requested_by: Annotated[str, StringConstraints(pattern=USER_ID)] | None = None
+    version: Version | None = None
+    requested_by: UserId | None = None
     params: JsonObject = {}
     callback_url: HttpUrl | None = None
     idempotency_key: Short | None = None
@@ -200,7 +202,7 @@ class GateOut(BaseModel):
 class VersionIn(_In):
     """Body of POST /v1/agents/{agent}/versions."""
 
-    version: Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]
+    version: Version
     notes: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
     prompt_sha: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{7,128}$")] | None = None
     config: JsonObject | None = None
@@ -257,7 +259,7 @@ class RunIn(_In):
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
     cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
-    version: Short | None = None
+    version: Version | None = None
     customer: Short | None = None
     error: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
 

@@ -244,6 +244,25 @@ def test_nesting_is_bounded(
 
 
 @pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/v1/approvals", REFUND | {"version": "v" * 101}, "version"),
+        ("/v1/approvals", REFUND | {"requested_by": "U" + "0" * 32}, "requested_by"),
+        ("/v1/runs", {"run_id": "r1", "status": "running", "version": "v" * 101}, "run.version"),
+        ("/v1/agents/lead-router/versions", {"version": "v" * 101}, "version"),
+    ],
+)
+def test_fields_are_no_longer_than_their_columns(
+    running: Running, route: str, body: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL refuses a value longer than its column (SQLite does not check)."""
+    refused(running.agent().post(route, json=body), field=field)
+    assert counts(running) == NOTHING
+    fits = body | {field.removeprefix("run."): "v" * 100 if "version" in field else "U" + "0" * 31}
+    assert running.agent().post(route, json=fits).status_code < 300
+
+
+@pytest.mark.parametrize(
     "when",
     [
         "0001-01-01T00:00:00+14:00",
