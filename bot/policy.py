@@ -136,8 +136,7 @@ def _evaluate(condition: Condition, facts: Mapping[str, object]) -> bool | str:
     value = facts[condition.fact]
     if not _finite(value):
         return f"tests the fact {condition.fact}, whose value {value!r} is not a finite number"
-    given = [(name, getattr(condition, name, None)) for name in _TESTS]
-    given = [(name, limit) for name, limit in given if limit is not None]
+    given = [(name, getattr(condition, name)) for name in _TESTS if getattr(condition, name) is not None]
     if len(given) != 1:
         return f"has a condition on {condition.fact} with {len(given)} comparisons instead of one"
     name, limit = given[0]
@@ -166,8 +165,7 @@ def choose(config: HandrailConfig, agent_id: str, action: str, facts: Mapping[st
 
 def sampled(approval_id: str, rate: float) -> bool:
     """Whether an auto-approved request is posted for review: a fixed fraction of ids, so the
-    choice can be recomputed from the id alone."""
-    if rate <= 0:
-        return False
+    choice can be recomputed from the id alone: the first 8 bytes of the id's SHA-256, read as a
+    big-endian fraction of 2**64, below the rate."""
     draw = int.from_bytes(hashlib.sha256(approval_id.encode()).digest()[:8], "big") / 2**64
     return draw < rate

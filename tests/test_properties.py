@@ -8,6 +8,7 @@ store (it refuses what SQLite keeps)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -30,7 +31,7 @@ from bot import policy
 from bot.approvals.records import get as get_approval
 from bot.cards import approval as cards
 from bot.clock import ManualClock
-from bot.config import Condition, Policy, parse_config
+from bot.config import Condition, HandrailConfig, Policy, parse_config
 from bot.models import MAX_DEPTH
 from bot.runs import BACKFILL_WINDOW, CLOCK_SKEW
 from storage.tables import ActionRecord, AgentVersion, Approval, Run
@@ -497,3 +498,143 @@ def test_the_policy_chosen_is_the_first_that_holds_and_an_undecidable_condition_
     else:
         chosen = policies[int(source.split(".")[1])]
         assert (applied.mode, applied.match, applied.note) == (chosen.mode, chosen.match, None)
+
+
+# --- the policy rules at their edges ------------------------------------------------------------
+# Examples the property above may or may not draw, for the places a mutation run of bot/policy.py
+# found weak: a threshold met exactly, a `when` list where only one condition holds, the ladder and
+# execute window a policy inherits, the sampling draw, and the texts people read.
+
+
+def with_policies(*policies: dict[str, Any], **agent: Any) -> HandrailConfig:
+    data = config_dict()
+    data["agents"]["lead-router"] |= agent
+    return parse_config(data | {"policies": list(policies)})
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "holds"),
+    [
+        ("gt", 10, False),
+        ("gt", 10.000001, True),
+        ("gte", 10, True),
+        ("gte", 9.999999, False),
+        ("lt", 10, False),
+        ("lt", 9.999999, True),
+        ("lte", 10, True),
+        ("lte", 10.000001, False),
+        ("eq", 10, True),
+        ("eq", 10.000001, False),
+        ("eq", 9.999999, False),
+    ],
+)
+def test_each_comparison_at_its_threshold(operator: str, value: float, holds: bool) -> None:
+    config = with_policies({"match": "refund.*", "when": {"fact": "amount", operator: 10}, "mode": "human_only"})
+    applied = policy.choose(config, "lead-router", "refund.issue", {"amount": value})
+    assert (applied.source, applied.note) == (("policies.0", None) if holds else ("default", None))
+
+
+@pytest.mark.parametrize(
+    ("facts", "source"),
+    [({"a": 2, "b": 1}, "policies.0"), ({"a": 2, "b": 9}, "policies.1"), ({"a": 0, "b": 1}, "policies.1")],
+)
+def test_every_condition_of_a_when_list_must_hold(facts: dict[str, float], source: str) -> None:
+    config = with_policies(
+        {"match": "refund.*", "when": [{"fact": "a", "gt": 1}, {"fact": "b", "lt": 5}], "mode": "human_only"},
+        {"match": "refund.*", "mode": "auto"},
+    )
+    assert policy.choose(config, "lead-router", "refund.issue", facts).source == source
+
+
+def test_a_policy_keeps_its_own_execute_window_and_the_others_get_the_default() -> None:
+    config = with_policies(
+        {"match": "refund.*", "mode": "approve", "execute_window": "5m"}, {"match": "task.*", "mode": "auto"}
+    )
+    assert policy.choose(config, "lead-router", "refund.issue", {}).execute_window == timedelta(minutes=5)
+    assert policy.choose(config, "lead-router", "task.do", {}).execute_window == timedelta(minutes=15)
+
+
+@pytest.mark.parametrize(
+    ("agent", "ladder"),
+    [
+        ({}, [(900, "primary"), (1800, "backup"), (3600, "escalation_manager")]),
+        ({"owners": {"primary": "U0OWNER"}}, [(900, "primary")]),
+        ({"approval_timeout": "30m"}, [(900, "primary")]),  # a step due at the timeout never fires
+        ({"approval_timeout": "31m"}, [(900, "primary"), (1800, "backup")]),
+    ],
+)
+def test_the_default_ladder_drops_owners_the_agent_lacks_and_steps_at_or_past_its_timeout(
+    agent: dict[str, Any], ladder: list[tuple[float, str]]
+) -> None:
+    applied = policy.choose(with_policies(**agent), "lead-router", "refund.issue", {})
+    assert [(step.after_s, step.notify) for step in applied.escalation] == ladder
+
+
+def draw_of(approval_id: str) -> float:
+    """The sampling draw as documented: the id's SHA-256, first 8 bytes, big-endian, over 2**64."""
+    return int.from_bytes(hashlib.sha256(approval_id.encode()).digest()[:8], "big") / 2**64
+
+
+def test_sampling_posts_the_ids_whose_draw_is_below_the_rate() -> None:
+    ids = [f"apr_{i:020x}" for i in range(20_000)]
+    for rate in (0.0, 0.25, 1.0):
+        assert abs(sum(policy.sampled(i, rate) for i in ids) / len(ids) - rate) < 0.01
+    draw = draw_of(ids[0])
+    assert not policy.sampled(ids[0], draw) and policy.sampled(ids[0], math.nextafter(draw, 1))
+
+
+EXPLAINED = [
+    (
+        {"match": "refund.*", "mode": "auto"},
+        "`policies.0` (refund.*: auto)",
+        "policies.0 (match 'refund.*') -> auto",
+    ),
+    (
+        {"match": "refund.*", "mode": "auto", "sample": 0.25},
+        "`policies.0` (refund.*: auto, 25% sampled)",
+        "policies.0 (match 'refund.*') -> auto; 25% posted for review",
+    ),
+    (
+        {"match": "refund.*", "mode": "human_only"},
+        "`policies.0` (refund.*: human only)",
+        "policies.0 (match 'refund.*') -> human_only",
+    ),
+    (
+        {"match": "refund.*", "mode": "approve", "approvers": ["U0REVIEWER"], "timeout": "90s", "escalation": []},
+        "`policies.0` (refund.*: 1 approval)",
+        "policies.0 (match 'refund.*') -> approve; approvers U0REVIEWER; quorum 1; timeout 90s; ladder none; "
+        "execute within 15m",
+    ),
+    (
+        {
+            "match": "refund.*",
+            "mode": "approve",
+            "approvers": ["U0REVIEWER", "S0DEALDESK"],
+            "quorum": 2,
+            "timeout": "25h",
+            "escalation": [{"after": "1.5s", "notify": "primary"}, {"after": "2h", "notify": "backup"}],
+            "execute_window": "1d",
+        },
+        "`policies.0` (refund.*: 2 approvals)",
+        "policies.0 (match 'refund.*') -> approve; approvers U0REVIEWER S0DEALDESK; quorum 2; timeout 25h; "
+        "ladder 1.5s primary, 2h backup; execute within 1d",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "described", "explained"), EXPLAINED)
+def test_what_people_read_about_a_policy(rule: dict[str, Any], described: str, explained: str) -> None:
+    """`describe` is the decision reason on the card and in the API; `explain` is what
+    `handrail config-check --action` prints."""
+    applied = policy.choose(with_policies(rule), "lead-router", "refund.issue", {})
+    assert (applied.describe(), applied.explain()) == (described, explained)
+
+
+def test_the_default_policy_explains_why_it_applied() -> None:
+    config = with_policies({"match": "refund.*", "when": {"fact": "amount", "gt": 1}, "mode": "auto"})
+    applied = policy.choose(config, "lead-router", "refund.issue", {})
+    assert applied.explain() == (
+        "default (match '*') -> approve; approvers U0REVIEWER U0OWNER S0DEALDESK; quorum 1; timeout 1d; "
+        "ladder 15m primary, 30m backup, 1h escalation_manager; execute within 15m"
+        "\n  note: policies.0 needs the fact amount, which the request did not give"
+    )
