@@ -2,7 +2,9 @@
 
 import asyncio
 import hashlib
-from typing import Annotated
+import re
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +15,7 @@ from bot.approvals.create import check_callback
 from bot.approvals.create import create as create_approval
 from bot.approvals.records import get, to_out
 from bot.control import versions
-from bot.errors import Forbidden, HandrailError, Invalid, Unauthenticated
+from bot.errors import Forbidden, HandrailError, Invalid, NotFound, Unauthenticated
 from bot.models import (
     ActionIn,
     ActionOut,
@@ -23,14 +25,29 @@ from bot.models import (
     ErrorOut,
     ExecuteRequest,
     GateOut,
-    RunIn,
+    RunsBody,
     RunsIn,
     VersionIn,
     VersionOut,
+    text_problem,
 )
 from bot.services import Services
 
 MAX_WAIT_SECONDS = 60
+APPROVAL_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")  # ids are `apr_` and 20 hex digits; anything else is not one
+
+T = TypeVar("T")
+
+
+async def once_more_after_a_race(write: Callable[[], Awaitable[T]]) -> T:
+    """Run a write; when a concurrent request inserted the same unique key first (the write's
+    check found nothing, its insert then collided), run it again: it now finds that row, and
+    answers as a replay does (the first record, or a 409 when the bodies differ)."""
+    try:
+        return await write()
+    except IntegrityError:
+        return await write()
+
 
 ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
@@ -84,14 +101,18 @@ def router(services: Services) -> APIRouter:
                 "callbacks are off on this server: it has no HANDRAIL_WEBHOOK_SECRET", code="callbacks_disabled"
             )
         await check_callback(services.config, body, services.destinations)
-        create = dict(config=services.config, request=body, now=services.clock.now())
-        try:
-            approval, created = await services.run(create_approval, **create)
-        except IntegrityError:  # the same idempotency key raced in from another request
-            approval, created = await services.run(create_approval, **create)
+        now = services.clock.now()
+        approval, created = await once_more_after_a_race(
+            lambda: services.run(create_approval, config=services.config, request=body, now=now)
+        )
         if not created:
             response.status_code = 200
         return to_out(approval)
+
+    def known_shape(approval_id: str) -> None:
+        """An id that cannot be a request's (NUL bytes, 5,000 characters) is not looked up."""
+        if not APPROVAL_ID.fullmatch(approval_id):
+            raise NotFound(f"no approval {approval_id[:60]!r}")
 
     @api.get("/approvals/{approval_id}", response_model=ApprovalOut)
     async def get_approval(
@@ -102,6 +123,7 @@ def router(services: Services) -> APIRouter:
         ] = 0,
     ) -> ApprovalOut:
         """The request's state; with `wait`, held until it is decided or `wait` seconds pass."""
+        known_shape(approval_id)
         deadline = asyncio.get_running_loop().time() + wait
         async with services.feed.watch(approval_id) as changed:
             approval = await services.run(get, approval_id=approval_id)
@@ -119,6 +141,7 @@ def router(services: Services) -> APIRouter:
         return to_out(approval)
 
     async def owned(approval_id: str, agent_id: str) -> None:
+        known_shape(approval_id)
         own(agent_id, (await services.run(get, approval_id=approval_id)).agent)
 
     @api.post("/approvals/{approval_id}/execute", response_model=ApprovalOut)
@@ -164,6 +187,8 @@ def router(services: Services) -> APIRouter:
         for name, value in (("customer", customer), ("run_id", run_id)):
             if value is not None and not 0 < len(value) <= 200:
                 raise Invalid(f"{name}: between 1 and 200 characters")
+            if value is not None and "\x00" in value:
+                raise Invalid(f"{name}: {text_problem(value)}")
         verdict = await services.gate.check(agent, customer, run_id)
         return Response(verdict.model_dump_json(), media_type="application/json")
 
@@ -198,18 +223,22 @@ def router(services: Services) -> APIRouter:
         """Record a write right before making it, with each field's value before and after, so
         that it can be undone. A 429 (`volume_cap`) means the agent must not make it."""
         own_agent(agent_id, body.agent)
-        action, created = await services.run(
-            runs.record_action, config=services.config, request=body, now=services.clock.now()
+        now = services.clock.now()
+        action, created = await once_more_after_a_race(
+            lambda: services.run(runs.record_action, config=services.config, request=body, now=now)
         )
         if not created:
             response.status_code = 200
         return runs.to_out(action)
 
     @api.post("/runs", status_code=202)
-    async def report_runs(body: RunIn | RunsIn, agent_id: Agent) -> dict[str, int]:
+    async def report_runs(body: RunsBody, agent_id: Agent) -> dict[str, int]:
         """Report one run, or several as `{"runs": [...]}`; a run reported again is updated."""
         reported = body.runs if isinstance(body, RunsIn) else [body]
-        created = await services.run(runs.report_runs, agent_id=agent_id, runs=reported, now=services.clock.now())
+        now = services.clock.now()
+        created = await once_more_after_a_race(
+            lambda: services.run(runs.report_runs, agent_id=agent_id, runs=reported, now=now)
+        )
         return {"received": len(reported), "new": created}
 
     return api

@@ -2,17 +2,96 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+)
 
 from bot.config import USER_ID
 
 Status = Literal["pending", "approved", "denied", "expired", "cancelled"]
 
-Text = Annotated[str, StringConstraints(max_length=20_000)]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# Bounds on what agents send (the README's API section lists them). The whole body is at most 1 MB.
+MAX_DEPTH = 20  # objects and arrays nested in one JSON value (params, a change's before/after, config)
+MAX_FACTS = 100
+
+
+def text_problem(text: str) -> str | None:
+    """Why a string cannot be stored as text on every database, or None. NUL is refused by
+    PostgreSQL; a lone surrogate (JSON's "\\ud800") is not a character and cannot be encoded."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"contains a lone surrogate (\\u{ord(text[error.start]):04x}), which is not a character"
+    return None
+
+
+def _text(text: str) -> str:
+    problem = text_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON value an agent sent, checked without recursion: at most MAX_DEPTH levels of objects
+    and arrays, finite numbers only (NaN and Infinity are not JSON), and text in strings and keys."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = f" at {path}" if path else ""
+        if isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels{where}")
+            if isinstance(item, list):
+                stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
+                continue
+            for key, v in item.items():
+                problem = text_problem(key) if isinstance(key, str) else "has a key that is not a string"
+                if problem:
+                    raise ValueError(f"a key{where} {problem}")
+                stack.append((v, f"{path}.{key}" if path else key, depth + 1))
+        elif isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                raise ValueError(f"the string{where} {problem}")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{item}{where} is not a finite number (NaN and Infinity are not JSON)")
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise ValueError(f"{type(item).__name__}{where} is not a JSON value")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("falls outside the years 1 to 9999 once converted to UTC") from None
+
+
+Clean = AfterValidator(_text)
+Text = Annotated[str, StringConstraints(max_length=20_000), Clean]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]  # as long as its column
+UserId = Annotated[str, StringConstraints(pattern=USER_ID, max_length=32)]
+Json = Annotated[Any, AfterValidator(_json_value)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+FactName = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]
+Fact = Annotated[float, Field(strict=True, allow_inf_nan=False, description="a finite number")]
 HttpUrl = Annotated[AnyHttpUrl, Field(description="http or https URL")]
 
 
@@ -29,8 +108,8 @@ class Target(_In):
 
 class Change(_In):
     field: Short
-    before: Any = None
-    after: Any = None
+    before: Json = None
+    after: Json = None
 
 
 class Evidence(_In):
@@ -43,19 +122,19 @@ class ApprovalRequest(_In):
 
     agent: Short
     action: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,200}$")]
-    summary: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=20_000), Clean]
     target: Target
     changes: Annotated[list[Change], Field(max_length=500)] = []
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=20_000), Clean]
     evidence: Annotated[list[Evidence], Field(max_length=100)] = []
     customer: Short | None = None
     run_id: Short | None = None
-    version: Short | None = None
-    requested_by: Annotated[str, StringConstraints(pattern=USER_ID)] | None = None
-    params: dict[str, Any] = {}
+    version: Version | None = None
+    requested_by: UserId | None = None
+    params: JsonObject = {}
     callback_url: HttpUrl | None = None
     idempotency_key: Short | None = None
-    facts: dict[str, float] = {}
+    facts: Annotated[dict[FactName, Fact], Field(max_length=MAX_FACTS)] = {}
 
 
 class ApprovalOut(BaseModel):
@@ -93,13 +172,13 @@ class ApprovalOut(BaseModel):
 class ExecuteRequest(_In):
     """Body of POST /v1/approvals/{id}/execute: the params the agent is about to act with."""
 
-    params: dict[str, Any]
+    params: JsonObject
 
 
 class CancelRequest(_In):
     """Body of POST /v1/approvals/{id}/cancel (optional)."""
 
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000), Clean] | None = None
 
 
 OperatingMode = Literal["shadow", "suggest", "auto"]
@@ -123,10 +202,10 @@ class GateOut(BaseModel):
 class VersionIn(_In):
     """Body of POST /v1/agents/{agent}/versions."""
 
-    version: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    notes: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    version: Version
+    notes: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
     prompt_sha: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{7,128}$")] | None = None
-    config: dict[str, Any] | None = None
+    config: JsonObject | None = None
 
 
 class VersionOut(BaseModel):
@@ -177,16 +256,26 @@ class RunIn(_In):
 
     run_id: Short
     status: Literal["running", "succeeded", "failed"]
-    started_at: AwareDatetime | None = None
-    finished_at: AwareDatetime | None = None
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
-    version: Short | None = None
+    version: Version | None = None
     customer: Short | None = None
-    error: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    error: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
 
 
 class RunsIn(_In):
     runs: Annotated[list[RunIn], Field(min_length=1, max_length=500)]
+
+
+def _run_or_runs(body: Any) -> str:
+    return "batch" if isinstance(body, dict) and "runs" in body else "run"
+
+
+# The body of POST /v1/runs: one run, or `{"runs": [...]}`. Told apart by the `runs` key, so that
+# an error names the fields of the form that was sent (`run.status`, `batch.runs.2.status`) rather
+# than those of both forms.
+RunsBody = Annotated[Annotated[RunIn, Tag("run")] | Annotated[RunsIn, Tag("batch")], Discriminator(_run_or_runs)]
 
 
 class ErrorBody(BaseModel):

@@ -2,20 +2,33 @@
 
 Policies are tried in order, the agent's own (`agents.<id>.policies`) before the global ones
 (`policies`); the first whose glob matches the action and whose conditions all hold wins. A
-condition on a fact the request does not carry cannot be decided, so the request goes to people
-under the default policy (never to `auto`), and the snapshot says which fact was missing.
+condition that cannot be evaluated (a fact the request does not carry, a value or a limit that is
+not a finite number) fails closed: the request goes to people under the default policy (never to
+`auto`), and the snapshot says which condition could not be decided.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import math
+import operator
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from fnmatch import fnmatchcase
+from typing import TypeGuard
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.config import DEFAULT_EXECUTE_WINDOW, DEFAULT_LADDER, AgentConfig, HandrailConfig, Mode, Policy, Role
+from bot.config import (
+    DEFAULT_EXECUTE_WINDOW,
+    DEFAULT_LADDER,
+    AgentConfig,
+    Condition,
+    HandrailConfig,
+    Mode,
+    Policy,
+    Role,
+)
 
 DEFAULT_POLICY = Policy(match="*", mode="approve")
 
@@ -99,26 +112,60 @@ def _applied(source: str, policy: Policy, agent: AgentConfig, note: str | None =
     )
 
 
-def choose(config: HandrailConfig, agent_id: str, action: str, facts: Mapping[str, float]) -> AppliedPolicy:
+_TESTS: dict[str, Callable[[float, float], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "eq": operator.eq,
+}
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    """A number a condition can compare: an int or a float that is neither NaN nor infinite
+    (booleans, strings, None and everything else are not)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _evaluate(condition: Condition, facts: Mapping[str, object]) -> bool | str:
+    """Whether the condition holds on these facts, or why it cannot be evaluated."""
+    if condition.fact not in facts:
+        return f"needs the fact {condition.fact}, which the request did not give"
+    value = facts[condition.fact]
+    if not _finite(value):
+        return f"tests the fact {condition.fact}, whose value {value!r} is not a finite number"
+    given = [(name, getattr(condition, name)) for name in _TESTS if getattr(condition, name) is not None]
+    if len(given) != 1:
+        return f"has a condition on {condition.fact} with {len(given)} comparisons instead of one"
+    name, limit = given[0]
+    if not _finite(limit):
+        return f"compares the fact {condition.fact} with {limit!r}, which is not a finite number"
+    return _TESTS[name](value, limit)
+
+
+def choose(config: HandrailConfig, agent_id: str, action: str, facts: Mapping[str, object]) -> AppliedPolicy:
+    """The policy that governs a request. It fails closed: a matching policy with a condition that
+    cannot be evaluated sends the request to people under the default policy."""
     agent = config.agents[agent_id]
     candidates = [(f"agents.{agent_id}.policies.{i}", p) for i, p in enumerate(agent.policies)]
     candidates += [(f"policies.{i}", p) for i, p in enumerate(config.policies)]
     for source, policy in candidates:
         if not fnmatchcase(action, policy.match):
             continue
-        missing = [c.fact for c in policy.when if c.fact not in facts]
-        if missing:
-            note = f"{source} needs the fact {missing[0]}, which the request did not give"
-            return _applied("default", DEFAULT_POLICY, agent, note)
-        if all(c.holds(facts[c.fact]) for c in policy.when):
+        verdicts = [_evaluate(condition, facts) for condition in policy.when]
+        problem = next((verdict for verdict in verdicts if isinstance(verdict, str)), None)
+        if problem is not None:
+            return _applied("default", DEFAULT_POLICY, agent, f"{source} {problem}")
+        if all(verdicts):
             return _applied(source, policy, agent)
     return _applied("default", DEFAULT_POLICY, agent)
 
 
 def sampled(approval_id: str, rate: float) -> bool:
     """Whether an auto-approved request is posted for review: a fixed fraction of ids, so the
-    choice can be recomputed from the id alone."""
-    if rate <= 0:
-        return False
+    choice can be recomputed from the id alone: the first 8 bytes of the id's SHA-256, read as a
+    big-endian fraction of 2**64, below the rate."""
     draw = int.from_bytes(hashlib.sha256(approval_id.encode()).digest()[:8], "big") / 2**64
     return draw < rate

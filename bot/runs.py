@@ -12,12 +12,15 @@ from sqlalchemy.orm import Session
 from bot import effects
 from bot.approvals.records import sha256_of
 from bot.config import HandrailConfig
-from bot.errors import Conflict, TooMany
+from bot.errors import Conflict, Invalid, TooMany
 from bot.models import ActionIn, ActionOut, RunIn
 from storage.repositories import Actions, Runs
 from storage.tables import ActionRecord, Run
 
 HOUR = timedelta(hours=1)
+# Run times are taken from this far back (late reports, backfills) to this far ahead (clock skew).
+BACKFILL_WINDOW = timedelta(days=7)
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def to_out(action: ActionRecord) -> ActionOut:
@@ -97,13 +100,41 @@ def record_action(
     return action, True
 
 
+def _check_times(report: RunIn, stored: Run | None, now: datetime) -> None:
+    """A run's times fall within the window Handrail takes (now - BACKFILL_WINDOW to now +
+    CLOCK_SKEW, by the server's clock), and it does not finish before it started (as reported
+    now or earlier): a run from the year 9999 would stay the agent's last run forever."""
+    for field in ("started_at", "finished_at"):
+        when: datetime | None = getattr(report, field)
+        if when is None:
+            continue
+        if when > now + CLOCK_SKEW:
+            raise Invalid(
+                f"run {report.run_id}: {field} {when.isoformat()} is more than "
+                f"{CLOCK_SKEW.total_seconds() / 60:g} minutes ahead of the server's clock ({now.isoformat()})"
+            )
+        if when < now - BACKFILL_WINDOW:
+            raise Invalid(
+                f"run {report.run_id}: {field} {when.isoformat()} is more than {BACKFILL_WINDOW.days} days ago; "
+                f"runs are taken up to {BACKFILL_WINDOW.days} days late"
+            )
+    started = report.started_at or (stored.started_at if stored else None)
+    finished = report.finished_at or (stored.finished_at if stored else None)
+    if started and finished and finished < started:
+        raise Invalid(
+            f"run {report.run_id}: finished_at {finished.isoformat()} is before started_at {started.isoformat()}"
+        )
+
+
 def report_runs(session: Session, *, agent_id: str, runs: list[RunIn], now: datetime) -> int:
-    """Store runs, updating those reported before (same run_id). Returns how many were new."""
+    """Store runs, updating those reported before (same run_id). Returns how many were new. A run
+    with times outside the window is refused (Invalid), and then none of the batch is stored."""
     repo = Runs(session)
     created = 0
     for report in runs:
-        at = report.finished_at or report.started_at or now
         run = repo.get(agent_id, report.run_id)
+        _check_times(report, run, now)
+        at = report.finished_at or report.started_at or now
         if run is None:
             repo.add(
                 Run(
