@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from fnmatch import fnmatchcase
@@ -48,6 +49,7 @@ PROPERTY = hypothesis_settings(
     max_examples=40,
     deadline=None,
     database=None,  # nothing written to the worktree; failures print their example
+    derandomize=bool(os.environ.get("CI")),  # CI draws the same examples each run; developers explore new ones
     # No shrinking: against a real server it takes minutes. The falsifying example is printed as drawn.
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -77,7 +79,7 @@ def server(settings_pg: Any, clock: ManualClock, slack: FakeSlack) -> Iterator[R
 # What agents really write: any character but NUL and lone surrogates, with Slack's syntax, bidi
 # controls and zero-width characters over-represented, and sometimes long runs up to the limits.
 SPICE = ["<!channel>", "<@U0CEO>", "&", "<", ">", "*", "_", "~", "`", "@here", "\u202e", "\u200b", "\n", "é", "🚀"]
-CHARACTER = st.one_of(st.characters(exclude_characters="\x00"), st.sampled_from(SPICE))
+CHARACTER = st.one_of(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), st.sampled_from(SPICE))
 
 
 def text(min_size: int = 0, max_size: int = 200) -> st.SearchStrategy[str]:
