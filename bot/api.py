@@ -4,13 +4,15 @@ import asyncio
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
 from bot import runs
 from bot.approvals.agent import cancel, execute
 from bot.approvals.create import create as create_approval
 from bot.approvals.records import get, to_out
+from bot.config import HandrailConfig
 from bot.control import versions
 from bot.errors import Forbidden, HandrailError, Invalid, Unauthenticated
 from bot.models import (
@@ -33,6 +35,13 @@ MAX_WAIT_SECONDS = 60
 
 ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
+# The scheme /docs offers under "Authorize"; it only documents. token_agent() does the checking,
+# in the routes and in bot.app.Edge, which refuses a bad token before any body is read.
+BEARER = HTTPBearer(
+    scheme_name="agentToken", description="the agent's token: `Authorization: Bearer <token>`", auto_error=False
+)
+SECURITY: list[dict[str, list[str]]] = [{BEARER.scheme_name: []}]
+
 
 GATE_PARAMETERS = [
     {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -53,20 +62,26 @@ GATE_PARAMETERS = [
 ]
 
 
+def token_agent(config: HandrailConfig, authorization: str) -> str:
+    """The agent whose token an Authorization header value carries (`Bearer <token>`)."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send the agent's token as `Authorization: Bearer <token>`")
+    agent_id = config.agent_for_token_hash(hashlib.sha256(token.strip().encode()).hexdigest())
+    if agent_id is None:
+        raise Unauthenticated("unknown token")
+    return agent_id
+
+
 def router(services: Services) -> APIRouter:
     api = APIRouter(prefix="/v1", responses=ERRORS)  # type: ignore[arg-type]
 
-    async def calling_agent(request: Request) -> str:
-        """The agent whose token is on the request (Authorization: Bearer <token>). A coroutine,
-        so FastAPI does not hop to a worker thread for a hash and a lookup."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("send the agent's token as `Authorization: Bearer <token>`")
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        agent_id = services.config.agent_for_token_hash(digest)
-        if agent_id is None:
-            raise Unauthenticated("unknown token")
-        return agent_id
+    async def calling_agent(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+    ) -> str:
+        """The agent whose token is on the request. A coroutine, so FastAPI does not hop to a
+        worker thread for a hash and a lookup."""
+        return token_agent(services.config, request.headers.get("authorization", ""))
 
     Agent = Annotated[str, Depends(calling_agent)]
 
@@ -150,14 +165,18 @@ def router(services: Services) -> APIRouter:
         if path_agent != agent_id:
             raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach agent {path_agent!r}")
 
-    @api.get("/agents/{agent}/gate", response_model=GateOut, openapi_extra={"parameters": GATE_PARAMETERS})
+    @api.get(
+        "/agents/{agent}/gate",
+        response_model=GateOut,
+        openapi_extra={"parameters": GATE_PARAMETERS, "security": SECURITY},
+    )
     async def gate(request: Request) -> Response:
         """May the agent act now? Check before each run and each action. Treat any error or
         timeout as `allowed: false`."""
         # Agents call this before every action: it reads the request itself, because FastAPI's
         # parameter machinery costs several times the check (bench/gate.py).
         agent = request.path_params["agent"]
-        own_agent(await calling_agent(request), agent)
+        own_agent(token_agent(services.config, request.headers.get("authorization", "")), agent)
         customer, run_id = request.query_params.get("customer"), request.query_params.get("run_id")
         for name, value in (("customer", customer), ("run_id", run_id)):
             if value is not None and not 0 < len(value) <= 200:
