@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import logs
 from bot.config import ConfigError, HandrailConfig, Settings, load_config
 from bot.webhooks import agent_key
 
@@ -31,9 +31,10 @@ def _services(settings: Settings) -> Services:
     from bot.services import build_services
     from storage.db import migrate
 
-    services = build_services(settings, _config(settings))
+    config = _config(settings)
+    logs.configure()  # before anything logs: the migration, uvicorn, the scheduler
+    services = build_services(settings, config)
     migrate(services.db.engine)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return services
 
 
@@ -53,7 +54,7 @@ def web(settings: Settings) -> int:
 
     from bot.app import create_app
 
-    uvicorn.run(create_app(services), host="0.0.0.0", port=settings.port, log_level="info")
+    uvicorn.run(create_app(services), host="0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info")
     return 0
 
 
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             from storage.db import make_engine, migrate
 
+            logs.configure()
             migrate(make_engine(settings.database_url))
             return 0
         if args.command == "config-check":
