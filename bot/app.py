@@ -56,7 +56,7 @@ class _TooLarge(HTTPException):
 
 
 class Edge:
-    """What every HTTP request meets first (pure ASGI: no buffering, nothing read in advance).
+    """What every HTTP request meets before any route (pure ASGI: nothing buffered or read in advance).
 
     - A Content-Length past the cap gets 413 before a byte of the body is read.
     - A /v1 request without a known agent token gets 401 before a byte of the body is read.
