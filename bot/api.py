@@ -85,6 +85,30 @@ def router(services: Services) -> APIRouter:
 
     Agent = Annotated[str, Depends(calling_agent)]
 
+    def own_agent(agent_id: str, path_agent: str) -> None:
+        if path_agent != agent_id:
+            raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach agent {path_agent!r}")
+
+    @api.get(
+        "/agents/{agent}/gate",
+        response_model=GateOut,
+        openapi_extra={"parameters": GATE_PARAMETERS, "security": SECURITY},
+    )
+    async def gate(request: Request) -> Response:
+        """May the agent act now? Check before each run and each action. Treat any error or
+        timeout as `allowed: false`."""
+        # Agents call this before every action: it reads the request itself, because FastAPI's
+        # parameter machinery costs several times the check, and it is the router's first route,
+        # because routes are matched in order (bench/gate.py).
+        agent = request.path_params["agent"]
+        own_agent(token_agent(services.config, request.headers.get("authorization", "")), agent)
+        customer, run_id = request.query_params.get("customer"), request.query_params.get("run_id")
+        for name, value in (("customer", customer), ("run_id", run_id)):
+            if value is not None and not 0 < len(value) <= 200:
+                raise Invalid(f"{name}: between 1 and 200 characters")
+        verdict = await services.gate.check(agent, customer, run_id)
+        return Response(verdict.model_dump_json(), media_type="application/json")
+
     def own(agent_id: str, approval_agent: str) -> None:
         if approval_agent != agent_id:
             raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach {approval_agent!r}'s requests")
@@ -160,29 +184,6 @@ def router(services: Services) -> APIRouter:
             now=services.clock.now(),
         )
         return to_out(approval)
-
-    def own_agent(agent_id: str, path_agent: str) -> None:
-        if path_agent != agent_id:
-            raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach agent {path_agent!r}")
-
-    @api.get(
-        "/agents/{agent}/gate",
-        response_model=GateOut,
-        openapi_extra={"parameters": GATE_PARAMETERS, "security": SECURITY},
-    )
-    async def gate(request: Request) -> Response:
-        """May the agent act now? Check before each run and each action. Treat any error or
-        timeout as `allowed: false`."""
-        # Agents call this before every action: it reads the request itself, because FastAPI's
-        # parameter machinery costs several times the check (bench/gate.py).
-        agent = request.path_params["agent"]
-        own_agent(token_agent(services.config, request.headers.get("authorization", "")), agent)
-        customer, run_id = request.query_params.get("customer"), request.query_params.get("run_id")
-        for name, value in (("customer", customer), ("run_id", run_id)):
-            if value is not None and not 0 < len(value) <= 200:
-                raise Invalid(f"{name}: between 1 and 200 characters")
-        verdict = await services.gate.check(agent, customer, run_id)
-        return Response(verdict.model_dump_json(), media_type="application/json")
 
     @api.post("/agents/{agent}/versions", status_code=201, response_model=VersionOut)
     async def register_version(agent: str, body: VersionIn, agent_id: Agent, response: Response) -> VersionOut:

@@ -58,26 +58,49 @@ class _TooLarge(HTTPException):
 class Edge:
     """What every HTTP request meets before any route (pure ASGI: nothing buffered or read in advance).
 
-    - A Content-Length past the cap gets 413 before a byte of the body is read.
-    - A /v1 request without a known agent token gets 401 before a byte of the body is read.
-    - The body bytes actually read are counted as they arrive, whatever Content-Length says or
-      when there is none (`Transfer-Encoding: chunked`): reading past the cap raises, and the
-      request gets 413 at once; nothing behind it has seen the whole body, so nothing was stored.
+    A request that carries a body (a Content-Length or `Transfer-Encoding: chunked`):
+    - with a Content-Length past the cap gets 413 before a byte of the body is read;
+    - to /v1 without a known agent token gets 401 before a byte of the body is read (the routes
+      check the token again, and alone for requests without a body, such as the gate's);
+    - has its body bytes counted as they are read, whatever Content-Length says: reading past the
+      cap raises, and the request gets 413 at once; nothing behind it has seen the whole body, so
+      nothing was stored.
     """
 
     def __init__(self, app: ASGIApp, *, config: HandrailConfig, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.config = config
         self.max_body = max_body
+        self._digits = len(str(max_body))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
-        if refusal is not None:
-            await refusal(scope, receive, send)
+        length, chunked, authorization = None, False, b""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"authorization":
+                authorization = value
+        if length is None and not chunked:  # no body to read
+            await self.app(scope, receive, send)
             return
+        if length is not None and length.isdigit() and (len(length) > self._digits or int(length) > self.max_body):
+            await _error(413, "too_large", TOO_LARGE)(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):
+            try:
+                api.token_agent(self.config, authorization.decode("latin-1"))
+            except Unauthenticated as error:
+                await _error(error.status, error.code, error.message)(scope, receive, send)
+                return
+        await self._capped(scope, receive, send)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         read = 0
         started = False
 
@@ -103,24 +126,6 @@ class Edge:
             if started:
                 raise
             await _error(413, "too_large", TOO_LARGE)(scope, receive, send)
-
-    def _refusal(self, scope: Scope) -> JSONResponse | None:
-        length, authorization = b"", b""
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = value
-            elif name == b"authorization":
-                authorization = value
-        digits = len(str(self.max_body))
-        if length.isdigit() and (len(length) > digits or int(length) > self.max_body):
-            return _error(413, "too_large", TOO_LARGE)
-        path: str = scope["path"]
-        if path == "/v1" or path.startswith("/v1/"):
-            try:
-                api.token_agent(self.config, authorization.decode("latin-1"))
-            except Unauthenticated as error:
-                return _error(error.status, error.code, error.message)
-        return None
 
 
 def _field_errors(error: RequestValidationError) -> tuple[str, str]:

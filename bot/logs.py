@@ -108,6 +108,11 @@ class Redact(logging.Filter):
     _tracebacks = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            # (client, method, path with query, HTTP version, status): the common line, cut cheaply.
+            # Any other form still has its query strings dropped by redact().
+            record.args = (args[0], args[1], str(args[2]).partition("?")[0], args[3], args[4])
         try:
             message = record.getMessage()
         except Exception:  # a format string that does not fit its arguments: still never raise here
