@@ -6,7 +6,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
 from bot import runs
@@ -14,6 +15,7 @@ from bot.approvals.agent import cancel, execute
 from bot.approvals.create import check_callback
 from bot.approvals.create import create as create_approval
 from bot.approvals.records import get, to_out
+from bot.config import HandrailConfig
 from bot.control import versions
 from bot.errors import Forbidden, HandrailError, Invalid, NotFound, Unauthenticated
 from bot.models import (
@@ -51,6 +53,13 @@ async def once_more_after_a_race(write: Callable[[], Awaitable[T]]) -> T:
 
 ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
+# The scheme /docs offers under "Authorize"; it only documents. token_agent() does the checking,
+# in the routes and in bot.app.Edge, which refuses a bad token before any body is read.
+BEARER = HTTPBearer(
+    scheme_name="agentToken", description="the agent's token: `Authorization: Bearer <token>`", auto_error=False
+)
+SECURITY: list[dict[str, list[str]]] = [{BEARER.scheme_name: []}]
+
 
 GATE_PARAMETERS = [
     {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -71,22 +80,54 @@ GATE_PARAMETERS = [
 ]
 
 
+def token_agent(config: HandrailConfig, authorization: str) -> str:
+    """The agent whose token an Authorization header value carries (`Bearer <token>`)."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send the agent's token as `Authorization: Bearer <token>`")
+    agent_id = config.agent_for_token_hash(hashlib.sha256(token.strip().encode()).hexdigest())
+    if agent_id is None:
+        raise Unauthenticated("unknown token")
+    return agent_id
+
+
 def router(services: Services) -> APIRouter:
     api = APIRouter(prefix="/v1", responses=ERRORS)  # type: ignore[arg-type]
 
-    async def calling_agent(request: Request) -> str:
-        """The agent whose token is on the request (Authorization: Bearer <token>). A coroutine,
-        so FastAPI does not hop to a worker thread for a hash and a lookup."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("send the agent's token as `Authorization: Bearer <token>`")
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        agent_id = services.config.agent_for_token_hash(digest)
-        if agent_id is None:
-            raise Unauthenticated("unknown token")
-        return agent_id
+    async def calling_agent(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+    ) -> str:
+        """The agent whose token is on the request. A coroutine, so FastAPI does not hop to a
+        worker thread for a hash and a lookup."""
+        return token_agent(services.config, request.headers.get("authorization", ""))
 
     Agent = Annotated[str, Depends(calling_agent)]
+
+    def own_agent(agent_id: str, path_agent: str) -> None:
+        if path_agent != agent_id:
+            raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach agent {path_agent!r}")
+
+    @api.get(
+        "/agents/{agent}/gate",
+        response_model=GateOut,
+        openapi_extra={"parameters": GATE_PARAMETERS, "security": SECURITY},
+    )
+    async def gate(request: Request) -> Response:
+        """May the agent act now? Check before each run and each action. Treat any error or
+        timeout as `allowed: false`."""
+        # Agents call this before every action: it reads the request itself, because FastAPI's
+        # parameter machinery costs several times the check, and it is the router's first route,
+        # because routes are matched in order (bench/gate.py).
+        agent = request.path_params["agent"]
+        own_agent(token_agent(services.config, request.headers.get("authorization", "")), agent)
+        customer, run_id = request.query_params.get("customer"), request.query_params.get("run_id")
+        for name, value in (("customer", customer), ("run_id", run_id)):
+            if value is not None and not 0 < len(value) <= 200:
+                raise Invalid(f"{name}: between 1 and 200 characters")
+            if value is not None and "\x00" in value:
+                raise Invalid(f"{name}: {text_problem(value)}")
+        verdict = await services.gate.check(agent, customer, run_id)
+        return Response(verdict.model_dump_json(), media_type="application/json")
 
     def own(agent_id: str, approval_agent: str) -> None:
         if approval_agent != agent_id:
@@ -170,27 +211,6 @@ def router(services: Services) -> APIRouter:
             now=services.clock.now(),
         )
         return to_out(approval)
-
-    def own_agent(agent_id: str, path_agent: str) -> None:
-        if path_agent != agent_id:
-            raise Forbidden(f"this token belongs to agent {agent_id!r}; it cannot reach agent {path_agent!r}")
-
-    @api.get("/agents/{agent}/gate", response_model=GateOut, openapi_extra={"parameters": GATE_PARAMETERS})
-    async def gate(request: Request) -> Response:
-        """May the agent act now? Check before each run and each action. Treat any error or
-        timeout as `allowed: false`."""
-        # Agents call this before every action: it reads the request itself, because FastAPI's
-        # parameter machinery costs several times the check (bench/gate.py).
-        agent = request.path_params["agent"]
-        own_agent(await calling_agent(request), agent)
-        customer, run_id = request.query_params.get("customer"), request.query_params.get("run_id")
-        for name, value in (("customer", customer), ("run_id", run_id)):
-            if value is not None and not 0 < len(value) <= 200:
-                raise Invalid(f"{name}: between 1 and 200 characters")
-            if value is not None and "\x00" in value:
-                raise Invalid(f"{name}: {text_problem(value)}")
-        verdict = await services.gate.check(agent, customer, run_id)
-        return Response(verdict.model_dump_json(), media_type="application/json")
 
     @api.post("/agents/{agent}/versions", status_code=201, response_model=VersionOut)
     async def register_version(agent: str, body: VersionIn, agent_id: Agent, response: Response) -> VersionOut:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,16 +16,21 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import api
 from bot.clock import Clock
-from bot.config import package_version
-from bot.errors import HandrailError, TooMany
+from bot.config import HandrailConfig, package_version
+from bot.errors import HandrailError, TooMany, Unauthenticated
 from bot.scheduler import start_scheduler
 from bot.services import Services
 from handlers import actions, commands, events, views
 
 MAX_BODY_BYTES = 1_000_000
+TOO_LARGE = f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+# Slack's headers as Slack sends them; anything else is refused before the body is read.
+SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 
 
 class _VerifierClock(SignatureClock):
@@ -39,6 +45,87 @@ class _VerifierClock(SignatureClock):
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class _TooLarge(HTTPException):
+    """Raised by the capped receive(); FastAPI passes HTTPExceptions raised while it reads a body
+    on to the app's handler, and Edge answers any that gets past it."""
+
+    def __init__(self) -> None:
+        super().__init__(413, TOO_LARGE)
+
+
+class Edge:
+    """What every HTTP request meets before any route (pure ASGI: nothing buffered or read in advance).
+
+    A request that carries a body (a Content-Length or `Transfer-Encoding: chunked`):
+    - with a Content-Length past the cap gets 413 before a byte of the body is read;
+    - to /v1 without a known agent token gets 401 before a byte of the body is read (the routes
+      check the token again, and alone for requests without a body, such as the gate's);
+    - has its body bytes counted as they are read, whatever Content-Length says: reading past the
+      cap raises, and the request gets 413 at once; nothing behind it has seen the whole body, so
+      nothing was stored.
+    """
+
+    def __init__(self, app: ASGIApp, *, config: HandrailConfig, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.config = config
+        self.max_body = max_body
+        self._digits = len(str(max_body))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length, chunked, authorization = None, False, b""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"authorization":
+                authorization = value
+        if length is None and not chunked:  # no body to read
+            await self.app(scope, receive, send)
+            return
+        if length is not None and length.isdigit() and (len(length) > self._digits or int(length) > self.max_body):
+            await _error(413, "too_large", TOO_LARGE)(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):
+            try:
+                api.token_agent(self.config, authorization.decode("latin-1"))
+            except Unauthenticated as error:
+                await _error(error.status, error.code, error.message)(scope, receive, send)
+                return
+        await self._capped(scope, receive, send)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        read = 0
+        started = False
+
+        async def capped_receive() -> Message:
+            nonlocal read
+            if read > self.max_body:
+                raise _TooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.max_body:
+                    raise _TooLarge
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, watched_send)
+        except _TooLarge:
+            if started:
+                raise
+            await _error(413, "too_large", TOO_LARGE)(scope, receive, send)
 
 
 def _field_errors(error: RequestValidationError) -> tuple[str, str]:
@@ -97,6 +184,7 @@ def create_app(services: Services) -> FastAPI:
             await services.aclose()
 
     app = FastAPI(title="Handrail", version=package_version(), lifespan=lifespan)
+    app.add_middleware(Edge, config=services.config)
     app.include_router(api.router(services))
 
     @app.exception_handler(HandrailError)
@@ -113,20 +201,18 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return _error(error.status_code, code, str(error.detail))
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, "too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return _error(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail))
 
     @app.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Any:
-        body = await request.body()
-        if not verifier.is_valid_request(body, dict(request.headers)):
+        # The headers' form is checked before the body is read; slack_sdk's check assumes it
+        # (an `abc` timestamp or a non-ASCII signature would raise inside it).
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        signature = request.headers.get("x-slack-signature", "")
+        if not (SLACK_TIMESTAMP.fullmatch(timestamp) and SLACK_SIGNATURE.fullmatch(signature)):
+            return _error(401, "invalid_signature", "missing or malformed Slack signature headers")
+        if not verifier.is_valid(await request.body(), timestamp, signature):
             return _error(401, "invalid_signature", "bad Slack signature or a request older than 5 minutes")
         return await slack_handler.handle(request)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import logs
 from bot.config import (
     CheckedConfig,
     ConfigError,
@@ -81,9 +81,10 @@ def _services(settings: Settings) -> Services:
     """Config checked before anything else is touched, then the database brought up to date."""
     from bot.services import build_services
 
-    services = build_services(settings, _config(settings).config)
+    checked = _config(settings)
+    logs.configure()  # before anything logs: the migration, uvicorn, the scheduler
+    services = build_services(settings, checked.config)
     _migrate(services.db.engine, settings.database_url)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return services
 
 
@@ -103,7 +104,7 @@ def web(settings: Settings) -> int:
 
     from bot.app import create_app
 
-    uvicorn.run(create_app(services), host="0.0.0.0", port=settings.port, log_level="info")
+    uvicorn.run(create_app(services), host="0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info")
     return 0
 
 
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             from storage.db import make_engine
 
+            logs.configure()
             _migrate(make_engine(settings.database_url), settings.database_url)
             return 0
         if args.command == "config-check":

@@ -153,6 +153,10 @@ class Deliverer:
         message = Outbox(session).get(row.id)
         assert message is not None
         message.status, message.done_at, message.lease_until = "sent", now, None
+        if message.attempts:  # the warning of its first failure said it was late
+            log.warning(
+                "outbox %s %s for %s delivered after %d failed attempts", row.id, row.kind, row.group, message.attempts
+            )
         if audit:
             object_type, object_id = row.about
             Audit(session).record(at=now, object_type=object_type, object_id=object_id, **audit)
@@ -187,13 +191,23 @@ class Deliverer:
                     "outbox %s %s for %s is dead after %d attempts: %s",
                     row.id,
                     row.kind,
-                    row.approval_id,
+                    row.group,
                     message.attempts,
                     error,
                 )
             else:
                 delay = timedelta(seconds=retry_after) if retry_after else retry_delay(message.attempts)
                 message.next_at = now + delay
+                if message.attempts == 1:  # later failures stay quiet until it is delivered or dead
+                    log.warning(
+                        "outbox %s %s for %s failed, retrying in %ds (up to %d attempts): %s",
+                        row.id,
+                        row.kind,
+                        row.group,
+                        delay.total_seconds(),
+                        MAX_ATTEMPTS,
+                        error,
+                    )
 
     # --- delivery ---
 

@@ -25,9 +25,11 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    """hide_parameters: a statement's parameters (a row's values: e-mails, names, free text) never
+    appear in SQLAlchemy's errors, and so never in a logged traceback."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,7 +41,7 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # Enough kept-open connections for the worker threads and concurrent deliveries of one process.
-    return create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
 
 
 class Database:

@@ -1,0 +1,302 @@
+"""What Handrail writes to its log: `handrail web` and `handrail worker` run as subprocesses and their
+stderr is read. Paths go without query strings, personal data and secrets are masked in every
+record, SQL errors carry no row values, APScheduler keeps quiet, and a failing delivery is reported
+at its first failure and when it recovers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.approvals.create import create as create_approval
+from bot.config import load_config
+from storage.db import Database, migrate
+from tests import slackreq
+from tests.fakeslack import FakeSlack
+from tests.helpers import (
+    AGENT_TOKENS,
+    SIGNING_SECRET,
+    WEBHOOK_SECRET,
+    AgentEndpoint,
+    Running,
+    ask,
+    click,
+    posted_card,
+    request,
+)
+from tests.samples import REQUEST
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = AGENT_TOKENS["lead-router"]
+BOT_TOKEN = "xoxb-1111-2222-secretbottoken"
+LEVELS = ("DEBUG ", "INFO ", "WARNING ", "ERROR ", "CRITICAL ")
+
+
+class Process:
+    """`python -m bot.cli <command>` with its stderr read line by line as it comes."""
+
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", command],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended or any(text in line for line in self.lines), timeout)
+            if not any(text in line for line in self.lines):
+                raise AssertionError(f"{text!r} never logged:\n{''.join(self.lines)}")
+
+    def stop(self) -> str:
+        """End the process (SIGTERM, as a platform does) and return all it logged."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self._reader.join(10)
+        return "".join(self.lines)
+
+
+def environment(tmp_path: Path, config_file: Path, slack: FakeSlack, redis_url: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDRAIL_", "DATABASE_"))}
+    return inherited | {
+        "HANDRAIL_CONFIG": str(config_file),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'handrail.db'}",
+        "REDIS_URL": redis_url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.base_url,
+        "HANDRAIL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "HANDRAIL_SWEEP_INTERVAL": "0.2",
+    }
+
+
+@pytest.fixture
+def web(tmp_path: Path, config_file: Path, slack: FakeSlack, redis_url: str) -> Iterator[tuple[Process, str]]:
+    port = free_port()
+    server = Process("web", environment(tmp_path, config_file, slack, redis_url) | {"PORT": str(port)})
+    try:
+        server.wait_for("Uvicorn running on")
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def assert_one_format(log: str) -> None:
+    """Every line is a record of the one setup: `LEVEL logger: message` (and no traceback)."""
+    lines = [line for line in log.splitlines() if line]
+    assert lines and all(line.startswith(LEVELS) for line in lines), log
+
+
+def test_web_logs_paths_without_query_strings_and_no_personal_data_or_tokens(
+    web: tuple[Process, str], slack: FakeSlack, agent_endpoint: AgentEndpoint
+) -> None:
+    server, url = web
+    agent = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    gate = agent.get("/v1/agents/lead-router/gate", params={"customer": "jane.doe@example.com", "run_id": "run-7"})
+    assert gate.status_code == 200
+    callback = f"{agent_endpoint.url}?token=cb-secret-123"
+    created = agent.post("/v1/approvals", json=REQUEST | {"callback_url": callback})
+    assert created.status_code == 201, created.text
+    post = posted_card(slack)
+    body = slackreq.block_action(
+        user_id="U0REVIEWER",
+        action_id="approval.approve",
+        value=created.json()["id"],
+        channel_id=post.response["channel"],
+        message_ts=post.response["ts"],
+    )
+    signed = slackreq.sign(body, SIGNING_SECRET, int(time.time()))
+    assert httpx.post(f"{url}/slack/events", content=body, headers=signed).status_code == 200
+    agent_endpoint.wait_for(1)
+    server.wait_for("HTTP Request: POST")
+
+    log = server.stop()
+    assert '"GET /v1/agents/lead-router/gate HTTP/1.1" 200' in log  # the access log, without the query
+    assert f'HTTP Request: POST {agent_endpoint.url} "HTTP/1.0 200 OK"' in log  # httpx, without the query
+    for leak in ("jane.doe", "example.com", "%40", "customer=", "run_id=", "cb-secret-123", "token=", TOKEN, BOT_TOKEN):
+        assert leak not in log, (leak, log)
+    assert "apscheduler" not in log  # sweeps ran every 0.2 s; APScheduler said nothing about them
+    assert_one_format(log)
+
+
+def test_the_worker_logs_through_the_same_setup_and_apscheduler_keeps_quiet(
+    tmp_path: Path, config_file: Path, slack: FakeSlack, redis_url: str
+) -> None:
+    env = environment(tmp_path, config_file, slack, redis_url)
+    db = Database(env["DATABASE_URL"])
+    migrate(db.engine)
+    with db.transaction() as session:  # asked 16 minutes ago: the primary owner's step is due
+        create_approval(
+            session, config=load_config(config_file), request=request(), now=datetime.now(UTC) - timedelta(minutes=16)
+        )
+    db.dispose()
+    # The owner's DM, which a sweep queues, fails at its first try (its link to the card).
+    slack.fail_next("chat.getPermalink", "internal_error")
+    worker = Process("worker", env)
+    try:
+        worker.wait_for("dm for apr_")
+    finally:
+        log = worker.stop()
+    assert "failed, retrying in 5s (up to 10 attempts): internal_error" in log
+    assert "apscheduler" not in log and "Running job" not in log and "executed successfully" not in log
+    assert BOT_TOKEN not in log
+    assert_one_format(log)
+
+
+SCRIPT = """
+import logging
+from bot import logs
+
+logs.configure()
+log = logging.getLogger("handrail.anything")
+log.warning("agent sent Authorization: Bearer %s", "tok-lead-router-1")
+log.warning("slack tokens %s %s %s", "xoxb-1234-5678-abcdefgh", "xoxp-1234-abcd", "xapp-1-A0-123-abc")
+log.warning("slack signature %s; callback signature %s", "v0=" + "ab" * 32, "v1=" + "cd" * 32)
+log.warning("customer %s, call %s or %s", "jane.doe@example.com", "+44 20 7946 0958", "(555) 123-4567")
+log.warning("settings %s", {"signing_secret": "s3cr3t", "password": "hunter 2"})
+try:
+    raise ValueError("https://bob:hunter2@agent.example/hook?token=cb-secret-123 refused jane.doe@example.com")
+except ValueError:
+    log.exception("delivery failed")
+log.info("run %s at 2026-11-02 10:30:00 from 10.0.0.1 took 2560 s; ts 1730541600.000100", "run-42")
+"""
+
+
+def test_every_record_is_masked_whoever_logs_it() -> None:
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    log = result.stderr
+    assert result.returncode == 0, log
+    for leak in (
+        "tok-lead-router-1",
+        "xoxb-1234",
+        "xoxp-1234",
+        "xapp-1",
+        "ab" * 32,
+        "cd" * 32,
+        "jane.doe",
+        "7946",
+        "123-4567",
+        "s3cr3t",
+        "hunter",
+        "cb-secret-123",
+    ):
+        assert leak not in log, (leak, log)
+    assert "WARNING handrail.anything: agent sent Authorization: [redacted] [redacted]" in log
+    assert "customer [email], call [phone] or [phone]" in log
+    assert "ValueError: https://[redacted]@agent.example/hook refused [email]" in log  # the traceback too
+    # What is neither personal nor secret stays readable.
+    assert (
+        "INFO handrail.anything: run run-42 at 2026-11-02 10:30:00 from 10.0.0.1 took 2560 s; ts 1730541600.000100"
+        in log
+    )
+
+
+SQL_ERROR = """
+import logging, sys
+from sqlalchemy import text
+from bot import logs
+from storage.db import Database
+
+logs.configure()
+db = Database(sys.argv[1])
+try:
+    with db.transaction() as session:
+        session.execute(
+            text("INSERT INTO approvals (id, agent, summary) VALUES (:id, NULL, :summary)"),
+            {"id": "apr_1", "summary": "refund Jane Doe"},
+        )
+except Exception:
+    logging.getLogger("handrail.anything").exception("could not store the request")
+"""
+
+
+def test_sql_errors_are_logged_without_the_rows_values(database_url: str) -> None:
+    db = Database(database_url)
+    migrate(db.engine)
+    db.dispose()
+    result = subprocess.run(
+        [sys.executable, "-c", SQL_ERROR, database_url], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    log = result.stderr
+    assert "ERROR handrail.anything: could not store the request" in log and "IntegrityError" in log, log
+    assert "[SQL parameters hidden due to hide_parameters=True]" in log
+    assert "Jane Doe" not in log and "apr_1" not in log
+
+
+def outbox_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "bot.outbox" and r.levelno == logging.WARNING]
+
+
+def test_a_failing_slack_delivery_warns_at_its_first_failure_and_when_it_recovers(
+    running: Running, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.outbox")
+    slack.fail_next("chat.postMessage", "internal_error", times=2)
+    created = ask(running)
+    running.deliver_due()  # waits for the pass the request started: the first try failed
+    [first] = outbox_warnings(caplog)
+    assert "card for " + created["id"] in first and "internal_error" in first and "retrying in 5s" in first
+
+    running.clock.advance(timedelta(seconds=5))
+    running.deliver_due()  # the second failure adds nothing
+    assert outbox_warnings(caplog) == [first]
+
+    running.clock.advance(timedelta(seconds=10))
+    running.deliver_due()
+    posted_card(slack)
+    [recovered] = outbox_warnings(caplog)[1:]
+    assert recovered.endswith(f"card for {created['id']} delivered after 2 failed attempts")
+
+
+def test_a_failing_callback_warns_at_its_first_failure_and_when_it_recovers(
+    running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.outbox")
+    created = ask(running, callback_url=agent_endpoint.url)
+    agent_endpoint.statuses = [500]
+    assert click(running, posted_card(slack), "U0REVIEWER", "approval.approve", created["id"]).status_code == 200
+    agent_endpoint.wait_for(1)
+    running.deliver_due()
+    [first] = [w for w in outbox_warnings(caplog) if "webhook" in w]
+    assert f"webhook for {created['id']} failed, retrying in 5s" in first and "HTTP 500" in first
+
+    running.clock.advance(timedelta(seconds=5))
+    running.deliver_due()
+    agent_endpoint.wait_for(2)
+    assert [w for w in outbox_warnings(caplog) if "webhook" in w][1:] == [
+        f"outbox {first.split()[1]} webhook for {created['id']} delivered after 1 failed attempts"
+    ]
