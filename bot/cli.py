@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 
+log = logging.getLogger(__name__)
+
+
 def _fail(*lines: str) -> int:
     for line in lines:
         print(f"handrail: {line}", file=sys.stderr)
@@ -46,13 +50,14 @@ def _warn(checked: CheckedConfig, source: str) -> None:
 
 
 def _config(settings: Settings) -> CheckedConfig:
-    """The config file, checked against this environment: problems stop the start, warnings are
-    printed and it goes on."""
+    """The config file, checked against this environment: problems stop the start, warnings go to
+    the log (configured already) and it goes on."""
     checked = check_config(settings.handrail_config)
     problems = settings.problems_with(checked.config)
     if problems:
         raise ConfigError("", problems)
-    _warn(checked, str(settings.handrail_config))
+    for warning in checked.warnings:
+        log.warning("%s", where(str(settings.handrail_config), warning))
     return checked
 
 
@@ -81,8 +86,8 @@ def _services(settings: Settings) -> Services:
     """Config checked before anything else is touched, then the database brought up to date."""
     from bot.services import build_services
 
+    logs.configure()  # before anything logs: the config's warnings, the migration, uvicorn, the scheduler
     checked = _config(settings)
-    logs.configure()  # before anything logs: the migration, uvicorn, the scheduler
     services = build_services(settings, checked.config)
     _migrate(services.db.engine, settings.database_url)
     return services

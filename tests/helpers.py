@@ -50,7 +50,7 @@ _endpoint_paths = itertools.count(1)
 class _EndpointsHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        endpoint = _endpoints.get(self.path)
+        endpoint = _endpoints.get(self.path.split("?", 1)[0])  # an agent may put a token in the query
         status, location = endpoint.answer(Hook(dict(self.headers), body)) if endpoint else (404, None)
         self.send_response(status)
         if location:
