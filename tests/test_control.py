@@ -3,6 +3,7 @@ the gate answers, volume caps, versions and rollback, undo claims, and who may d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import select
 
-from bot import outbound, runs
+from bot import effects, outbound, runs
 from bot.cards.agent import announcement, mode_reply, pause_reply, resume_reply
 from bot.cards.errors import error_text
 from bot.clock import ManualClock
@@ -86,19 +87,29 @@ class Control:
         return Said(mode_reply(self.config, note))
 
     def record(self, run_id: str | None = None, **fields: Any) -> Any:
-        body = {
-            "agent": "lead-router",
-            "action": "crm.update",
-            "target": {"system": "sf", "object": "Lead", "id": "1"},
-            "changes": [{"field": "owner", "before": "a", "after": "b"}],
-            "run_id": run_id,
-        } | fields
-        return self(runs.record_action, config=self.config, request=ActionIn.model_validate(body), now=self.clock.now())
+        return self(runs.record_action, config=self.config, request=action_in(run_id, **fields), now=self.clock.now())
+
+    def record_reloads_gates(self, run_id: str | None = None) -> bool:
+        """Record an action; whether its commit makes every replica's gate reload."""
+        with self.db.transaction() as session:
+            runs.record_action(session, config=self.config, request=action_in(run_id), now=self.clock.now())
+            return effects.of(session).control
 
     def posts(self) -> list[str]:
         with self.db.transaction() as session:
             rows = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "post").order_by(OutboxMessage.id))
             return [announcement(self.config, outbound.PostPayload.model_validate(row.payload).note) for row in rows]
+
+
+def action_in(run_id: str | None = None, **fields: Any) -> ActionIn:
+    body = {
+        "agent": "lead-router",
+        "action": "crm.update",
+        "target": {"system": "sf", "object": "Lead", "id": "1"},
+        "changes": [{"field": "owner", "before": "a", "after": "b"}],
+        "run_id": run_id,
+    } | fields
+    return ActionIn.model_validate(body)
 
 
 @pytest.fixture
@@ -120,16 +131,17 @@ def test_a_pause_closes_the_gate_of_that_agent_only(ctl: Control) -> None:
     assert outcome.text.startswith(":double_vertical_bar: <@U0OWNER> paused Lead router (`lead-router`)")
     closed = ctl.gate()
     assert (closed.allowed, closed.reason, closed.paused_by) == (False, "paused", "U0OWNER")
-    assert "sends duplicate emails" in (closed.message or "")
+    assert closed.message == "this agent is paused by U0OWNER: sends duplicate emails"
     assert ctl.gate("billing-bot").allowed
     assert audit_events(ctl, "lead-router") == ["agent.paused"]
     assert ctl.posts() == [outcome.text.removesuffix(".")]
 
 
 def test_a_customer_pause_stops_that_customer_only(ctl: Control) -> None:
-    ctl.pause(customer="acme")
-    assert not ctl.gate(customer="acme").allowed
-    assert ctl.gate(customer="acme").customer == "acme"
+    ctl.pause(customer="acme", reason=None)
+    closed = ctl.gate(customer="acme")
+    assert (closed.allowed, closed.customer) == (False, "acme")
+    assert closed.message == "this agent is paused for customer acme by U0OWNER", "no reason given, none made up"
     assert ctl.gate(customer="globex").allowed
     assert ctl.gate().allowed, "a check for no particular customer is not stopped by one customer's pause"
 
@@ -147,8 +159,10 @@ def test_pausing_all_stops_every_agent_and_posts_in_every_channel(ctl: Control) 
 
 def test_a_timed_pause_lifts_itself_and_the_sweep_records_it_once(ctl: Control, clock: ManualClock) -> None:
     ctl.pause(duration=timedelta(minutes=30))
+    ends = clock.now() + timedelta(minutes=30)
     clock.advance(timedelta(minutes=29, seconds=59))
-    assert not ctl.gate().allowed
+    closed = ctl.gate()
+    assert (closed.allowed, closed.until) == (False, ends), "the agent is told when the pause ends"
     clock.advance(timedelta(seconds=1))
     assert ctl.gate().allowed, "the gate lets the agent act from `until` on, before any sweep"
     assert ctl(pausing.lift_expired, config=ctl.config, now=clock.now()) == 1
@@ -205,21 +219,50 @@ def test_the_hourly_cap_refuses_the_next_action_and_closes_the_gate_until_the_ol
         clock.advance(timedelta(minutes=1))
     capped = ctl.gate()
     assert (capped.allowed, capped.reason, capped.until) == (False, "volume_cap", first_at + timedelta(hours=1))
+    assert capped.message == "3 actions in the last hour"
     with pytest.raises(TooMany) as raised:
         ctl.record()
     assert raised.value.retry_after == 57 * 60
+    assert raised.value.message == (
+        "lead-router recorded 3 actions in the last hour, its cap (agents.lead-router.limits.actions_per_hour); "
+        "it may act again at 2026-11-02T11:00:00+00:00"
+    )
+    clock.set(first_at + timedelta(minutes=59, seconds=59))
+    with pytest.raises(TooMany) as raised:
+        ctl.record()
+    assert raised.value.retry_after == 1, "a second before the cap lifts, the agent is told to retry in a second"
     clock.set(first_at + timedelta(hours=1))
     assert ctl.gate().allowed
     ctl.record()
     assert not ctl.gate().allowed
 
 
+def test_the_gates_copy_of_the_state_opens_the_moment_the_hourly_cap_lifts(ctl: Control, clock: ManualClock) -> None:
+    """Each replica's gate answers from the state it last read, until something makes it reload:
+    the cap in that copy lifts by itself when its hour is up."""
+    for _ in range(3):
+        ctl.record()
+    copy = ctl(state.snapshot, config=ctl.config, now=clock.now())
+    lifts = clock.now() + timedelta(hours=1)
+    assert not copy.verdict("lead-router", None, None, lifts - timedelta(microseconds=1)).allowed
+    assert copy.verdict("lead-router", None, None, lifts).allowed
+
+
 def test_the_per_run_cap_stops_that_run_only(ctl: Control) -> None:
     ctl.record(run_id="r1")
     ctl.record(run_id="r1")
-    with pytest.raises(TooMany):
+    with pytest.raises(TooMany) as raised:
         ctl.record(run_id="r1")
-    assert ctl.gate(run_id="r1").reason == "volume_cap"
+    assert raised.value.message == (
+        "run r1 recorded 2 actions, the cap (agents.lead-router.limits.actions_per_run); start a new run"
+    )
+    closed = ctl.gate(run_id="r1")
+    assert (closed.allowed, closed.reason, closed.message, closed.until) == (
+        False,
+        "volume_cap",
+        "2 actions in run r1",
+        None,
+    )
     assert ctl.gate(run_id="r2").allowed
     ctl.record(run_id="r2")
 
@@ -228,8 +271,32 @@ def test_a_replayed_dedup_key_returns_the_first_record(ctl: Control) -> None:
     first, created = ctl.record(dedup_key="k1")
     again, created_again = ctl.record(dedup_key="k1")
     assert (created, created_again, again.id) == (True, False, first.id)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as raised:
         ctl.record(dedup_key="k1", action="crm.delete")
+    assert (raised.value.code, raised.value.message) == (
+        "dedup_conflict",
+        "dedup_key 'k1' was already used for a different action",
+    )
+
+
+def test_only_the_action_that_reaches_a_cap_makes_every_gate_reload(ctl: Control) -> None:
+    """Gates reload from SQL when told to, not on every action: the second action of run r1 reaches
+    the per-run cap (2), the third of the hour the hourly cap (3)."""
+    assert [ctl.record_reloads_gates("r1"), ctl.record_reloads_gates("r1"), ctl.record_reloads_gates("r2")] == [
+        False,
+        True,
+        True,
+    ]
+
+
+def test_an_action_is_stored_as_sent(ctl: Control) -> None:
+    target = {"system": "sf", "object": "Lead", "id": "1", "url": "https://crm.example/lead/1"}
+    first, _ = ctl.record("r1", customer="acme", target=target, dedup_key="k2")
+    again, created = ctl.record("r1", customer="acme", target=target, dedup_key="k2")
+    assert (created, again.id) == (False, first.id), "an action with a link is replayed like any other"
+    [stored] = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
+    assert (stored.id, stored.target, stored.run_id, stored.customer) == (first.id, target, "r1", "acme")
+    assert re.fullmatch(r"act_[0-9a-f]{20}", stored.id), "act_ and 80 random bits: within the 40 characters stored"
 
 
 # --- versions and rollback ----------------------------------------------------------------------
@@ -298,6 +365,23 @@ def test_mode_changes_are_recorded_and_returned_by_the_gate(ctl: Control) -> Non
     again = ctl.set_mode("shadow")
     assert "already" in again.text
     assert audit_events(ctl, "lead-router") == ["agent.mode_changed"]
+
+
+def test_a_closed_gate_still_tells_the_agent_its_mode_and_version(ctl: Control) -> None:
+    register(ctl, "v7")
+    ctl.set_mode("shadow")
+    ctl.record(run_id="r1")
+    ctl.record(run_id="r1")
+    answers = [ctl.gate(run_id="r1")]  # the per-run cap
+    ctl.record(run_id="r2")
+    answers.append(ctl.gate())  # the hourly cap
+    ctl.pause()
+    answers.append(ctl.gate())
+    assert [(a.allowed, a.reason, a.mode, a.version) for a in answers] == [
+        (False, "volume_cap", "shadow", "v7"),
+        (False, "volume_cap", "shadow", "v7"),
+        (False, "paused", "shadow", "v7"),
+    ]
 
 
 # --- undo -----------------------------------------------------------------------------------------

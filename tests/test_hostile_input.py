@@ -427,9 +427,12 @@ def test_run_times_within_the_window_are_taken_and_now_is_the_servers_clock(runn
     agent = running.agent()
     edges = {"started_at": at(-timedelta(days=7)), "finished_at": at(timedelta(minutes=5))}
     assert agent.post("/v1/runs", json={"run_id": "r1", "status": "succeeded"} | edges).status_code == 202
+    instant = {"run_id": "r0", "status": "failed", "started_at": at(timedelta(0)), "finished_at": at(timedelta(0))}
+    assert agent.post("/v1/runs", json=instant).status_code == 202, "a run may finish the moment it starts"
     # The clock moves: a finish ten minutes after T0 is refused at T0 and taken at T0 + 6 minutes.
     late = {"run_id": "r2", "status": "succeeded", "finished_at": at(timedelta(minutes=10))}
-    refused(agent.post("/v1/runs", json=late), field="run r2: finished_at")
+    error = refused(agent.post("/v1/runs", json=late), field="run r2: finished_at")
+    assert "is more than 5 minutes ahead of the server's clock (2026-11-02T10:00:00+00:00)" in error["message"]
     running.clock.advance(timedelta(minutes=6))
     assert agent.post("/v1/runs", json=late).status_code == 202
 
@@ -443,3 +446,14 @@ def test_a_finish_before_the_start_reported_earlier_is_refused(running: Running)
     with running.services.db.transaction() as session:
         [run] = session.scalars(select(Run))
         assert (run.status, run.finished_at) == ("running", None)
+
+
+def test_a_start_after_the_finish_reported_earlier_is_refused(running: Running) -> None:
+    agent = running.agent()
+    finish = {"run_id": "r1", "status": "succeeded", "finished_at": at(-timedelta(minutes=2))}
+    assert agent.post("/v1/runs", json=finish).status_code == 202
+    start = {"run_id": "r1", "status": "succeeded", "started_at": at(-timedelta(minutes=1))}
+    refused(agent.post("/v1/runs", json=start), field="run r1: finished_at")
+    with running.services.db.transaction() as session:
+        [run] = session.scalars(select(Run))
+        assert run.started_at is None
