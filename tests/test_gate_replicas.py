@@ -174,7 +174,7 @@ def test_a_pause_on_one_replica_closes_the_others_gate_within_a_second(
         assert took < PROPAGATION, f"B saw the pause after {took:.3f}s"
         assert answer["reason"] == "paused" and answer["paused_by"] == OWNER and answer["customer"] is None
         assert "duplicate emails" in answer["message"] and answer["until"] is None
-        assert b.services.gate.fresh
+        until_fresh(b, True)  # answering from memory again: a heartbeat missed under CPU load may lapse it for a moment
         assert allowed(gate(billing, BILLING))
 
         began = time.monotonic()
