@@ -22,7 +22,7 @@ from bot import api
 from bot.clock import Clock
 from bot.config import HandrailConfig, package_version
 from bot.errors import HandrailError, TooMany, Unauthenticated
-from bot.scheduler import start_scheduler
+from bot.scheduler import start_sweeps
 from bot.services import Services
 from handlers import actions, commands, events, views
 
@@ -169,13 +169,13 @@ def create_app(services: Services) -> FastAPI:
             asyncio.create_task(coroutine)
             for coroutine in (services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())
         ]
-        scheduler = start_scheduler(services) if settings.handrail_scheduler else None
+        sweeps = start_sweeps(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
         try:
             yield
         finally:
-            if scheduler:
-                scheduler.shutdown(wait=False)
+            if sweeps:
+                await sweeps.stop()
             services.feed.stop()
             await asyncio.wait(tasks[:1], timeout=2)  # the feed's listener ends at its next heartbeat
             for task in tasks:

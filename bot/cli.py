@@ -120,16 +120,16 @@ def worker(settings: Settings) -> int:
         return _fail(problem)
     services = _services(settings)
 
-    from bot.scheduler import start_scheduler
+    from bot.scheduler import start_sweeps
 
     async def work() -> None:
         await services.start()
-        scheduler = start_scheduler(services)
+        sweeps = start_sweeps(services)
         services.deliverer.kick()
         try:
             await services.deliverer.run_forever()
         finally:
-            scheduler.shutdown(wait=False)
+            await sweeps.stop()
             await services.aclose()
 
     asyncio.run(work())
