@@ -28,6 +28,9 @@ from handlers import actions, commands, events, views
 
 MAX_BODY_BYTES = 1_000_000
 TOO_LARGE = f"request bodies are limited to {MAX_BODY_BYTES} bytes"
+# The writes an agent in a loop floods the server with; each kind has its own bounded queue.
+QUEUED = {"/v1/approvals": "approval requests", "/v1/runs": "run reports", "/v1/actions": "action records"}
+RETRY_AFTER = "1"
 # Slack's headers as Slack sends them; anything else is refused before the body is read.
 SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
@@ -64,12 +67,19 @@ class Edge:
       check the token again, and alone for requests without a body, such as the gate's);
     - has its body bytes counted as they are read, whatever Content-Length says: reading past the
       cap raises, and the request gets 413 at once; nothing behind it has seen the whole body, so
-      nothing was stored.
+      nothing was stored;
+    - to POST /v1/approvals, /v1/runs or /v1/actions when `queue_limit` of its kind are in progress
+      in this process gets 503 with Retry-After at once, before its body is read: a flood is shed
+      at the door instead of queueing for the worker threads a pause needs.
     """
 
-    def __init__(self, app: ASGIApp, *, config: HandrailConfig, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, *, config: HandrailConfig, queue_limit: int, max_body: int = MAX_BODY_BYTES
+    ) -> None:
         self.app = app
         self.config = config
+        self.queue_limit = queue_limit
+        self.in_progress = dict.fromkeys(QUEUED, 0)
         self.max_body = max_body
         self._digits = len(str(max_body))
 
@@ -98,7 +108,24 @@ class Edge:
             except Unauthenticated as error:
                 await _error(error.status, error.code, error.message)(scope, receive, send)
                 return
-        await self._capped(scope, receive, send)
+        if scope["method"] != "POST" or path not in QUEUED:
+            await self._capped(scope, receive, send)
+            return
+        if self.in_progress[path] >= self.queue_limit:
+            await self._shed(path)(scope, receive, send)
+            return
+        self.in_progress[path] += 1
+        try:
+            await self._capped(scope, receive, send)
+        finally:
+            self.in_progress[path] -= 1
+
+    def _shed(self, path: str) -> JSONResponse:
+        what = QUEUED[path]
+        message = f"this server is working on {self.queue_limit} {what} already: retry after {RETRY_AFTER} s"
+        response = _error(503, "overloaded", message)
+        response.headers["Retry-After"] = RETRY_AFTER
+        return response
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         read = 0
@@ -184,7 +211,7 @@ def create_app(services: Services) -> FastAPI:
             await services.aclose()
 
     app = FastAPI(title="Handrail", version=package_version(), lifespan=lifespan)
-    app.add_middleware(Edge, config=services.config)
+    app.add_middleware(Edge, config=services.config, queue_limit=settings.handrail_queue_limit)
     app.include_router(api.router(services))
 
     @app.exception_handler(HandrailError)
@@ -224,7 +251,7 @@ def create_app(services: Services) -> FastAPI:
     async def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
-            await asyncio.to_thread(services.db.ping)
+            await services.control.call(services.control.db.ping)
             checks["database"] = "ok"
         except Exception as error:  # any driver error means not ready
             checks["database"] = f"unreachable: {type(error).__name__}"

@@ -13,13 +13,11 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from anyio import to_thread
-
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.control.state import ControlState, snapshot, unavailable
+from bot.lanes import Lane
 from bot.models import GateOut
-from storage.db import Database
 from storage.redis_store import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -27,9 +25,9 @@ log = logging.getLogger(__name__)
 
 class Gate:
     def __init__(
-        self, *, db: Database, config: HandrailConfig, clock: Clock, feed: ChangeFeed, refresh: timedelta
+        self, *, lane: Lane, config: HandrailConfig, clock: Clock, feed: ChangeFeed, refresh: timedelta
     ) -> None:
-        self.db = db
+        self.lane = lane  # the control lane's threads and connections: never behind approval work
         self.config = config
         self.clock = clock
         self.feed = feed
@@ -54,14 +52,14 @@ class Gate:
             log.warning("gate: lost Redis pub/sub; checks read SQL until it is back")
 
     def _read(self, agents: list[str] | None = None) -> ControlState:
-        with self.db.transaction() as session:
+        with self.lane.db.transaction() as session:
             return snapshot(session, config=self.config, now=self.clock.now(), agents=agents)
 
     async def reload(self) -> None:
         self._started += 1
         number, linked = self._started, self.linked
         try:
-            state = await to_thread.run_sync(self._read)
+            state = await self.lane.call(self._read)
         except Exception as error:  # any driver error: distrust the copy
             self.fresh = False
             log.warning("gate: could not reload the control state: %s", error)
@@ -80,19 +78,19 @@ class Gate:
             await self.reload()
 
     async def changed(self) -> None:
-        """A change was committed here: reload this process's copy, then tell the others (in the
-        background, so that a slow Redis does not hold up the command that made the change)."""
-        await self.reload()
+        """A change was committed here: tell the others (in the background, so that a slow Redis
+        does not hold up the command that made the change), and reload this process's copy."""
         task = asyncio.create_task(self.feed.announce_control())
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
+        await self.reload()
 
     async def check(self, agent: str, customer: str | None = None, run_id: str | None = None) -> GateOut:
         now = self.clock.now()
         if self.fresh and self.state is not None:
             return self.state.verdict(agent, customer, run_id, now)
         try:
-            state = await to_thread.run_sync(self._read, [agent])
+            state = await self.lane.call(self._read, [agent])
         except Exception as error:
             log.warning("gate: neither Redis nor SQL answered; %s is told to stop: %s", agent, error)
             return unavailable(type(error).__name__)

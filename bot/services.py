@@ -1,5 +1,6 @@
 """The services one process shares, built once and handed to the web app, the Slack handlers and
-the scheduler by closure."""
+the scheduler by closure.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import httpx
-from anyio import to_thread
 from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -19,6 +19,7 @@ from bot.config import HandrailConfig, Settings
 from bot.destinations import Guard, Resolve, system_resolve
 from bot.gate import Gate
 from bot.jobs import Sweeper
+from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
 from bot.slack_gateway import SlackGateway
 from storage.db import Database
@@ -33,7 +34,8 @@ class Services:
     settings: Settings
     config: HandrailConfig
     clock: Clock
-    db: Database
+    work: Lane  # approvals, runs, actions, deliveries, sweeps
+    control: Lane  # slash commands, control buttons, the gate (bot.lanes)
     redis: Redis
     feed: ChangeFeed
     slack: SlackGateway
@@ -44,16 +46,21 @@ class Services:
     sweeper: Sweeper = field(init=False)
     gate: Gate = field(init=False)
 
+    @property
+    def db(self) -> Database:
+        """The database, through the work lane's connections."""
+        return self.work.db
+
     def __post_init__(self) -> None:
         self.sweeper = Sweeper(
             run=self.run,
             config=self.config,
             clock=self.clock,
             redis=self.redis,
-            locked_rows=self.db.engine.dialect.name == "postgresql",
+            locked_rows=self.work.db.engine.dialect.name == "postgresql",
         )
         self.gate = Gate(
-            db=self.db,
+            lane=self.control,
             config=self.config,
             clock=self.clock,
             feed=self.feed,
@@ -61,17 +68,18 @@ class Services:
         )
 
     async def run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
-        """Run a domain function in one transaction in a worker thread; after it commits, send
-        what it queued, wake whoever waits on the approvals it changed, and have every gate reload
-        when it changed the control state."""
+        """Run a domain function in one transaction in a worker thread of its lane; after it
+        commits, send what it queued, wake whoever waits on the approvals it changed, and have
+        every gate reload when it changed the control state."""
+        lane = self.control if in_control() else self.work
 
         def work() -> tuple[T, effects.Effects]:
-            with self.db.transaction() as session:
+            with lane.db.transaction() as session:
                 result = fn(session, **kwargs)
                 done = effects.of(session)
             return result, done
 
-        result, done = await to_thread.run_sync(work)
+        result, done = await lane.call(work)
         if done.outbox:
             self.deliverer.kick()
         if done.control:
@@ -92,7 +100,8 @@ class Services:
         await self.callbacks.aclose()
         await self.redis.aclose()
         await self.feed.subscriber.aclose()
-        self.db.dispose()
+        self.work.db.dispose()
+        self.control.db.dispose()
 
 
 def slack_client(settings: Settings) -> AsyncWebClient:
@@ -105,7 +114,7 @@ def build_services(
 ) -> Services:
     """`resolve` looks up the hosts of agents' callback URLs (tests give one they control)."""
     clock = clock or SystemClock()
-    db = Database(settings.database_url)
+    work = Lane.open(settings.database_url, WORK_THREADS)
     # Short timeouts: Redis answers in well under a millisecond, and an answer it cannot give in
     # time (a cache, a wake-up) is not worth keeping a Slack command waiting for.
     redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
@@ -115,7 +124,7 @@ def build_services(
     callbacks = guard.client(timeout=10)
     secret = settings.handrail_webhook_secret
     deliverer = Deliverer(
-        db=db,
+        db=work.db,
         config=config,
         clock=clock,
         slack=slack,
@@ -127,7 +136,8 @@ def build_services(
         settings=settings,
         config=config,
         clock=clock,
-        db=db,
+        work=work,
+        control=Lane.open(settings.database_url, CONTROL_THREADS),
         redis=redis,
         feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, socket_connect_timeout=1)),
         slack=slack,

@@ -5,11 +5,14 @@ platform); the answer, rendered by bot.cards.agent, is ephemeral, and bot.contro
 change in the agent's channel.
 
 Commands answer within Slack's 3 seconds. Those that call the agent platform (rollback) or open a
-modal (undo) acknowledge at once and answer through the command's response_url.
+modal (undo) acknowledge at once and answer through the command's response_url, as does any
+command whose answer is not ready within ACK_WITHIN. Their database work runs in the control lane
+(bot.lanes), never behind approval work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -26,6 +29,7 @@ from bot.cards import undo as undo_card
 from bot.cards.blocks import Card
 from bot.control import access, pause, status, undo, versions
 from bot.control.state import EVERY_AGENT
+from bot.lanes import control_first
 from bot.services import Services
 from handlers.errors import UsageError, replies_with_errors, reply_text
 from handlers.payloads import Click, Command, parse
@@ -33,6 +37,8 @@ from handlers.payloads import Click, Command, parse
 log = logging.getLogger(__name__)
 
 MAX_REASON = 500
+ACK_WITHIN = 2.0  # seconds; Slack shows the person an error when a command is not acknowledged within 3
+STILL_WORKING = ":hourglass_flowing_sand: Working on it; the answer follows here."
 MODES = ("shadow", "suggest", "auto")
 # `for 30m`, `for 30 min`, `for 2 hours`, `for 1.5h`, `for 1 day`; a bare number is seconds.
 _AMOUNT = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)([a-z]*)$")
@@ -384,22 +390,33 @@ def register(app: AsyncApp, services: Services) -> None:
 
     @app.command("/agent")
     async def agent_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        reply = await run(services, command)
-        if not isinstance(reply, Later):
-            await ack(**_message(reply or ""))
-            return
-        await ack(text=reply.working) if reply.working else await ack()
-        result = await answered(services, str(command.get("text", "")).split()[0], reply.finish)
-        if result:
-            try:
-                await respond(**_message(result))  # type: ignore[arg-type]
-            except Exception:  # Bolt must not see it: the command was acknowledged already
-                log.exception("could not answer /agent through its response_url")
+        with control_first():
+            answer = asyncio.create_task(run(services, command))
+            done, _ = await asyncio.wait([answer], timeout=ACK_WITHIN)
+            if not done:  # Slack must hear back within 3 s: the answer follows through the response_url
+                await ack(text=STILL_WORKING)
+                reply = await answer
+            elif not isinstance(reply := answer.result(), Later):
+                await ack(**_message(reply or ""))
+                return
+            else:
+                await ack(text=reply.working) if reply.working else await ack()
+            if isinstance(reply, Later):
+                reply = await answered(services, str(command.get("text", "")).split()[0], reply.finish)
+            if reply:
+                try:
+                    await respond(**_message(reply))  # type: ignore[arg-type]
+                except Exception:  # Bolt must not see it: the command was acknowledged already
+                    log.exception("could not answer /agent through its response_url")
 
     @app.action(replies.PAUSE_ALL_ACTION)
     @reply_errors
     async def pause_all(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
+        with control_first():
+            await _pause_all(body, respond)
+
+    async def _pause_all(body: dict[str, Any], respond: AsyncRespond) -> None:
         click = parse(Click, body)
         intent = _pause_all_intent(click)
         if click is None or intent is None:

@@ -15,6 +15,7 @@ from bot import flows, mrkdwn
 from bot.cards import approval as card
 from bot.cards import undo as undo_card
 from bot.cards.blocks import notice_modal
+from bot.lanes import control_first
 from bot.services import Services
 from handlers.errors import reply_text
 from handlers.payloads import ViewSubmission, parse
@@ -84,9 +85,10 @@ def register(app: AsyncApp, services: Services) -> None:
             return
         await ack(response_action="update", view=undo_card.undo_progress_modal(len(plan.action_ids)))
         try:
-            results = await flows.undo_actions(
-                services, agent_id=plan.agent, action_ids=plan.action_ids, skipped=plan.skipped, user_id=user_id
-            )
+            with control_first():
+                results = await flows.undo_actions(
+                    services, agent_id=plan.agent, action_ids=plan.action_ids, skipped=plan.skipped, user_id=user_id
+                )
             await services.slack.update_view(view_id, undo_card.undo_result_modal(results, plan.skipped))
         except Exception:  # acknowledged already: log it, never hand it to Bolt
             log.exception("undo of %s's actions failed", plan.agent)

@@ -24,8 +24,8 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """hide_parameters: a statement's parameters (a row's values: e-mails, names, free text) never
+def make_engine(url: str, pool_size: int = 20) -> Engine:
+    """`pool_size`: connections kept open (PostgreSQL). hide_parameters: a statement's parameters (a row's values: e-mails, names, free text) never
     appear in SQLAlchemy's errors, and so never in a logged traceback."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -40,13 +40,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    # Enough kept-open connections for the worker threads and concurrent deliveries of one process.
-    return create_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
 
 
 class Database:
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, pool_size: int = 20) -> None:
+        self.engine = make_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -34,6 +34,7 @@ def package_version() -> str:
 VARIABLE_FORMS = {
     "PORT": "is not a port number: write a whole number from 1 to 65535, e.g. PORT=3000",
     "HANDRAIL_SCHEDULER": "is not on or off: write HANDRAIL_SCHEDULER=off to leave the sweeps to `handrail worker`",
+    "HANDRAIL_QUEUE_LIMIT": "is not a whole number from 1 to 10000: write e.g. HANDRAIL_QUEUE_LIMIT=32",
 }
 
 
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     handrail_webhook_secret: SecretStr | None = None
     handrail_sweep_interval: Duration = timedelta(seconds=5)
     handrail_scheduler: bool = True  # HANDRAIL_SCHEDULER=off: this process leaves the sweeps to a worker
+    # Approval requests (and as many run reports, and action records) one process works on at
+    # once; past it, 503 with Retry-After at once instead of a queue that grows without bound.
+    handrail_queue_limit: Annotated[int, Field(ge=1, le=10_000)] = 32
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
 
     @field_validator("database_url")
