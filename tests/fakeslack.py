@@ -404,7 +404,10 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in outcome.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the caller stopped waiting (a server shutting down)
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""

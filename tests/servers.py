@@ -6,11 +6,61 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
 from glob import glob
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Process:
+    """`python -m bot.cli <command>` with its stderr read line by line as it comes."""
+
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", command],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended or any(text in line for line in self.lines), timeout)
+            if not any(text in line for line in self.lines):
+                raise AssertionError(f"{text!r} never logged:\n{''.join(self.lines)}")
+
+    def stop(self) -> str:
+        """End the process (SIGTERM, as a platform does) and return all it logged."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self._reader.join(10)
+        return "".join(self.lines)
 
 
 def free_port() -> int:
