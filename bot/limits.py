@@ -16,10 +16,10 @@ they switch may let through up to twice the limit, since its count is split betw
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,7 +39,7 @@ from storage.redis_store import RateCounter
 
 log = logging.getLogger(__name__)
 
-REDIS_RETRY_SECONDS = 1.0  # after Redis fails, count in SQL this long before trying Redis again
+REDIS_RETRY_SECONDS = 1.0  # after Redis fails, count in SQL this long before trying it again
 # How a refusal names what was counted, and the window.
 _WORDS = {
     "requests_per_second": ("sent", "requests", "second"),
@@ -73,16 +73,25 @@ def rates_of(config: HandrailConfig, agent_id: str) -> tuple[Rate, ...]:
 
 
 class RateLimiter:
-    def __init__(self, *, config: HandrailConfig, clock: Clock, redis: Redis, db: Database) -> None:
+    def __init__(
+        self,
+        *,
+        config: HandrailConfig,
+        clock: Clock,
+        redis: Redis,
+        db: Database,
+        monotonic: Callable[[], float] = time.monotonic,  # when to try Redis again: not the domain's clock
+    ) -> None:
         self.clock = clock
         self.db = db
+        self.monotonic = monotonic
         self.counter = RateCounter(redis)
         every = {agent_id: rates_of(config, agent_id) for agent_id in config.agents}
         self._approvals = every  # POST /v1/approvals counts against both limits
         self._requests = {
             agent: tuple(r for r in rates if r.name != "approvals_per_minute") for agent, rates in every.items()
         }
-        self._redis_retry_at = 0.0  # the event loop's time; 0 while Redis answers
+        self._redis_retry_at = 0.0  # monotonic(); 0 while Redis answers
         self._sql_failing = False
 
     async def check(self, agent: str, *, approval: bool = False) -> None:
@@ -98,14 +107,16 @@ class RateLimiter:
             raise refusal(agent, rates[full], slots[full], now)
 
     async def _take(self, slots: Sequence[Slot]) -> int | None:
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._redis_retry_at:
+        if self.monotonic() >= self._redis_retry_at:
+            failing = bool(self._redis_retry_at)
+            if failing:  # one request at a time tries a Redis that failed (it may hang till its timeout)
+                self._redis_retry_at = self.monotonic() + REDIS_RETRY_SECONDS
             try:
                 full = await self.counter.take(slots)
             except (RedisError, OSError) as error:
-                if not self._redis_retry_at:
+                if not self._redis_retry_at:  # the first to find it failing says so
                     log.warning("rate limits: Redis cannot count (%s); counting in SQL until it can", error)
-                self._redis_retry_at = loop.time() + REDIS_RETRY_SECONDS
+                self._redis_retry_at = self.monotonic() + REDIS_RETRY_SECONDS
             else:
                 if self._redis_retry_at:
                     log.warning("rate limits: Redis counts again")

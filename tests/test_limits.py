@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -29,7 +31,7 @@ from storage.tables import Approval, RateCount
 from tests.fakeslack import FakeSlack
 from tests.helpers import AGENT_TOKENS, T0, Running, config_dict, serve
 from tests.samples import REQUEST
-from tests.servers import free_port
+from tests.servers import free_port, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS_TOKEN = "tok-ops-bot-3"
@@ -128,6 +130,8 @@ def test_approvals_per_minute_refuses_the_next_one_until_the_minute_ends_and_sto
         "retry in 45s, at 2026-11-02T10:01:00+00:00"
     )
     assert approvals(running) == PER_MINUTE
+    with client(running.url) as http:  # refused before the body is read: not a 400 for its JSON
+        refused(http.post("/v1/approvals", content=b"{not json", headers={"Content-Type": "application/json"}))
     running.clock.set(T0 + timedelta(seconds=59.5))
     assert refused(ask(running.url))[0] == "1"
     running.clock.set(T0 + timedelta(seconds=60))
@@ -292,6 +296,57 @@ def test_the_limiter_counts_exactly_in_sql_under_concurrency(db: Database, clock
     assert sum(asyncio.run(flood())) == PER_MINUTE
     counts = {key: count for key, _, count in rate_rows(db)}
     assert counts == {"lead-router:approvals_per_minute": PER_MINUTE, "lead-router:requests_per_second": PER_MINUTE}
+
+
+@pytest.fixture
+def frozen_redis() -> Iterator[str]:
+    """A redis-server of this test's own, stopped with SIGSTOP: connections open, nothing answers
+    (as when the network drops without closing them)."""
+    url, stop = start_redis()
+    pid = int(Redis.from_url(url).info("server")["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    yield url
+    os.kill(pid, signal.SIGCONT)
+    stop()
+
+
+def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
+    db: Database, clock: ManualClock, frozen_redis: str
+) -> None:
+    """The others count in SQL meanwhile, exactly; Redis is tried again after a second (of a
+    monotonic clock the test moves)."""
+    seconds = [0.0]
+    redis = AsyncRedis.from_url(frozen_redis, socket_timeout=0.2, socket_connect_timeout=0.2)
+    config = parse_config(limited_config())
+    limiter = RateLimiter(config=config, clock=clock, redis=redis, db=db, monotonic=lambda: seconds[0])
+    tried = []
+    take = limiter.counter.take
+
+    async def counted_take(slots: Any) -> int | None:
+        tried.append(len(slots))
+        return await take(slots)
+
+    limiter.counter.take = counted_take  # type: ignore[method-assign]
+
+    async def attempt() -> bool:
+        try:
+            await limiter.check("lead-router")
+        except RateLimited:
+            return False
+        return True
+
+    async def outage() -> list[bool]:
+        passed = [await attempt()]  # waits for Redis's timeout, then counts in SQL
+        passed += [await attempt() for _ in range(2)]
+        assert len(tried) == 1, "within a second of the failure, Redis is not tried"
+        seconds[0] += 1.5
+        passed += await asyncio.gather(*(attempt() for _ in range(5)))
+        assert len(tried) == 2, "one request tries Redis again; the others do not wait for it"
+        await redis.aclose()
+        return passed
+
+    assert sum(asyncio.run(outage())) == PER_SECOND
+    assert [count for _, _, count in rate_rows(db)] == [PER_SECOND]
 
 
 # --- the config -------------------------------------------------------------------------------
