@@ -266,6 +266,7 @@ def test_with_neither_redis_nor_sql_requests_pass_uncounted(
     async def flood() -> None:
         for _ in range(3 * PER_SECOND):
             await limiter.check("lead-router", approval=True)
+        await limiter.counter.redis.aclose()
 
     asyncio.run(flood())
     db.dispose()
@@ -291,7 +292,9 @@ def test_the_limiter_counts_exactly_in_sql_under_concurrency(db: Database, clock
         return True
 
     async def flood() -> list[bool]:
-        return await asyncio.gather(*(attempt() for _ in range(20)))
+        passed = await asyncio.gather(*(attempt() for _ in range(20)))
+        await limiter.counter.redis.aclose()
+        return passed
 
     assert sum(asyncio.run(flood())) == PER_MINUTE
     counts = {key: count for key, _, count in rate_rows(db)}
@@ -303,7 +306,8 @@ def frozen_redis() -> Iterator[str]:
     """A redis-server of this test's own, stopped with SIGSTOP: connections open, nothing answers
     (as when the network drops without closing them)."""
     url, stop = start_redis()
-    pid = int(Redis.from_url(url).info("server")["process_id"])
+    with Redis.from_url(url) as redis:
+        pid = int(redis.info("server")["process_id"])
     os.kill(pid, signal.SIGSTOP)
     yield url
     os.kill(pid, signal.SIGCONT)
