@@ -3,10 +3,11 @@
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
@@ -18,6 +19,7 @@ from bot.approvals.records import get, to_out
 from bot.config import HandrailConfig
 from bot.control import versions
 from bot.errors import Forbidden, HandrailError, Invalid, NotFound, Unauthenticated
+from bot.limits import RateLimiter
 from bot.models import (
     ActionIn,
     ActionOut,
@@ -91,8 +93,35 @@ def token_agent(config: HandrailConfig, authorization: str) -> str:
     return agent_id
 
 
+GATE_PATH = "/v1/agents/{agent}/gate"
+
+
+def counted_routes(config: HandrailConfig, limiter: RateLimiter) -> type[APIRoute]:
+    """The class of the /v1 routes: each request is counted against its agent's rate limits before
+    its body is read, so a flood is refused for the price of a token check and one Redis round
+    trip. Not the gate's: it is answered from memory, and a looping agent must always hear that
+    it is paused."""
+
+    class CountedRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handle = super().get_route_handler()
+            if self.path == GATE_PATH:
+                return handle
+            approval = self.path == "/v1/approvals" and "POST" in (self.methods or ())
+
+            async def counted(request: Request) -> Response:
+                agent = token_agent(config, request.headers.get("authorization", ""))
+                await limiter.check(agent, approval=approval)
+                return await handle(request)
+
+            return counted
+
+    return CountedRoute
+
+
 def router(services: Services) -> APIRouter:
-    api = APIRouter(prefix="/v1", responses=ERRORS)  # type: ignore[arg-type]
+    limiter = RateLimiter(config=services.config, clock=services.clock, redis=services.redis, db=services.db)
+    api = APIRouter(prefix="/v1", responses=ERRORS, route_class=counted_routes(services.config, limiter))  # type: ignore[arg-type]
 
     async def calling_agent(
         request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]

@@ -1,16 +1,19 @@
-"""Redis: caches and wake-ups only. Everything here can be rebuilt from SQL or from Slack."""
+"""Redis: caches, wake-ups and rate-limit counters. Everything here can be rebuilt from SQL or from
+Slack, or (the counters of a rate limit's current window) may be lost at the cost of one window."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from storage.counters import Slot
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +137,42 @@ class GroupCache:
             await self.redis.set(GROUP_KEY.format(group_id), json.dumps(sorted(members)), ex=self.ttl)
         except RedisError as error:
             log.warning("user group cache unavailable: %s", error)
+
+
+# Counts a request in every key, or in none: returns 0 when counted, else the 1-based index of
+# the first key whose count has reached its limit. ARGV holds each key's limit and time to live
+# (milliseconds), in pairs. One script: atomic, and one round trip.
+_TAKE = """
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[2 * i - 1]) then
+    return i
+  end
+end
+for i, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then
+    redis.call('PEXPIRE', key, ARGV[2 * i])
+  end
+end
+return 0
+"""
+RATE_KEY = "handrail:rate:{{{agent}}}:{name}:{window_start}"  # {agent} in braces: one Redis Cluster slot
+RATE_KEY_SPARE_SECONDS = 60  # keys outlive their window by this much: only to be collected, never read again
+
+
+class RateCounter:
+    """Rate-limit counters shared by every replica: one key per agent, limit and fixed window. The
+    window is in the key, so a key's expiry only collects it (Redis's own clock never decides a count)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._take = redis.register_script(_TAKE)
+
+    async def take(self, slots: Sequence[Slot]) -> int | None:
+        """Count one request in every slot, or in none: None when counted, else the index of the
+        first full slot. Raises RedisError or OSError when Redis cannot answer."""
+        keys = [RATE_KEY.format(agent=slot.agent, name=slot.name, window_start=slot.window_start) for slot in slots]
+        args: list[int] = []
+        for slot in slots:
+            args += [slot.limit, (slot.seconds + RATE_KEY_SPARE_SECONDS) * 1000]
+        full = int(await self._take(keys=keys, args=args))
+        return None if full == 0 else full - 1

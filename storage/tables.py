@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -220,3 +232,15 @@ class Run(Base):
     version: Mapped[str | None] = mapped_column(String(100))
     customer: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RateCount(Base):
+    """Requests counted in one fixed window of a rate limit, when Redis (which normally counts them)
+    cannot be reached. `key` names the agent and the limit; `window_start` is the window's start in
+    Unix seconds. A key keeps at most its current and its previous window (storage/counters.py)."""
+
+    __tablename__ = "rate_counts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)

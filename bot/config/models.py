@@ -15,12 +15,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bot.config.durations import Duration, format_duration
-from bot.config.problems import Problem
+from bot.config.problems import Problem, shown
 
 USER_ID = r"^[UW][A-Z0-9]{2,}$"
 CHANNEL_ID = r"^[CGD][A-Z0-9]{2,}$"
@@ -142,11 +143,53 @@ class Owners(_Strict):
     escalation_manager: Annotated[str | None, Field(pattern=USER_ID)] = None
 
 
+MAX_RATE = 1_000_000
+# The rate limits, each with the length of its fixed window in seconds and an example value.
+RATES = {"requests_per_second": (1, 50), "approvals_per_minute": (60, 60)}
+
+
+def _rate(value: object, info: ValidationInfo) -> object:
+    """A rate limit as written: a whole number from 1 to MAX_RATE, or `off` (YAML reads a bare
+    `off` as false). Left out, an agent's limit is the top-level one; `off` lifts it."""
+    name = info.field_name or "limit"
+    instead = f"write a whole number, e.g. {name}: {RATES.get(name, (0, 50))[1]}, or off to lift the limit"
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return "off"
+    if value is None:
+        raise ValueError(f"is empty: {instead}")
+    number: object = value
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,20}\s*", value):
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise ValueError(f"{shown(value)} is not a whole number: {instead}")
+    if not 1 <= number <= MAX_RATE:
+        raise ValueError(
+            f"{shown(value)} is out of range: write a whole number from 1 to {MAX_RATE}, or off to lift the limit"
+        )
+    return number
+
+
+# A rate limit: unset (None), a number of requests per window, or "off".
+Rate = Annotated[int | Literal["off"] | None, BeforeValidator(_rate)]
+
+
 class Limits(_Strict):
-    """Volume caps on recorded actions; past one the gate closes and POST /v1/actions gets 429."""
+    """An agent's limits. Volume caps on recorded actions: past one the gate closes and POST
+    /v1/actions gets 429. Rate limits (bot/limits.py): unset, the top-level `limits:` apply."""
 
     actions_per_hour: Annotated[int, Field(ge=1)] | None = None
     actions_per_run: Annotated[int, Field(ge=1)] | None = None
+    requests_per_second: Rate = None
+    approvals_per_minute: Rate = None
+
+
+class RateLimits(_Strict):
+    """The top-level `limits:`: rate limits for every agent that does not set its own."""
+
+    requests_per_second: Rate = None
+    approvals_per_minute: Rate = None
 
 
 class Roles(_Strict):
@@ -201,6 +244,7 @@ class HandrailConfig(_Strict):
     agents: Annotated[dict[Annotated[str, Field(pattern=AGENT_ID)], AgentConfig], Field(min_length=1)]
     policies: tuple[Policy, ...] = ()
     roles: Roles = Roles()
+    limits: RateLimits = RateLimits()
 
     @model_validator(mode="after")
     def _fits_together(self) -> HandrailConfig:
@@ -208,6 +252,15 @@ class HandrailConfig(_Strict):
         if problems:
             raise Problems(problems)
         return self
+
+    def rate_limit(self, agent_id: str, name: str) -> tuple[int | None, str]:
+        """An agent's rate limit `name` (None: no limit) and the key that set it: the agent's own
+        value when it has one (`off` lifts a top-level limit), else the top-level one."""
+        own = getattr(self.agents[agent_id].limits, name)
+        if own is not None:
+            return (None if own == "off" else own), f"agents.{agent_id}.limits.{name}"
+        default = getattr(self.limits, name)
+        return (None if default in (None, "off") else default), f"limits.{name}"
 
     def agent_for_token_hash(self, digest: str) -> str | None:
         for agent_id, agent in self.agents.items():

@@ -44,7 +44,7 @@ _EXAMPLES = {
     "managers": "[U0123ABCD]",
     "admins": "[U0123ABCD]",
     "roles": "{oncall: [S0123ABCD], managers: [U0123ABCD]}",
-    "limits": "{actions_per_hour: 500, actions_per_run: 50}",
+    "limits": "{requests_per_second: 50, approvals_per_minute: 60}",
     "actions_per_hour": "500",
     "actions_per_run": "50",
     "policies": '[{match: "quote.*", mode: approve}]',
@@ -63,6 +63,13 @@ _EXAMPLES = {
     "control_url": "https://agents.internal/handrail/control",
     "PORT": "3000",
     "HANDRAIL_SCHEDULER": "off",
+}
+
+
+# Keys written where they do not belong, with where they go.
+_MISPLACED: dict[tuple[str, ...], str] = {
+    ("limits", cap): f"volume caps are set per agent: move it to agents.<id>.limits.{cap}"
+    for cap in ("actions_per_hour", "actions_per_run")
 }
 
 
@@ -127,6 +134,8 @@ def sentence(item: ErrorDetails, parts: Sequence[str], root: type[BaseModel]) ->
         return f"{as_written} is not {what}: write {instead}"
     if kind == "missing":
         return f"is missing: add it{_example(name)}"
+    if kind == "extra_forbidden" and tuple(parts) in _MISPLACED:
+        return _MISPLACED[tuple(parts)]
     if kind == "extra_forbidden":
         model = _model_at(parts[:-1], root)
         allowed = list(model.model_fields) if model else []
