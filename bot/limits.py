@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from anyio import to_thread
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,9 +31,9 @@ from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.config.models import RATES
 from bot.errors import TooMany
+from bot.lanes import Lane
 from storage import counters
 from storage.counters import Slot
-from storage.db import Database
 from storage.redis_store import RateCounter
 
 log = logging.getLogger(__name__)
@@ -79,11 +78,11 @@ class RateLimiter:
         config: HandrailConfig,
         clock: Clock,
         redis: Redis,
-        db: Database,
+        lane: Lane,  # where SQL counts when Redis cannot
         monotonic: Callable[[], float] = time.monotonic,  # when to try Redis again: not the domain's clock
     ) -> None:
         self.clock = clock
-        self.db = db
+        self.lane = lane
         self.monotonic = monotonic
         self.counter = RateCounter(redis)
         every = {agent_id: rates_of(config, agent_id) for agent_id in config.agents}
@@ -123,7 +122,7 @@ class RateLimiter:
                 self._redis_retry_at = 0.0
                 return full
         try:
-            full = await to_thread.run_sync(counters.take, self.db, slots)
+            full = await self.lane.call(counters.take, self.lane.db, slots)
         except (SQLAlchemyError, OSError) as error:
             # Fail open. A rate limit protects capacity, not safety: the gate (which fails closed)
             # and the approval flow keep agents from acting unchecked. With neither Redis nor SQL

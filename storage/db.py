@@ -25,8 +25,9 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:
-    """`pool_size`: connections kept open (PostgreSQL). hide_parameters: a statement's parameters (a row's values: e-mails, names, free text) never
-    appear in SQLAlchemy's errors, and so never in a logged traceback."""
+    """`pool_size`: connections kept open (PostgreSQL). hide_parameters: a statement's parameters
+    (a row's values: e-mails, names, free text) never appear in SQLAlchemy's errors, and so never
+    in a logged traceback."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)

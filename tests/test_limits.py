@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from anyio import CapacityLimiter
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import func, select
@@ -25,6 +26,7 @@ from sqlalchemy import func, select
 from bot.clock import ManualClock
 from bot.config import ConfigError, Settings, load_config, parse_config
 from bot.control import pause as pausing
+from bot.lanes import Lane
 from bot.limits import RateLimited, RateLimiter
 from storage.db import Database
 from storage.tables import Approval, RateCount
@@ -261,7 +263,9 @@ def test_with_neither_redis_nor_sql_requests_pass_uncounted(
 ) -> None:
     """Fail open: a rate limit protects capacity, and the request meets the same outage anyway."""
     db = Database(f"postgresql+psycopg://handrail@127.0.0.1:{free_port()}/none")
-    limiter = RateLimiter(config=parse_config(limited_config()), clock=clock, redis=nowhere(), db=db)
+    limiter = RateLimiter(
+        config=parse_config(limited_config()), clock=clock, redis=nowhere(), lane=Lane(db, CapacityLimiter(8))
+    )
 
     async def flood() -> None:
         for _ in range(3 * PER_SECOND):
@@ -282,7 +286,9 @@ def nowhere() -> AsyncRedis:
 
 
 def test_the_limiter_counts_exactly_in_sql_under_concurrency(db: Database, clock: ManualClock) -> None:
-    limiter = RateLimiter(config=parse_config(limited_config()), clock=clock, redis=nowhere(), db=db)
+    limiter = RateLimiter(
+        config=parse_config(limited_config()), clock=clock, redis=nowhere(), lane=Lane(db, CapacityLimiter(8))
+    )
 
     async def attempt() -> bool:
         try:
@@ -322,7 +328,9 @@ def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
     seconds = [0.0]
     redis = AsyncRedis.from_url(frozen_redis, socket_timeout=0.2, socket_connect_timeout=0.2)
     config = parse_config(limited_config())
-    limiter = RateLimiter(config=config, clock=clock, redis=redis, db=db, monotonic=lambda: seconds[0])
+    limiter = RateLimiter(
+        config=config, clock=clock, redis=redis, lane=Lane(db, CapacityLimiter(8)), monotonic=lambda: seconds[0]
+    )
     tried = []
     take = limiter.counter.take
 
