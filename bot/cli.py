@@ -27,6 +27,7 @@ from bot.config import (
 )
 from bot.webhooks import agent_key
 
+SWITCH_INTERVAL = 0.001  # seconds
 DESCRIPTION = "Handrail: human approval gates, escalation and incident control for AI agents, in Slack."
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ def _services(settings: Settings) -> Services:
     from bot.services import build_services
 
     logs.configure()  # before anything logs: the config's warnings, the migration, uvicorn, the scheduler
+    # The event loop gives up the GIL at every socket call; while worker threads run SQL, it waits
+    # up to this long to take it back, for each request it answers (Python's default: 5 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     checked = _config(settings)
     services = build_services(settings, checked.config)
     _migrate(services.db.engine, settings.database_url)
