@@ -10,6 +10,9 @@ from sqlalchemy.orm import Session
 
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
 
+# A claimed outbox row: its id, kind, approval_id, payload and attempts.
+Claimed = Row[tuple[int, str, str | None, dict[str, Any], int]]
+
 
 def _rowcount(result: Result[Any]) -> int:
     """The number of rows an UPDATE matched. Session.execute() returns a CursorResult for an
@@ -199,9 +202,7 @@ class Outbox:
             )
         )
 
-    def claim_due(
-        self, now: datetime, hold: timedelta, limit: int
-    ) -> list[Row[tuple[int, str, str | None, dict[str, Any], int]]]:
+    def claim_due(self, now: datetime, hold: timedelta, limit: int) -> list[Claimed]:
         """Lease up to `limit` due rows, oldest first, with one statement that returns them: a row is
         worked on by one sender at a time, across replicas (on PostgreSQL the rows another
         transaction is claiming are skipped, not waited for)."""

@@ -4,8 +4,9 @@ rows with what their delivery needs, record a card shown, mark rows sent, postpo
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from bot.clock import Clock
 from bot.control.state import PauseView, covering, pause_covering
 from bot.outbound import Kind
 from storage.db import Database
-from storage.repositories import Approvals, Audit, Outbox, Pauses
+from storage.repositories import Approvals, Audit, Claimed, Outbox, Pauses
 from storage.tables import Approval
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
@@ -26,6 +27,7 @@ BATCH = 100
 MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
 
 Audited = dict[str, Any] | None  # the audit event a delivered row leaves, if any
+_NEED_APPROVAL = {Kind.CARD.value, Kind.THREAD.value, Kind.DM.value}  # rows whose delivery reads their approval
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -73,44 +75,58 @@ class Rows:
 
     def claim_due(self) -> tuple[int, list[Group]]:
         """Lease the due rows, grouped in order per approval (and per channel for posts); returns
-        how many were claimed (unreadable ones included) and the groups."""
+        how many were claimed (unreadable ones included) and the groups. The rows are parsed
+        after the claim commits, so that it holds SQLite's write lock no longer than it must."""
         now = self.clock.now()
         with self.db.transaction() as session:
-            outbox = Outbox(session)
-            claimed = outbox.claim_due(now, LEASE, BATCH)
-            groups: dict[str, Group] = {}
-            for message in claimed:
-                try:
-                    payload = outbound.parse(message.kind, message.payload)
-                except ValueError as error:  # no retry can mend it; the others go on
-                    outbox.set_aside(message.id, now, f"unreadable: {error}")
-                    log.error("outbox %s (%s) is unreadable and was set aside: %s", message.id, message.kind, error)
-                    continue
-                row = Row(message.id, Kind(message.kind), message.approval_id, payload, message.attempts)
-                groups.setdefault(row.group, Group([])).rows.append(row)
-            self._read_approvals(session, groups)
-            return len(claimed), list(groups.values())
+            claimed = Outbox(session).claim_due(now, LEASE, BATCH)
+            known = self._read_approvals(session, claimed, now)
+        groups: dict[str, Group] = {}
+        unreadable = []
+        for message in claimed:
+            try:
+                payload = outbound.parse(message.kind, message.payload)
+            except ValueError as error:  # no retry can mend it; the others go on
+                unreadable.append((message.id, message.kind, error))
+                continue
+            row = Row(message.id, Kind(message.kind), message.approval_id, payload, message.attempts)
+            if row.group not in groups:
+                groups[row.group] = known.get(row.group) or Group([])
+            groups[row.group].rows.append(row)
+        if unreadable:
+            self._set_aside(unreadable, [g for key, g in known.items() if g.leased and key not in groups])
+        return len(claimed), list(groups.values())
 
-    def _read_approvals(self, session: Session, groups: dict[str, Group]) -> None:
+    def _read_approvals(self, session: Session, claimed: list[Claimed], now: datetime) -> dict[str, Group]:
         """Take the card lease of each approval with a card row here (the statement that takes
-        them reads them), and read the others whose notes need them."""
-        now = self.clock.now()
+        them reads them), and read the others whose notes need them: a group for each, its rows
+        still to come."""
+        kinds: dict[str, set[str]] = defaultdict(set)
+        for message in claimed:
+            if message.approval_id:
+                kinds[message.approval_id].add(message.kind)
         approvals = Approvals(session)
-        cards = [key for key, group in groups.items() if any(r.kind == Kind.CARD for r in group.rows)]
+        cards = [key for key, found in kinds.items() if Kind.CARD in found]
         leased = {a.id: a for a in approvals.take_card_leases(cards, now, LEASE)}
-        wanted = [
-            key
-            for key, group in groups.items()
-            if key not in leased and any(r.kind in (Kind.CARD, Kind.THREAD, Kind.DM) for r in group.rows)
-        ]
+        wanted = [key for key, found in kinds.items() if key not in leased and found & _NEED_APPROVAL]
         read = {a.id: a for a in approvals.get_many(wanted)}
         stale = sorted({a.agent for a in leased.values() if a.card_version < a.state_version})
         pauses = [PauseView.of(p) for p in Pauses(session).unlifted(stale)] if stale else []
-        for key, group in groups.items():
-            group.approval = leased.get(key) or read.get(key)
-            if key in leased:
-                group.leased = True
-                group.paused = covering(pauses, leased[key].agent, leased[key].customer, now)
+        groups = {key: Group([], approval=approval) for key, approval in read.items()}
+        for key, approval in leased.items():
+            groups[key] = Group([], approval, covering(pauses, approval.agent, approval.customer, now), leased=True)
+        return groups
+
+    def _set_aside(self, unreadable: list[tuple[int, str, ValueError]], orphans: list[Group]) -> None:
+        """Rows no retry can mend are dead; a card lease taken for one of them is let go."""
+        now = self.clock.now()
+        with self.db.transaction() as session:
+            for message_id, kind, error in unreadable:
+                Outbox(session).set_aside(message_id, now, f"unreadable: {error}")
+                log.error("outbox %s (%s) is unreadable and was set aside: %s", message_id, kind, error)
+            for group in orphans:
+                assert group.approval is not None
+                Approvals(session).release_card_lease(group.approval.id)
 
     def _mark_sent(self, session: Session, delivered: list[tuple[Row, Audited]]) -> None:
         now = self.clock.now()
