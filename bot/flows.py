@@ -58,6 +58,7 @@ async def decide(
         decision=decision,
         reason=reason,
         now=services.clock.now(),
+        read=approval,  # read again only if it changed since
     )
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, func, or_, select, update
+from sqlalchemy import CursorResult, Result, Row, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
+
+# A claimed outbox row: its id, kind, approval_id, payload and attempts.
+Claimed = Row[tuple[int, str, str | None, dict[str, Any], int]]
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -101,18 +104,27 @@ class Approvals:
                 .execution_options(synchronize_session=False)
             )
 
-    def take_card_lease(self, approval_id: str, now: datetime, hold: timedelta) -> bool:
-        """Only one sender at a time may post or update an approval's card."""
-        result = self.session.execute(
-            update(Approval)
-            .where(
-                Approval.id == approval_id,
-                or_(Approval.card_lease_until.is_(None), Approval.card_lease_until < now),
+    def get_many(self, approval_ids: list[str]) -> list[Approval]:
+        return list(self.session.scalars(select(Approval).where(Approval.id.in_(approval_ids)))) if approval_ids else []
+
+    def take_card_leases(self, approval_ids: list[str], now: datetime, hold: timedelta) -> list[Approval]:
+        """Only one sender at a time may post or update an approval's card: lease the cards of
+        these approvals that nobody holds, and return those approvals as they are now (read by the
+        same statement)."""
+        if not approval_ids:
+            return []
+        return list(
+            self.session.scalars(
+                update(Approval)
+                .where(
+                    Approval.id.in_(approval_ids),
+                    or_(Approval.card_lease_until.is_(None), Approval.card_lease_until < now),
+                )
+                .values(card_lease_until=now + hold)
+                .returning(Approval)
+                .execution_options(synchronize_session=False)
             )
-            .values(card_lease_until=now + hold)
-            .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
 
     def release_card_lease(
         self, approval_id: str, *, shown_version: int | None = None, message_ts: str | None = None
@@ -190,44 +202,77 @@ class Outbox:
             )
         )
 
-    def due_ids(self, now: datetime, limit: int) -> list[int]:
-        return list(
-            self.session.scalars(
-                select(OutboxMessage.id)
-                .where(
-                    OutboxMessage.status == "pending",
-                    OutboxMessage.next_at <= now,
-                    or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
-                )
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-            )
-        )
-
-    def claim(self, message_id: int, now: datetime, hold: timedelta) -> bool:
-        """Lease one row; a row is worked on by one sender at a time, across replicas."""
-        result = self.session.execute(
-            update(OutboxMessage)
+    def claim_due(self, now: datetime, hold: timedelta, limit: int) -> list[Claimed]:
+        """Lease up to `limit` due rows, oldest first, with one statement that returns them: a row is
+        worked on by one sender at a time, across replicas (on PostgreSQL the rows another
+        transaction is claiming are skipped, not waited for)."""
+        due = (
+            select(OutboxMessage.id)
             .where(
-                OutboxMessage.id == message_id,
                 OutboxMessage.status == "pending",
+                OutboxMessage.next_at <= now,
                 or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
             )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(due))
             .values(lease_until=now + hold)
+            .returning(
+                OutboxMessage.id,
+                OutboxMessage.kind,
+                OutboxMessage.approval_id,
+                OutboxMessage.payload,
+                OutboxMessage.attempts,
+            )
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return sorted(claimed.all(), key=lambda row: row.id)  # RETURNING promises no order
 
-    def get(self, message_id: int) -> OutboxMessage | None:
-        return self.session.get(OutboxMessage, message_id)
+    def _set(self, message_ids: list[int], **values: Any) -> None:
+        self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(message_ids))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
 
-    def pending_for(self, approval_id: str) -> list[OutboxMessage]:
-        return list(
-            self.session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.approval_id == approval_id, OutboxMessage.status == "pending")
-                .order_by(OutboxMessage.id)
+    def mark_sent(self, message_ids: list[int], now: datetime) -> None:
+        if message_ids:
+            self._set(message_ids, status="sent", done_at=now, lease_until=None)
+
+    def set_aside(self, message_id: int, now: datetime, error: str) -> None:
+        """A row no retry can mend: dead now."""
+        self._set([message_id], status="dead", done_at=now, last_error=error)
+
+    def postpone(self, message_id: int, until: datetime) -> None:
+        self._set([message_id], next_at=until, lease_until=None)
+
+    def failed(self, message_id: int, *, attempts: int, error: str, retry_at: datetime | None, now: datetime) -> None:
+        """Record a failed attempt: retried at `retry_at`, or dead (None)."""
+        values: dict[str, Any] = dict(attempts=attempts, last_error=error, lease_until=None)
+        if retry_at is None:
+            values |= dict(status="dead", done_at=now)
+        else:
+            values["next_at"] = retry_at
+        self._set([message_id], **values)
+
+    def has_pending(self, approval_id: str, kind: str) -> bool:
+        """Whether a row of this kind about this approval is still to be delivered."""
+        return (
+            self.session.scalar(
+                select(OutboxMessage.id)
+                .where(
+                    OutboxMessage.approval_id == approval_id,
+                    OutboxMessage.kind == kind,
+                    OutboxMessage.status == "pending",
+                )
+                .limit(1)
             )
+            is not None
         )
 
 

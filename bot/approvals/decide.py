@@ -107,12 +107,19 @@ def decide(
     decision: Decision,
     reason: str | None,
     now: datetime,
+    read: Approval | None = None,
 ) -> Approval:
     """Record one reviewer's decision. One denial ends the request; approvals count toward the
     policy's quorum, each person once. Racing decisions are applied one at a time by
     compare-and-set: a caller that loses re-reads and tries again, and whoever comes after the
-    end gets a Conflict naming who decided."""
-    approval = get(session, approval_id)
+    end gets a Conflict naming who decided.
+
+    `read`: the request as the caller read it in an earlier transaction (to look up the user's
+    groups); it is not read again unless the compare-and-set finds that it changed since."""
+    if read is not None and read.id == approval_id:
+        approval = session.merge(read, load=False)
+    else:
+        approval = get(session, approval_id)
     agent = agent_of(config, approval)
     check_may_decide(approval, agent, user_id, user_groups, decision)
     reason = (reason or "").strip() or None

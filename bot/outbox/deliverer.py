@@ -1,0 +1,225 @@
+"""The sending side of the outbox: a pass claims the due rows and sends each approval's (and each
+channel's) in order, approvals concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import httpx
+from anyio import to_thread
+
+from bot import mrkdwn, outbound, webhooks
+from bot.cards.agent import announcement
+from bot.cards.approval import approval_card, fallback_card, note_text
+from bot.cards.blocks import Card
+from bot.clock import Clock
+from bot.config import HandrailConfig
+from bot.destinations import Refused, admitted_by_prefix
+from bot.outbound import Kind
+from bot.outbox.rows import BATCH, Group, Row, Rows
+from bot.slack_gateway import SlackError, SlackGateway
+from storage.db import Database
+from storage.tables import Approval
+
+log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
+
+WAIT_FOR_CARD = timedelta(seconds=1)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        config: HandrailConfig,
+        clock: Clock,
+        slack: SlackGateway,
+        http: httpx.AsyncClient,
+        callbacks: httpx.AsyncClient,
+        webhook_secret: str | None,
+        concurrency: int = 16,
+    ) -> None:
+        self.rows = Rows(db, clock)
+        self.config = config
+        self.clock = clock
+        self.slack = slack
+        self.http = http  # callbacks under an agent's callback_urls, trusted as configured
+        self.callbacks = callbacks  # other callbacks: connects only to public addresses
+        self.webhook_secret = webhook_secret
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
+        self._queued = False  # this pass queued a row (a card's full request, in its thread)
+        self._senders: dict[Kind, Callable[[Row, Group], Awaitable[None]]] = {
+            Kind.CARD: self._deliver_card,
+            Kind.THREAD: self._deliver_thread,
+            Kind.DM: self._deliver_dm,
+            Kind.POST: self._deliver_post,
+            Kind.WEBHOOK: self._deliver_webhook,
+        }
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+            except Exception:  # keep delivering after a database hiccup; the sweep kicks again
+                log.exception("outbox delivery failed")
+
+    async def deliver_due(self) -> int:
+        """Deliver every row due now; returns how many rows were worked on. Rows committed by
+        others during a pass come with a kick, which starts another."""
+        total = 0
+        async with self._pass:
+            while True:
+                self._queued = False
+                claimed, groups = await to_thread.run_sync(self.rows.claim_due)
+                await asyncio.gather(*(self._deliver_in_order(group) for group in groups))
+                total += sum(len(group.rows) for group in groups)
+                if claimed < BATCH and not self._queued:
+                    return total
+
+    async def _deliver_in_order(self, group: Group) -> None:
+        async with self._slots:
+            try:
+                for row in group.rows:
+                    try:
+                        await self._senders[row.kind](row, group)
+                    except SlackError as error:
+                        await to_thread.run_sync(self.rows.fail, row, error.error, error.retry_after, error.permanent)
+                    except webhooks.CallbackFailed as error:
+                        await to_thread.run_sync(self.rows.fail, row, str(error), None, False)
+            finally:
+                if group.delivered or group.leased:
+                    await to_thread.run_sync(self.rows.close, group)
+
+    async def _show_card(self, approval: Approval, card: Card) -> str | None:
+        """Post the card, or update it once posted; the new message's ts when posted."""
+        if approval.message_ts is None:
+            return await self.slack.post(approval.channel, card.text, card.blocks)
+        await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks)
+        return None
+
+    async def _deliver_card(self, row: Row, group: Group) -> None:
+        assert row.approval_id is not None
+        if not group.leased:
+            known = group.approval
+            if known is not None and known.card_version >= known.state_version:
+                group.delivered.append((row, None))  # the card shows the change this row was queued for
+                return
+            if not await to_thread.run_sync(self.rows.take_card, group, row.approval_id):
+                await to_thread.run_sync(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
+                return
+        approval = group.approval
+        assert approval is not None
+        new_ts, cut, refused = None, False, None
+        try:
+            if approval.card_version < approval.state_version:
+                agent = self.config.agents[approval.agent]
+                card = approval_card(approval, agent, group.paused)
+                cut = card.cut
+                try:
+                    new_ts = await self._show_card(approval, card)
+                except SlackError as error:
+                    if not error.refused_content:
+                        raise
+                    # Never leave a stale card (buttons on a decided request): show the status only.
+                    log.warning("Slack refused the card of %s (%s); showing its status only", approval.id, error.error)
+                    refused = error.error
+                    new_ts = await self._show_card(approval, fallback_card(approval, agent, error.error))
+        except BaseException:
+            await to_thread.run_sync(self.rows.release_card, group)
+            raise
+        if await to_thread.run_sync(self.rows.card_shown, row, group, new_ts, cut, refused):
+            self._queued = True  # its full request, in its thread: this pass claims it next
+
+    async def _place(self, row: Row, group: Group) -> tuple[Approval, bool]:
+        """The approval, and whether a card row of it is still pending, for a thread reply or a DM:
+        as claimed once its card is posted; read again before (another replica may have posted it)."""
+        known = group.approval
+        if known is not None and known.message_ts is not None:
+            return known, False
+        assert row.approval_id is not None
+        return await to_thread.run_sync(self.rows.card_place, row.approval_id)
+
+    def _note(self, approval: Approval, note: outbound.ApprovalNote) -> str | None:
+        return note_text(note, approval, self.config.agents.get(approval.agent))
+
+    async def _deliver_thread(self, row: Row, group: Group) -> None:
+        assert isinstance(row.payload, outbound.ThreadPayload)
+        approval, card_pending = await self._place(row, group)
+        text = self._note(approval, row.payload.note)
+        if text is not None:  # None: nothing to add (the card showed the whole request)
+            if approval.message_ts is None:
+                if card_pending:
+                    await to_thread.run_sync(self.rows.postpone, row, WAIT_FOR_CARD)
+                    return
+                raise SlackError("card_never_posted")
+            await self.slack.post(approval.channel, text, thread_ts=approval.message_ts)
+        group.delivered.append((row, None))
+
+    async def _deliver_dm(self, row: Row, group: Group) -> None:
+        """A direct message to a person, ending with a link to the request's card."""
+        payload = row.payload
+        assert isinstance(payload, outbound.DmPayload)
+        approval, card_pending = await self._place(row, group)
+        channel, ts = approval.channel, approval.message_ts
+        if ts is None and card_pending:
+            await to_thread.run_sync(self.rows.postpone, row, WAIT_FOR_CARD)
+            return
+        note = self._note(approval, payload.note) or ""
+        text = note + f"\n_The request's card is in {mrkdwn.channel(channel)}._"
+        if ts is not None:
+            try:
+                text = note + "\n" + mrkdwn.bare_link(await self.slack.permalink(channel, ts), "Open the request")
+            except SlackError as error:
+                if not error.permanent:  # retry later; a deleted card only costs the DM its link
+                    raise
+        await self.slack.post(payload.user, text)
+        sent = {"actor": "system", "event": "notification.sent", "after": {"user": payload.user}}
+        group.delivered.append((row, sent))
+
+    async def _deliver_post(self, row: Row, group: Group) -> None:
+        """An announcement in a channel (who paused or rolled back which agent, and why)."""
+        payload = row.payload
+        assert isinstance(payload, outbound.PostPayload)
+        await self.slack.post(payload.channel, announcement(self.config, payload.note))
+        posted = {"actor": "system", "event": "announcement.posted", "after": {"channel": payload.channel}}
+        group.delivered.append((row, posted))
+
+    async def _deliver_webhook(self, row: Row, group: Group) -> None:
+        payload = row.payload
+        assert isinstance(payload, outbound.WebhookPayload)
+        if not self.webhook_secret:
+            raise webhooks.CallbackFailed("HANDRAIL_WEBHOOK_SECRET is not set")
+        body = json.dumps(payload.body, separators=(",", ":")).encode()
+        key = webhooks.agent_key(self.webhook_secret, payload.agent)
+        agent = self.config.agents.get(payload.agent)
+        try:
+            # Checked again against today's config and DNS: under one of the agent's prefixes it is
+            # trusted as configured; otherwise the guarded client connects only to public addresses.
+            trusted = admitted_by_prefix(payload.url, agent.callback_urls if agent else (), f"agents.{payload.agent}")
+            await webhooks.deliver(
+                self.http if trusted else self.callbacks,
+                url=payload.url,
+                key=key,
+                timestamp=int(self.clock.now().timestamp()),
+                body=body,
+            )
+        except Refused as refused:  # it would be refused on every try: dead now
+            await to_thread.run_sync(self.rows.fail, row, f"refused: {refused.why}", None, True)
+            return
+        delivered = {
+            "actor": "system",
+            "event": "callback.delivered",
+            "after": {"url": payload.url, "event": payload.body["event"]},
+        }
+        group.delivered.append((row, delivered))

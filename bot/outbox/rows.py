@@ -1,0 +1,245 @@
+"""The outbox's database side, each step one transaction (run in a worker thread): claim the due
+rows with what their delivery needs, record a card shown, mark rows sent, postpone or fail one."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from bot import outbound
+from bot.clock import Clock
+from bot.control.state import PauseView, covering, pause_covering
+from bot.outbound import Kind
+from storage.db import Database
+from storage.repositories import Approvals, Audit, Claimed, Outbox, Pauses
+from storage.tables import Approval
+
+log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
+
+LEASE = timedelta(seconds=60)
+BATCH = 100
+MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
+
+Audited = dict[str, Any] | None  # the audit event a delivered row leaves, if any
+_NEED_APPROVAL = {Kind.CARD.value, Kind.THREAD.value, Kind.DM.value}  # rows whose delivery reads their approval
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Back-off after the n-th failed attempt."""
+    return timedelta(seconds=min(5 * 2 ** (attempts - 1), 3600))
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    kind: Kind
+    approval_id: str | None  # None for a post about an agent (Kind.POST)
+    payload: outbound.Payload
+    attempts: int  # failed attempts before this one
+
+    @property
+    def group(self) -> str:
+        """Rows of one group go out in order: an approval's, or a channel's announcements."""
+        if self.approval_id:
+            return self.approval_id
+        assert isinstance(self.payload, outbound.PostPayload)
+        return self.payload.channel
+
+    @property
+    def about(self) -> tuple[str, str]:
+        """(object type, id) for the audit trail."""
+        return ("approval", self.approval_id) if self.approval_id else ("channel", self.group)
+
+
+@dataclass
+class Group:
+    """The rows of one group in a pass, and what the pass knows of their approval."""
+
+    rows: list[Row]
+    approval: Approval | None = None  # as claimed, kept current as this pass shows its card
+    paused: PauseView | None = None  # the pause its card shows
+    leased: bool = False  # this pass holds the approval's card lease
+    delivered: list[tuple[Row, Audited]] = field(default_factory=list)  # not marked sent yet
+
+
+class Rows:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def claim_due(self) -> tuple[int, list[Group]]:
+        """Lease the due rows, grouped in order per approval (and per channel for posts); returns
+        how many were claimed (unreadable ones included) and the groups. The rows are parsed
+        after the claim commits, so that it holds SQLite's write lock no longer than it must."""
+        now = self.clock.now()
+        with self.db.transaction() as session:
+            claimed = Outbox(session).claim_due(now, LEASE, BATCH)
+            known = self._read_approvals(session, claimed, now)
+        groups: dict[str, Group] = {}
+        unreadable = []
+        for message in claimed:
+            try:
+                payload = outbound.parse(message.kind, message.payload)
+            except ValueError as error:  # no retry can mend it; the others go on
+                unreadable.append((message.id, message.kind, error))
+                continue
+            row = Row(message.id, Kind(message.kind), message.approval_id, payload, message.attempts)
+            if row.group not in groups:
+                groups[row.group] = known.get(row.group) or Group([])
+            groups[row.group].rows.append(row)
+        if unreadable:
+            self._set_aside(unreadable, [g for key, g in known.items() if g.leased and key not in groups])
+        return len(claimed), list(groups.values())
+
+    def _read_approvals(self, session: Session, claimed: list[Claimed], now: datetime) -> dict[str, Group]:
+        """Take the card lease of each approval with a card row here (the statement that takes
+        them reads them), and read the others whose notes need them: a group for each, its rows
+        still to come."""
+        kinds: dict[str, set[str]] = defaultdict(set)
+        for message in claimed:
+            if message.approval_id:
+                kinds[message.approval_id].add(message.kind)
+        approvals = Approvals(session)
+        cards = [key for key, found in kinds.items() if Kind.CARD in found]
+        leased = {a.id: a for a in approvals.take_card_leases(cards, now, LEASE)}
+        wanted = [key for key, found in kinds.items() if key not in leased and found & _NEED_APPROVAL]
+        read = {a.id: a for a in approvals.get_many(wanted)}
+        stale = sorted({a.agent for a in leased.values() if a.card_version < a.state_version})
+        pauses = [PauseView.of(p) for p in Pauses(session).unlifted(stale)] if stale else []
+        groups = {key: Group([], approval=approval) for key, approval in read.items()}
+        for key, approval in leased.items():
+            groups[key] = Group([], approval, covering(pauses, approval.agent, approval.customer, now), leased=True)
+        return groups
+
+    def _set_aside(self, unreadable: list[tuple[int, str, ValueError]], orphans: list[Group]) -> None:
+        """Rows no retry can mend are dead; a card lease taken for one of them is let go."""
+        now = self.clock.now()
+        with self.db.transaction() as session:
+            for message_id, kind, error in unreadable:
+                Outbox(session).set_aside(message_id, now, f"unreadable: {error}")
+                log.error("outbox %s (%s) is unreadable and was set aside: %s", message_id, kind, error)
+            for group in orphans:
+                assert group.approval is not None
+                Approvals(session).release_card_lease(group.approval.id)
+
+    def _mark_sent(self, session: Session, delivered: list[tuple[Row, Audited]]) -> None:
+        now = self.clock.now()
+        Outbox(session).mark_sent([row.id for row, _ in delivered], now)
+        for row, audit in delivered:
+            if row.attempts:  # the warning of its first failure said it was late
+                log.warning(
+                    "outbox %s %s for %s delivered after %d failed attempts", row.id, row.kind, row.group, row.attempts
+                )
+            if audit:
+                object_type, object_id = row.about
+                Audit(session).record(at=now, object_type=object_type, object_id=object_id, **audit)
+
+    def close(self, group: Group) -> None:
+        """The group's rows are out: mark those delivered sent, and let go of a card lease unused."""
+        with self.db.transaction() as session:
+            self._mark_sent(session, group.delivered)
+            if group.leased:
+                assert group.approval is not None
+                Approvals(session).release_card_lease(group.approval.id)
+        group.delivered, group.leased = [], False
+
+    def postpone(self, row: Row, delay: timedelta) -> None:
+        with self.db.transaction() as session:
+            Outbox(session).postpone(row.id, self.clock.now() + delay)
+
+    def fail(self, row: Row, error: str, retry_after: float | None, permanent: bool) -> None:
+        now = self.clock.now()
+        attempts = row.attempts + 1
+        dead = permanent or attempts >= MAX_ATTEMPTS
+        delay = timedelta(seconds=retry_after) if retry_after else retry_delay(attempts)
+        retry_at = None if dead else now + delay
+        with self.db.transaction() as session:
+            Outbox(session).failed(row.id, attempts=attempts, error=error, retry_at=retry_at, now=now)
+            if dead:
+                object_type, object_id = row.about
+                Audit(session).record(
+                    at=now,
+                    actor="system",
+                    event=f"{row.kind}.dead",
+                    object_type=object_type,
+                    object_id=object_id,
+                    after={"outbox_id": row.id, "attempts": attempts},
+                    reason=error,
+                )
+        if dead:
+            log.error("outbox %s %s for %s is dead after %d attempts: %s", row.id, row.kind, row.group, attempts, error)
+        elif attempts == 1:  # later failures stay quiet until it is delivered or dead
+            log.warning(
+                "outbox %s %s for %s failed, retrying in %ds (up to %d attempts): %s",
+                row.id,
+                row.kind,
+                row.group,
+                delay.total_seconds(),
+                MAX_ATTEMPTS,
+                error,
+            )
+
+    def take_card(self, group: Group, approval_id: str) -> bool:
+        """Take the card lease the claim could not (or a failed attempt let go), reading the approval."""
+        now = self.clock.now()
+        with self.db.transaction() as session:
+            taken = Approvals(session).take_card_leases([approval_id], now, LEASE)
+            if not taken:
+                return False
+            group.approval, group.leased = taken[0], True
+            group.paused = pause_covering(session, taken[0].agent, taken[0].customer, now)
+            return True
+
+    def release_card(self, group: Group) -> None:
+        assert group.approval is not None
+        group.leased = False
+        with self.db.transaction() as session:
+            Approvals(session).release_card_lease(group.approval.id)
+
+    def card_shown(self, row: Row, group: Group, new_ts: str | None, cut: bool, refused: str | None) -> bool:
+        """Record what Slack took, with the rows of the approval delivered until then. A card posted
+        for the first time that had to cut something gets the whole request in its thread: returns
+        whether it did. `refused`: Slack's error for the full card, when the fallback was shown."""
+        approval = group.approval
+        assert approval is not None
+        posted = {
+            "actor": "system",
+            "event": "approval.posted",
+            "after": {"channel": approval.channel, "ts": new_ts},
+            "source": {"agent": approval.agent},
+        }
+        group.delivered.append((row, posted if new_ts else None))
+        with self.db.transaction() as session:
+            Approvals(session).release_card_lease(approval.id, shown_version=approval.state_version, message_ts=new_ts)
+            self._mark_sent(session, group.delivered)
+            if refused:
+                Audit(session).record(
+                    at=self.clock.now(),
+                    actor="system",
+                    event="approval.card_fallback",
+                    object_type="approval",
+                    object_id=approval.id,
+                    after={"state_version": approval.state_version, "status": approval.status},
+                    reason=refused,
+                )
+            if new_ts and cut:
+                full = outbound.ThreadPayload(note=outbound.FullRequest())
+                outbound.send(session, full, approval_id=approval.id, now=self.clock.now())
+        group.delivered, group.leased = [], False
+        set_committed_value(approval, "card_version", approval.state_version)
+        if new_ts:
+            set_committed_value(approval, "message_ts", new_ts)
+        return bool(new_ts and cut)
+
+    def card_place(self, approval_id: str) -> tuple[Approval, bool]:
+        """The approval as it is now, and whether a card row of it is still pending."""
+        with self.db.transaction() as session:
+            approval = Approvals(session).get(approval_id)
+            assert approval is not None
+            return approval, Outbox(session).has_pending(approval_id, Kind.CARD.value)
