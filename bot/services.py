@@ -124,7 +124,7 @@ def build_services(
     callbacks = guard.client(timeout=10)
     secret = settings.handrail_webhook_secret
     deliverer = Deliverer(
-        db=work.db,
+        lane=work,
         config=config,
         clock=clock,
         slack=slack,

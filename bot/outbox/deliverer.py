@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
-from anyio import to_thread
 
 from bot import mrkdwn, outbound, webhooks
 from bot.cards.agent import announcement
@@ -19,10 +18,10 @@ from bot.cards.blocks import Card
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.destinations import Refused, admitted_by_prefix
+from bot.lanes import Lane
 from bot.outbound import Kind
 from bot.outbox.rows import BATCH, Group, Row, Rows
 from bot.slack_gateway import SlackError, SlackGateway
-from storage.db import Database
 from storage.tables import Approval
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
@@ -34,7 +33,7 @@ class Deliverer:
     def __init__(
         self,
         *,
-        db: Database,
+        lane: Lane,
         config: HandrailConfig,
         clock: Clock,
         slack: SlackGateway,
@@ -43,7 +42,8 @@ class Deliverer:
         webhook_secret: str | None,
         concurrency: int = 16,
     ) -> None:
-        self.rows = Rows(db, clock)
+        self.lane = lane  # the work lane's threads and connections
+        self.rows = Rows(lane.db, clock)
         self.config = config
         self.clock = clock
         self.slack = slack
@@ -54,6 +54,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
         self._queued = False  # this pass queued a row (a card's full request, in its thread)
+        self.behind = False  # the last claim found a full batch due: more is due than one pass sends
         self._senders: dict[Kind, Callable[[Row, Group], Awaitable[None]]] = {
             Kind.CARD: self._deliver_card,
             Kind.THREAD: self._deliver_thread,
@@ -81,7 +82,8 @@ class Deliverer:
         async with self._pass:
             while True:
                 self._queued = False
-                claimed, groups = await to_thread.run_sync(self.rows.claim_due)
+                claimed, groups = await self.lane.call(self.rows.claim_due)
+                self.behind = claimed >= BATCH
                 await asyncio.gather(*(self._deliver_in_order(group) for group in groups))
                 total += sum(len(group.rows) for group in groups)
                 if claimed < BATCH and not self._queued:
@@ -94,12 +96,12 @@ class Deliverer:
                     try:
                         await self._senders[row.kind](row, group)
                     except SlackError as error:
-                        await to_thread.run_sync(self.rows.fail, row, error.error, error.retry_after, error.permanent)
+                        await self.lane.call(self.rows.fail, row, error.error, error.retry_after, error.permanent)
                     except webhooks.CallbackFailed as error:
-                        await to_thread.run_sync(self.rows.fail, row, str(error), None, False)
+                        await self.lane.call(self.rows.fail, row, str(error), None, False)
             finally:
                 if group.delivered or group.leased:
-                    await to_thread.run_sync(self.rows.close, group)
+                    await self.lane.call(self.rows.close, group)
 
     async def _show_card(self, approval: Approval, card: Card) -> str | None:
         """Post the card, or update it once posted; the new message's ts when posted."""
@@ -115,8 +117,8 @@ class Deliverer:
             if known is not None and known.card_version >= known.state_version:
                 group.delivered.append((row, None))  # the card shows the change this row was queued for
                 return
-            if not await to_thread.run_sync(self.rows.take_card, group, row.approval_id):
-                await to_thread.run_sync(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
+            if not await self.lane.call(self.rows.take_card, group, row.approval_id):
+                await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
                 return
         approval = group.approval
         assert approval is not None
@@ -136,9 +138,9 @@ class Deliverer:
                     refused = error.error
                     new_ts = await self._show_card(approval, fallback_card(approval, agent, error.error))
         except BaseException:
-            await to_thread.run_sync(self.rows.release_card, group)
+            await self.lane.call(self.rows.release_card, group)
             raise
-        if await to_thread.run_sync(self.rows.card_shown, row, group, new_ts, cut, refused):
+        if await self.lane.call(self.rows.card_shown, row, group, new_ts, cut, refused):
             self._queued = True  # its full request, in its thread: this pass claims it next
 
     async def _place(self, row: Row, group: Group) -> tuple[Approval, bool]:
@@ -148,7 +150,7 @@ class Deliverer:
         if known is not None and known.message_ts is not None:
             return known, False
         assert row.approval_id is not None
-        return await to_thread.run_sync(self.rows.card_place, row.approval_id)
+        return await self.lane.call(self.rows.card_place, row.approval_id)
 
     def _note(self, approval: Approval, note: outbound.ApprovalNote) -> str | None:
         return note_text(note, approval, self.config.agents.get(approval.agent))
@@ -160,7 +162,7 @@ class Deliverer:
         if text is not None:  # None: nothing to add (the card showed the whole request)
             if approval.message_ts is None:
                 if card_pending:
-                    await to_thread.run_sync(self.rows.postpone, row, WAIT_FOR_CARD)
+                    await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)
                     return
                 raise SlackError("card_never_posted")
             await self.slack.post(approval.channel, text, thread_ts=approval.message_ts)
@@ -173,7 +175,7 @@ class Deliverer:
         approval, card_pending = await self._place(row, group)
         channel, ts = approval.channel, approval.message_ts
         if ts is None and card_pending:
-            await to_thread.run_sync(self.rows.postpone, row, WAIT_FOR_CARD)
+            await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)
             return
         note = self._note(approval, payload.note) or ""
         text = note + f"\n_The request's card is in {mrkdwn.channel(channel)}._"
@@ -215,7 +217,7 @@ class Deliverer:
                 body=body,
             )
         except Refused as refused:  # it would be refused on every try: dead now
-            await to_thread.run_sync(self.rows.fail, row, f"refused: {refused.why}", None, True)
+            await self.lane.call(self.rows.fail, row, f"refused: {refused.why}", None, True)
             return
         delivered = {
             "actor": "system",
