@@ -134,7 +134,7 @@ async def _open_loop(job: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(max(0.0, start - time.perf_counter()))
     cpu = time.process_time()
     tasks = []
-    first = last = 0.0
+    last = start
     for i in range(count):
         due = start + i / rate
         delay = due - time.perf_counter()
@@ -145,7 +145,7 @@ async def _open_loop(job: dict[str, Any]) -> dict[str, Any]:
         if in_flight >= cap:
             records.append((now, 0.0, NOT_SENT, i % len(ports), None))
             continue
-        first, last = first or now, now
+        last = now
         in_flight += 1
         tasks.append(asyncio.create_task(one(i, now)))
     sending_ended = time.perf_counter()

@@ -319,7 +319,7 @@ def main() -> None:
     figures["run_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(figures, indent=2))
     print()
-    print(storm_report.table(results))
+    print(storm_report.table(results, REQUEST_TIMEOUT_S, CARD_WAIT_S))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def figures(load: dict[str, Any], gates: dict[str, Any], posted: dict[str, float
             "achieved_per_s": round(load["started"] / load["sending_s"], 1),
             "started": load["started"],
             "not_sent_in_flight_cap": codes.count(NOT_SENT),
-            "start_late_ms": {"p99": round(percentiles(late)["p99"] * 1000, 1), "max": round(max(late) * 1000, 1)},
+            "start_late_ms": {k: v for k, v in _ms(late).items() if k in ("p50", "p99", "max")},
             "drain_s": round(load["drained"] - load["sending_ended"], 1),
             "cpu_pct": load["cpu_pct"],
         },
@@ -109,6 +109,8 @@ def row(s: dict[str, Any]) -> list[str]:
         ack = "no answer"
     elif p["ack_status"] != 200:
         ack = f"{p['ack_status']} after {ack}"
+    elif not p["within_slack_limit"]:
+        ack = f"{ack} (late)"
     return [
         "SQLite" if s["database"] == "sqlite" else "PostgreSQL",
         str(s["replicas"]),
@@ -118,7 +120,7 @@ def row(s: dict[str, Any]) -> list[str]:
         _errors(a, gen["not_sent_in_flight_cap"]),
         _pair(a["accepted_ms"], "p50", "p99"),
         _pair(a["shed_ms"], "p50", "p99", "max"),
-        _pair(g["ms"], "p50", "p99", "max"),
+        _pair(g["ms"], "p50", "p99", "max") + (f" ({g['errors']} errors)" if g["errors"] else ""),
         ack,
         duration(p["every_gate_closed_after_ms"]) if p["every_gate_closed_after_ms"] is not None else "not closed",
         _pair(a["request_to_card_ms"], "p50", "p99")
@@ -144,9 +146,17 @@ HEAD = [
 ]
 
 
-def table(scenarios: list[dict[str, Any]]) -> str:
+def table(scenarios: list[dict[str, Any]], timeout_s: float, card_wait_s: float) -> str:
     rows = [HEAD, *(row(s) for s in scenarios)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEAD))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
-    return "\n".join(lines)
+    legend = [
+        "offered (achieved): approvals per second asked for, and started (a lagging generator or the in-flight",
+        f"  cap shows here); 503 / 429: shed answers (target: shed p99 under {SHED_TARGET_MS:g} ms); errors: 5xx,",
+        f"  dropped connections, no answer in {timeout_s:g} s; pause ack: the signed command's answer (Slack shows",
+        f"  an error past {SLACK_ACK_S:g} s: late); gate closed after: from sending it until every replica's gate",
+        "  said allowed=false; card: request -> card of accepted approvals (no card: not in Slack",
+        f"  {card_wait_s:g} s after the last answer)",
+    ]
+    return "\n".join([*lines, "", *legend])
