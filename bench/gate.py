@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import (  # noqa: E402
+    cpu_seconds,
     percentiles,
     server_env,
     server_errors,
@@ -76,16 +77,6 @@ BARE_PATH = "/healthz"
 RATIO_TARGET = 0.8
 PROPAGATION_TARGET_MS = 1000.0
 POLL_LIMIT_S = 10.0  # a round fails when B has not changed its answer this long after the command
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-# --- servers --------------------------------------------------------------------------------
 
 
 # --- the load generator (runs in client processes) ------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import selectors
 import socket
 import time
@@ -174,21 +175,38 @@ def open_loop(job: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class _Link:
-    """One keep-alive connection, one request in flight at a time."""
+    """One keep-alive connection, one request in flight at a time. Connecting does not block: a new
+    connection may wait long in the server's accept queue (behind the flood's own, first come first
+    served), and the other links' polls go on meanwhile."""
 
     port: int
     request: bytes
+    key: int
     sock: socket.socket | None = None
+    connecting: bool = False
     sent_at: float = 0.0
     buffer: bytes = b""
 
-    def send(self, selector: selectors.BaseSelector, key: int) -> None:
-        if self.sock is None:
-            self.sock = socket.create_connection((HOST, self.port))
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.setblocking(False)
-            selector.register(self.sock, selectors.EVENT_READ, key)
+    def send(self, selector: selectors.BaseSelector) -> None:
         self.sent_at = time.perf_counter()
+        if self.sock is not None:
+            self.sock.sendall(self.request)
+            return
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.sock.connect_ex((HOST, self.port))
+        self.connecting = True
+        selector.register(self.sock, selectors.EVENT_WRITE, self.key)
+
+    def connected(self, selector: selectors.BaseSelector) -> None:
+        """The connection is up (or failed: OSError): send the request."""
+        assert self.sock is not None
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise ConnectionRefusedError(error, os.strerror(error))
+        self.connecting = False
+        selector.modify(self.sock, selectors.EVENT_READ, self.key)
         self.sock.sendall(self.request)
 
     def receive(self) -> tuple[int, bytes] | None:
@@ -211,7 +229,7 @@ class _Link:
         if self.sock is not None:
             selector.unregister(self.sock)
             self.sock.close()
-        self.sock, self.buffer = None, b""
+        self.sock, self.buffer, self.connecting = None, b"", False
 
 
 def poll_gates(job: dict[str, Any]) -> dict[str, Any]:
@@ -220,8 +238,11 @@ def poll_gates(job: dict[str, Any]) -> dict[str, Any]:
     gate has said allowed=false after it, or `give_up_s` after the command."""
     selector = selectors.DefaultSelector()
     gate_headers = {"Authorization": f"Bearer {job['token']}", "Accept": "application/json"}
-    links = [_Link(port, http_request("GET", port, job["gate_path"], gate_headers)) for port in job["ports"]]
-    command = _Link(job["ports"][0], job["command"])
+    links = [
+        _Link(port, http_request("GET", port, job["gate_path"], gate_headers), key)
+        for key, port in enumerate(job["ports"])
+    ]
+    command = _Link(job["ports"][0], job["command"], -1)
     polls: list[list[tuple[float, float, int]]] = [[] for _ in links]  # sent, seconds, 1 allowed / 0 not / status
     closed_at: list[float | None] = [None] * len(links)
     answer: dict[str, Any] | None = None
@@ -229,12 +250,12 @@ def poll_gates(job: dict[str, Any]) -> dict[str, Any]:
     timeout = job["timeout_s"]
     time.sleep(max(0.0, job["start_at"] - time.perf_counter()))
     cpu = time.process_time()
-    for key, link in enumerate(links):
-        link.send(selector, key)
+    for link in links:
+        link.send(selector)
     while True:
         now = time.perf_counter()
         if not sent_command and now >= job["command_at"]:
-            command.send(selector, -1)
+            command.send(selector)
             sent_command = command.sent_at
         done = answer is not None and all(closed_at) and now >= job["until"]
         if done or (sent_command and now - sent_command > job["give_up_s"]):
@@ -244,7 +265,13 @@ def poll_gates(job: dict[str, Any]) -> dict[str, Any]:
             key = selected.data
             link = command if key == -1 else links[key]
             try:
+                if link.connecting:
+                    link.connected(selector)
+                    continue
                 got = link.receive()
+            except ConnectionRefusedError:
+                got = (REFUSED, b"")
+                link.drop(selector)
             except OSError:
                 got = (DROPPED, b"")
                 link.drop(selector)
@@ -265,12 +292,12 @@ def poll_gates(job: dict[str, Any]) -> dict[str, Any]:
             polls[key].append((link.sent_at, at - link.sent_at, verdict))
             if verdict == 0 and sent_command and closed_at[key] is None:
                 closed_at[key] = at - sent_command
-            link.send(selector, key)
+            link.send(selector)
         for key, link in enumerate(links):  # a poll unanswered this long counts, and starts again
             if link.sock is not None and time.perf_counter() - link.sent_at > timeout:
                 polls[key].append((link.sent_at, timeout, TIMEOUT))
                 link.drop(selector)
-                link.send(selector, key)
+                link.send(selector)
     for link in [*links, command]:
         link.drop(selector)
     return {

@@ -22,6 +22,7 @@ from tests.fakeslack import FakeSlack  # noqa: E402
 
 # Not problems of the run: the start's config warnings (the bench configs use the example's Slack
 # ids; `-m bot.cli` logs as __main__) and Bolt's note that the app gives it its client.
+TICK = os.sysconf("SC_CLK_TCK")
 _NOT_PROBLEMS = ("WARNING bot.cli:", "WARNING __main__:", "WARNING slack_bolt.AsyncApp: As you gave `client`")
 
 
@@ -38,6 +39,15 @@ def percentiles(samples: list[float], digits: int = 2) -> dict[str, float]:
         "max": round(ordered[-1], digits),
         "n": len(ordered),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+# --- servers --------------------------------------------------------------------------------
 
 
 def server_env(

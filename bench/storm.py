@@ -12,7 +12,8 @@ PostgreSQL cluster), a fresh redis-server, and the fake Slack Web API on loopbac
   connections and requests unanswered after 30 s are errors.
 - the gate: every replica's GET /v1/agents/lead-router/gate polled back to back on a keep-alive
   connection each, from another process, throughout.
-- halfway, a signed `/agent pause lead-router storm` from the agent's owner goes to replica A: its
+- halfway, a signed `/agent pause lead-router storm` from the agent's owner goes to replica A on a
+  new connection, as Slack's would (so the wait in the server's accept queue counts): its
   acknowledgement (Slack shows an error after 3 s) and the time until every replica's gate answers
   allowed=false, both from sending the command.
 - request -> card for accepted approvals (the card's chat.postMessage reaching the fake Slack), and
@@ -53,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import storm_report  # noqa: E402
 from bench.load import Child, http_request, open_loop, poll_gates  # noqa: E402
-from bench.servers import card_posts, code_location, log_problems, server_env, start_server, wait_ready  # noqa: E402
+from bench.servers import card_posts, code_location, cpu_seconds, log_problems, server_env, start_server, wait_ready  # noqa: E402
 from tests import slackreq  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.samples import REQUEST  # noqa: E402
@@ -116,13 +117,25 @@ class Postgres:
         return self.url.rsplit("/", 1)[0] + "/" + name
 
 
+def listen_overflows() -> int:
+    """Connections the kernel dropped because a listening socket's accept queue was full (anywhere
+    on this machine): each one's client tries again after 1 s, then 2 s more, then 4 s more..."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True)).get("ListenOverflows", 0))
+
+
 def warm_up(urls: list[str], fake: FakeSlack) -> None:
-    """A few approvals and gate checks on each replica: connections opened, code paths warm."""
+    """A few approvals and gate checks on each replica: connections opened, code paths warm; and
+    one `/agent help`, since Bolt calls auth.test on a process's first Slack request (in a flood,
+    that call would queue behind the cards on the Slack client's connections)."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     for url in urls:
         for _ in range(5):
             httpx.post(f"{url}/v1/approvals", json=REQUEST, headers=headers, timeout=30).raise_for_status()
             httpx.get(f"{url}{GATE_PATH}", headers=headers, timeout=30).raise_for_status()
+        body = slackreq.slash_command(text="help", user_id=OWNER)
+        signed = slackreq.sign(body, SECRET, int(time.time()))
+        httpx.post(f"{url}/slack/events", content=body, headers=signed, timeout=30).raise_for_status()
     deadline = time.monotonic() + 30
     while len(card_posts(fake)) < 5 * len(urls) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -180,7 +193,11 @@ class Run:
             servers = start_replicas(stack, work, code, database, replicas, self.fake, self.postgres, self.env)
             ports = [int(url.rsplit(":", 1)[1]) for _, url, _ in servers]
             warm_up([url for _, url, _ in servers], self.fake)
+            pids = [server.pid for server, _, _ in servers]
+            stormed, overflows, used = time.perf_counter(), listen_overflows(), [cpu_seconds(pid) for pid in pids]
             load, gates = self.storm(ports, rate, seconds)
+            stormed, overflows = time.perf_counter() - stormed, listen_overflows() - overflows
+            cpu = [round(100 * (cpu_seconds(pid) - before) / stormed) for pid, before in zip(pids, used, strict=True)]
             accepted = {record[4] for record in load["records"] if record[4]}
             deadline = time.perf_counter() + CARD_WAIT_S
             while not accepted <= set(posted := card_posts(self.fake)) and time.perf_counter() < deadline:
@@ -200,6 +217,8 @@ class Run:
             "replicas": replicas,
             **storm_report.figures(load, gates, posted, rate),
             "server_peak_rss_mb": peaks,
+            "server_cpu_pct": cpu,
+            "machine_listen_overflows": overflows,
             "server_logs": logs,
             "slack_violations": len(self.fake.violations),
             "scenario_s": round(time.perf_counter() - began, 1),

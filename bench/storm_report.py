@@ -107,6 +107,8 @@ def row(s: dict[str, Any]) -> list[str]:
     ack = duration(p["ack_ms"])
     if p["ack_status"] is None:
         ack = "no answer"
+    elif p["ack_status"] < 0:
+        ack = f"{'refused' if p['ack_status'] == REFUSED else 'dropped'} after {ack}"
     elif p["ack_status"] != 200:
         ack = f"{p['ack_status']} after {ack}"
     elif not p["within_slack_limit"]:
