@@ -67,3 +67,4 @@ bench: install
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/escalation.py
 	$(BIN)/python bench/gate.py
+	$(BIN)/python bench/storm.py

@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,13 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from sqlalchemy import delete, event, func, select, text, update
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import percentiles, wait_ready  # noqa: E402
 from bot.approvals.create import create  # noqa: E402
 from bot.config import HandrailConfig, parse_config  # noqa: E402
 from bot.jobs import BATCH, sweep_escalations  # noqa: E402
@@ -76,23 +75,6 @@ def config_dict() -> dict[str, Any]:
             }
         },
         "policies": [{"match": "*", "mode": "approve", "escalation": LADDER, "timeout": "24h"}],
-    }
-
-
-def percentiles(samples: list[float], digits: int) -> dict[str, float]:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"n": 0}
-    if len(ordered) == 1:
-        cuts = ordered * 99
-    else:
-        cuts = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {
-        "min": round(ordered[0], digits),
-        "p50": round(cuts[49], digits),
-        "p99": round(cuts[98], digits),
-        "max": round(ordered[-1], digits),
-        "n": len(ordered),
     }
 
 
@@ -277,15 +259,7 @@ def lateness(
             [sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
         )
         perf_to_wall = time.time() - time.perf_counter()  # the fake Slack stamps calls with perf_counter()
-        for _ in range(300):  # wait up to 30 s for the server to come up
-            try:
-                if httpx.get(f"http://127.0.0.1:{web_port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise SystemExit("the server did not become ready")
+        wait_ready(f"http://127.0.0.1:{web_port}", server, work / "server.log")
         startup_s = time.time() - launch.timestamp()
         deadline = launch.timestamp() + LEAD_S + window_s + interval_s + 30
         while len(dms()) < steps and time.time() < deadline:

@@ -38,7 +38,6 @@ import selectors
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,6 +54,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import (  # noqa: E402
+    cpu_seconds,
+    percentiles,
+    server_env,
+    server_errors,
+    server_warnings,
+    start_server,
+    wait_ready,
+)
 from tests import slackreq  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, config_dict  # noqa: E402
@@ -69,88 +77,6 @@ BARE_PATH = "/healthz"
 RATIO_TARGET = 0.8
 PROPAGATION_TARGET_MS = 1000.0
 POLL_LIMIT_S = 10.0  # a round fails when B has not changed its answer this long after the command
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def percentiles(samples: list[float], digits: int = 2) -> dict[str, float]:
-    ordered = sorted(samples)
-    if not ordered:
-        return {"n": 0}
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered * 99
-    return {
-        "p50": round(cuts[49], digits),
-        "p90": round(cuts[89], digits),
-        "p99": round(cuts[98], digits),
-        "max": round(ordered[-1], digits),
-        "n": len(ordered),
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-# --- servers --------------------------------------------------------------------------------
-
-
-def server_env(work: Path, *, database_url: str, redis_url: str, fake: FakeSlack, port: int) -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key != "HANDRAIL_SCHEDULER"} | {
-        "SLACK_BOT_TOKEN": "xoxb-bench",
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake.base_url,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "HANDRAIL_CONFIG": str(work / "handrail.yml"),
-        "PORT": str(port),
-    }
-
-
-def start_server(stack: ExitStack, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`handrail web` (the real clock), stopped when `stack` closes; returns once /readyz says ready."""
-    log = stack.enter_context(log_path.open("w"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "web"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
-    )
-
-    def stop() -> None:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
-
-    stack.callback(stop)
-    return server, f"http://127.0.0.1:{env['PORT']}"
-
-
-def wait_ready(url: str, server: subprocess.Popen[bytes], log_path: Path) -> None:
-    for _ in range(300):  # up to 30 s
-        if server.poll() is not None:
-            raise SystemExit(f"the server on {url} exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server on {url} did not become ready")
-
-
-def server_errors(log_path: Path) -> int:
-    return sum(1 for line in log_path.read_text().splitlines() if line.startswith(("ERROR", "Traceback")))
-
-
-def server_warnings(log_path: Path) -> int:
-    """Warnings such as "gate: lost Redis pub/sub" (the gate then reads SQL on every check); not the
-    start's config warnings (the bench's config uses the example's Slack ids, as the tests do)."""
-    return sum(
-        1
-        for line in log_path.read_text().splitlines()
-        if line.startswith("WARNING") and "slack_bolt" not in line and not line.startswith("WARNING bot.cli:")
-    )
 
 
 # --- the load generator (runs in client processes) ------------------------------------------
@@ -307,7 +233,12 @@ def throughput(work: Path, fake: FakeSlack, requests: int, processes: int, conne
         stack.callback(stop_redis)
         port = free_port()
         env = server_env(
-            work, database_url=f"sqlite:///{work / 'throughput.db'}", redis_url=redis_url, fake=fake, port=port
+            work / "handrail.yml",
+            database_url=f"sqlite:///{work / 'throughput.db'}",
+            redis_url=redis_url,
+            fake=fake,
+            port=port,
+            signing_secret=SIGNING_SECRET,
         )
         log_path = work / "throughput-server.log"
         server, url = start_server(stack, env, log_path)
@@ -433,7 +364,14 @@ def propagation(work: Path, fake: FakeSlack, rounds: int, database: str) -> dict
         stack.callback(stop_redis)
         servers = {}
         for name in ("a", "b"):  # started together; they migrate one after the other under an advisory lock
-            env = server_env(work, database_url=database_url, redis_url=redis_url, fake=fake, port=free_port())
+            env = server_env(
+                work / "handrail.yml",
+                database_url=database_url,
+                redis_url=redis_url,
+                fake=fake,
+                port=free_port(),
+                signing_secret=SIGNING_SECRET,
+            )
             if database == "sqlite" and name == "b":
                 server, url, log_path = servers["a"]
                 wait_ready(url, server, log_path)  # let A create the SQLite schema alone
