@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -70,15 +70,24 @@ class Edge:
       nothing was stored;
     - to POST /v1/approvals, /v1/runs or /v1/actions when `queue_limit` of its kind are in progress
       in this process gets 503 with Retry-After at once, before its body is read: a flood is shed
-      at the door instead of queueing for the worker threads a pause needs.
+      at the door instead of queueing for the worker threads a pause needs. So does an approval
+      request while `cards_behind()`: more cards are due than one delivery pass sends, and a request
+      taken now would wait behind them for its card.
     """
 
     def __init__(
-        self, app: ASGIApp, *, config: HandrailConfig, queue_limit: int, max_body: int = MAX_BODY_BYTES
+        self,
+        app: ASGIApp,
+        *,
+        config: HandrailConfig,
+        queue_limit: int,
+        cards_behind: Callable[[], bool],
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
         self.config = config
         self.queue_limit = queue_limit
+        self.cards_behind = cards_behind
         self.in_progress = dict.fromkeys(QUEUED, 0)
         self.max_body = max_body
         self._digits = len(str(max_body))
@@ -112,7 +121,12 @@ class Edge:
             await self._capped(scope, receive, send)
             return
         if self.in_progress[path] >= self.queue_limit:
-            await self._shed(path)(scope, receive, send)
+            await self._shed(f"this server is working on {self.queue_limit} {QUEUED[path]} already")(
+                scope, receive, send
+            )
+            return
+        if path == "/v1/approvals" and self.cards_behind():
+            await self._shed("this server is behind with posting approval cards")(scope, receive, send)
             return
         self.in_progress[path] += 1
         try:
@@ -120,10 +134,8 @@ class Edge:
         finally:
             self.in_progress[path] -= 1
 
-    def _shed(self, path: str) -> JSONResponse:
-        what = QUEUED[path]
-        message = f"this server is working on {self.queue_limit} {what} already: retry after {RETRY_AFTER} s"
-        response = _error(503, "overloaded", message)
+    def _shed(self, why: str) -> JSONResponse:
+        response = _error(503, "overloaded", f"{why}: retry after {RETRY_AFTER} s")
         response.headers["Retry-After"] = RETRY_AFTER
         return response
 
@@ -211,7 +223,12 @@ def create_app(services: Services) -> FastAPI:
             await services.aclose()
 
     app = FastAPI(title="Handrail", version=package_version(), lifespan=lifespan)
-    app.add_middleware(Edge, config=services.config, queue_limit=settings.handrail_queue_limit)
+    app.add_middleware(
+        Edge,
+        config=services.config,
+        queue_limit=settings.handrail_queue_limit,
+        cards_behind=lambda: services.deliverer.behind,
+    )
     app.include_router(api.router(services))
 
     @app.exception_handler(HandrailError)
