@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -71,8 +72,8 @@ class Edge:
     - to POST /v1/approvals, /v1/runs or /v1/actions when `queue_limit` of its kind are in progress
       in this process gets 503 with Retry-After at once, before its body is read: a flood is shed
       at the door instead of queueing for the worker threads a pause needs. So does an approval
-      request while `cards_behind()`: more cards are due than one delivery pass sends, and a request
-      taken now would wait behind them for its card.
+      request while `cards_behind()`: the last delivery pass found a backlog, and a request taken
+      now would wait behind it for its card.
     """
 
     def __init__(
@@ -210,6 +211,10 @@ def create_app(services: Services) -> FastAPI:
         ]
         sweeps = start_sweeps(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
+        # What start-up made (modules, models, the config) lives as long as the process: leave it
+        # out of every later full collection, which would otherwise walk it all (tens of ms with
+        # the event loop stopped).
+        gc.freeze()
         try:
             yield
         finally:
