@@ -11,16 +11,19 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from bot.approvals.create import create as create_approval
 from bot.config import Settings
 from bot.lanes import WORK_THREADS
+from bot.outbox.deliverer import BEHIND
 from handlers.commands import STILL_WORKING
 from tests import slackreq
 from tests.fakeslack import FakeSlack
-from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, WEBHOOK_SECRET, Running, handrail_env
+from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, WEBHOOK_SECRET, Running, handrail_env, request
 from tests.samples import REQUEST
 from tests.servers import Process, free_port
 
@@ -219,3 +222,37 @@ def test_under_a_flood_a_pause_is_acknowledged_within_3_s_and_the_flood_gets_503
     assert flood.answers[201] > 0, flood.answers
     log = server.stop()
     assert "Traceback" not in log and " 500 " not in log, log[-3000:]
+
+
+def test_approval_requests_are_shed_while_cards_are_behind_and_taken_again_once_caught_up(
+    running: Running, slack: FakeSlack
+) -> None:
+    config = running.services.config
+    with running.services.db.transaction() as session:  # a backlog: more cards due than BEHIND
+        for i in range(BEHIND + 5):
+            key = f"backlog-{i}"
+            create_approval(session, config=config, request=request(idempotency_key=key), now=running.clock.now())
+    headers = {"Authorization": f"Bearer {AGENT_TOKENS['lead-router']}"}
+    answers: list[httpx.Response] = []
+    asked = threading.Event()
+    post = running.services.slack.post
+
+    async def post_and_ask_meanwhile(*args: Any, **kwargs: Any) -> str:
+        """While the pass that found the backlog sends its first card, an agent asks again."""
+        if not asked.is_set():  # cards go out concurrently: the first to get here asks
+            asked.set()
+            async with httpx.AsyncClient(base_url=running.url, headers=headers) as agent:
+                answers.append(await agent.post("/v1/approvals", json=REQUEST | {"idempotency_key": "meanwhile"}))
+                answers.append(await agent.post("/v1/runs", json={"run_id": "r1", "status": "running"}))
+        return await post(*args, **kwargs)
+
+    running.services.slack.post = post_and_ask_meanwhile  # type: ignore[method-assign]
+    running.deliver_due()  # this pass, or the scheduler's if it came first (this one then waits for it)
+    assert len(slack.calls_to("chat.postMessage")) == BEHIND + 5
+    shed, run = answers
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "1", shed.text
+    assert "behind with posting approval cards" in shed.json()["error"]["message"]
+    assert run.status_code == 202, "runs are not shed for the cards' backlog"
+    assert running.services.deliverer.behind is False, "caught up when the pass ends"
+    again = running.agent().post("/v1/approvals", json=REQUEST | {"idempotency_key": "meanwhile"})
+    assert again.status_code == 201, "nothing was stored for the shed request: it is new now"

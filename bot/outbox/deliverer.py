@@ -81,14 +81,17 @@ class Deliverer:
         others during a pass come with a kick, which starts another."""
         total = 0
         async with self._pass:
-            while True:
-                self._queued = False
-                claimed, groups = await self.lane.call(self.rows.claim_due)
-                self.behind = claimed >= BEHIND
-                await asyncio.gather(*(self._deliver_in_order(group) for group in groups))
-                total += sum(len(group.rows) for group in groups)
-                if claimed < BATCH and not self._queued:
-                    return total
+            try:
+                while True:
+                    self._queued = False
+                    claimed, groups = await self.lane.call(self.rows.claim_due)
+                    self.behind = claimed >= BEHIND
+                    await asyncio.gather(*(self._deliver_in_order(group) for group in groups))
+                    total += sum(len(group.rows) for group in groups)
+                    if claimed < BATCH and not self._queued:
+                        return total
+            finally:
+                self.behind = False  # what it claimed is sent (or failed and waits for its retry)
 
     async def _deliver_in_order(self, group: Group) -> None:
         async with self._slots:
