@@ -11,7 +11,7 @@ API and a local redis-server, drives it at a fixed rate, and prints figures as J
 
 Answers of 503 or 429 (a server shedding load) are counted as shed, not as failures.
 
-Usage: python bench/approvals.py [--rate 50] [--count 500] [--step-seconds 5]
+Usage: python bench/approvals.py [--rate 50] [--count 500] [--step-seconds 5] [--before PATH]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import SHED, Child, open_loop  # noqa: E402
-from bench.servers import card_posts, percentiles, server_env, start_server, wait_ready  # noqa: E402
+from bench.servers import card_posts, code_location, percentiles, server_env, start_server, wait_ready  # noqa: E402
 from tests import slackreq  # noqa: E402
 from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.samples import REQUEST  # noqa: E402
@@ -222,18 +222,8 @@ def search(url: str, fake: FakeSlack, seconds: float) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=50, help="requests and clicks per second")
-    parser.add_argument("--count", type=int, default=500, help="requests (and clicks) to send")
-    parser.add_argument(
-        "--step-seconds",
-        type=float,
-        default=5,
-        help="how long each rate of the search is offered (a sweep falls in each)",
-    )
-    args = parser.parse_args()
-
+def measure(checkout: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure, from a server started in `checkout` with a database of its own."""
     work = Path(tempfile.mkdtemp(prefix="handrail-bench-"))
     config = {
         "agents": {
@@ -262,19 +252,39 @@ def main() -> None:
             port=free_port(),
             signing_secret=SECRET,
         )
-        server, url = start_server(stack, env, work / "server.log")
+        server, url = start_server(stack, env, work / "server.log", checkout)
         wait_ready(url, server, work / "server.log")
         figures = asyncio.run(bench(url, fake, args.rate, args.count))
         figures["max_rate_card_p99"] = search(url, fake, args.step_seconds)
         figures["server_peak_rss_mb"] = peak_memory_mb(server.pid)
         figures["slack_violations"] = len(fake.violations)
-    print(json.dumps(figures, indent=2))
-    found = figures["max_rate_card_p99"]
-    print(
-        f"\nhighest offered rate with request -> card p99 < {CARD_P99_TARGET_MS:.0f} ms: "
-        f"{found['max_rate_per_s']:g}/s (lowest missed: {found['lowest_missed_per_s']}/s); "
-        f"API alone, 32 in flight: {figures['approvals_accepted_per_s']:g} accepted/s"
+        figures["code"] = code_location(checkout)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50, help="requests and clicks per second")
+    parser.add_argument("--count", type=int, default=500, help="requests (and clicks) to send")
+    parser.add_argument(
+        "--step-seconds",
+        type=float,
+        default=5,
+        help="how long each rate of the search is offered (a sweep falls in each)",
     )
+    parser.add_argument("--before", type=Path, help="a checkout of another commit, measured first in the same run")
+    args = parser.parse_args()
+
+    runs = {"before": args.before, "current": ROOT} if args.before else {"current": ROOT}
+    figures = {label: measure(checkout, args) for label, checkout in runs.items()}
+    print(json.dumps(figures if args.before else figures["current"], indent=2))
+    for label, found in figures.items():
+        search_found = found["max_rate_card_p99"]
+        print(
+            f"\n{label}: highest offered rate with request -> card p99 < {CARD_P99_TARGET_MS:.0f} ms: "
+            f"{search_found['max_rate_per_s']:g}/s (lowest missed: {search_found['lowest_missed_per_s']}/s); "
+            f"API alone, 32 in flight: {found['approvals_accepted_per_s']:g} accepted/s"
+        )
 
 
 if __name__ == "__main__":
