@@ -209,6 +209,13 @@ def send(session: Session, payload: Payload, *, approval_id: str | None, now: da
     effects.of(session).outbox = True
 
 
+def send_each(session: Session, payload: Payload, *, approval_ids: list[str], now: datetime) -> None:
+    """Queue the same message for each of the approvals, in one statement."""
+    kind = KINDS[type(payload)].value
+    Outbox(session).enqueue_each(kind=kind, approval_ids=approval_ids, payload=payload.model_dump(mode="json"), now=now)
+    effects.of(session).outbox = True
+
+
 def parse(kind: str, payload: dict[str, Any]) -> Payload:
     if "text" in payload and "note" not in payload:  # queued by 0.3, with its text written already
         payload = {**payload, "note": {"kind": "written", "text": payload["text"]}}

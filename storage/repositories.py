@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, Row, func, or_, select, update
+from sqlalchemy import CursorResult, Result, Row, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
 
 # A claimed outbox row: its id, kind, approval_id, payload and attempts.
-Claimed = Row[tuple[int, str, str | None, dict[str, Any], int]]
+Claimed = Row[tuple[int, str, str | None, dict[str, Any], int, datetime]]
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -202,6 +202,19 @@ class Outbox:
             )
         )
 
+    def enqueue_each(self, *, kind: str, approval_ids: list[str], payload: dict[str, Any], now: datetime) -> None:
+        """The same message for each approval, in one multi-row INSERT (a pause redraws every pending card)."""
+        if approval_ids:
+            row = {
+                "kind": kind,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "next_at": now,
+                "created_at": now,
+            }
+            self.session.execute(insert(OutboxMessage), [row | {"approval_id": i} for i in approval_ids])
+
     def claim_due(self, now: datetime, hold: timedelta, limit: int) -> list[Claimed]:
         """Lease up to `limit` due rows, oldest first, with one statement that returns them: a row is
         worked on by one sender at a time, across replicas (on PostgreSQL the rows another
@@ -227,6 +240,7 @@ class Outbox:
                 OutboxMessage.approval_id,
                 OutboxMessage.payload,
                 OutboxMessage.attempts,
+                OutboxMessage.next_at,
             )
             .execution_options(synchronize_session=False)
         )

@@ -343,7 +343,11 @@ def ask(replicas: list[Replica], count: int) -> list[str]:
     clients = [replica.agent() for replica in replicas]
 
     def one(i: int) -> str:
-        response = clients[i % len(clients)].post("/v1/approvals", json=REQUEST | {"run_id": f"run-{i}"})
+        for _ in range(1000):  # as an agent does: a 503 stored nothing; ask again once the server caught up
+            response = clients[i % len(clients)].post("/v1/approvals", json=REQUEST | {"run_id": f"run-{i}"})
+            if response.status_code != 503:
+                break
+            time.sleep(0.05)
         assert response.status_code == 201, response.text
         return response.json()["id"]
 

@@ -5,6 +5,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bot.approvals.create import create as create_approval
 from bot.clock import ManualClock
@@ -12,7 +13,7 @@ from bot.config import Settings, load_config
 from bot.scheduler import Sweeps
 from bot.services import build_services
 from storage.db import migrate
-from storage.repositories import Outbox
+from storage.tables import OutboxMessage
 from tests.helpers import request
 
 
@@ -51,7 +52,7 @@ def test_stopping_waits_for_the_sweep_in_progress_instead_of_cancelling_it(
     with caplog.at_level(logging.INFO):
         asyncio.run(scenario())
     with services.db.transaction() as session:  # the sweep ran to the end: the owner's DM is queued
-        kinds = [row.kind for row in Outbox(session).pending_for(approval.id)]
+        kinds = session.scalars(select(OutboxMessage.kind).where(OutboxMessage.approval_id == approval.id)).all()
     assert "dm" in kinds, kinds
     assert not [r for r in caplog.records if r.name.startswith("apscheduler") and r.levelno >= logging.ERROR]
     services.db.dispose()

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -224,32 +225,50 @@ def test_under_a_flood_a_pause_is_acknowledged_within_3_s_and_the_flood_gets_503
     assert "Traceback" not in log and " 500 " not in log, log[-3000:]
 
 
-def test_approval_requests_are_shed_while_cards_are_behind_and_taken_again_once_caught_up(
-    running: Running, slack: FakeSlack
-) -> None:
-    config = running.services.config
-    with running.services.db.transaction() as session:  # a backlog: more cards due than BEHIND
-        for i in range(BEHIND + 5):
-            key = f"backlog-{i}"
-            create_approval(session, config=config, request=request(idempotency_key=key), now=running.clock.now())
+def queue_cards(running: Running, count: int, waited: timedelta, prefix: str) -> None:
+    """`count` requests whose cards have been due for `waited`."""
+    config, asked_at = running.services.config, running.clock.now() - waited
+    with running.services.db.transaction() as session:
+        for i in range(count):
+            create_approval(session, config=config, request=request(idempotency_key=f"{prefix}-{i}"), now=asked_at)
+
+
+def deliver_and_ask_meanwhile(running: Running, body: dict[str, Any]) -> list[httpx.Response]:
+    """Deliver what is due; while the pass sends its first card, an agent asks for an approval
+    and reports a run: their answers."""
     headers = {"Authorization": f"Bearer {AGENT_TOKENS['lead-router']}"}
     answers: list[httpx.Response] = []
     asked = threading.Event()
     post = running.services.slack.post
 
-    async def post_and_ask_meanwhile(*args: Any, **kwargs: Any) -> str:
-        """While the pass that found the backlog sends its first card, an agent asks again."""
+    async def post_and_ask(*args: Any, **kwargs: Any) -> str:
         if not asked.is_set():  # cards go out concurrently: the first to get here asks
             asked.set()
             async with httpx.AsyncClient(base_url=running.url, headers=headers) as agent:
-                answers.append(await agent.post("/v1/approvals", json=REQUEST | {"idempotency_key": "meanwhile"}))
+                answers.append(await agent.post("/v1/approvals", json=body))
                 answers.append(await agent.post("/v1/runs", json={"run_id": "r1", "status": "running"}))
         return await post(*args, **kwargs)
 
-    running.services.slack.post = post_and_ask_meanwhile  # type: ignore[method-assign]
-    running.deliver_due()  # this pass, or the scheduler's if it came first (this one then waits for it)
-    assert len(slack.calls_to("chat.postMessage")) == BEHIND + 5
-    shed, run = answers
+    running.services.slack.post = post_and_ask  # type: ignore[method-assign]
+    try:
+        running.deliver_due()  # this pass, or the scheduler's if it came first (this one then waits for it)
+    finally:
+        running.services.slack.post = post  # type: ignore[method-assign]
+    return answers
+
+
+def test_approval_requests_are_shed_while_cards_are_behind_and_taken_again_once_caught_up(
+    running: Running, slack: FakeSlack
+) -> None:
+    # Many cards due at once but fresh (a burst): not behind.
+    queue_cards(running, 50, timedelta(0), "burst")
+    taken, run = deliver_and_ask_meanwhile(running, REQUEST | {"idempotency_key": "in-a-burst"})
+    assert taken.status_code == 201, taken.text
+    assert len(slack.calls_to("chat.postMessage")) >= 50  # and the new request's, if its pass came first
+
+    # A few cards due for longer than BEHIND: behind.
+    queue_cards(running, 3, BEHIND + timedelta(milliseconds=1), "late")
+    shed, run = deliver_and_ask_meanwhile(running, REQUEST | {"idempotency_key": "meanwhile"})
     assert shed.status_code == 503 and shed.headers["retry-after"] == "1", shed.text
     assert "behind with posting approval cards" in shed.json()["error"]["message"]
     assert run.status_code == 202, "runs are not shed for the cards' backlog"

@@ -31,7 +31,7 @@ def redraw_cards(session: Session, agent_id: str, customer: str | None, now: dat
     repo = Approvals(session)
     ids = repo.pending_ids(None if agent_id == EVERY_AGENT else agent_id, customer)
     repo.touch(ids)
+    outbound.send_each(session, outbound.CardPayload(), approval_ids=ids, now=now)
     for approval_id in ids:
-        outbound.send(session, outbound.CardPayload(), approval_id=approval_id, now=now)
         effects.approval_changed(session, approval_id)
     return len(ids)

@@ -27,7 +27,9 @@ from storage.tables import Approval
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
 WAIT_FOR_CARD = timedelta(seconds=1)
-BEHIND = 20  # rows due at one claim past which new approval requests are shed (bot.app.Edge)
+# Behind: a claimed row had waited this long since it was due. New approval requests are shed
+# then (bot.app.Edge): a request taken now would wait as long for its card.
+BEHIND = timedelta(seconds=1)
 
 
 class Deliverer:
@@ -55,7 +57,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
         self._queued = False  # this pass queued a row (a card's full request, in its thread)
-        self.behind = False  # the last claim found BEHIND rows due or more
+        self.behind = False  # the last claim found a row that had waited BEHIND or longer
         self._senders: dict[Kind, Callable[[Row, Group], Awaitable[None]]] = {
             Kind.CARD: self._deliver_card,
             Kind.THREAD: self._deliver_thread,
@@ -84,8 +86,8 @@ class Deliverer:
             try:
                 while True:
                     self._queued = False
-                    claimed, groups = await self.lane.call(self.rows.claim_due)
-                    self.behind = claimed >= BEHIND
+                    claimed, waited, groups = await self.lane.call(self.rows.claim_due)
+                    self.behind = waited >= BEHIND
                     await asyncio.gather(*(self._deliver_in_order(group) for group in groups))
                     total += sum(len(group.rows) for group in groups)
                     if claimed < BATCH and not self._queued:

@@ -73,10 +73,11 @@ class Rows:
         self.db = db
         self.clock = clock
 
-    def claim_due(self) -> tuple[int, list[Group]]:
+    def claim_due(self) -> tuple[int, timedelta, list[Group]]:
         """Lease the due rows, grouped in order per approval (and per channel for posts); returns
-        how many were claimed (unreadable ones included) and the groups. The rows are parsed
-        after the claim commits, so that it holds SQLite's write lock no longer than it must."""
+        how many were claimed (unreadable ones included), how long the longest-waiting of them
+        had been due, and the groups. The rows are parsed after the claim commits, so that it
+        holds SQLite's write lock no longer than it must."""
         now = self.clock.now()
         with self.db.transaction() as session:
             claimed = Outbox(session).claim_due(now, LEASE, BATCH)
@@ -95,7 +96,8 @@ class Rows:
             groups[row.group].rows.append(row)
         if unreadable:
             self._set_aside(unreadable, [g for key, g in known.items() if g.leased and key not in groups])
-        return len(claimed), list(groups.values())
+        waited = max((now - message.next_at for message in claimed), default=timedelta(0))
+        return len(claimed), waited, list(groups.values())
 
     def _read_approvals(self, session: Session, claimed: list[Claimed], now: datetime) -> dict[str, Group]:
         """Take the card lease of each approval with a card row here (the statement that takes
