@@ -361,6 +361,141 @@ def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
     assert [count for _, _, count in rate_rows(db)] == [PER_SECOND]
 
 
+def limiter_on(redis: AsyncRedis, db: Database, clock: ManualClock, **extra: Any) -> RateLimiter:
+    return RateLimiter(
+        config=parse_config(limited_config()), clock=clock, redis=redis, lane=Lane(db, CapacityLimiter(8)), **extra
+    )
+
+
+async def refusal_of(limiter: RateLimiter, *, approval: bool = False) -> RateLimited:
+    with pytest.raises(RateLimited) as caught:
+        await limiter.check("lead-router", approval=approval)
+    return caught.value
+
+
+def test_a_request_past_both_limits_is_told_the_longer_wait(db: Database, clock: ManualClock, redis_url: str) -> None:
+    clock.set(T0 + timedelta(seconds=15.5))
+    limiter = limiter_on(AsyncRedis.from_url(redis_url), db, clock)
+
+    async def both_full() -> tuple[RateLimited, RateLimited]:
+        for _ in range(PER_MINUTE):
+            await limiter.check("lead-router", approval=True)
+        for _ in range(PER_SECOND - PER_MINUTE):
+            await limiter.check("lead-router")
+        refusals = await refusal_of(limiter, approval=True), await refusal_of(limiter)
+        await limiter.counter.redis.aclose()
+        return refusals
+
+    approval, request = asyncio.run(both_full())
+    assert (approval.retry_after, str(approval)) == (
+        45,
+        "lead-router has asked for 3 approvals this minute, its limit (limits.approvals_per_minute: 3); "
+        "retry in 45s, at 2026-11-02T10:01:00+00:00",
+    )
+    assert (request.retry_after, str(request)) == (
+        1,
+        "lead-router has sent 5 requests this second, its limit (limits.requests_per_second: 5); "
+        "retry in 1s, at 2026-11-02T10:00:16+00:00",
+    )
+
+
+def test_in_sql_a_new_window_prunes_only_its_own_limits_older_windows(db: Database, clock: ManualClock) -> None:
+    """A second's first request deletes that limit's earlier seconds, and neither the minute's
+    count of approvals (whose window started earlier) nor another agent's counts."""
+    limiter = limiter_on(nowhere(), db, clock)
+
+    async def flood() -> RateLimited:
+        for _ in range(PER_MINUTE):
+            await limiter.check("lead-router", approval=True)
+        await limiter.check("billing-bot", approval=True)
+        clock.set(T0 + timedelta(seconds=1))
+        await limiter.check("lead-router")
+        clock.set(T0 + timedelta(seconds=2))
+        refused = await refusal_of(limiter, approval=True)
+        await limiter.counter.redis.aclose()
+        return refused
+
+    assert asyncio.run(flood()).retry_after == 58
+    start = int(T0.timestamp())
+    assert rate_rows(db) == [
+        ("billing-bot:approvals_per_minute", start, 1),
+        ("lead-router:approvals_per_minute", start, PER_MINUTE),
+        ("lead-router:requests_per_second", start + 1, 1),
+    ]
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[str, int]]:
+    """A redis-server of this test's own: (url, pid), to stop with SIGSTOP and go on with SIGCONT."""
+    url, stop = start_redis()
+    with Redis.from_url(url) as redis:
+        pid = int(redis.info("server")["process_id"])
+    yield url, pid
+    os.kill(pid, signal.SIGCONT)
+    stop()
+
+
+def test_redis_failing_and_answering_again_is_logged_once_each_way_and_it_counts_again(
+    db: Database, clock: ManualClock, own_redis: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, pid = own_redis
+    seconds = [0.0]
+    redis = AsyncRedis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    limiter = limiter_on(redis, db, clock, monotonic=lambda: seconds[0])
+
+    async def outage_and_back() -> None:
+        await limiter.check("lead-router")
+        os.kill(pid, signal.SIGSTOP)
+        for _ in range(2):  # the first waits for Redis's timeout; the second counts in SQL at once
+            await limiter.check("lead-router")
+        os.kill(pid, signal.SIGCONT)  # Redis may still run the count that timed out: it is in this second
+        seconds[0] += 1.5
+        clock.set(T0 + timedelta(seconds=1))
+        for _ in range(PER_SECOND):  # Redis counts again
+            await limiter.check("lead-router")
+        assert (await refusal_of(limiter)).retry_after == 1
+        await redis.aclose()
+
+    asyncio.run(outage_and_back())
+    said = [record.getMessage() for record in caplog.records if record.name == "bot.limits"]
+    assert len(said) == 2, said
+    assert said[0].startswith("rate limits: Redis cannot count (Timeout reading from 127.0.0.1:")
+    assert said[0].endswith("); counting in SQL until it can")
+    assert said[1] == "rate limits: Redis counts again"
+    assert [count for _, _, count in rate_rows(db)] == [2]
+
+
+def test_sql_failing_and_answering_again_is_logged_once_each_way_and_it_counts_again(
+    db: Database, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis is down throughout; SQL fails while its table is missing, and requests pass uncounted."""
+    limiter = limiter_on(nowhere(), db, clock, monotonic=lambda: 0.0)  # Redis is not tried again
+    table = RateCount.__table__
+
+    async def outage_and_back() -> RateLimited:
+        await limiter.check("lead-router")
+        table.drop(db.engine)  # type: ignore[attr-defined]
+        for _ in range(PER_SECOND):
+            await limiter.check("lead-router")
+        table.create(db.engine)  # type: ignore[attr-defined]
+        for _ in range(PER_SECOND):
+            await limiter.check("lead-router")
+        refused = await refusal_of(limiter)
+        await limiter.counter.redis.aclose()
+        return refused
+
+    assert asyncio.run(outage_and_back()).retry_after == 1
+    said = [record.getMessage() for record in caplog.records if record.name == "bot.limits"]
+    assert [line.split(" (")[0] for line in said] == [
+        "rate limits: Redis cannot count",
+        "rate limits: neither Redis nor SQL can count",
+        "rate limits: SQL counts again",
+    ]
+    assert "Error 111 connecting to 127.0.0.1:" in said[0] and said[0].endswith("); counting in SQL until it can")
+    assert "rate_counts" in said[1] and said[1].endswith("); requests pass uncounted")
+    assert said[2] == "rate limits: SQL counts again"
+
+
 # --- the config -------------------------------------------------------------------------------
 
 
