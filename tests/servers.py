@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from glob import glob
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +70,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _drain(stream: IO[str]) -> None:
+    """Read a server's log to its end, then close the pipe."""
+    with stream:
+        stream.read()
+
+
 def start(command: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start a server and read its log until it says it is ready (no sleeping, no polling); then
     keep draining the log so the server never blocks on a full pipe."""
@@ -78,7 +85,7 @@ def start(command: list[str], ready: str, env: dict[str, str] | None = None) -> 
     for line in process.stdout:
         seen.append(line)
         if ready in line:
-            threading.Thread(target=process.stdout.read, daemon=True).start()
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
             return process
     raise RuntimeError(f"{command[0]} exited before it was ready:\n{''.join(seen[-20:])}")
 
