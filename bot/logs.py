@@ -14,8 +14,9 @@ access log, httpx, SQLAlchemy, Bolt, a traceback):
 
 SQLAlchemy never puts statement parameters in its errors (storage.db: `hide_parameters=True`), and
 the values PostgreSQL quotes in an error's DETAIL (`Failing row contains (...)`, `Key (k)=(...)`)
-are redacted, so a traceback cannot carry a row's values. APScheduler logs warnings and errors
-only: its INFO lines (two per sweep) said nothing worth keeping.
+are redacted, so a traceback cannot carry a row's values. APScheduler logs errors only: its INFO
+lines (two per sweep) and its warning when a long sweep makes it skip a run said nothing worth
+keeping.
 """
 
 from __future__ import annotations

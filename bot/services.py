@@ -1,6 +1,5 @@
 """The services one process shares, built once and handed to the web app, the Slack handlers and
-the scheduler by closure.
-"""
+the scheduler by closure."""
 
 from __future__ import annotations
 

@@ -65,10 +65,10 @@ class Invocation:
 class Later:
     """For work that may take longer than Slack's 3 seconds: the command is acknowledged with
     `working` (checked and authorized already), then `finish` runs and its answer goes through
-    the command's response_url."""
+    the command's response_url (an answer that is itself a Later is finished in turn)."""
 
     working: str
-    finish: Callable[[], Awaitable[Card | str | None]]
+    finish: Callable[[], Awaitable[Reply]]
 
 
 Reply = Card | str | Later | None
@@ -393,19 +393,17 @@ def register(app: AsyncApp, services: Services) -> None:
         with control_first():
             answer = asyncio.create_task(run(services, command))
             done, _ = await asyncio.wait([answer], timeout=ACK_WITHIN)
-            if not done:  # Slack must hear back within 3 s: the answer follows through the response_url
-                await ack(text=STILL_WORKING)
-                reply = await answer
-            elif not isinstance(reply := answer.result(), Later):
+            # Slack must hear back within 3 s: an answer not ready by then is finished later.
+            reply = answer.result() if done else Later(STILL_WORKING, lambda: answer)
+            if not isinstance(reply, Later):
                 await ack(**_message(reply or ""))
                 return
-            else:
-                await ack(text=reply.working) if reply.working else await ack()
-            if isinstance(reply, Later):
+            await ack(text=reply.working) if reply.working else await ack()
+            while isinstance(reply, Later):  # the late answer may itself be work to finish
                 reply = await answered(services, str(command.get("text", "")).split()[0], reply.finish)
             if reply:
                 try:
-                    await respond(**_message(reply))  # type: ignore[arg-type]
+                    await respond(**_message(reply))
                 except Exception:  # Bolt must not see it: the command was acknowledged already
                     log.exception("could not answer /agent through its response_url")
 
