@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
 
-# A claimed outbox row: its id, kind, approval_id, payload and attempts.
+# A claimed outbox row: its id, kind, approval_id, payload, attempts and when it was due (next_at).
 Claimed = Row[tuple[int, str, str | None, dict[str, Any], int, datetime]]
 
 
