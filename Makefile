@@ -65,6 +65,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/approvals.py
+	$(BIN)/python bench/statements.py
 	$(BIN)/python bench/escalation.py
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/storm.py
