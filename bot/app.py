@@ -209,6 +209,8 @@ def create_app(services: Services) -> FastAPI:
             asyncio.create_task(coroutine)
             for coroutine in (services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())
         ]
+        if services.presence.joined:
+            tasks.append(asyncio.create_task(services.presence.run_forever(services.work)))
         sweeps = start_sweeps(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
         # What start-up made (modules, models, the config) lives as long as the process: leave it
@@ -277,11 +279,12 @@ def create_app(services: Services) -> FastAPI:
             checks["database"] = "ok"
         except Exception as error:  # any driver error means not ready
             checks["database"] = f"unreachable: {type(error).__name__}"
-        try:
-            await services.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as error:
-            checks["redis"] = f"unreachable: {type(error).__name__}"
+        if services.shared.redis is not None:  # else what Redis would hold is in this process
+            try:
+                await services.shared.ping()
+                checks["redis"] = "ok"
+            except Exception as error:
+                checks["redis"] = f"unreachable: {type(error).__name__}"
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 

@@ -94,6 +94,7 @@ def _services(settings: Settings) -> Services:
     checked = _config(settings)
     services = build_services(settings, checked.config)
     _migrate(services.db.engine, settings.database_url)
+    services.presence.join()  # refuses a second process on this database without Redis
     return services
 
 
@@ -130,9 +131,11 @@ def worker(settings: Settings) -> int:
         await services.start()
         sweeps = start_sweeps(services)
         services.deliverer.kick()
+        heartbeat = asyncio.create_task(services.presence.run_forever(services.work))
         try:
             await services.deliverer.run_forever()
         finally:
+            heartbeat.cancel()
             await sweeps.stop()
             await services.aclose()
 

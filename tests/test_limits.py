@@ -29,6 +29,7 @@ from bot.control import pause as pausing
 from bot.lanes import Lane
 from bot.limits import RateLimited, RateLimiter
 from storage.db import Database
+from storage.redis_store import RedisRateCounter
 from storage.tables import Approval, RateCount
 from tests.fakeslack import FakeSlack
 from tests.helpers import AGENT_TOKENS, T0, Running, config_dict, serve
@@ -264,7 +265,10 @@ def test_with_neither_redis_nor_sql_requests_pass_uncounted(
     """Fail open: a rate limit protects capacity, and the request meets the same outage anyway."""
     db = Database(f"postgresql+psycopg://handrail@127.0.0.1:{free_port()}/none")
     limiter = RateLimiter(
-        config=parse_config(limited_config()), clock=clock, redis=nowhere(), lane=Lane(db, CapacityLimiter(8))
+        config=parse_config(limited_config()),
+        clock=clock,
+        rates=RedisRateCounter(nowhere()),
+        lane=Lane(db, CapacityLimiter(8)),
     )
 
     async def flood() -> None:
@@ -287,7 +291,10 @@ def nowhere() -> AsyncRedis:
 
 def test_the_limiter_counts_exactly_in_sql_under_concurrency(db: Database, clock: ManualClock) -> None:
     limiter = RateLimiter(
-        config=parse_config(limited_config()), clock=clock, redis=nowhere(), lane=Lane(db, CapacityLimiter(8))
+        config=parse_config(limited_config()),
+        clock=clock,
+        rates=RedisRateCounter(nowhere()),
+        lane=Lane(db, CapacityLimiter(8)),
     )
 
     async def attempt() -> bool:
@@ -329,7 +336,11 @@ def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
     redis = AsyncRedis.from_url(frozen_redis, socket_timeout=0.2, socket_connect_timeout=0.2)
     config = parse_config(limited_config())
     limiter = RateLimiter(
-        config=config, clock=clock, redis=redis, lane=Lane(db, CapacityLimiter(8)), monotonic=lambda: seconds[0]
+        config=config,
+        clock=clock,
+        rates=RedisRateCounter(redis),
+        lane=Lane(db, CapacityLimiter(8)),
+        monotonic=lambda: seconds[0],
     )
     tried = []
     take = limiter.counter.take
@@ -363,7 +374,11 @@ def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
 
 def limiter_on(redis: AsyncRedis, db: Database, clock: ManualClock, **extra: Any) -> RateLimiter:
     return RateLimiter(
-        config=parse_config(limited_config()), clock=clock, redis=redis, lane=Lane(db, CapacityLimiter(8)), **extra
+        config=parse_config(limited_config()),
+        clock=clock,
+        rates=RedisRateCounter(redis),
+        lane=Lane(db, CapacityLimiter(8)),
+        **extra,
     )
 
 

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     database_url: str = "sqlite:///handrail.db"
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str | None = None  # None: one process, keeping in memory what Redis would hold
     handrail_config: Path = Path("handrail.yml")
     handrail_webhook_secret: SecretStr | None = None
     handrail_sweep_interval: Duration = timedelta(seconds=5)
@@ -87,7 +87,9 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis(cls, value: str) -> str:
+    def _redis(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         scheme = _scheme(value)
         try:
             parts = urlsplit(value)
