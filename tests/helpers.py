@@ -136,6 +136,7 @@ def serve(
     config = parse_config(yaml.safe_load(Path(settings.handrail_config).read_text()))
     services = build_services(settings, config, clock, resolve)
     migrate(services.db.engine)
+    services.presence.join()
     app = create_app(services)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

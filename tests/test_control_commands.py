@@ -32,6 +32,8 @@ from tests.helpers import (
 
 ROLES = {"oncall": ["U0ONCALL", "S0ONCALL"], "managers": ["U0BOSS"], "admins": ["U0ADMIN"]}
 
+pytestmark = pytest.mark.both_shared  # with Redis and without
+
 
 @pytest.fixture
 def config_file(tmp_path: Path, agent_endpoint: AgentEndpoint) -> Path:

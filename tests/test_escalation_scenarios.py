@@ -27,6 +27,8 @@ POLICIES = [
 ]
 PARAMS = {"id": "006XYZ", "stage": "Closed Won"}
 
+pytestmark = pytest.mark.both_shared  # with Redis and without
+
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
