@@ -105,6 +105,7 @@ def rate_rows(db: Database) -> list[tuple[str, int, int]]:
         return [(r.key, r.window_start, r.count) for r in session.scalars(select(RateCount).order_by(RateCount.key))]
 
 
+@pytest.mark.both_shared
 def test_requests_per_second_lets_exactly_the_limit_through_in_each_second(running: Running) -> None:
     running.clock.set(T0 + timedelta(seconds=0.25))
     assert [versions(running.url).status_code for _ in range(PER_SECOND)] == [200] * PER_SECOND
@@ -121,6 +122,7 @@ def test_requests_per_second_lets_exactly_the_limit_through_in_each_second(runni
     assert [versions(running.url).status_code for _ in range(PER_SECOND + 1)] == [200] * PER_SECOND + [429]
 
 
+@pytest.mark.both_shared
 def test_approvals_per_minute_refuses_the_next_one_until_the_minute_ends_and_stores_nothing(
     running: Running, slack: FakeSlack
 ) -> None:
@@ -142,6 +144,7 @@ def test_approvals_per_minute_refuses_the_next_one_until_the_minute_ends_and_sto
     assert approvals(running) == PER_MINUTE + 1
 
 
+@pytest.mark.both_shared
 def test_replays_of_an_idempotency_key_count_as_approval_requests(running: Running) -> None:
     first = ask(running.url, idempotency_key="run-1-step-1")
     replays = [ask(running.url, idempotency_key="run-1-step-1") for _ in range(PER_MINUTE - 1)]
@@ -149,6 +152,7 @@ def test_replays_of_an_idempotency_key_count_as_approval_requests(running: Runni
     refused(ask(running.url, idempotency_key="run-1-step-1"))
 
 
+@pytest.mark.both_shared
 def test_a_refused_approval_request_takes_nothing_from_the_requests_per_second(running: Running) -> None:
     """The limits are counted all or none: the 4th approval request, refused by approvals_per_minute,
     leaves the second's count at 3, so 2 more requests pass in it."""
@@ -157,6 +161,7 @@ def test_a_refused_approval_request_takes_nothing_from_the_requests_per_second(r
     assert [versions(running.url).status_code for _ in range(3)] == [200, 200, 429]
 
 
+@pytest.mark.both_shared
 def test_one_agents_flood_does_not_limit_another(running: Running) -> None:
     for _ in range(PER_SECOND + 3):
         versions(running.url)
@@ -167,6 +172,7 @@ def test_one_agents_flood_does_not_limit_another(running: Running) -> None:
     assert [ask(running.url, "billing-bot").status_code for _ in range(BILLING_PER_MINUTE)] == [201, 201]
 
 
+@pytest.mark.both_shared
 def test_the_gate_is_never_rate_limited_and_tells_a_looping_agent_it_is_paused(running: Running) -> None:
     for _ in range(PER_SECOND):
         versions(running.url)
@@ -191,6 +197,7 @@ def test_the_gate_is_never_rate_limited_and_tells_a_looping_agent_it_is_paused(r
     refused(versions(running.url))
 
 
+@pytest.mark.both_shared
 def test_an_agents_own_limit_overrides_the_default_and_off_lifts_it(running: Running) -> None:
     assert [ask(running.url, "billing-bot").status_code for _ in range(BILLING_PER_MINUTE)] == [201, 201]
     retry_after, message = refused(ask(running.url, "billing-bot"))
