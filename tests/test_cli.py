@@ -22,7 +22,7 @@ import yaml
 
 from bot.clock import ManualClock
 from bot.config import EXAMPLE_IDS, Settings
-from tests.fakeslack import FakeSlack
+from local.slack import FakeSlack
 from tests.helpers import ROOT, SIGNING_SECRET, handrail_env, run_handrail, serve
 from tests.servers import free_port
 

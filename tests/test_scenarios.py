@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from bot import outbox, webhooks
+from local.slack import FakeSlack
 from storage.repositories import Audit
 from tests import slackreq
-from tests.fakeslack import FakeSlack
 from tests.helpers import WEBHOOK_SECRET, AgentEndpoint, Running, ask, card_of, click, posted_card, wait_calls
 
 

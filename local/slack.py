@@ -1,4 +1,4 @@
-"""A fake Slack Web API served over HTTP on loopback, for tests.
+"""A stand-in for Slack's Web API: the tests' fake Slack and local mode's Slack, one implementation.
 
 It answers the methods the bot uses the way Slack does, records every call, and checks each call
 against artifacts Slack (and others) published in ../shared/slack: required parameters from the
@@ -492,8 +492,9 @@ def _describe(error: ValidationError) -> str:
     if error.context and not _branches_of_own_type(error) and isinstance(error.instance, dict):
         return f"type {error.instance.get('type')!r} is not allowed here"
     if error.context and all(sub.validator == "required" for sub in error.context):
-        return "needs one of " + ", ".join(repr(name) for sub in error.context for name in sub.validator_value)
-    if error.validator in ("maxLength", "maxItems"):
+        names = (name for sub in error.context if isinstance(sub.validator_value, list) for name in sub.validator_value)
+        return "needs one of " + ", ".join(repr(name) for name in names)
+    if error.validator in ("maxLength", "maxItems") and isinstance(error.instance, str | list):
         unit = "characters" if error.validator == "maxLength" else "items"
         return f"{len(error.instance)} {unit}, more than the limit of {error.validator_value}"
     return error.message if len(error.message) <= 200 else error.message[:200] + "..."
