@@ -15,8 +15,8 @@ import yaml
 
 from bot.clock import ManualClock
 from bot.config import Settings
+from local.slack import FakeSlack
 from storage.db import Database, migrate
-from tests.fakeslack import FakeSlack
 from tests.helpers import (
     SIGNING_SECRET,
     T0,

@@ -31,9 +31,9 @@ from bot.config import Settings, parse_config
 from bot.destinations import Resolve, system_resolve
 from bot.models import ApprovalRequest
 from bot.services import Services, build_services
+from local.slack import Call, FakeSlack
 from storage.db import make_engine, migrate
 from tests import slackreq
-from tests.fakeslack import Call, FakeSlack
 from tests.samples import REQUEST
 
 SIGNING_SECRET = "test-signing-secret"

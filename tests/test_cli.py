@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import EXAMPLE_IDS, Settings
+from local.slack import FakeSlack
 from storage.db import Database
 from storage.tables import ProcessRow
-from tests.fakeslack import FakeSlack
 from tests.helpers import ROOT, SIGNING_SECRET, handrail_env, run_handrail, serve
 from tests.servers import free_port
 

@@ -14,9 +14,9 @@ import yaml
 
 from bot import webhooks
 from handlers.commands import COMMANDS
+from local.slack import Call, FakeSlack
 from storage.repositories import Audit
 from tests import slackreq
-from tests.fakeslack import Call, FakeSlack
 from tests.helpers import (
     AGENT_TOKENS,
     WEBHOOK_SECRET,

@@ -1,4 +1,4 @@
-"""Tests of the test support code: tests/fakeslack.py and tests/slackreq.py."""
+"""Tests of the Slack stand-in (local/slack.py) and of tests/slackreq.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakeslack import DEFAULT_SLACK_DIR, Call, FakeSlack
+from local.slack import DEFAULT_SLACK_DIR, Call, FakeSlack
 from tests.slackreq import block_action, sign, slash_command, view_submission
 
 PAYLOADS = DEFAULT_SLACK_DIR / "payloads"

@@ -28,10 +28,10 @@ from bot.config import ConfigError, Settings, load_config, parse_config
 from bot.control import pause as pausing
 from bot.lanes import Lane
 from bot.limits import RateLimited, RateLimiter
+from local.slack import FakeSlack
 from storage.db import Database
 from storage.redis_store import RedisRateCounter
 from storage.tables import Approval, RateCount
-from tests.fakeslack import FakeSlack
 from tests.helpers import AGENT_TOKENS, T0, Running, config_dict, serve
 from tests.samples import REQUEST
 from tests.servers import free_port, start_redis
