@@ -46,6 +46,9 @@ ONE_OF: dict[str, tuple[tuple[str, ...], str]] = {
     "views.update": (("view_id", "external_id"), "invalid_arguments"),
 }
 
+# Methods that take the app-level token (xapp-), and no other; the 2020 spec predates them.
+APP_TOKEN_METHODS = ("apps.connections.open",)
+
 Params = dict[str, Any]
 Answer = dict[str, Any]
 
@@ -99,8 +102,11 @@ class FakeSlack:
             "conversations.open": self._open_conversation,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroup_users,
+            "apps.connections.open": self._connections_open,
         }
-        self._required = {method: _required_params(spec, method) for method in self._handlers}
+        self._required = {
+            method: () if method in APP_TOKEN_METHODS else _required_params(spec, method) for method in self._handlers
+        }
         self._cond = threading.Condition()
         self._failures: dict[str, list[_Outcome]] = defaultdict(list)
         self._ts_counter = itertools.count(1)
@@ -115,6 +121,7 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.usergroup_members: dict[str, list[str]] = {}
         self.users: dict[str, dict[str, Any]] = {}
+        self.socket_url = ""  # what apps.connections.open answers: a Socket Mode stand-in's ws:// URL
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -237,6 +244,8 @@ class FakeSlack:
             raise SlackError("unknown_method", f"FakeSlack does not implement {method!r}")
         if not token:
             raise SlackError("not_authed", "no token (expected an 'Authorization: Bearer' header)")
+        if token.startswith("xapp-") != (method in APP_TOKEN_METHODS):
+            raise SlackError("not_allowed_token_type", f"{method} called with the wrong kind of token")
         missing = [name for name in self._required[method] if _absent(params.get(name))]
         if missing:
             raise SlackError("invalid_arguments", *(f"missing required parameter {name!r}" for name in missing))
@@ -334,6 +343,11 @@ class FakeSlack:
 
     def _open_conversation(self, params: Params) -> Answer:
         return {"channel": {"id": params.get("channel") or _dm_id(_id_list(params["users"]))}}
+
+    def _connections_open(self, params: Params) -> Answer:
+        if not self.socket_url:
+            raise SlackError("internal_error", "FakeSlack.socket_url is not set: start a Socket Mode stand-in")
+        return {"url": self.socket_url}
 
     def _users_info(self, params: Params) -> Answer:
         user_id = params["user"]
