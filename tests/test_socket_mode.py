@@ -22,7 +22,7 @@ from handlers.commands import COMMANDS, STILL_WORKING
 from tests import slackreq, socketmode
 from tests.fakeslack import FakeSlack
 from tests.helpers import Running, ask, card_of, posted_card, run_handrail, serve, wait_calls
-from tests.socketmode import SocketModeStandIn
+from tests.socketmode import Ack, SocketModeStandIn
 from tests.test_storm import hold, release
 
 APP_TOKEN = "xapp-1-A0HANDRAIL-1-0123456789abcdef"
@@ -136,6 +136,43 @@ def test_an_approve_click_over_the_socket_is_acked_within_3_s_and_decides(
     assert "Approved by <@U0REVIEWER>" in shown and '"actions"' not in shown
     got = running.agent().get(f"/v1/approvals/{created['id']}").json()
     assert (got["status"], got["decided_by"]) == ("approved", ["U0REVIEWER"])
+
+
+def test_deny_over_the_socket_opens_the_modal_and_its_ack_carries_the_modals_errors(
+    running: Running, standin: SocketModeStandIn, slack: FakeSlack
+) -> None:
+    created = ask(running)
+    post = posted_card(slack)
+    body = slackreq.block_action(
+        user_id="U0OWNER",
+        action_id=card.DENY_ACTION,
+        value=created["id"],
+        channel_id=post.response["channel"],
+        message_ts=post.response["ts"],
+        message=card_of(slack, post),
+    )
+    clicked = standin.wait_ack(standin.send("interactive", socketmode.interactive(body)))
+    assert standin.latency(clicked) < ACK_WITHIN
+    [opened] = wait_calls(slack, "views.open")
+
+    def submit(reason: str) -> Ack:
+        submission = slackreq.view_submission(
+            user_id="U0OWNER",
+            callback_id=card.DENY_VIEW,
+            private_metadata=opened.params["view"]["private_metadata"],
+            values={card.REASON_BLOCK: {card.REASON_INPUT: {"type": "plain_text_input", "value": reason}}},
+        )
+        ack = standin.wait_ack(standin.send("interactive", socketmode.interactive(submission)))
+        assert standin.latency(ack) < ACK_WITHIN
+        return ack
+
+    blank = submit("   ")
+    assert blank.payload is not None and blank.payload["response_action"] == "errors"
+    assert card.REASON_BLOCK in blank.payload["errors"]
+    assert submit("Wrong account").payload is None
+    wait_calls(slack, "chat.update", 1)
+    got = running.agent().get(f"/v1/approvals/{created['id']}").json()
+    assert (got["status"], got["reason"]) == ("denied", "Wrong account")
 
 
 def test_a_late_command_over_the_socket_is_acked_in_time_and_answered_through_its_response_url(
