@@ -334,8 +334,8 @@ def create_app(services: Services) -> FastAPI:
 
 
 def _slack_events(app: FastAPI, bolt: AsyncApp, services: Services) -> None:
-    """POST /slack/events, where Slack sends its requests over HTTP, signed. Only mounted without
-    Socket Mode: then there is no signing secret to check them with, and Slack sends none there."""
+    """POST /slack/events, where Slack sends its requests over HTTP, signed. Not mounted under
+    Socket Mode: Slack sends nothing there then, and there may be no signing secret to check with."""
     secret = services.settings.slack_signing_secret
     assert secret
     verifier = SignatureVerifier(secret.get_secret_value(), clock=_VerifierClock(services.clock))
