@@ -105,7 +105,9 @@ def _missing_credentials(settings: Settings) -> str | None:
     return None
 
 
-def web(settings: Settings) -> int:
+def web(settings: Settings, host: str | None, expose: bool) -> int:
+    if settings.local_mode:
+        return local_web(settings, host or "127.0.0.1", expose)
     if problem := _missing_credentials(settings):
         return _fail(problem)
     services = _services(settings)
@@ -114,7 +116,32 @@ def web(settings: Settings) -> int:
 
     from bot.app import create_app
 
-    uvicorn.run(create_app(services), host="0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info")
+    uvicorn.run(
+        create_app(services), host=host or "0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info"
+    )
+    return 0
+
+
+def local_web(settings: Settings, host: str, expose: bool) -> int:
+    """Local mode (local/mode.py): the same app, with a stand-in for Slack and the page at /local."""
+    from local import mode
+
+    try:
+        mode.check_host(host, expose)
+    except mode.Exposed as error:
+        return _fail(str(error))
+    local = mode.prepare(settings, settings.port)
+    services = _services(local.settings)
+
+    import uvicorn
+
+    from bot.app import create_app
+
+    app = create_app(services)
+    mode.mount(app, services, local)
+    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    print(f"handrail: local mode, no Slack workspace: open http://{shown}:{settings.port}/local", file=sys.stderr)
+    uvicorn.run(app, host=host, port=settings.port, log_config=logs.config(), log_level="info")
     return 0
 
 
@@ -180,7 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handrail", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"handrail {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("web", help="serve Slack events, the agents' API and health checks on $PORT")
+    serve = sub.add_parser(
+        "web",
+        help="serve Slack events, the agents' API and health checks on $PORT; without Slack credentials, "
+        "local mode (the page at /local)",
+    )
+    serve.add_argument("--host", help="the address to listen on (default 0.0.0.0; 127.0.0.1 in local mode)")
+    serve.add_argument(
+        "--expose", action="store_true", help="let local mode listen beyond loopback (its page acts as any user)"
+    )
     sub.add_parser("worker", help="run the escalation and outbox sweeps without the web server")
     sub.add_parser("migrate", help="bring the database schema up to date")
     check = sub.add_parser(
@@ -206,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             return config_check(checked, args.path, args.agent, args.action, args.fact)
         settings = load_settings()
         if args.command == "web":
-            return web(settings)
+            return web(settings, args.host, args.expose)
         if args.command == "worker":
             return worker(settings)
         if args.command == "migrate":

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{shown(value)} is not a URL: write https://slack.com/api/ (the default)")
         return value
 
+    @property
+    def local_mode(self) -> bool:
+        """No Slack credentials at all: `web` serves local mode (local/mode.py)."""
+        secrets = (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token)
+        return not any(secret is not None and secret.get_secret_value() for secret in secrets)
+
     def missing_slack_credentials(self) -> list[str]:
         """The bot token, and the signing secret unless an app token is set: over Socket Mode
         requests come on a socket the app token opened, unsigned."""
