@@ -182,7 +182,7 @@ def demo(url: str) -> int:
     except DemoFailed as failed:
         return _fail(str(failed))
     except KeyboardInterrupt:
-        print("handrail: the demo agents stopped")
+        print("handrail: the demo agents stopped", file=sys.stderr)
     return 0
 
 

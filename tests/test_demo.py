@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import queue
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -28,7 +32,7 @@ from bot.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, agent_key, sign
 from local.demo import CONFIG_PATH, DEMO_TOKENS, PEOPLE_PATH, DemoFailed, demo_control_router, run_demo
 from storage.tables import ActionRecord, Approval, Run
 from tests import slackreq
-from tests.helpers import WEBHOOK_SECRET, Running, card_of, click, run_handrail, wait_calls
+from tests.helpers import WEBHOOK_SECRET, Running, card_of, click, handrail_env, run_handrail, wait_calls
 
 PACE = 0.05  # the story's 2 s steps take 0.1 s; a reassignment every second once it is told
 
@@ -278,10 +282,39 @@ def test_the_demo_stops_cleanly_when_cancelled(running: Running, demo: Demo) -> 
     demo.wait_for("asked for approval of")
     demo.stop()
     assert demo.task.cancelled() and isinstance(demo.error, asyncio.CancelledError), "cancelled, not failed"
-    # Its requests stay pending for people; withdrawn here so that the server's long-polls end with the test.
+    withdraw_pending(running)
+
+
+def withdraw_pending(running: Running) -> None:
+    """A stopped demo leaves its requests pending for people; withdrawn here so that the server's
+    long-polls end with the test instead of holding its shutdown."""
     for approval in rows(running, Approval, lambda a: a.status == "pending"):
         headers = {"Authorization": f"Bearer {DEMO_TOKENS[approval.agent]}"}
         assert httpx.post(f"{running.url}/v1/approvals/{approval.id}/cancel", headers=headers).status_code == 200
+
+
+def test_handrail_demo_prints_a_line_a_step_and_stops_on_ctrl_c(running: Running, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo", "--url", running.url],
+        cwd=tmp_path,
+        env=handrail_env(PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True).start()
+    seen = []
+    while not any("reassigned 1 lead" in line for line in seen):
+        seen.append(lines.get(timeout=30))
+    assert (
+        seen[0]
+        == f"the demo agents lead-router and billing-bot are working against {running.url} (Ctrl-C stops them)\n"
+    )
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    assert process.stderr is not None and process.stderr.read() == "handrail: the demo agents stopped\n"
+    withdraw_pending(running)
 
 
 # --- when it cannot play -----------------------------------------------------------------------------------
