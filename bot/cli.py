@@ -203,6 +203,19 @@ def config_check(checked: CheckedConfig, source: str, agent: str | None, action:
     return 0
 
 
+def demo(url: str) -> int:
+    """The demo agents against a running Handrail (local mode's demo config), until Ctrl-C."""
+    from local.demo import DemoFailed, run_demo
+
+    try:
+        asyncio.run(run_demo(url))
+    except DemoFailed as failed:
+        return _fail(str(failed))
+    except KeyboardInterrupt:
+        print("handrail: the demo agents stopped", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handrail", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"handrail {package_version()}")
@@ -233,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     key = sub.add_parser("webhook-key", help="print the key an agent uses to verify callbacks")
     key.add_argument("agent")
+    play = sub.add_parser("demo", help="run the demo agents against a Handrail in local mode, until Ctrl-C")
+    play.add_argument("--url", default="http://localhost:3000", help="where Handrail answers (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.command == "demo":  # an agent of the running server: this process reads no settings
+        return demo(args.url)
 
     try:
         if args.command == "config-check" and args.path:  # a file named: the environment plays no part
