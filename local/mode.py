@@ -148,5 +148,6 @@ def mount(app: FastAPI, services: Services, local: Local) -> FakeSlack:
         )
     )
     if local.demo:
-        app.include_router(demo.demo_control_router())
+        assert settings.handrail_webhook_secret  # prepare() makes one when the operator set none
+        app.include_router(demo.demo_control_router(settings.handrail_webhook_secret.get_secret_value()))
     return fake
