@@ -278,8 +278,11 @@ class _Page:
 
     def conversation_name(self, channel_id: str) -> str:
         """A conversation's name: the configured one, else the stand-in's (a DM is named after its person)."""
-        conversation = next((c for c in self.fake.conversations() if c["id"] == channel_id), {"id": channel_id})
-        return self._conversation(conversation)["name"]
+        return str(self.conversation(channel_id)["name"])
+
+    def conversation(self, channel_id: str) -> dict[str, Any]:
+        found = next((c for c in self.fake.conversations() if c["id"] == channel_id), None)
+        return self._conversation(found or {"id": channel_id, "kind": "dm" if channel_id[:1] == "D" else "channel"})
 
     # -- what the page shows ---------------------------------------------------------------------
 
@@ -289,7 +292,7 @@ class _Page:
             "version": version,
             "me": person,
             "channel": channel,
-            "channel_name": self.conversation_name(channel) if channel else "",
+            "current": self.conversation(channel) if channel else None,
             "conversations": [self._conversation(c) for c in self.fake.conversations()],
             "messages": self._messages(person, channel) if channel else [],
             "modal": self._modal(person),

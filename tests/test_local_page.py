@@ -3,12 +3,15 @@ the requests it builds against Slack's recorded ones, and /local/act against the
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -16,7 +19,7 @@ from fastapi.testclient import TestClient
 from markupsafe import Markup
 
 from local import payloads
-from local.page import Person, environment, page_router
+from local.page import Changes, Person, environment, page_router
 from local.render import mrkdwn_html
 from local.slack import Call, FakeSlack
 from tests.helpers import SIGNING_SECRET, Running, ask, posted_card, wait_calls
@@ -614,3 +617,50 @@ def test_the_page_escapes_what_the_bot_copied_from_an_agent(
     shown = page.get("/local", params={"c": "C0APPROVALS"}).text
     assert "<script>alert" not in shown and "<img src=x" not in shown
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
+
+
+def test_a_long_poll_wakes_when_the_stand_in_changes_on_another_thread(slack: FakeSlack) -> None:
+    async def scenario() -> None:
+        changes = Changes(slack)
+        version = slack.version
+        waiting = asyncio.create_task(changes.wait_past(version, 30))
+        await asyncio.sleep(0)  # let it start waiting
+        assert not waiting.done()
+        await asyncio.to_thread(slack.record_ephemeral, "C0APPROVALS", "U0OWNER", "hello")
+        await asyncio.wait_for(waiting, 5)
+        assert slack.version > version
+        await asyncio.wait_for(changes.wait_past(slack.version, 0.01), 5)  # nothing changed: it gives up
+
+    asyncio.run(scenario())
+
+
+def demo_page(slack: FakeSlack, demo: Callable[[], Coroutine[Any, Any, None]] | None) -> TestClient:
+    app = FastAPI()
+    app.include_router(
+        page_router(slack, people=PEOPLE, names={}, signing_secret="s", events_url="http://127.0.0.1:9/", demo=demo)
+    )
+    return TestClient(app)
+
+
+def test_run_the_demo_starts_the_demo_agent_once(slack: FakeSlack) -> None:
+    gate, finished = threading.Event(), threading.Event()
+
+    async def demo() -> None:
+        await anyio.to_thread.run_sync(gate.wait)
+        finished.set()
+
+    with demo_page(slack, demo) as client:
+        assert 'id="demo"' in client.get("/local").text
+        assert client.post("/local/demo").json() == {
+            "ok": True,
+            "message": "The demo agent started: watch the channels on the left.",
+        }
+        assert client.post("/local/demo").json() == {"ok": True, "message": "The demo agent is already running."}
+        gate.set()
+        assert finished.wait(5)
+
+
+def test_without_a_demo_agent_there_is_no_demo_button(slack: FakeSlack) -> None:
+    with demo_page(slack, None) as client:
+        assert 'id="demo"' not in client.get("/local").text
+        assert client.post("/local/demo").status_code == 404
