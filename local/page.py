@@ -159,6 +159,8 @@ def page_router(
 
     @router.post("/local/act", include_in_schema=False)
     async def act(request: Request) -> JSONResponse:
+        if refusal := _cross_site(request):
+            return refusal
         try:
             done = await page.act(_acts.validate_json(await request.body()))
         except ValidationError as error:
@@ -168,7 +170,9 @@ def page_router(
         return JSONResponse(done)
 
     @router.post("/local/demo", include_in_schema=False)
-    async def run_demo() -> JSONResponse:
+    async def run_demo(request: Request) -> JSONResponse:
+        if refusal := _cross_site(request):
+            return refusal
         if demo is None:
             return JSONResponse({"ok": False, "error": "no demo agent in this server"}, status_code=404)
         if demo_tasks:
@@ -180,6 +184,18 @@ def page_router(
 
     router.mount("/local/static", StaticFiles(directory=HERE / "static"), name="local-static")
     return router
+
+
+def _cross_site(request: Request) -> JSONResponse | None:
+    """Refuse what another site's page could make a browser send here. A form or a `text/plain`
+    fetch from elsewhere goes without asking; a JSON one must pass CORS, which this app never
+    grants. And a browser names the page's origin, which must be this server's."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return JSONResponse({"ok": False, "error": "send JSON (Content-Type: application/json)"}, status_code=415)
+    origin = request.headers.get("origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+        return JSONResponse({"ok": False, "error": "requests from other sites are refused"}, status_code=403)
+    return None
 
 
 def _demo_ended(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:

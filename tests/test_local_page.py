@@ -597,7 +597,9 @@ def test_a_button_must_be_on_the_stored_message(running: Running, slack: FakeSla
     block_id = card_buttons(slack, post)["approval.approve"]
     forged = click_on(page, post, "U0OWNER", "approval.escalate_everyone", block_id)
     assert forged.status_code == 404 and forged.json()["error"] == "that message has no such button"
-    assert page.post("/local/act", content=b"{not json").status_code == 422
+    assert (
+        page.post("/local/act", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
+    )
     assert slack.calls_to("chat.update") == []
 
 
@@ -651,11 +653,14 @@ def test_run_the_demo_starts_the_demo_agent_once(slack: FakeSlack) -> None:
 
     with demo_page(slack, demo) as client:
         assert 'id="demo"' in client.get("/local").text
-        assert client.post("/local/demo").json() == {
+        assert client.post("/local/demo", json={}).json() == {
             "ok": True,
             "message": "The demo agent started: watch the channels on the left.",
         }
-        assert client.post("/local/demo").json() == {"ok": True, "message": "The demo agent is already running."}
+        assert client.post("/local/demo", json={}).json() == {
+            "ok": True,
+            "message": "The demo agent is already running.",
+        }
         gate.set()
         assert finished.wait(5)
 
@@ -663,4 +668,15 @@ def test_run_the_demo_starts_the_demo_agent_once(slack: FakeSlack) -> None:
 def test_without_a_demo_agent_there_is_no_demo_button(slack: FakeSlack) -> None:
     with demo_page(slack, None) as client:
         assert 'id="demo"' not in client.get("/local").text
-        assert client.post("/local/demo").status_code == 404
+        assert client.post("/local/demo", json={}).status_code == 404
+
+
+def test_other_sites_cannot_act_through_a_visitors_browser(slack: FakeSlack) -> None:
+    with demo_page(slack, None) as client:
+        act = {"kind": "command", "user": "U0OWNER", "channel": "C0APPROVALS", "text": "/agent pause lead-router"}
+        as_text = client.post("/local/act", content=json.dumps(act), headers={"Content-Type": "text/plain"})
+        assert as_text.status_code == 415
+        elsewhere = client.post("/local/act", json=act, headers={"Origin": "https://evil.example"})
+        assert elsewhere.status_code == 403 and elsewhere.json()["error"] == "requests from other sites are refused"
+        assert client.post("/local/demo", headers={"Origin": "http://testserver"}).status_code == 415
+    assert slack.calls_to("chat.postEphemeral") == []
