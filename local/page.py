@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from bot.clock import Clock, SystemClock
 from local import payloads, render
-from local.slack import APP_ID, TEAM_ID, FakeSlack
+from local.slack import FakeSlack
+from local.workspace import APP_ID, TEAM_ID
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,9 @@ def page_router(
     clock: Clock = SystemClock(),
 ) -> APIRouter:
     """The /local page and what it calls. `people[0]` acts unless the page chose another;
-    `names` maps user, group and channel ids to the names mentions show; `home_channel` is shown
-    before the bot has written anywhere; requests are signed at `clock`'s time (the app checks
-    signatures against its own clock)."""
+    `names` maps user, group and channel ids to the names mentions show; `home_channel` (else the
+    stand-in's first named channel) is shown before the bot has written anywhere; requests are
+    signed at `clock`'s time (the app checks signatures against its own clock)."""
     if not people:
         raise ValueError("the page needs at least one person to act as")
     page = _Page(fake, people, names, signing_secret, events_url, home_channel, clock)
@@ -290,7 +291,9 @@ class _Page:
         if channel_id and ID.fullmatch(channel_id):
             return channel_id
         conversations = self.fake.conversations()
-        return conversations[0]["id"] if conversations else self.home_channel
+        if conversations:
+            return str(conversations[0]["id"])
+        return self.home_channel or next(iter(self.fake.channel_names), None)
 
     def conversation_name(self, channel_id: str) -> str:
         """A conversation's name: the configured one, else the stand-in's (a DM is named after its person)."""
