@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
-from tests import slackreq
 from local.workspace import APP_ID
+from tests import slackreq
 
 PATH = "/link/"
 TIMEOUT = 10.0  # seconds a test waits for what it expects

@@ -19,8 +19,8 @@ from bot.cards import approval as card
 from bot.clock import ManualClock
 from bot.config import ConfigError, Settings, load_settings
 from handlers.commands import COMMANDS, STILL_WORKING
-from tests import slackreq, socketmode
 from local.slack import FakeSlack
+from tests import slackreq, socketmode
 from tests.helpers import Running, ask, card_of, posted_card, run_handrail, serve, wait_calls
 from tests.socketmode import Ack, SocketModeStandIn
 from tests.test_storm import hold, release
