@@ -139,7 +139,7 @@ def local_web(settings: Settings, host: str, expose: bool) -> int:
 
     app = create_app(services)
     mode.mount(app, services, local)
-    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    shown = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0", "::") else host
     print(f"handrail: local mode, no Slack workspace: open http://{shown}:{settings.port}/local", file=sys.stderr)
     uvicorn.run(app, host=host, port=settings.port, log_config=logs.config(), log_level="info")
     return 0

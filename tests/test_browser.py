@@ -10,11 +10,6 @@ skipped (with the command that installs it), except under CI, where it fails.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +20,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.helpers import handrail_env
 from tests.samples import REQUEST
+from tests.servers import Process, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -49,68 +45,18 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """`handrail web` with no Slack credentials and no config, in a directory of its own: local mode
     with the demo config. Its URL once it answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "web"],
-        cwd=tmp_path,
-        env=handrail_env(PORT=str(port)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    lines: list[str] = []
-    announced = threading.Event()
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.append(line)
-            if "/local" in line and "open http://" in line:
-                announced.set()
-        process.stderr.close()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    process = Process("web", handrail_env(PORT=str(port)), cwd=tmp_path)
     try:
-        if not announced.wait(60):
-            pytest.fail("handrail web did not say where its page is:\n" + "".join(lines))
-        assert f"open http://localhost:{port}/local" in "".join(lines)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, process, lines)
-        yield url
+        process.wait_for(f"open http://localhost:{port}/local", timeout=60)
+        process.wait_for("Application startup complete")
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        reader.join(10)
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[str], lines: list[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail("handrail web stopped:\n" + "".join(lines))
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # the server is starting: retry until the deadline
-    pytest.fail("handrail web did not answer /healthz:\n" + "".join(lines))
+        process.stop()
 
 
 @pytest.fixture
