@@ -145,6 +145,7 @@ def mount(app: FastAPI, services: Services, local: Local) -> FakeSlack:
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             events_url=base + "/slack/events",
             demo=(lambda: demo.run_demo(base)) if local.demo else None,
+            home_channel=next(iter(services.config.agents.values())).channel,  # the first approver's
         )
     )
     if local.demo:
