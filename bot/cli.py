@@ -100,9 +100,10 @@ def _services(settings: Settings) -> Services:
 
 def _missing_credentials(settings: Settings) -> str | None:
     missing = settings.missing_slack_credentials()
-    if missing:
-        return f"set {' and '.join(missing)} (from your Slack app's settings) to start; see README.md"
-    return None
+    if not missing:
+        return None
+    alternative = " (or SLACK_APP_TOKEN, for Socket Mode)" if missing == ["SLACK_SIGNING_SECRET"] else ""
+    return f"set {' and '.join(missing)}{alternative} from your Slack app's settings to start; see README.md"
 
 
 def web(settings: Settings, host: str | None, expose: bool) -> int:
