@@ -151,9 +151,6 @@ def config(level: str = "INFO") -> dict[str, Any]:
             # logs its own failures.
             "apscheduler": {"level": "ERROR"},
             "sqlalchemy.engine": {"level": "WARNING"},
-            # A line for every outbound request (callbacks, control hooks, the demo agent's calls)
-            # would drown the log; delivery logs its own failures.
-            "httpx": {"level": "WARNING"},
         },
     }
 

@@ -448,6 +448,14 @@ PEOPLE = [
 
 
 @pytest.fixture
+def slack_server() -> Iterator[FakeSlack]:
+    """A stand-in of each test's own: the page shows every message of a channel, and the session's
+    stand-in keeps what earlier tests posted."""
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
 def page(running: Running, slack: FakeSlack) -> Iterator[TestClient]:
     """The page's routes in an app of their own, sending to the real server's /slack/events."""
     yield from page_client(running, slack, SIGNING_SECRET)
