@@ -44,21 +44,32 @@ def test_a_process_without_redis_starts_alone_and_leaves_no_row_behind(db: Datab
 def test_a_second_process_without_redis_is_refused_and_told_why(db: Database, clock: ManualClock) -> None:
     first = presence(db, clock, "in-process")
     first.join()
+    assert "seen 0s ago" in refusal(presence(db, clock, "in-process"))
     clock.advance(timedelta(seconds=3))
     second = presence(db, clock, "in-process")
-    line = refusal(second)
-    assert f"pid {first.pid}" in line and "seen 3s ago" in line
-    assert "Set REDIS_URL" in line and "on every process" in line
+    assert refusal(second) == (
+        f"REDIS_URL: is not set, and another Handrail process (pid {first.pid} on {first.host}, seen 3s ago) uses "
+        "this database: without Redis only one process may, since the processes could not tell each other about "
+        "pauses. Set REDIS_URL (one Redis for all) on every process, or stop the other one (a process that died "
+        "is forgotten after 15s)"
+    )
     assert not second.joined
     assert [row.id for row in rows(db)] == [first.id], "the refused process left its row"
 
 
 @pytest.mark.parametrize(("first", "second"), [("in-process", "redis"), ("redis", "in-process")])
 def test_redis_and_in_process_never_run_side_by_side(db: Database, clock: ManualClock, first: str, second: str) -> None:
-    presence(db, clock, first).join()
+    running = presence(db, clock, first)
+    running.join()
     line = refusal(presence(db, clock, second))
-    expected = "set REDIS_URL on it too" if second == "redis" else "without Redis only one process may"
-    assert expected in line
+    if second == "redis":
+        assert line == (
+            f"REDIS_URL: is set here, but another Handrail process (pid {running.pid} on {running.host}, seen 0s "
+            "ago) runs without Redis on this database and would not hear this process's pauses: set REDIS_URL on it "
+            "too and restart it"
+        )
+    else:
+        assert "without Redis only one process may" in line
 
 
 def test_processes_with_redis_run_side_by_side(db: Database, clock: ManualClock) -> None:
