@@ -42,9 +42,9 @@ from bot.approvals.create import create  # noqa: E402
 from bot.config import HandrailConfig, parse_config  # noqa: E402
 from bot.jobs import BATCH, sweep_escalations  # noqa: E402
 from bot.models import ApprovalRequest  # noqa: E402
+from local.slack import BOT_USER_ID, FakeSlack  # noqa: E402
 from storage.db import Database, migrate  # noqa: E402
 from storage.tables import Approval, AuditEvent, OutboxMessage  # noqa: E402
-from tests.fakeslack import BOT_USER_ID, FakeSlack  # noqa: E402
 from tests.samples import REQUEST  # noqa: E402
 from tests.servers import free_port, peak_memory_mb, start_postgres, start_redis  # noqa: E402
 

@@ -63,8 +63,8 @@ from bench.servers import (  # noqa: E402
     start_server,
     wait_ready,
 )
+from local.slack import FakeSlack  # noqa: E402
 from tests import slackreq  # noqa: E402
-from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, config_dict  # noqa: E402
 from tests.servers import free_port, peak_memory_mb, start_postgres, start_redis  # noqa: E402
 

@@ -18,7 +18,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fakeslack import FakeSlack  # noqa: E402
+from local.slack import FakeSlack  # noqa: E402
 
 # Not problems of the run: the start's config warnings (the bench configs use the example's Slack
 # ids; `-m bot.cli` logs as __main__) and Bolt's note that the app gives it its client.

@@ -49,8 +49,8 @@ import yaml  # noqa: E402
 from sqlalchemy import Engine, event  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
+from local.slack import FakeSlack  # noqa: E402
 from tests import slackreq  # noqa: E402
-from tests.fakeslack import FakeSlack  # noqa: E402
 from tests.helpers import SIGNING_SECRET, T0, WEBHOOK_SECRET, AgentEndpoint, Running, config_dict, serve  # noqa: E402
 from tests.samples import REQUEST  # noqa: E402
 

@@ -120,7 +120,7 @@ def counted_routes(config: HandrailConfig, limiter: RateLimiter) -> type[APIRout
 
 
 def router(services: Services) -> APIRouter:
-    limiter = RateLimiter(config=services.config, clock=services.clock, redis=services.redis, lane=services.work)
+    limiter = RateLimiter(config=services.config, clock=services.clock, rates=services.shared.rates, lane=services.work)
     api = APIRouter(prefix="/v1", responses=ERRORS, route_class=counted_routes(services.config, limiter))  # type: ignore[arg-type]
 
     async def calling_agent(

@@ -1,9 +1,11 @@
-"""create_app(settings, services) -> the ASGI app: /slack/events, /v1, /healthz, /readyz."""
+"""create_app(settings, services) -> the ASGI app: /slack/events, /v1, /healthz, /readyz; with
+SLACK_APP_TOKEN, Slack's requests come over Socket Mode instead of /slack/events."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,10 +14,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +30,8 @@ from bot.errors import HandrailError, TooMany, Unauthenticated
 from bot.scheduler import start_sweeps
 from bot.services import Services
 from handlers import actions, commands, events, views
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 TOO_LARGE = f"request bodies are limited to {MAX_BODY_BYTES} bytes"
@@ -179,13 +185,53 @@ def _field_errors(error: RequestValidationError) -> tuple[str, str]:
     return "invalid_request", "; ".join(problems)
 
 
+class SocketMode:
+    """Slack's requests over Socket Mode: a websocket Handrail opens with the app token (at the URL
+    apps.connections.open gives, asked through the same Web API client as every other call), on
+    which Slack sends envelopes and the same Bolt app answers each with its ack. Nothing is signed:
+    the app token authenticated the socket.
+
+    It connects in the background, so the agents' API serves while Slack cannot be reached (the
+    client retries, and reconnects when Slack asks it to or the socket drops)."""
+
+    def __init__(self, bolt: AsyncApp, app_token: str, client: AsyncWebClient) -> None:
+        self.bolt = bolt
+        self.app_token = app_token
+        self.client = client
+        self.handler: AsyncSocketModeHandler | None = None
+        self.connecting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # The client starts its own tasks as it is made: it must be made on the running loop.
+        self.handler = AsyncSocketModeHandler(self.bolt, self.app_token, web_client=self.client)
+        self.connecting = asyncio.create_task(self._connect(self.handler))
+
+    async def _connect(self, handler: AsyncSocketModeHandler) -> None:
+        await handler.connect_async()
+        if not handler.client.closed:
+            log.info("connected to Slack over Socket Mode")
+
+    async def connected(self) -> bool:
+        return self.handler is not None and await self.handler.client.is_connected()
+
+    async def close(self) -> None:
+        if self.handler is not None:
+            await self.handler.close_async()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            await asyncio.gather(self.connecting, return_exceptions=True)
+
+
 def slack_app(services: Services) -> AsyncApp:
     settings = services.settings
-    assert settings.slack_bot_token and settings.slack_signing_secret
+    assert settings.slack_bot_token
+    secret = settings.slack_signing_secret
     bolt = AsyncApp(
         client=services.slack.client,
-        signing_secret=settings.slack_signing_secret.get_secret_value(),
-        request_verification_enabled=False,  # verified in /slack/events with the injected clock
+        # Never used by Bolt: requests to /slack/events are verified there with the injected
+        # clock; over Socket Mode nothing is signed.
+        signing_secret=secret.get_secret_value() if secret else "",
+        request_verification_enabled=False,
     )
 
     actions.register(bolt, services)
@@ -197,18 +243,22 @@ def slack_app(services: Services) -> AsyncApp:
 
 def create_app(services: Services) -> FastAPI:
     settings = services.settings
-    assert settings.slack_signing_secret
-    verifier = SignatureVerifier(settings.slack_signing_secret.get_secret_value(), clock=_VerifierClock(services.clock))
-    slack_handler = AsyncSlackRequestHandler(slack_app(services))
+    bolt = slack_app(services)
+    app_token = settings.slack_app_token
+    socket = SocketMode(bolt, app_token.get_secret_value(), services.slack.client) if app_token else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await services.start()
+        if socket:
+            await socket.start()
         await services.gate.reload()  # the first checks read SQL until the pub/sub link is up
         tasks = [
             asyncio.create_task(coroutine)
             for coroutine in (services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())
         ]
+        if services.presence.joined:
+            tasks.append(asyncio.create_task(services.presence.run_forever(services.work)))
         sweeps = start_sweeps(services) if settings.handrail_scheduler else None
         services.deliverer.kick()  # send what an earlier process left
         # What start-up made (modules, models, the config) lives as long as the process: leave it
@@ -218,6 +268,8 @@ def create_app(services: Services) -> FastAPI:
         try:
             yield
         finally:
+            if socket:
+                await socket.close()
             if sweeps:
                 await sweeps.stop()
             services.feed.stop()
@@ -253,17 +305,8 @@ def create_app(services: Services) -> FastAPI:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return _error(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail))
 
-    @app.post("/slack/events", include_in_schema=False)
-    async def slack_events(request: Request) -> Any:
-        # The headers' form is checked before the body is read; slack_sdk's check assumes it
-        # (an `abc` timestamp or a non-ASCII signature would raise inside it).
-        timestamp = request.headers.get("x-slack-request-timestamp", "")
-        signature = request.headers.get("x-slack-signature", "")
-        if not (SLACK_TIMESTAMP.fullmatch(timestamp) and SLACK_SIGNATURE.fullmatch(signature)):
-            return _error(401, "invalid_signature", "missing or malformed Slack signature headers")
-        if not verifier.is_valid(await request.body(), timestamp, signature):
-            return _error(401, "invalid_signature", "bad Slack signature or a request older than 5 minutes")
-        return await slack_handler.handle(request)
+    if socket is None:
+        _slack_events(app, bolt, services)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -277,12 +320,38 @@ def create_app(services: Services) -> FastAPI:
             checks["database"] = "ok"
         except Exception as error:  # any driver error means not ready
             checks["database"] = f"unreachable: {type(error).__name__}"
-        try:
-            await services.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as error:
-            checks["redis"] = f"unreachable: {type(error).__name__}"
+        if services.shared.redis is not None:  # else what Redis would hold is in this process
+            try:
+                await services.shared.ping()
+                checks["redis"] = "ok"
+            except Exception as error:
+                checks["redis"] = f"unreachable: {type(error).__name__}"
         ready = all(value == "ok" for value in checks.values())
+        # Reported, not required: the agents (and their gate) need this process while its socket
+        # reconnects, or while Slack is down.
+        if socket:
+            checks["slack_socket"] = "connected" if await socket.connected() else "not connected"
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
     return app
+
+
+def _slack_events(app: FastAPI, bolt: AsyncApp, services: Services) -> None:
+    """POST /slack/events, where Slack sends its requests over HTTP, signed. Not mounted under
+    Socket Mode: Slack sends nothing there then, and there may be no signing secret to check with."""
+    secret = services.settings.slack_signing_secret
+    assert secret
+    verifier = SignatureVerifier(secret.get_secret_value(), clock=_VerifierClock(services.clock))
+    slack_handler = AsyncSlackRequestHandler(bolt)
+
+    @app.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Any:
+        # The headers' form is checked before the body is read; slack_sdk's check assumes it
+        # (an `abc` timestamp or a non-ASCII signature would raise inside it).
+        timestamp = request.headers.get("x-slack-request-timestamp", "")
+        signature = request.headers.get("x-slack-signature", "")
+        if not (SLACK_TIMESTAMP.fullmatch(timestamp) and SLACK_SIGNATURE.fullmatch(signature)):
+            return _error(401, "invalid_signature", "missing or malformed Slack signature headers")
+        if not verifier.is_valid(await request.body(), timestamp, signature):
+            return _error(401, "invalid_signature", "bad Slack signature or a request older than 5 minutes")
+        return await slack_handler.handle(request)

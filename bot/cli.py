@@ -94,17 +94,21 @@ def _services(settings: Settings) -> Services:
     checked = _config(settings)
     services = build_services(settings, checked.config)
     _migrate(services.db.engine, settings.database_url)
+    services.presence.join()  # refuses a second process on this database without Redis
     return services
 
 
 def _missing_credentials(settings: Settings) -> str | None:
     missing = settings.missing_slack_credentials()
-    if missing:
-        return f"set {' and '.join(missing)} (from your Slack app's settings) to start; see README.md"
-    return None
+    if not missing:
+        return None
+    alternative = " (or SLACK_APP_TOKEN, for Socket Mode)" if missing == ["SLACK_SIGNING_SECRET"] else ""
+    return f"set {' and '.join(missing)}{alternative} from your Slack app's settings to start; see README.md"
 
 
-def web(settings: Settings) -> int:
+def web(settings: Settings, host: str | None, expose: bool) -> int:
+    if settings.local_mode:
+        return local_web(settings, host or "127.0.0.1", expose)
     if problem := _missing_credentials(settings):
         return _fail(problem)
     services = _services(settings)
@@ -113,7 +117,32 @@ def web(settings: Settings) -> int:
 
     from bot.app import create_app
 
-    uvicorn.run(create_app(services), host="0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info")
+    uvicorn.run(
+        create_app(services), host=host or "0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info"
+    )
+    return 0
+
+
+def local_web(settings: Settings, host: str, expose: bool) -> int:
+    """Local mode (local/mode.py): the same app, with a stand-in for Slack and the page at /local."""
+    from local import mode
+
+    try:
+        mode.check_host(host, expose)
+    except mode.Exposed as error:
+        return _fail(str(error))
+    local = mode.prepare(settings, settings.port)
+    services = _services(local.settings)
+
+    import uvicorn
+
+    from bot.app import create_app
+
+    app = create_app(services)
+    mode.mount(app, services, local)
+    shown = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0", "::") else host
+    print(f"handrail: local mode, no Slack workspace: open http://{shown}:{settings.port}/local", file=sys.stderr)
+    uvicorn.run(app, host=host, port=settings.port, log_config=logs.config(), log_level="info")
     return 0
 
 
@@ -130,9 +159,11 @@ def worker(settings: Settings) -> int:
         await services.start()
         sweeps = start_sweeps(services)
         services.deliverer.kick()
+        heartbeat = asyncio.create_task(services.presence.run_forever(services.work))
         try:
             await services.deliverer.run_forever()
         finally:
+            heartbeat.cancel()
             await sweeps.stop()
             await services.aclose()
 
@@ -173,11 +204,32 @@ def config_check(checked: CheckedConfig, source: str, agent: str | None, action:
     return 0
 
 
+def demo(url: str) -> int:
+    """The demo agents against a running Handrail (local mode's demo config), until Ctrl-C."""
+    from local.demo import DemoFailed, run_demo
+
+    try:
+        asyncio.run(run_demo(url))
+    except DemoFailed as failed:
+        return _fail(str(failed))
+    except KeyboardInterrupt:
+        print("handrail: the demo agents stopped", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handrail", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"handrail {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("web", help="serve Slack events, the agents' API and health checks on $PORT")
+    serve = sub.add_parser(
+        "web",
+        help="serve Slack events, the agents' API and health checks on $PORT; without Slack credentials, "
+        "local mode (the page at /local)",
+    )
+    serve.add_argument("--host", help="the address to listen on (default 0.0.0.0; 127.0.0.1 in local mode)")
+    serve.add_argument(
+        "--expose", action="store_true", help="let local mode listen beyond loopback (its page acts as any user)"
+    )
     sub.add_parser("worker", help="run the escalation and outbox sweeps without the web server")
     sub.add_parser("migrate", help="bring the database schema up to date")
     check = sub.add_parser(
@@ -195,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     key = sub.add_parser("webhook-key", help="print the key an agent uses to verify callbacks")
     key.add_argument("agent")
+    play = sub.add_parser("demo", help="run the demo agents against a Handrail in local mode, until Ctrl-C")
+    play.add_argument("--url", default="http://localhost:3000", help="where Handrail answers (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.command == "demo":  # an agent of the running server: this process reads no settings
+        return demo(args.url)
 
     try:
         if args.command == "config-check" and args.path:  # a file named: the environment plays no part
@@ -203,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             return config_check(checked, args.path, args.agent, args.action, args.fact)
         settings = load_settings()
         if args.command == "web":
-            return web(settings)
+            return web(settings, args.host, args.expose)
         if args.command == "worker":
             return worker(settings)
         if args.command == "migrate":

@@ -18,7 +18,7 @@ from bot.config import HandrailConfig
 from bot.control.state import ControlState, snapshot, unavailable
 from bot.lanes import Lane
 from bot.models import GateOut
-from storage.redis_store import ChangeFeed
+from storage.memory_store import ChangeFeed
 
 log = logging.getLogger(__name__)
 

@@ -62,17 +62,19 @@ class Sweeper:
     """Runs the sweep for one process: one sweep at a time, batch after batch until nothing due
     is left."""
 
-    def __init__(self, *, run: Runner, config: HandrailConfig, clock: Clock, redis: Redis, locked_rows: bool) -> None:
+    def __init__(
+        self, *, run: Runner, config: HandrailConfig, clock: Clock, redis: Redis | None, locked_rows: bool
+    ) -> None:
         self.run = run
         self.config = config
         self.clock = clock
-        self.redis = redis
+        self.redis = redis  # None: this process runs alone, nobody else sweeps
         self.locked_rows = locked_rows  # the database locks claimed rows (PostgreSQL): no Redis lock needed
         self._one = asyncio.Lock()
 
     async def sweep(self) -> int:
         async with self._one:
-            if self.locked_rows:
+            if self.locked_rows or self.redis is None:
                 return await self._sweep_all()
             lock = self.redis.lock(LOCK_NAME, timeout=LOCK_SECONDS, blocking=False)
             try:

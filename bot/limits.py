@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -34,7 +33,7 @@ from bot.errors import TooMany
 from bot.lanes import Lane
 from storage import counters
 from storage.counters import Slot
-from storage.redis_store import RateCounter
+from storage.shared import RateCounter
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +76,14 @@ class RateLimiter:
         *,
         config: HandrailConfig,
         clock: Clock,
-        redis: Redis,
+        rates: RateCounter,  # Redis's, or this process's when it runs alone
         lane: Lane,  # where SQL counts when Redis cannot
         monotonic: Callable[[], float] = time.monotonic,  # when to try Redis again: not the domain's clock
     ) -> None:
         self.clock = clock
         self.lane = lane
         self.monotonic = monotonic
-        self.counter = RateCounter(redis)
+        self.counter = rates
         every = {agent_id: rates_of(config, agent_id) for agent_id in config.agents}
         self._approvals = every  # POST /v1/approvals counts against both limits
         self._requests = {

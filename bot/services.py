@@ -3,13 +3,13 @@ the scheduler by closure."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 import httpx
-from redis.asyncio import Redis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import effects
@@ -20,11 +20,14 @@ from bot.gate import Gate
 from bot.jobs import Sweeper
 from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
+from bot.presence import Presence
 from bot.slack_gateway import SlackGateway
 from storage.db import Database
-from storage.redis_store import ChangeFeed, GroupCache
+from storage.memory_store import ChangeFeed
+from storage.shared import Shared, open_shared
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 SLACK_TIMEOUT = 10  # seconds
 
 
@@ -35,15 +38,19 @@ class Services:
     clock: Clock
     work: Lane  # approvals, runs, actions, deliveries, sweeps
     control: Lane  # slash commands, control buttons, the gate (bot.lanes)
-    redis: Redis
-    feed: ChangeFeed
+    shared: Shared  # Redis, or this process's memory when it runs alone (storage/shared.py)
     slack: SlackGateway
     deliverer: Deliverer
     http: httpx.AsyncClient  # control hooks and callbacks under an agent's callback_urls: as configured
     destinations: Guard  # where other callbacks may go: public addresses only
     callbacks: httpx.AsyncClient  # connects only to addresses the guard checked
+    presence: Presence = field(init=False)  # this process's heartbeat row: joined by the command line
     sweeper: Sweeper = field(init=False)
     gate: Gate = field(init=False)
+
+    @property
+    def feed(self) -> ChangeFeed:
+        return self.shared.feed
 
     @property
     def db(self) -> Database:
@@ -51,11 +58,12 @@ class Services:
         return self.work.db
 
     def __post_init__(self) -> None:
+        self.presence = Presence(db=self.work.db, shared=self.shared.where)
         self.sweeper = Sweeper(
             run=self.run,
             config=self.config,
             clock=self.clock,
-            redis=self.redis,
+            redis=self.shared.redis,
             locked_rows=self.work.db.engine.dialect.name == "postgresql",
         )
         self.gate = Gate(
@@ -93,12 +101,16 @@ class Services:
         self.slack.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT))
 
     async def aclose(self) -> None:
+        if self.presence.joined:
+            try:
+                await self.work.call(self.presence.leave)
+            except Exception as error:  # the row goes stale on its own
+                log.warning("could not remove this process's heartbeat row: %s", error)
         if self.slack.client.session is not None:
             await self.slack.client.session.close()
         await self.http.aclose()
         await self.callbacks.aclose()
-        await self.redis.aclose()
-        await self.feed.subscriber.aclose()
+        await self.shared.aclose()
         self.work.db.dispose()
         self.control.db.dispose()
 
@@ -114,10 +126,8 @@ def build_services(
     """`resolve` looks up the hosts of agents' callback URLs (tests give one they control)."""
     clock = clock or SystemClock()
     work = Lane.open(settings.database_url, WORK_THREADS)
-    # Short timeouts: Redis answers in well under a millisecond, and an answer it cannot give in
-    # time (a cache, a wake-up) is not worth keeping a Slack command waiting for.
-    redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
-    slack = SlackGateway(slack_client(settings), GroupCache(redis))
+    shared = open_shared(settings.redis_url)
+    slack = SlackGateway(slack_client(settings), shared.groups)
     http = httpx.AsyncClient(timeout=10, follow_redirects=False)
     guard = Guard(resolve)
     callbacks = guard.client(timeout=10)
@@ -137,8 +147,7 @@ def build_services(
         clock=clock,
         work=work,
         control=Lane.open(settings.database_url, CONTROL_THREADS),
-        redis=redis,
-        feed=ChangeFeed(redis, Redis.from_url(settings.redis_url, socket_connect_timeout=1)),
+        shared=shared,
         slack=slack,
         deliverer=deliverer,
         http=http,

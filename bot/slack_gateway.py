@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import mrkdwn
-from storage.redis_store import GroupCache
+from storage.shared import GroupCache
 
 # Slack errors about what a message says: its blocks or its length.
 CONTENT_ERRORS = frozenset(

@@ -1,19 +1,20 @@
-"""Redis: caches, wake-ups and rate-limit counters. Everything here can be rebuilt from SQL or from
-Slack, or (the counters of a rate limit's current window) may be lost at the cost of one window."""
+"""Redis: caches, wake-ups and rate-limit counters shared by every replica. Everything here can be
+rebuilt from SQL or from Slack, or (the counters of a rate limit's current window) may be lost at the
+cost of one window. storage/memory_store.py has the same interface for one process without Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from storage.counters import Slot
+from storage.memory_store import ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -24,47 +25,20 @@ SILENCE = 0.6  # seconds without a word from Redis: the link is down (well withi
 GROUP_KEY = "handrail:usergroup:{}"
 
 
-class ChangeFeed:
+class RedisChangeFeed(ChangeFeed):
     """Redis pub/sub between replicas. Wakes long-polls when an approval changes, in this process
     at once and in every other replica; a lost message only delays a waiter until its deadline,
     when it re-reads SQL anyway. Also carries "the control state changed" to every replica's gate
     (`on_control`), and tells the gate whether the subscription is up (`on_link`)."""
 
     def __init__(self, redis: Redis, subscriber: Redis) -> None:
+        super().__init__()
         self.redis = redis
         self.subscriber = subscriber  # no socket timeout: a subscription is quiet for long stretches
-        self._waiters: dict[str, set[asyncio.Event]] = {}
-        self.on_control: Callable[[], None] = lambda: None
-        self.on_link: Callable[[bool], None] = lambda up: None
-        self._stopping = False
-
-    def stop(self) -> None:
-        """End `listen` at its next heartbeat. Cancelling it instead can leave it hanging: redis-py
-        does not always give up a pub/sub read it is cancelled in."""
-        self._stopping = True
-
-    @asynccontextmanager
-    async def watch(self, approval_id: str) -> AsyncIterator[asyncio.Event]:
-        """Register before reading the state, so a change between the read and the wait is seen."""
-        event = asyncio.Event()
-        self._waiters.setdefault(approval_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            waiters = self._waiters.get(approval_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[approval_id]
-
-    def _wake(self, approval_id: str) -> None:
-        for event in self._waiters.get(approval_id, ()):
-            event.set()
 
     async def announce(self, approval_ids: Iterable[str]) -> None:
         ids = sorted(approval_ids)
-        for approval_id in ids:
-            self._wake(approval_id)
+        await super().announce(ids)
         try:
             await self.redis.publish(CHANGED_CHANNEL, json.dumps(ids))
         except RedisError as error:
@@ -82,12 +56,12 @@ class ChangeFeed:
         the network dropped without closing the connection) the link is reported down."""
         delay = 0.5
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stopping.is_set():
             try:
                 async with self.subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGED_CHANNEL, CONTROL_CHANNEL)
                     heard = loop.time()
-                    while not self._stopping:
+                    while not self._stopping.is_set():
                         message = await pubsub.get_message(timeout=HEARTBEAT)
                         if message is None:
                             if loop.time() - heard > SILENCE:
@@ -117,7 +91,7 @@ class ChangeFeed:
         return False
 
 
-class GroupCache:
+class RedisGroupCache:
     """Members of Slack user groups, cached for a few minutes."""
 
     def __init__(self, redis: Redis, ttl_seconds: int = 300) -> None:
@@ -159,7 +133,7 @@ RATE_KEY = "handrail:rate:{{{agent}}}:{name}:{window_start}"  # {agent} in brace
 RATE_KEY_SPARE_SECONDS = 60  # keys outlive their window by this much: only to be collected, never read again
 
 
-class RateCounter:
+class RedisRateCounter:
     """Rate-limit counters shared by every replica: one key per agent, limit and fixed window. The
     window is in the key, so a key's expiry only collects it (Redis's own clock never decides a count)."""
 

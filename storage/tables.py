@@ -244,3 +244,18 @@ class RateCount(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class ProcessRow(Base):
+    """A running Handrail process, as of its last heartbeat (bot/presence.py). `shared` says where
+    it keeps what Redis would hold: "redis", or "in-process" (it must then be the only process on
+    this database). Rows of processes that stopped cleanly are deleted; others go stale."""
+
+    __tablename__ = "processes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    shared: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]

@@ -15,8 +15,8 @@ import yaml
 
 from bot.clock import ManualClock
 from bot.config import Settings
+from local.slack import FakeSlack
 from storage.db import Database, migrate
-from tests.fakeslack import FakeSlack
 from tests.helpers import (
     SIGNING_SECRET,
     T0,
@@ -107,8 +107,24 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_shared` run twice: with Redis, and with what Redis holds kept in the
+    process (no REDIS_URL)."""
+    if "shared" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_shared"):
+        metafunc.parametrize("shared", ["redis", "in-process"], indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, slack: FakeSlack, redis_url: str, config_file: Path) -> Settings:
+def shared(request: pytest.FixtureRequest) -> str:
+    """Where the server keeps what Redis holds: "redis" unless the test is marked `both_shared`."""
+    return getattr(request, "param", "redis")
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, slack: FakeSlack, shared: str, config_file: Path
+) -> Settings:
+    redis_url = request.getfixturevalue("redis_url") if shared == "redis" else None
     return Settings(
         slack_bot_token="xoxb-test-token",
         slack_signing_secret=SIGNING_SECRET,

@@ -31,9 +31,9 @@ from bot.config import Settings, parse_config
 from bot.destinations import Resolve, system_resolve
 from bot.models import ApprovalRequest
 from bot.services import Services, build_services
+from local.slack import Call, FakeSlack
 from storage.db import make_engine, migrate
 from tests import slackreq
-from tests.fakeslack import Call, FakeSlack
 from tests.samples import REQUEST
 
 SIGNING_SECRET = "test-signing-secret"
@@ -136,6 +136,7 @@ def serve(
     config = parse_config(yaml.safe_load(Path(settings.handrail_config).read_text()))
     services = build_services(settings, config, clock, resolve)
     migrate(services.db.engine)
+    services.presence.join()
     app = create_app(services)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 class Process:
     """`python -m bot.cli <command>` with its stderr read line by line as it comes."""
 
-    def __init__(self, command: str, env: dict[str, str]) -> None:
+    def __init__(self, command: str, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", command],
+            [sys.executable, "-m", "bot.cli", command, *args],
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,36 +1,26 @@
 """Requests from Slack to the app, built from Slack's real payloads and signed the way Slack signs them.
 
 Each builder loads a recorded payload from ../shared/slack/payloads, overrides a few fields and
-returns the raw body Slack would send (application/x-www-form-urlencoded). Sign it with `sign`.
+returns the raw body Slack would send (application/x-www-form-urlencoded). Sign it with `sign`
+(local.payloads.sign: the one signer, which local mode uses too).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import hmac
 import itertools
 import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from local.payloads import FORM_CONTENT_TYPE, sign
+
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "slack" / "payloads"
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+__all__ = ["FORM_CONTENT_TYPE", "block_action", "ephemeral_click", "sign", "slash_command", "view_submission"]
 
 _trigger_numbers = itertools.count(1)
-
-
-def sign(body: bytes, secret: str, timestamp: int) -> dict[str, str]:
-    """Headers Slack sends with `body`: v0= hex HMAC-SHA256 of f"v0:{timestamp}:{body}"."""
-    base = b"v0:" + str(timestamp).encode() + b":" + body
-    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    return {
-        "X-Slack-Request-Timestamp": str(timestamp),
-        "X-Slack-Signature": f"v0={digest}",
-        "Content-Type": FORM_CONTENT_TYPE,
-    }
 
 
 def slash_command(

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 
 from bot.clock import ManualClock
 from bot.config import Settings
+from local.slack import FakeSlack
 from storage.tables import Approval, AuditEvent, OutboxMessage
 from tests import slackreq
-from tests.fakeslack import FakeSlack
 from tests.helpers import AGENT_TOKENS, Running, ask, click, posted_card, serve
 from tests.samples import REQUEST
 

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from bot import destinations
 from bot.clock import ManualClock
 from bot.config import ConfigError, Settings, parse_config
+from local.slack import FakeSlack
 from storage.repositories import Audit
 from storage.tables import Approval, AuditEvent, OutboxMessage
-from tests.fakeslack import FakeSlack
 from tests.helpers import AgentEndpoint, Running, click, config_dict, posted_card, serve, wait_calls
 from tests.samples import REQUEST
 

@@ -16,8 +16,8 @@ from bot.cards.undo import undo_modal
 from bot.config import parse_config
 from bot.control.state import PauseView
 from bot.models import ApprovalRequest
+from local.slack import FakeSlack
 from storage.tables import ActionRecord, Approval
-from tests.fakeslack import FakeSlack
 from tests.helpers import T0, config_dict
 
 CONFIG = parse_config(config_dict())

@@ -17,12 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import yaml
+from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import EXAMPLE_IDS, Settings
-from tests.fakeslack import FakeSlack
+from local.slack import FakeSlack
+from storage.db import Database
+from storage.tables import ProcessRow
 from tests.helpers import ROOT, SIGNING_SECRET, handrail_env, run_handrail, serve
 from tests.servers import free_port
 
@@ -76,7 +78,7 @@ def test_the_tests_pass_with_a_developers_env_file_and_variables(tmp_path: Path)
     }
     chosen = [
         # The three that failed: they run `handrail`, which read the .env of the working directory.
-        "test_config.py::test_web_without_slack_credentials_names_what_is_missing",
+        "test_config.py::test_web_with_half_the_slack_credentials_names_what_is_missing",
         "test_config.py::test_web_with_a_bad_config_fails_at_start_naming_the_key",
         "test_config.py::test_config_check_and_webhook_key",
         "test_worker.py::test_the_worker_needs_slack_credentials",
@@ -389,13 +391,6 @@ def _ctrl_c(process: subprocess.Popen[str]) -> None:
     process.wait(60)
 
 
-def _answers(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=1).ping())
-    except redis.ConnectionError:
-        return False
-
-
 @pytest.fixture
 def run_settings(tmp_path: Path, slack: FakeSlack) -> dict[str, str]:
     return {
@@ -408,30 +403,25 @@ def run_settings(tmp_path: Path, slack: FakeSlack) -> dict[str, str]:
     }
 
 
-def test_make_run_starts_redis_on_the_port_of_redis_url_and_stops_it_on_ctrl_c(
+def test_make_run_needs_no_redis_and_a_second_process_on_its_database_is_refused(
     tmp_path: Path, run_settings: dict[str, str]
 ) -> None:
-    redis_port = free_port()
-    process = _make_run(tmp_path, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", **run_settings)
+    process = _make_run(tmp_path, **run_settings)
     try:
         _wait_until_serving(process)
-        assert _answers(redis_port), "no redis-server on the port REDIS_URL names"
-        assert httpx.get(f"http://127.0.0.1:{run_settings['PORT']}/readyz", timeout=10).status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{run_settings['PORT']}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json() == {"ready": True, "database": "ok"}
+        second = run_handrail("web", cwd=tmp_path, **(run_settings | {"PORT": str(free_port())}))
+        assert second.returncode == 2
+        (line,) = [line for line in lines(second.stderr) if line.startswith("handrail:")]
+        assert line.startswith("handrail: REDIS_URL: is not set, and another Handrail process (pid ")
+        assert "Set REDIS_URL (one Redis for all) on every process, or stop the other one" in line
     finally:
         _ctrl_c(process)
-    assert not _answers(redis_port), "the redis-server make run started outlived it"
-
-
-def test_make_run_leaves_a_redis_that_already_answers_alone(
-    tmp_path: Path, run_settings: dict[str, str], redis_url: str
-) -> None:
-    process = _make_run(tmp_path, REDIS_URL=redis_url, **run_settings)
-    try:
-        _wait_until_serving(process)
-    finally:
-        _ctrl_c(process)
-    assert not (tmp_path / ".run").exists(), "make run started a redis-server although one answered"
-    assert redis.Redis.from_url(redis_url).ping()
+    database = Database(run_settings["DATABASE_URL"])
+    with database.transaction() as session:
+        assert session.scalars(select(ProcessRow)).all() == [], "make run left its heartbeat row behind"
+    database.dispose()
 
 
 def test_the_operators_config_and_secrets_are_not_committed() -> None:

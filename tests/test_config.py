@@ -104,10 +104,16 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
-def test_web_without_slack_credentials_names_what_is_missing(tmp_path: Path) -> None:
-    result = run_handrail("web", cwd=tmp_path, HANDRAIL_CONFIG=str(tmp_path / "none.yml"))
+def test_web_with_half_the_slack_credentials_names_what_is_missing(tmp_path: Path) -> None:
+    """None of them is local mode (tests/test_local_mode.py); some of them is a mistake."""
+    result = run_handrail("web", cwd=tmp_path, HANDRAIL_CONFIG=str(tmp_path / "none.yml"), SLACK_BOT_TOKEN="xoxb-1")
     assert result.returncode == 2
-    assert "SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET" in result.stderr
+    assert result.stderr == (
+        "handrail: set SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN, for Socket Mode) from your Slack app's settings "
+        "to start; see README.md\n"
+    )
+    result = run_handrail("web", cwd=tmp_path, SLACK_SIGNING_SECRET="s", SLACK_APP_TOKEN="xapp-1-A-1-abc")
+    assert result.returncode == 2 and "set SLACK_BOT_TOKEN from" in result.stderr
 
 
 def test_web_with_a_bad_config_fails_at_start_naming_the_key(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ import yaml
 
 from bot import webhooks
 from handlers.commands import COMMANDS
+from local.slack import Call, FakeSlack
 from storage.repositories import Audit
 from tests import slackreq
-from tests.fakeslack import Call, FakeSlack
 from tests.helpers import (
     AGENT_TOKENS,
     WEBHOOK_SECRET,
@@ -31,6 +31,8 @@ from tests.helpers import (
 )
 
 ROLES = {"oncall": ["U0ONCALL", "S0ONCALL"], "managers": ["U0BOSS"], "admins": ["U0ADMIN"]}
+
+pytestmark = pytest.mark.both_shared  # with Redis and without
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fakeslack import FakeSlack
+from local.slack import FakeSlack
 from tests.helpers import AgentEndpoint, Running, ask, card_of, click, config_dict, posted_card, wait_calls
 
 QUOTES = {
@@ -26,6 +26,8 @@ POLICIES = [
     {"match": "opportunity.update_amount", "mode": "human_only"},
 ]
 PARAMS = {"id": "006XYZ", "stage": "Closed Won"}
+
+pytestmark = pytest.mark.both_shared  # with Redis and without
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of the test support code: tests/fakeslack.py and tests/slackreq.py."""
+"""Tests of the Slack stand-in (local/slack.py) and of tests/slackreq.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakeslack import DEFAULT_SLACK_DIR, Call, FakeSlack
+from local.slack import DEFAULT_SLACK_DIR, Call, FakeSlack
 from tests.slackreq import block_action, sign, slash_command, view_submission
 
 PAYLOADS = DEFAULT_SLACK_DIR / "payloads"
@@ -407,6 +407,18 @@ def test_missing_token_and_unknown_method_are_violations(fake: FakeSlack, client
     assert call_error(anonymous, "auth.test", {}).response["error"] == "not_authed"
     assert call_error(client, "chat.delete", {"channel": CHANNEL, "ts": "1.2"}).response["error"] == "unknown_method"
     assert [v.split(":")[0] for v in fake.violations] == ["auth.test", "chat.delete"]
+
+
+def test_apps_connections_open_takes_only_an_app_token_and_answers_the_socket_url(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    fake.socket_url = "ws://127.0.0.1:9/link/?ticket=1"
+    app = WebClient(token="xapp-1-A0HANDRAIL-1-abc", base_url=fake.base_url)
+
+    assert app.apps_connections_open(app_token="xapp-1-A0HANDRAIL-1-abc")["url"] == fake.socket_url
+    assert call_error(client, "apps.connections.open", {}).response["error"] == "not_allowed_token_type"
+    assert call_error(app, "auth.test", {}).response["error"] == "not_allowed_token_type"
+    assert [v.split(":")[0] for v in fake.violations] == ["apps.connections.open", "auth.test"]
 
 
 def test_async_web_client_works_against_the_fake(fake: FakeSlack) -> None:

@@ -29,8 +29,8 @@ import redis
 
 from bot.clock import ManualClock
 from bot.config import Settings
+from local.slack import FakeSlack
 from tests import slackreq
-from tests.fakeslack import FakeSlack
 from tests.helpers import T0, Running, serve
 from tests.servers import start, start_postgres, start_redis
 

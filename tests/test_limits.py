@@ -28,9 +28,10 @@ from bot.config import ConfigError, Settings, load_config, parse_config
 from bot.control import pause as pausing
 from bot.lanes import Lane
 from bot.limits import RateLimited, RateLimiter
+from local.slack import FakeSlack
 from storage.db import Database
+from storage.redis_store import RedisRateCounter
 from storage.tables import Approval, RateCount
-from tests.fakeslack import FakeSlack
 from tests.helpers import AGENT_TOKENS, T0, Running, config_dict, serve
 from tests.samples import REQUEST
 from tests.servers import free_port, start_redis
@@ -104,6 +105,7 @@ def rate_rows(db: Database) -> list[tuple[str, int, int]]:
         return [(r.key, r.window_start, r.count) for r in session.scalars(select(RateCount).order_by(RateCount.key))]
 
 
+@pytest.mark.both_shared
 def test_requests_per_second_lets_exactly_the_limit_through_in_each_second(running: Running) -> None:
     running.clock.set(T0 + timedelta(seconds=0.25))
     assert [versions(running.url).status_code for _ in range(PER_SECOND)] == [200] * PER_SECOND
@@ -120,6 +122,7 @@ def test_requests_per_second_lets_exactly_the_limit_through_in_each_second(runni
     assert [versions(running.url).status_code for _ in range(PER_SECOND + 1)] == [200] * PER_SECOND + [429]
 
 
+@pytest.mark.both_shared
 def test_approvals_per_minute_refuses_the_next_one_until_the_minute_ends_and_stores_nothing(
     running: Running, slack: FakeSlack
 ) -> None:
@@ -141,6 +144,7 @@ def test_approvals_per_minute_refuses_the_next_one_until_the_minute_ends_and_sto
     assert approvals(running) == PER_MINUTE + 1
 
 
+@pytest.mark.both_shared
 def test_replays_of_an_idempotency_key_count_as_approval_requests(running: Running) -> None:
     first = ask(running.url, idempotency_key="run-1-step-1")
     replays = [ask(running.url, idempotency_key="run-1-step-1") for _ in range(PER_MINUTE - 1)]
@@ -148,6 +152,7 @@ def test_replays_of_an_idempotency_key_count_as_approval_requests(running: Runni
     refused(ask(running.url, idempotency_key="run-1-step-1"))
 
 
+@pytest.mark.both_shared
 def test_a_refused_approval_request_takes_nothing_from_the_requests_per_second(running: Running) -> None:
     """The limits are counted all or none: the 4th approval request, refused by approvals_per_minute,
     leaves the second's count at 3, so 2 more requests pass in it."""
@@ -156,6 +161,7 @@ def test_a_refused_approval_request_takes_nothing_from_the_requests_per_second(r
     assert [versions(running.url).status_code for _ in range(3)] == [200, 200, 429]
 
 
+@pytest.mark.both_shared
 def test_one_agents_flood_does_not_limit_another(running: Running) -> None:
     for _ in range(PER_SECOND + 3):
         versions(running.url)
@@ -166,6 +172,7 @@ def test_one_agents_flood_does_not_limit_another(running: Running) -> None:
     assert [ask(running.url, "billing-bot").status_code for _ in range(BILLING_PER_MINUTE)] == [201, 201]
 
 
+@pytest.mark.both_shared
 def test_the_gate_is_never_rate_limited_and_tells_a_looping_agent_it_is_paused(running: Running) -> None:
     for _ in range(PER_SECOND):
         versions(running.url)
@@ -190,6 +197,7 @@ def test_the_gate_is_never_rate_limited_and_tells_a_looping_agent_it_is_paused(r
     refused(versions(running.url))
 
 
+@pytest.mark.both_shared
 def test_an_agents_own_limit_overrides_the_default_and_off_lifts_it(running: Running) -> None:
     assert [ask(running.url, "billing-bot").status_code for _ in range(BILLING_PER_MINUTE)] == [201, 201]
     retry_after, message = refused(ask(running.url, "billing-bot"))
@@ -264,7 +272,10 @@ def test_with_neither_redis_nor_sql_requests_pass_uncounted(
     """Fail open: a rate limit protects capacity, and the request meets the same outage anyway."""
     db = Database(f"postgresql+psycopg://handrail@127.0.0.1:{free_port()}/none")
     limiter = RateLimiter(
-        config=parse_config(limited_config()), clock=clock, redis=nowhere(), lane=Lane(db, CapacityLimiter(8))
+        config=parse_config(limited_config()),
+        clock=clock,
+        rates=RedisRateCounter(nowhere()),
+        lane=Lane(db, CapacityLimiter(8)),
     )
 
     async def flood() -> None:
@@ -287,7 +298,10 @@ def nowhere() -> AsyncRedis:
 
 def test_the_limiter_counts_exactly_in_sql_under_concurrency(db: Database, clock: ManualClock) -> None:
     limiter = RateLimiter(
-        config=parse_config(limited_config()), clock=clock, redis=nowhere(), lane=Lane(db, CapacityLimiter(8))
+        config=parse_config(limited_config()),
+        clock=clock,
+        rates=RedisRateCounter(nowhere()),
+        lane=Lane(db, CapacityLimiter(8)),
     )
 
     async def attempt() -> bool:
@@ -329,7 +343,11 @@ def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
     redis = AsyncRedis.from_url(frozen_redis, socket_timeout=0.2, socket_connect_timeout=0.2)
     config = parse_config(limited_config())
     limiter = RateLimiter(
-        config=config, clock=clock, redis=redis, lane=Lane(db, CapacityLimiter(8)), monotonic=lambda: seconds[0]
+        config=config,
+        clock=clock,
+        rates=RedisRateCounter(redis),
+        lane=Lane(db, CapacityLimiter(8)),
+        monotonic=lambda: seconds[0],
     )
     tried = []
     take = limiter.counter.take
@@ -363,7 +381,11 @@ def test_while_redis_hangs_one_request_at_a_time_waits_for_it(
 
 def limiter_on(redis: AsyncRedis, db: Database, clock: ManualClock, **extra: Any) -> RateLimiter:
     return RateLimiter(
-        config=parse_config(limited_config()), clock=clock, redis=redis, lane=Lane(db, CapacityLimiter(8)), **extra
+        config=parse_config(limited_config()),
+        clock=clock,
+        rates=RedisRateCounter(redis),
+        lane=Lane(db, CapacityLimiter(8)),
+        **extra,
     )
 
 

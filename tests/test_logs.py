@@ -19,9 +19,9 @@ import pytest
 
 from bot.approvals.create import create as create_approval
 from bot.config import load_config
+from local.slack import FakeSlack
 from storage.db import Database, migrate
 from tests import slackreq
-from tests.fakeslack import FakeSlack
 from tests.helpers import (
     AGENT_TOKENS,
     SIGNING_SECRET,

@@ -1,8 +1,9 @@
-"""The app manifest is valid for Slack and matches what the app serves."""
+"""The app manifests (HTTP and Socket Mode) are valid for Slack and match what the app serves."""
 
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
@@ -24,12 +25,13 @@ def validator() -> Draft7Validator:
     return Draft7Validator(json.loads((SCHEMAS / "manifest.schema.json").read_text()), registry=registry)
 
 
-def manifest() -> dict:
-    return yaml.safe_load((ROOT / "manifest.yml").read_text())
+def manifest(name: str = "manifest.yml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
 
 
-def test_the_manifest_is_valid_against_slacks_schema() -> None:
-    errors = [e.message for e in validator().iter_errors(manifest())]
+@pytest.mark.parametrize("name", ["manifest.yml", "manifest.socket.yml"])
+def test_the_manifest_is_valid_against_slacks_schema(name: str) -> None:
+    errors = [e.message for e in validator().iter_errors(manifest(name))]
     assert errors == []
 
 
@@ -56,3 +58,15 @@ def test_everything_slack_sends_goes_to_slack_events_with_the_scopes_handrail_ne
         "usergroups:read",
     }
     assert data["settings"]["socket_mode_enabled"] is False and data["settings"]["interactivity"]["is_enabled"]
+
+
+def test_the_socket_mode_manifest_is_the_http_one_with_socket_mode_and_no_request_urls() -> None:
+    http, socket = manifest(), manifest("manifest.socket.yml")
+    assert socket["settings"]["socket_mode_enabled"] is True
+    for part in (http, socket):  # what differs between the two, taken out of both
+        part["settings"].pop("socket_mode_enabled")
+        part["settings"]["interactivity"].pop("request_url", None)
+        part["settings"]["event_subscriptions"].pop("request_url", None)
+        for command in part["features"]["slash_commands"]:
+            command.pop("url", None)
+    assert socket == http

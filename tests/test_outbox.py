@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from local.slack import FakeSlack
 from storage.repositories import Outbox
 from storage.tables import OutboxMessage
-from tests.fakeslack import FakeSlack
 from tests.helpers import Running
 
 

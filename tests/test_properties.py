@@ -35,8 +35,8 @@ from bot.clock import ManualClock
 from bot.config import Condition, HandrailConfig, Policy, parse_config
 from bot.models import MAX_DEPTH
 from bot.runs import BACKFILL_WINDOW, CLOCK_SKEW
+from local.slack import FakeSlack
 from storage.tables import ActionRecord, AgentVersion, Approval, Run
-from tests.fakeslack import FakeSlack
 from tests.helpers import T0, Running, config_dict, reset_postgres, serve
 
 POLICIES = [

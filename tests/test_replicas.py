@@ -31,9 +31,9 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from local.slack import Call, FakeSlack
 from storage.db import Database
 from storage.tables import Approval, AuditEvent, OutboxMessage
-from tests.fakeslack import Call, FakeSlack
 from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, T0, WEBHOOK_SECRET, config_dict, reset_postgres
 from tests.replica import CLOCK_VARIABLE, READY, set_time
 from tests.samples import REQUEST

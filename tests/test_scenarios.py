@@ -7,12 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from bot import outbox, webhooks
+from local.slack import FakeSlack
 from storage.repositories import Audit
 from tests import slackreq
-from tests.fakeslack import FakeSlack
 from tests.helpers import WEBHOOK_SECRET, AgentEndpoint, Running, ask, card_of, click, posted_card, wait_calls
+
+pytestmark = pytest.mark.both_shared  # with Redis and without
 
 
 def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint) -> None:

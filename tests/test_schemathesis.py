@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from bot.clock import ManualClock
 from bot.config import Settings
-from tests.fakeslack import FakeSlack
+from local.slack import FakeSlack
 from tests.helpers import AGENT_TOKENS, Running, reset_postgres, serve
 
 AUTH = {"Authorization": f"Bearer {AGENT_TOKENS['lead-router']}"}

@@ -20,11 +20,11 @@ from sqlalchemy import select
 
 from bot.control import pause as pausing
 from bot.outbound import Kind
+from local.slack import Call, FakeSlack
 from storage.redis_store import GROUP_KEY
 from storage.repositories import Audit
 from storage.tables import OutboxMessage
 from tests import slackreq
-from tests.fakeslack import Call, FakeSlack
 from tests.helpers import Running, ask, card_of, click, config_dict, posted_card, wait_calls
 
 ROLES = {"oncall": ["S0GONE", "S0ONCALL"], "managers": ["U0BOSS"]}

@@ -23,10 +23,10 @@ from bot.clock import ManualClock
 from bot.config import parse_config
 from bot.outbound import Kind
 from bot.outbox import LEASE
+from local.slack import FakeSlack
 from storage.db import Database
 from storage.repositories import Approvals
 from storage.tables import Approval, OutboxMessage
-from tests.fakeslack import FakeSlack
 from tests.helpers import AgentEndpoint, Running, ask, config_dict, request, serve
 
 CONFIG = parse_config(config_dict())

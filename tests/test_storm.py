@@ -22,8 +22,8 @@ from bot.config import Settings
 from bot.lanes import WORK_THREADS
 from bot.outbox.deliverer import BEHIND
 from handlers.commands import STILL_WORKING
+from local.slack import FakeSlack
 from tests import slackreq
-from tests.fakeslack import FakeSlack
 from tests.helpers import AGENT_TOKENS, SIGNING_SECRET, WEBHOOK_SECRET, Running, handrail_env, request
 from tests.samples import REQUEST
 from tests.servers import Process, free_port

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bot.approvals.create import create as create_approval
 from bot.config import load_config
+from local.slack import FakeSlack
 from storage.db import Database, migrate
-from tests.fakeslack import FakeSlack
 from tests.helpers import SIGNING_SECRET, handrail_env, request, run_handrail
 
 

@@ -3,6 +3,7 @@ and the package's version."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,14 @@ VARIABLE_FORMS = {
 _DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgres", "postgresql", "postgresql+psycopg")
 _DATABASE_FORM = "postgresql://user:password@host:5432/dbname or sqlite:///handrail.db"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Slack's app-level tokens: xapp-<version>-<app id>-<digits>-<hex>; a bound on the length keeps a
+# pasted file out of the Authorization header.
+_APP_TOKEN = re.compile(r"xapp-[A-Za-z0-9-]{1,250}")
+_APP_TOKEN_FORM = (
+    "is not an app-level token (those start with xapp-): create one under Basic Information → "
+    "App-Level Tokens with the connections:write scope (the bot token, xoxb-, goes in SLACK_BOT_TOKEN), "
+    "or leave SLACK_APP_TOKEN unset to take Slack's requests over HTTP"
+)
 
 
 def redact(url: str) -> str:
@@ -66,9 +75,11 @@ class Settings(BaseSettings):
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    # Set: Slack's requests arrive over Socket Mode (a websocket Handrail opens), not at /slack/events.
+    slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     database_url: str = "sqlite:///handrail.db"
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str | None = None  # None: one process, keeping in memory what Redis would hold
     handrail_config: Path = Path("handrail.yml")
     handrail_webhook_secret: SecretStr | None = None
     handrail_sweep_interval: Duration = timedelta(seconds=5)
@@ -87,7 +98,9 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis(cls, value: str) -> str:
+    def _redis(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         scheme = _scheme(value)
         try:
             parts = urlsplit(value)
@@ -98,6 +111,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{shown(redact(value))} is not a Redis URL: write redis://host:6379/0")
         return value
 
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty value is unset; the message never shows the value, which is a secret."""
+        if value is None or not value.get_secret_value():
+            return None
+        if not _APP_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(_APP_TOKEN_FORM)
+        return value
+
     @field_validator("slack_api_url")
     @classmethod
     def _slack_api(cls, value: str) -> str:
@@ -105,15 +128,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{shown(value)} is not a URL: write https://slack.com/api/ (the default)")
         return value
 
+    @property
+    def local_mode(self) -> bool:
+        """No Slack credentials at all: `web` serves local mode (local/mode.py)."""
+        secrets = (self.slack_bot_token, self.slack_signing_secret, self.slack_app_token)
+        return not any(secret is not None and secret.get_secret_value() for secret in secrets)
+
     def missing_slack_credentials(self) -> list[str]:
-        return [
-            name
-            for name, value in (
-                ("SLACK_BOT_TOKEN", self.slack_bot_token),
-                ("SLACK_SIGNING_SECRET", self.slack_signing_secret),
-            )
-            if value is None or not value.get_secret_value()
-        ]
+        """The bot token, and the signing secret unless an app token is set: over Socket Mode
+        requests come on a socket the app token opened, unsigned."""
+        needed = [("SLACK_BOT_TOKEN", self.slack_bot_token)]
+        if self.slack_app_token is None:
+            needed.append(("SLACK_SIGNING_SECRET", self.slack_signing_secret))
+        return [name for name, value in needed if value is None or not value.get_secret_value()]
 
     def problems_with(self, config: HandrailConfig) -> list[Problem]:
         """What keeps this environment from serving this config, found at start rather than in
