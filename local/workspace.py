@@ -211,10 +211,8 @@ class Workspace:
     def mint_trigger(self, user: str) -> str:
         number = next(self._id_counter)
         trigger = f"{398738663015 + number}.47445629121.{number:032x}"  # Slack's shape
-        now = self._monotonic()
-        for stale in [key for key, t in self._triggers.items() if t.expires_at < now]:
-            del self._triggers[stale]
-        self._triggers[trigger] = _Trigger(user, now + TRIGGER_LIFETIME_S)
+        # Kept after they expire (a few dozen bytes a click): a forgotten one would pass for a test's own.
+        self._triggers[trigger] = _Trigger(user, self._monotonic() + TRIGGER_LIFETIME_S)
         return trigger
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> dict[str, Any]:
