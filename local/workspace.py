@@ -127,7 +127,8 @@ class Workspace:
         """A message posted to a response_url, by Slack's rules: delete_original deletes the
         message clicked, replace_original replaces it (an ephemeral one stays ephemeral); otherwise
         `in_channel` posts a message as the bot, and the default is an ephemeral message to the
-        user. Returns the error when the original is gone."""
+        user. A slash command's URL has no original, so its answers are always new messages.
+        Returns the error when the original is gone."""
         original = (hook.channel, hook.message_ts) if hook.message_ts else None
         store = self.ephemerals if hook.ephemeral else self.messages
         text, blocks, thread_ts = params.get("text", ""), params.get("blocks") or None, params.get("thread_ts")
