@@ -40,3 +40,4 @@ bench: dev
 	$(BIN)/python bench/escalation.py
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/storm.py
+	$(BIN)/python bench/first_run.py
