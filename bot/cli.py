@@ -31,6 +31,7 @@ SWITCH_INTERVAL = 0.001  # seconds
 DESCRIPTION = "Handrail: human approval gates, escalation and incident control for AI agents, in Slack."
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from sqlalchemy import Engine
 
     from bot.services import Services
@@ -112,14 +113,15 @@ def web(settings: Settings, host: str | None, expose: bool) -> int:
     if problem := _missing_credentials(settings):
         return _fail(problem)
     services = _services(settings)
-
-    import uvicorn
-
     from bot.app import create_app
 
-    uvicorn.run(
-        create_app(services), host=host or "0.0.0.0", port=settings.port, log_config=logs.config(), log_level="info"
-    )
+    return _serve(create_app(services), host or "0.0.0.0", settings.port)
+
+
+def _serve(app: FastAPI, host: str, port: int) -> int:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_config=logs.config(), log_level="info")
     return 0
 
 
@@ -131,19 +133,15 @@ def local_web(settings: Settings, host: str, expose: bool) -> int:
         mode.check_host(host, expose)
     except mode.Exposed as error:
         return _fail(str(error))
-    local = mode.prepare(settings, settings.port)
+    local = mode.prepare(settings)
     services = _services(local.settings)
-
-    import uvicorn
-
     from bot.app import create_app
 
     app = create_app(services)
     mode.mount(app, services, local)
     shown = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0", "::") else host
     print(f"handrail: local mode, no Slack workspace: open http://{shown}:{settings.port}/local", file=sys.stderr)
-    uvicorn.run(app, host=host, port=settings.port, log_config=logs.config(), log_level="info")
-    return 0
+    return _serve(app, host, settings.port)
 
 
 def worker(settings: Settings) -> int:

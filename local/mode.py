@@ -61,7 +61,8 @@ def check_host(host: str, exposed: bool) -> None:
         )
 
 
-def prepare(settings: Settings, port: int, state: Path = STATE) -> Local:
+def prepare(settings: Settings, state: Path = STATE) -> Local:
+    port = settings.port
     state.mkdir(exist_ok=True)
     (state / ".gitignore").write_text("*\n")  # ignored wherever the folder is
     own_config = settings.handrail_config.is_file()
@@ -75,7 +76,6 @@ def prepare(settings: Settings, port: int, state: Path = STATE) -> Local:
         "slack_signing_secret": SecretStr(secrets.token_hex(32)),
         "slack_api_url": f"http://127.0.0.1:{port}{PREFIX}/api/",
         "handrail_config": config_path,
-        "port": port,
     }
     if "database_url" not in settings.model_fields_set:
         changes["database_url"] = f"sqlite:///{state / 'handrail.db'}"
@@ -120,7 +120,7 @@ def names_of(people: dict[str, Any]) -> dict[str, str]:
     return names | {channel: about["name"] for channel, about in people.get("channels", {}).items()}
 
 
-def mount(app: FastAPI, services: Services, local: Local) -> FakeSlack:
+def mount(app: FastAPI, services: Services, local: Local) -> None:
     """Serve the stand-in for Slack, the page and (with the demo config) the demo agents' control
     hook from `app`; the stand-in knows the people's names as Slack would."""
     settings = services.settings
@@ -151,4 +151,3 @@ def mount(app: FastAPI, services: Services, local: Local) -> FakeSlack:
     if local.demo:
         assert settings.handrail_webhook_secret  # prepare() makes one when the operator set none
         app.include_router(demo.demo_control_router(settings.handrail_webhook_secret.get_secret_value()))
-    return fake

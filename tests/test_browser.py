@@ -18,9 +18,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.helpers import handrail_env
 from tests.samples import REQUEST
-from tests.servers import Process, free_port
+from tests.test_local_mode import serve_local
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -49,12 +48,9 @@ def chromium() -> Path:
 def server(tmp_path: Path) -> Iterator[str]:
     """`handrail web` with no Slack credentials and no config, in a directory of its own: local mode
     with the demo config. Its URL once it answers."""
-    port = free_port()
-    process = Process("web", handrail_env(PORT=str(port)), cwd=tmp_path)
+    process, url = serve_local(tmp_path)
     try:
-        process.wait_for(f"open http://localhost:{port}/local", timeout=60)
-        process.wait_for("Application startup complete")
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         process.stop()
 
