@@ -25,6 +25,9 @@ class Kind(StrEnum):
     DM = "dm"  # a direct message about an approval, with a link to its card
     POST = "post"  # an announcement in a channel about an agent
     WEBHOOK = "webhook"  # a signed callback to the agent
+    ALERT = "alert"  # an alert episode's message at one destination, re-rendered from its state
+    ALERT_NOTE = "alert_note"  # a note in the thread of an alert's message
+    PAGERDUTY = "pagerduty"  # an event to PagerDuty's Events API v2 about a `page` episode
 
 
 class _Note(BaseModel):
@@ -163,6 +166,45 @@ AgentNote = Annotated[
 ]
 
 
+# --- notes in the thread of an alert's message ---
+
+
+class Reminder(_Note):
+    """Still firing, not acknowledged, `repeat_interval` after the start or the last reminder."""
+
+    kind: Literal["reminder"] = "reminder"
+    firing_s: float
+
+
+class AlertAcknowledged(_Note):
+    kind: Literal["acknowledged"] = "acknowledged"
+    by: str
+
+
+class AlertMuted(_Note):
+    kind: Literal["muted"] = "muted"
+    by: str
+    until: datetime
+    reason: str
+
+
+class PausedFromAlert(_Note):
+    kind: Literal["paused_from_alert"] = "paused_from_alert"
+    by: str  # a person, or "system" for a rule with on_fire: pause
+
+
+class HeldWhilePaused(_Note):
+    """The agent's pause lifted while the rule still held: its notifications were held meanwhile."""
+
+    kind: Literal["held_while_paused"] = "held_while_paused"
+    held_s: float
+
+
+AlertNote = Annotated[
+    Reminder | AlertAcknowledged | AlertMuted | PausedFromAlert | HeldWhilePaused, Field(discriminator="kind")
+]
+
+
 # --- the payload of each kind ---
 
 
@@ -190,13 +232,46 @@ class WebhookPayload(BaseModel):
     body: dict[str, Any]
 
 
-Payload = CardPayload | ThreadPayload | DmPayload | PostPayload | WebhookPayload
+class AlertPayload(BaseModel):
+    """Bring the episode's message at `destination` (a channel id, or a user id for a DM) up to
+    date: posted the first time, updated after."""
+
+    episode_id: str
+    destination: str
+
+
+class AlertNotePayload(BaseModel):
+    episode_id: str
+    destination: str
+    note: AlertNote
+
+
+class PagerDutyPayload(BaseModel):
+    """An event about a `page` episode; its dedup_key is the episode id."""
+
+    episode_id: str
+    event_action: Literal["trigger", "acknowledge", "resolve"]
+
+
+Payload = (
+    CardPayload
+    | ThreadPayload
+    | DmPayload
+    | PostPayload
+    | WebhookPayload
+    | AlertPayload
+    | AlertNotePayload
+    | PagerDutyPayload
+)
 PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.CARD: CardPayload,
     Kind.THREAD: ThreadPayload,
     Kind.DM: DmPayload,
     Kind.POST: PostPayload,
     Kind.WEBHOOK: WebhookPayload,
+    Kind.ALERT: AlertPayload,
+    Kind.ALERT_NOTE: AlertNotePayload,
+    Kind.PAGERDUTY: PagerDutyPayload,
 }
 KINDS = {payload: kind for kind, payload in PAYLOADS.items()}
 

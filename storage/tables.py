@@ -224,7 +224,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     agent: Mapped[str] = mapped_column(String(64))
     run_id: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed
+    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed, partial
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     at: Mapped[datetime]  # when it finished, else when it started, else when it was reported
@@ -232,6 +232,120 @@ class Run(Base):
     version: Mapped[str | None] = mapped_column(String(100))
     customer: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
+    error_category: Mapped[str | None] = mapped_column(String(16))
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+
+
+ERROR_CATEGORIES = ("parsing", "validation", "api", "timeout", "permission", "other")
+
+
+class RunBucket(Base):
+    """An agent's finished runs counted by when they finished, per minute (`width` "m") and per
+    hour ("h"): the rolling aggregates the alert rules read, so that one evaluation costs the same
+    whatever the stored history. A run reported again moves its counts (storage/stats.py)."""
+
+    __tablename__ = "run_buckets"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    width: Mapped[str] = mapped_column(String(1), primary_key=True)
+    start: Mapped[datetime] = mapped_column(primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)  # finished: succeeded, failed or partial
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    partial: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # failed runs by error_category (a failed run without one counts as other)
+    err_parsing: Mapped[int] = mapped_column(Integer, default=0)
+    err_validation: Mapped[int] = mapped_column(Integer, default=0)
+    err_api: Mapped[int] = mapped_column(Integer, default=0)
+    err_timeout: Mapped[int] = mapped_column(Integer, default=0)
+    err_permission: Mapped[int] = mapped_column(Integer, default=0)
+    err_other: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ActionBucket(Base):
+    """Actions an agent recorded per type and hour, and its duplicate attempts (an action whose
+    dedup_key was already seen), for the duplicate and action-spike rules."""
+
+    __tablename__ = "action_buckets"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    action: Mapped[str] = mapped_column(String(200), primary_key=True)
+    start: Mapped[datetime] = mapped_column(primary_key=True)
+    actions: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AlertCheck(Base):
+    """When an agent's alert rules are next due for evaluation: set to now when its runs or
+    actions arrive, and ahead while time-based rules (silence, resolve, reminders) need it. A timer
+    row, claimed like the escalation sweep's."""
+
+    __tablename__ = "alert_checks"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class AlertEpisode(Base):
+    """One alert episode: from the moment a rule fires for an agent (and subject) until it has been
+    clear for the rule's resolve window. `open_key` is set while it is open and unique, so that
+    replicas and restarts never open the same episode twice."""
+
+    __tablename__ = "alert_episodes"
+    __table_args__ = (Index("ix_alert_episodes_agent", "agent", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(200))  # the action type, category or run id
+    open_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+    severity: Mapped[str] = mapped_column(String(8))  # warning, page
+    status: Mapped[str] = mapped_column(String(12))  # firing, resolved
+    started_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    clear_since: Mapped[datetime | None]  # the condition has not held since then
+    finding: Mapped[dict[str, Any]]  # the latest numbers (bot.alerts.findings)
+    version: Mapped[str | None] = mapped_column(String(100))  # the agent's active version when it fired
+    reminded_at: Mapped[datetime]  # the last reminder (or the start)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(32))
+    acknowledged_at: Mapped[datetime | None]
+    paused_by: Mapped[str | None] = mapped_column(String(32))  # a person, or "system" (on_fire: pause)
+    paused_at: Mapped[datetime | None]
+    held_since: Mapped[datetime | None]  # notifications held while the agent is paused (inhibition)
+    held_for: Mapped[float] = mapped_column(Float, default=0.0)  # seconds held, over the episode
+    state_version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AlertMessage(Base):
+    """The one message of an episode at one destination (a channel, or a person's DM), re-rendered
+    from the episode's state: `shown_version` is the state it last showed; the lease keeps two
+    senders from posting it twice."""
+
+    __tablename__ = "alert_messages"
+
+    episode_id: Mapped[str] = mapped_column(ForeignKey("alert_episodes.id"), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str | None] = mapped_column(String(32))  # where Slack put it (a DM's D… id)
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    shown_version: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+
+
+class AlertMute(Base):
+    """A rule's notifications held for an agent until `until` (the episode is still tracked)."""
+
+    __tablename__ = "alert_mutes"
+    __table_args__ = (Index("ix_alert_mutes_agent", "agent", "until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(32))
+    until: Mapped[datetime]
+    muted_by: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    episode_id: Mapped[str | None] = mapped_column(String(40))  # muted from this alert's button
 
 
 class RateCount(Base):

@@ -14,12 +14,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bot.config.alerts import Alerts, PagerDuty, effective_alerts
 from bot.config.durations import Duration, format_duration
 from bot.config.problems import Problem, shown
 
@@ -215,6 +217,8 @@ class AgentConfig(_Strict):
     # Where this agent's callbacks may go (URL prefixes, trusted as configured). Without any, only
     # to http(s) URLs whose host resolves to public addresses alone.
     callback_urls: tuple[AnyHttpUrl, ...] = ()
+    # Overrides of the top-level `alerts:`, key by key.
+    alerts: Alerts | None = None
 
     @field_validator("callback_urls")
     @classmethod
@@ -245,13 +249,27 @@ class HandrailConfig(_Strict):
     policies: tuple[Policy, ...] = ()
     roles: Roles = Roles()
     limits: RateLimits = RateLimits()
+    alerts: Alerts = Alerts()
+    pagerduty: PagerDuty | None = None
+    _alerts: dict[str, Alerts] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _fits_together(self) -> HandrailConfig:
         problems = _across(self.agents, [(f"policies.{i}", p) for i, p in enumerate(self.policies)])
+        for agent_id, agent in self.agents.items():
+            try:
+                self._alerts[agent_id] = effective_alerts(self.alerts, agent.alerts)
+            except ValidationError as error:
+                for found in error.errors():
+                    where = ".".join(str(part) for part in found["loc"])
+                    problems.append(Problem(f"agents.{agent_id}.alerts.{where}".rstrip("."), found["msg"]))
         if problems:
             raise Problems(problems)
         return self
+
+    def alerts_of(self, agent_id: str) -> Alerts:
+        """The agent's alert rules in effect: its own keys over the top-level `alerts:`."""
+        return self._alerts[agent_id]
 
     def rate_limit(self, agent_id: str, name: str) -> tuple[int | None, str]:
         """An agent's rate limit `name` (None: no limit) and the key that set it: the agent's own

@@ -45,16 +45,23 @@ class Row:
 
     @property
     def group(self) -> str:
-        """Rows of one group go out in order: an approval's, or a channel's announcements."""
+        """Rows of one group go out in order: an approval's, an alert episode's, or a channel's
+        announcements."""
         if self.approval_id:
             return self.approval_id
+        if isinstance(self.payload, (outbound.AlertPayload, outbound.AlertNotePayload, outbound.PagerDutyPayload)):
+            return "alert:" + self.payload.episode_id
         assert isinstance(self.payload, outbound.PostPayload)
         return self.payload.channel
 
     @property
     def about(self) -> tuple[str, str]:
         """(object type, id) for the audit trail."""
-        return ("approval", self.approval_id) if self.approval_id else ("channel", self.group)
+        if self.approval_id:
+            return ("approval", self.approval_id)
+        if self.group.startswith("alert:"):
+            return ("alert", self.group.removeprefix("alert:"))
+        return ("channel", self.group)
 
 
 @dataclass
