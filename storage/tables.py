@@ -314,6 +314,8 @@ class AlertEpisode(Base):
     paused_at: Mapped[datetime | None]
     held_since: Mapped[datetime | None]  # notifications held while the agent is paused (inhibition)
     held_for: Mapped[float] = mapped_column(Float, default=0.0)  # seconds held, over the episode
+    quiet: Mapped[bool] = mapped_column(Boolean, default=False)  # held or muted: its messages wait
+    paged: Mapped[bool] = mapped_column(Boolean, default=False)  # a PagerDuty trigger was queued
     state_version: Mapped[int] = mapped_column(Integer, default=1)
 
 

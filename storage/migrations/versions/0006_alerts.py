@@ -82,6 +82,8 @@ def upgrade() -> None:
         _when("paused_at"),
         _when("held_since"),
         sa.Column("held_for", sa.Float(), nullable=False, server_default="0"),
+        sa.Column("quiet", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("paged", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("state_version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("open_key"),
