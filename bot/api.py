@@ -284,9 +284,12 @@ def router(services: Services) -> APIRouter:
     async def report_runs(body: RunsBody, agent_id: Agent) -> dict[str, int]:
         """Report one run, or several as `{"runs": [...]}`; a run reported again is updated."""
         reported = body.runs if isinstance(body, RunsIn) else [body]
+        for run in reported:
+            if run.agent is not None:
+                own_agent(agent_id, run.agent)
         now = services.clock.now()
         created = await once_more_after_a_race(
-            lambda: services.run(runs.report_runs, agent_id=agent_id, runs=reported, now=now)
+            lambda: services.run(runs.report_runs, config=services.config, agent_id=agent_id, runs=reported, now=now)
         )
         return {"received": len(reported), "new": created}
 

@@ -255,7 +255,12 @@ def create_app(services: Services) -> FastAPI:
         await services.gate.reload()  # the first checks read SQL until the pub/sub link is up
         tasks = [
             asyncio.create_task(coroutine)
-            for coroutine in (services.feed.listen(), services.deliverer.run_forever(), services.gate.run_forever())
+            for coroutine in (
+                services.feed.listen(),
+                services.deliverer.run_forever(),
+                services.gate.run_forever(),
+                services.evaluator.run_forever(),
+            )
         ]
         if services.presence.joined:
             tasks.append(asyncio.create_task(services.presence.run_forever(services.work)))

@@ -19,6 +19,7 @@ class Effects:
     approvals: set[str] = field(default_factory=set)  # approvals whose waiters to wake
     control: bool = False  # the control state changed: every gate reloads
     outbox: bool = False  # outbox rows were written: deliver them
+    alerts: bool = False  # runs or actions arrived: evaluate the alert rules that are due
 
 
 def of(session: Session) -> Effects:

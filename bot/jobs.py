@@ -1,5 +1,5 @@
 """The sweep: claims pending requests whose next ladder step or expiry is due and takes those
-steps, and marks pauses whose time is up as lifted.
+steps, and marks pauses whose time is up as lifted; and the alert evaluator.
 
 Timers are rows (`approvals.next_at`), so nothing is lost when a process dies: whichever process
 sweeps next finds what is due. Each batch is claimed atomically: `FOR UPDATE SKIP LOCKED` on
@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
+from bot.alerts.episodes import evaluate_due
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
 from bot.config import HandrailConfig
@@ -31,6 +32,7 @@ Runner = Callable[..., Awaitable[Any]]  # runs a domain function in a transactio
 log = logging.getLogger(__name__)
 
 BATCH = 200
+ALERT_BATCH = 100  # agents evaluated per transaction
 RETRY_BROKEN = timedelta(minutes=1)
 LOCK_NAME = "handrail:lock:escalation-sweep"
 LOCK_SECONDS = 15  # a sweeper killed mid-sweep holds up the others this long at most
@@ -107,3 +109,38 @@ class Sweeper:
             total += claimed
             if claimed < BATCH:
                 return total
+
+
+class Evaluator:
+    """Evaluates the alert rules that are due (bot.alerts.episodes): woken right after an agent's
+    runs or actions arrive, and by every sweep for the time-based ones. One evaluation at a time
+    in a process; across processes each agent's timer row is claimed."""
+
+    def __init__(self, *, run: Runner, config: HandrailConfig, clock: Clock) -> None:
+        self.run = run
+        self.config = config
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._one = asyncio.Lock()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.evaluate_all()
+            except Exception:  # the next arrival or sweep tries again; the timer rows are still due
+                log.exception("alert evaluation failed")
+
+    async def evaluate_all(self) -> int:
+        """Evaluate every agent due now, batch after batch; returns how many were evaluated."""
+        total = 0
+        async with self._one:
+            while True:
+                claimed = await self.run(evaluate_due, config=self.config, now=self.clock.now())
+                total += claimed
+                if claimed < ALERT_BATCH:
+                    return total

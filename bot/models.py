@@ -252,16 +252,20 @@ class ActionOut(BaseModel):
 
 class RunIn(_In):
     """One run, as POST /v1/runs takes it (alone, or as `{"runs": [...]}`). Reporting a run again
-    (same run_id) updates it, e.g. once when it starts and once when it ends."""
+    (same run_id) updates it, e.g. once when it starts and once when it ends. Finished runs
+    (succeeded, failed, partial) count toward the alert rules at `finished_at` (else when reported)."""
 
     run_id: Short
-    status: Literal["running", "succeeded", "failed"]
+    status: Literal["running", "succeeded", "failed", "partial"]
+    agent: Short | None = Field(default=None, description="the token's agent when left out; another agent is a 403")
+    error_category: Literal["parsing", "validation", "api", "timeout", "permission", "other"] | None = None
+    error: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
     cost_usd: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
+    tokens: Annotated[int, Field(ge=0, le=10**12)] | None = None
     version: Version | None = None
     customer: Short | None = None
-    error: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
 
 
 class RunsIn(_In):

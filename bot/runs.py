@@ -10,16 +10,19 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from bot import effects
+from bot.alerts import episodes
 from bot.approvals.records import sha256_of
 from bot.config import HandrailConfig
 from bot.errors import Conflict, Invalid, TooMany
 from bot.models import ActionIn, ActionOut, RunIn
+from storage import stats
+from storage.alert_store import Checks
 from storage.repositories import Actions, Runs
 from storage.tables import ActionRecord, Run
 
 HOUR = timedelta(hours=1)
 # Run times are taken from this far back (late reports, backfills) to this far ahead (clock skew).
-BACKFILL_WINDOW = timedelta(days=7)
+BACKFILL_WINDOW = timedelta(days=35)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -57,6 +60,9 @@ def record_action(
                 raise Conflict(
                     f"dedup_key {request.dedup_key!r} was already used for a different action", code="dedup_conflict"
                 )
+            stats.add_action(session, request.agent, request.action, now, actions=0, duplicates=1)
+            Checks(session).due_at([request.agent], now)
+            effects.of(session).alerts = True
             return existing, False
 
     limits = config.agents[request.agent].limits
@@ -93,6 +99,10 @@ def record_action(
         created_at=now,
     )
     actions.add(action)
+    stats.add_action(session, request.agent, request.action, now, actions=1, duplicates=0)
+    if config.alerts_of(request.agent).action_spike.active:
+        Checks(session).due_at([request.agent], now)
+        effects.of(session).alerts = True
     if limits.actions_per_hour:
         reached = reached or actions.nth_newest_since(request.agent, now - HOUR, limits.actions_per_hour) is not None
     if reached:
@@ -126,35 +136,62 @@ def _check_times(report: RunIn, stored: Run | None, now: datetime) -> None:
         )
 
 
-def report_runs(session: Session, *, agent_id: str, runs: list[RunIn], now: datetime) -> int:
-    """Store runs, updating those reported before (same run_id). Returns how many were new. A run
-    with times outside the window is refused (Invalid), and then none of the batch is stored."""
+FINISHED = ("succeeded", "failed", "partial")
+_FIELDS = ("started_at", "finished_at", "cost_usd", "tokens", "version", "customer", "error", "error_category")
+
+
+def counted(run: Run) -> tuple[datetime, dict[str, float]]:
+    """What a run adds to the rolling buckets, and when: a finished run counts once (failed ones
+    by error category, `other` when none was given); cost and tokens count as reported."""
+    delta: dict[str, float] = {"cost_usd": run.cost_usd or 0.0, "tokens": run.tokens or 0}
+    if run.status in FINISHED:
+        delta["runs"] = 1
+        if run.status == "failed":
+            delta["failed"] = 1
+            delta[f"err_{run.error_category or 'other'}"] = 1
+        elif run.status == "partial":
+            delta["partial"] = 1
+    return run.at, delta
+
+
+def _negated(counts: tuple[datetime, dict[str, float]]) -> tuple[datetime, dict[str, float]]:
+    at, delta = counts
+    return at, {name: -value for name, value in delta.items()}
+
+
+def report_runs(session: Session, *, config: HandrailConfig, agent_id: str, runs: list[RunIn], now: datetime) -> int:
+    """Store runs, updating those reported before (same run_id, also within the batch), and move
+    their counts in the rolling buckets the alert rules read; the agent's rules are then due.
+    Returns how many runs were new. A run with times outside the window is refused (Invalid),
+    and then none of the batch is stored."""
     repo = Runs(session)
-    created = 0
+    known = repo.get_many(agent_id, list(dict.fromkeys(report.run_id for report in runs)))
+    before = {run_id: run.status for run_id, run in known.items()}
+    deltas: list[tuple[datetime, dict[str, float]]] = []
+    fresh: dict[str, Run] = {}
     for report in runs:
-        run = repo.get(agent_id, report.run_id)
+        run = known.get(report.run_id) or fresh.get(report.run_id)
         _check_times(report, run, now)
         at = report.finished_at or report.started_at or now
         if run is None:
-            repo.add(
-                Run(
-                    agent=agent_id,
-                    run_id=report.run_id,
-                    status=report.status,
-                    started_at=report.started_at,
-                    finished_at=report.finished_at,
-                    at=at,
-                    cost_usd=report.cost_usd,
-                    version=report.version,
-                    customer=report.customer,
-                    error=report.error,
-                )
-            )
-            created += 1
-            continue
-        run.status, run.at = report.status, at
-        for field in ("started_at", "finished_at", "cost_usd", "version", "customer", "error"):
-            value = getattr(report, field)
-            if value is not None:
-                setattr(run, field, value)
-    return created
+            run = fresh[report.run_id] = Run(agent=agent_id, run_id=report.run_id, status=report.status, at=at)
+            for field in _FIELDS:
+                setattr(run, field, getattr(report, field))
+        else:
+            deltas.append(_negated(counted(run)))
+            run.status, run.at = report.status, at
+            for field in _FIELDS:
+                value = getattr(report, field)
+                if value is not None:
+                    setattr(run, field, value)
+        deltas.append(counted(run))
+    repo.add_all(list(fresh.values()))
+    stats.add_runs(session, agent_id, deltas)
+    Checks(session).due_at([agent_id], now)
+    effects.of(session).alerts = True
+    newly_failed = [
+        run for run_id, run in {**known, **fresh}.items() if run.status == "failed" and before.get(run_id) != "failed"
+    ]
+    if newly_failed:
+        episodes.runs_failed(session, config=config, agent_id=agent_id, runs=newly_failed, now=now)
+    return len(fresh)

@@ -35,6 +35,7 @@ class Sweeps:
         self._current = asyncio.current_task()
         try:
             await self.services.sweeper.sweep()
+            await self.services.evaluator.evaluate_all()
         finally:
             self.services.deliverer.kick()  # sends what the sweep queued and retries what failed
 

@@ -17,7 +17,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
 from bot.destinations import Guard, Resolve, system_resolve
 from bot.gate import Gate
-from bot.jobs import Sweeper
+from bot.jobs import Evaluator, Sweeper
 from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
 from bot.presence import Presence
@@ -46,6 +46,7 @@ class Services:
     callbacks: httpx.AsyncClient  # connects only to addresses the guard checked
     presence: Presence = field(init=False)  # this process's heartbeat row: joined by the command line
     sweeper: Sweeper = field(init=False)
+    evaluator: Evaluator = field(init=False)
     gate: Gate = field(init=False)
 
     @property
@@ -66,6 +67,7 @@ class Services:
             redis=self.shared.redis,
             locked_rows=self.work.db.engine.dialect.name == "postgresql",
         )
+        self.evaluator = Evaluator(run=self.run, config=self.config, clock=self.clock)
         self.gate = Gate(
             lane=self.control,
             config=self.config,
@@ -89,6 +91,8 @@ class Services:
         result, done = await lane.call(work)
         if done.outbox:
             self.deliverer.kick()
+        if done.alerts:
+            self.evaluator.kick()
         if done.control:
             await self.gate.changed()
         if done.approvals:

@@ -448,8 +448,24 @@ class Runs:
     def get(self, agent: str, run_id: str) -> Run | None:
         return self.session.scalars(select(Run).where(Run.agent == agent, Run.run_id == run_id)).one_or_none()
 
+    def get_many(self, agent: str, run_ids: list[str]) -> dict[str, Run]:
+        """The agent's runs among these ids, locked for update on PostgreSQL (a run reported
+        twice at once must not move its counts twice)."""
+        found: dict[str, Run] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            for run in self.session.scalars(
+                select(Run).where(Run.agent == agent, Run.run_id.in_(chunk)).with_for_update()
+            ):
+                found[run.run_id] = run
+        return found
+
     def add(self, run: Run) -> None:
         self.session.add(run)
+        self.session.flush()
+
+    def add_all(self, runs: list[Run]) -> None:
+        self.session.add_all(runs)
         self.session.flush()
 
     def latest(self, agent: str) -> Run | None:

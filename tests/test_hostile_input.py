@@ -408,8 +408,8 @@ def at(delta: timedelta) -> str:
         ({"finished_at": "9999-12-31T23:59:59Z"}, "finished_at"),
         ({"started_at": "9999-12-31T23:59:59Z"}, "started_at"),
         ({"finished_at": at(timedelta(minutes=5, seconds=1))}, "finished_at"),
-        ({"started_at": at(-timedelta(days=7, seconds=1))}, "started_at"),
-        ({"finished_at": at(-timedelta(days=7, seconds=1))}, "finished_at"),
+        ({"started_at": at(-timedelta(days=35, seconds=1))}, "started_at"),
+        ({"finished_at": at(-timedelta(days=35, seconds=1))}, "finished_at"),
         ({"started_at": at(-timedelta(minutes=1)), "finished_at": at(-timedelta(minutes=2))}, "finished_at"),
     ],
 )
@@ -425,7 +425,7 @@ def test_run_times_far_ahead_far_back_or_out_of_order_are_refused(
 
 def test_run_times_within_the_window_are_taken_and_now_is_the_servers_clock(running: Running) -> None:
     agent = running.agent()
-    edges = {"started_at": at(-timedelta(days=7)), "finished_at": at(timedelta(minutes=5))}
+    edges = {"started_at": at(-timedelta(days=35)), "finished_at": at(timedelta(minutes=5))}
     assert agent.post("/v1/runs", json={"run_id": "r1", "status": "succeeded"} | edges).status_code == 202
     instant = {"run_id": "r0", "status": "failed", "started_at": at(timedelta(0)), "finished_at": at(timedelta(0))}
     assert agent.post("/v1/runs", json=instant).status_code == 202, "a run may finish the moment it starts"

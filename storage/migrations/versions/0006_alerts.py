@@ -1,5 +1,4 @@
-"""alerts: run fields (error_category, tokens), rolling run and action buckets, alert checks,
-episodes, their messages and mutes
+"""alerts: run fields, rolling run and action buckets, alert checks, episodes, their messages and mutes
 
 Revision ID: 0006
 Revises: 0005

@@ -1,0 +1,178 @@
+"""The rolling aggregates the alert rules read: run buckets per minute and hour, action buckets
+per hour. Written by upserts that add (or, for a run reported again, move) counts, read by sums
+over a window: an evaluation reads as many rows as its windows hold, whatever the history."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Integer, case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.tables import ERROR_CATEGORIES, ActionBucket, Run, RunBucket
+
+WIDTHS = {"m": timedelta(minutes=1), "h": timedelta(hours=1)}
+_RUN_COUNTS = ("runs", "failed", "partial", "cost_usd", "tokens", *(f"err_{c}" for c in ERROR_CATEGORIES))
+
+
+def floor(at: datetime, width: timedelta) -> datetime:
+    seconds = width.total_seconds()
+    return datetime.fromtimestamp(at.timestamp() // seconds * seconds, tz=at.tzinfo)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Finished runs over a window: how many, failed, partial, failures by category, cost."""
+
+    runs: int = 0
+    failed: int = 0
+    partial: int = 0
+    cost_usd: float = 0.0
+    categories: dict[str, int] = field(default_factory=dict)
+
+
+def _insert(session: Session):  # type: ignore[no-untyped-def]
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def add_runs(session: Session, agent: str, deltas: Iterable[tuple[datetime, dict[str, float]]]) -> None:
+    """Add each (when, counts) to the minute and hour buckets of `when`; counts may be negative
+    (a run reported again leaves its old bucket). One statement per width."""
+    summed: dict[tuple[str, datetime], dict[str, float]] = defaultdict(lambda: dict.fromkeys(_RUN_COUNTS, 0))
+    for at, delta in deltas:
+        for width, span in WIDTHS.items():
+            bucket = summed[(width, floor(at, span))]
+            for name, value in delta.items():
+                bucket[name] += value
+    rows = [
+        {"agent": agent, "width": width, "start": start, **counts}
+        for (width, start), counts in summed.items()
+        if any(counts.values())
+    ]
+    if not rows:
+        return
+    statement = _insert(session)(RunBucket).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[RunBucket.agent, RunBucket.width, RunBucket.start],
+            set_={name: getattr(RunBucket, name) + getattr(statement.excluded, name) for name in _RUN_COUNTS},
+        )
+    )
+
+
+def add_action(session: Session, agent: str, action: str, at: datetime, *, actions: int, duplicates: int) -> None:
+    statement = _insert(session)(ActionBucket).values(
+        agent=agent, action=action, start=floor(at, WIDTHS["h"]), actions=actions, duplicates=duplicates
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[ActionBucket.agent, ActionBucket.action, ActionBucket.start],
+            set_={
+                "actions": ActionBucket.actions + statement.excluded.actions,
+                "duplicates": ActionBucket.duplicates + statement.excluded.duplicates,
+            },
+        )
+    )
+
+
+def run_counts(session: Session, agents: list[str], since: datetime) -> dict[str, Counts]:
+    """Per agent, the finished runs in the minute buckets that start after `since`."""
+    sums = [func.sum(getattr(RunBucket, name)) for name in _RUN_COUNTS]
+    rows = session.execute(
+        select(RunBucket.agent, *sums)
+        .where(RunBucket.agent.in_(agents), RunBucket.width == "m", RunBucket.start > since)
+        .group_by(RunBucket.agent)
+    )
+    found = {}
+    for agent, runs, failed, partial, cost, _tokens, *categories in rows:
+        found[agent] = Counts(
+            runs=int(runs or 0),
+            failed=int(failed or 0),
+            partial=int(partial or 0),
+            cost_usd=float(cost or 0),
+            categories={c: int(n or 0) for c, n in zip(ERROR_CATEGORIES, categories, strict=True) if n},
+        )
+    return found
+
+
+def cost_windows(
+    session: Session, agents: list[str], now: datetime, window: timedelta
+) -> dict[str, tuple[float, float]]:
+    """Per agent, the cost in the hour buckets of the last `window` and of the window before it."""
+    middle, start = now - window, now - 2 * window
+    recent = func.sum(case((RunBucket.start > middle, RunBucket.cost_usd), else_=0.0))
+    before = func.sum(case((RunBucket.start <= middle, RunBucket.cost_usd), else_=0.0))
+    rows = session.execute(
+        select(RunBucket.agent, recent, before)
+        .where(RunBucket.agent.in_(agents), RunBucket.width == "h", RunBucket.start > start)
+        .group_by(RunBucket.agent)
+    )
+    return {agent: (float(a or 0), float(b or 0)) for agent, a, b in rows}
+
+
+def series(session: Session, agent: str, width: str, since: datetime, column: str) -> list[tuple[datetime, float]]:
+    """One agent's buckets of a width after `since`, as (start, value of column), oldest first."""
+    rows = session.execute(
+        select(RunBucket.start, getattr(RunBucket, column))
+        .where(RunBucket.agent == agent, RunBucket.width == width, RunBucket.start > since)
+        .order_by(RunBucket.start)
+    )
+    return [(start, float(value)) for start, value in rows]
+
+
+def last_finished(session: Session, agents: list[str], since: datetime) -> dict[str, datetime]:
+    """Per agent, the start of its latest minute bucket after `since` with a finished run."""
+    rows = session.execute(
+        select(RunBucket.agent, func.max(RunBucket.start))
+        .where(RunBucket.agent.in_(agents), RunBucket.width == "m", RunBucket.start > since, RunBucket.runs > 0)
+        .group_by(RunBucket.agent)
+    )
+    return {agent: start for agent, start in rows}
+
+
+def ever_ran(session: Session, agents: list[str]) -> set[str]:
+    """The agents that have reported any run."""
+    found = set()
+    for agent in agents:  # one indexed probe each
+        if session.scalar(select(Run.id).where(Run.agent == agent).limit(1)) is not None:
+            found.add(agent)
+    return found
+
+
+def duplicates(session: Session, agents: list[str], since: datetime) -> dict[str, dict[str, int]]:
+    """Per agent, duplicate attempts by action type in the hour buckets after `since`."""
+    rows = session.execute(
+        select(ActionBucket.agent, ActionBucket.action, func.sum(ActionBucket.duplicates).cast(Integer))
+        .where(ActionBucket.agent.in_(agents), ActionBucket.start > since, ActionBucket.duplicates > 0)
+        .group_by(ActionBucket.agent, ActionBucket.action)
+    )
+    found: dict[str, dict[str, int]] = defaultdict(dict)
+    for agent, action, count in rows:
+        found[agent][action] = int(count)
+    return found
+
+
+def action_hours(session: Session, agent: str, action: str, since: datetime) -> dict[datetime, int]:
+    """An agent's count of one action per hour bucket after `since`."""
+    rows = session.execute(
+        select(ActionBucket.start, ActionBucket.actions).where(
+            ActionBucket.agent == agent, ActionBucket.action == action, ActionBucket.start > since
+        )
+    )
+    return {start: int(count) for start, count in rows}
+
+
+def failing_runs(session: Session, agent: str, since: datetime, limit: int) -> list[Run]:
+    """The agent's latest failed runs that finished after `since`, newest first."""
+    return list(
+        session.scalars(
+            select(Run)
+            .where(Run.agent == agent, Run.at > since, Run.status == "failed")
+            .order_by(Run.at.desc(), Run.id.desc())
+            .limit(limit)
+        )
+    )
