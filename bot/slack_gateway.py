@@ -88,6 +88,14 @@ class SlackGateway:
     async def post(
         self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
     ) -> str:
+        """Post a message; its ts."""
+        _, ts = await self.post_where(channel, text, blocks, thread_ts)
+        return ts
+
+    async def post_where(
+        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+    ) -> tuple[str, str]:
+        """Post a message; the channel Slack put it in (for a user id, the DM's D… id) and its ts."""
         params: dict[str, Any] = {
             "channel": channel,
             "text": _text(text),
@@ -99,7 +107,7 @@ class SlackGateway:
         if thread_ts is not None:
             params["thread_ts"] = thread_ts
         response = await self._call("chat.postMessage", **params)
-        return str(response["ts"])
+        return str(response.get("channel") or channel), str(response["ts"])
 
     async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         await self._call("chat.update", channel=channel, ts=ts, text=_text(text), blocks=blocks)

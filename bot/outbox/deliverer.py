@@ -13,6 +13,7 @@ import httpx
 
 from bot import mrkdwn, outbound, webhooks
 from bot.cards.agent import announcement
+from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
 from bot.cards.approval import approval_card, fallback_card, note_text
 from bot.cards.blocks import Card
 from bot.clock import Clock
@@ -20,7 +21,7 @@ from bot.config import HandrailConfig
 from bot.destinations import Refused, admitted_by_prefix
 from bot.lanes import Lane
 from bot.outbound import Kind
-from bot.outbox.rows import BATCH, Group, Row, Rows
+from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows
 from bot.slack_gateway import SlackError, SlackGateway
 from storage.tables import Approval
 
@@ -64,6 +65,8 @@ class Deliverer:
             Kind.DM: self._deliver_dm,
             Kind.POST: self._deliver_post,
             Kind.WEBHOOK: self._deliver_webhook,
+            Kind.ALERT: self._deliver_alert,
+            Kind.ALERT_NOTE: self._deliver_alert_note,
         }
 
     def kick(self) -> None:
@@ -231,3 +234,56 @@ class Deliverer:
             "after": {"url": payload.url, "event": payload.body["event"]},
         }
         group.delivered.append((row, delivered))
+
+    async def _show_alert(self, view: AlertView, card: Card) -> tuple[str, str] | None:
+        """Post the alert's message at its destination, or update it once posted; (channel, ts)
+        when posted (for a user, Slack opens the DM and answers with its D… id)."""
+        message = view.message
+        if message.message_ts is None or message.channel is None:
+            return await self.slack.post_where(message.destination, card.text, card.blocks)
+        await self.slack.update(message.channel, message.message_ts, card.text, card.blocks)
+        return None
+
+    async def _deliver_alert(self, row: Row, group: Group) -> None:
+        """Bring an episode's message at one destination up to the episode's state, under the
+        message's lease: posted the first time, updated after; never posted twice."""
+        payload = row.payload
+        assert isinstance(payload, outbound.AlertPayload)
+        view = await self.lane.call(self.rows.take_alert, payload.episode_id, payload.destination)
+        if view is None:
+            await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
+            return
+        episode = view.episode
+        posted, refused = None, None
+        try:
+            due = view.message.shown_version < episode.state_version
+            if due:
+                agent = self.config.agents.get(episode.agent)
+                if agent is None:
+                    raise SlackError(f"agent_not_configured: {episode.agent}")
+                try:
+                    posted = await self._show_alert(view, alert_card(episode, agent, view.mute))
+                except SlackError as error:
+                    if not error.refused_content:
+                        raise
+                    # Never leave a stale message (buttons on a resolved alert): show the status only.
+                    log.warning("Slack refused the alert %s (%s); showing its status only", episode.id, error.error)
+                    refused = error.error
+                    posted = await self._show_alert(view, alert_fallback_card(episode, agent, error.error))
+        except BaseException:
+            await self.lane.call(self.rows.release_alert, view)
+            raise
+        await self.lane.call(self.rows.alert_shown, row, group, view, due, posted, refused)
+
+    async def _deliver_alert_note(self, row: Row, group: Group) -> None:
+        """A note in the thread of the episode's message at one destination."""
+        payload = row.payload
+        assert isinstance(payload, outbound.AlertNotePayload)
+        message, episode, pending = await self.lane.call(self.rows.alert_place, payload.episode_id, payload.destination)
+        if message is None or message.channel is None or message.message_ts is None:
+            if pending:
+                await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)
+                return
+            raise SlackError("card_never_posted")
+        await self.slack.post(message.channel, alert_note_text(payload.note, episode), thread_ts=message.message_ts)
+        group.delivered.append((row, None))

@@ -16,9 +16,11 @@ from bot import outbound
 from bot.clock import Clock
 from bot.control.state import PauseView, covering, pause_covering
 from bot.outbound import Kind
+from storage.alert_messages import AlertMessages
+from storage.alert_store import Episodes, Mutes
 from storage.db import Database
 from storage.repositories import Approvals, Audit, Claimed, Outbox, Pauses
-from storage.tables import Approval
+from storage.tables import AlertEpisode, AlertMessage, AlertMute, Approval
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
@@ -62,6 +64,16 @@ class Row:
         if self.group.startswith("alert:"):
             return ("alert", self.group.removeprefix("alert:"))
         return ("channel", self.group)
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """An alert message leased by this sender, with its episode and the rule's active mute, as
+    they were when the lease was taken."""
+
+    message: AlertMessage
+    episode: AlertEpisode
+    mute: AlertMute | None
 
 
 @dataclass
@@ -252,3 +264,73 @@ class Rows:
             approval = Approvals(session).get(approval_id)
             assert approval is not None
             return approval, Outbox(session).has_pending(approval_id, Kind.CARD.value)
+
+    def take_alert(self, episode_id: str, destination: str) -> AlertView | None:
+        """Lease the episode's message at `destination` and read what it should show; None when
+        another sender holds it."""
+        now = self.clock.now()
+        with self.db.transaction() as session:
+            message = AlertMessages(session).take_lease(episode_id, destination, now, LEASE)
+            if message is None:
+                return None
+            episode = Episodes(session).get(episode_id)
+            assert episode is not None  # a message row has its episode (foreign key)
+            mutes = [m for m in Mutes(session).active([episode.agent], now) if m.rule == episode.rule]
+            return AlertView(message, episode, mutes[0] if mutes else None)
+
+    def release_alert(self, view: AlertView) -> None:
+        with self.db.transaction() as session:
+            AlertMessages(session).release(view.message.episode_id, view.message.destination)
+
+    def alert_shown(
+        self,
+        row: Row,
+        group: Group,
+        view: AlertView,
+        shown: bool,
+        posted: tuple[str, str] | None,
+        refused: str | None,
+    ) -> None:
+        """Record what Slack took (`shown`: the episode's state as read, else nothing was due;
+        `posted`: the (channel, ts) of a first post) with the rows of the group delivered until
+        then, and let go of the lease."""
+        message, episode = view.message, view.episode
+        audit = None
+        if posted:
+            audit = {
+                "actor": "system",
+                "event": "alert.posted",
+                "after": {"destination": message.destination, "channel": posted[0], "ts": posted[1]},
+                "source": {"agent": episode.agent, "rule": episode.rule},
+            }
+        group.delivered.append((row, audit))
+        with self.db.transaction() as session:
+            AlertMessages(session).release(
+                message.episode_id,
+                message.destination,
+                shown_version=episode.state_version if shown else None,
+                channel=posted[0] if posted else None,
+                message_ts=posted[1] if posted else None,
+            )
+            self._mark_sent(session, group.delivered)
+            if refused:
+                Audit(session).record(
+                    at=self.clock.now(),
+                    actor="system",
+                    event="alert.card_fallback",
+                    object_type="alert",
+                    object_id=episode.id,
+                    after={"destination": message.destination, "state_version": episode.state_version},
+                    reason=refused,
+                )
+        group.delivered = []
+
+    def alert_place(self, episode_id: str, destination: str) -> tuple[AlertMessage | None, AlertEpisode, bool]:
+        """The episode's message at `destination` as it is now, the episode, and whether a row
+        bringing that message up to date is still pending."""
+        with self.db.transaction() as session:
+            episode = Episodes(session).get(episode_id)
+            assert episode is not None
+            messages = AlertMessages(session)
+            pending = messages.has_pending_post(episode_id, destination, Kind.ALERT.value)
+            return messages.get(episode_id, destination), episode, pending

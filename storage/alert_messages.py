@@ -1,0 +1,77 @@
+"""The alert messages as stored: one row per episode and destination, with where Slack put it,
+the episode state it last showed, and the lease that keeps two senders from posting it twice.
+Persistence only: what a message says is in bot/cards/alerts.py, its delivery in bot/outbox/."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.tables import AlertMessage, OutboxMessage
+
+
+class AlertMessages:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _key(self, episode_id: str, destination: str) -> Any:
+        return (AlertMessage.episode_id == episode_id) & (AlertMessage.destination == destination)
+
+    def get(self, episode_id: str, destination: str) -> AlertMessage | None:
+        return self.session.get(AlertMessage, (episode_id, destination))
+
+    def take_lease(self, episode_id: str, destination: str, now: datetime, hold: timedelta) -> AlertMessage | None:
+        """Lease the message if nobody holds it (or a holder's lease ran out), and return it as it
+        is now, read by the same statement; None when another sender holds it (or no such row)."""
+        return self.session.scalars(
+            update(AlertMessage)
+            .where(
+                self._key(episode_id, destination),
+                or_(AlertMessage.lease_until.is_(None), AlertMessage.lease_until < now),
+            )
+            .values(lease_until=now + hold)
+            .returning(AlertMessage)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+
+    def release(
+        self,
+        episode_id: str,
+        destination: str,
+        *,
+        shown_version: int | None = None,
+        channel: str | None = None,
+        message_ts: str | None = None,
+    ) -> None:
+        """Let go of the lease, recording what was shown (and where, once posted)."""
+        values: dict[str, Any] = {"lease_until": None}
+        if shown_version is not None:
+            values["shown_version"] = shown_version
+        if channel is not None:
+            values["channel"] = channel
+        if message_ts is not None:
+            values["message_ts"] = message_ts
+        self.session.execute(
+            update(AlertMessage)
+            .where(self._key(episode_id, destination))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    def has_pending_post(self, episode_id: str, destination: str, kind: str) -> bool:
+        """Whether an outbox row of `kind` bringing this message up to date is still to be delivered."""
+        found = self.session.scalar(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == "pending",
+                OutboxMessage.kind == kind,
+                OutboxMessage.approval_id.is_(None),
+                OutboxMessage.payload["episode_id"].as_string() == episode_id,
+                OutboxMessage.payload["destination"].as_string() == destination,
+            )
+            .limit(1)
+        )
+        return found is not None
