@@ -29,7 +29,7 @@ from bot.config import HandrailConfig, package_version
 from bot.errors import HandrailError, TooMany, Unauthenticated
 from bot.scheduler import start_sweeps
 from bot.services import Services
-from handlers import actions, commands, events, views
+from handlers import actions, alerts, commands, events, views
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,7 @@ def slack_app(services: Services) -> AsyncApp:
     )
 
     actions.register(bolt, services)
+    alerts.register(bolt, services)
     views.register(bolt, services)
     commands.register(bolt, services)
     events.register(bolt)

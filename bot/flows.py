@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import outbound, webhooks
+from bot.alerts import actions as alert_actions
 from bot.approvals import decide as deciding
 from bot.approvals.decide import Decision
 from bot.approvals.records import agent_of, get
 from bot.control import access, undo, versions
 from bot.services import Services
 from bot.slack_gateway import SlackError
-from storage.tables import Approval
+from storage.tables import AlertEpisode, AlertMute, Approval
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,50 @@ async def rollback(
         hook_detail=hook.detail,
     )
     return await services.run(versions.rollback_told, config=services.config, note=note, now=services.clock.now())
+
+
+# --- alerts ---
+
+
+async def _alert_for(services: Services, *, episode_id: str, user_id: str) -> AlertEpisode:
+    """The episode, once the user is found to be among those who may pause its agent (owners,
+    on-call, managers): who may act on an alert."""
+    episode = await services.run(alert_actions.get, episode_id=episode_id)
+    await authorize(services, user_id=user_id, permission="pause", agent_id=episode.agent)
+    return episode
+
+
+async def acknowledge_alert(services: Services, *, episode_id: str, user_id: str) -> AlertEpisode:
+    await _alert_for(services, episode_id=episode_id, user_id=user_id)
+    return await services.run(
+        alert_actions.acknowledge,
+        config=services.config,
+        episode_id=episode_id,
+        user_id=user_id,
+        now=services.clock.now(),
+    )
+
+
+async def mute_alert(services: Services, *, episode_id: str, user_id: str) -> AlertMute:
+    await _alert_for(services, episode_id=episode_id, user_id=user_id)
+    return await services.run(
+        alert_actions.mute_from_alert,
+        config=services.config,
+        episode_id=episode_id,
+        user_id=user_id,
+        now=services.clock.now(),
+    )
+
+
+async def pause_from_alert(services: Services, *, episode_id: str, user_id: str) -> alert_actions.AlertPause:
+    await _alert_for(services, episode_id=episode_id, user_id=user_id)
+    return await services.run(
+        alert_actions.pause_from_alert,
+        config=services.config,
+        episode_id=episode_id,
+        user_id=user_id,
+        now=services.clock.now(),
+    )
 
 
 async def undo_actions(

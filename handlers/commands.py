@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import flows, mrkdwn
+from bot.alerts import actions as alert_actions
 from bot.cards import agent as replies
 from bot.cards import undo as undo_card
 from bot.cards.blocks import Card
@@ -264,6 +265,41 @@ async def _undo(inv: Invocation) -> Reply:
     return Later("", finish)
 
 
+async def _mute(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv)
+    rules = ", ".join(f"`{rule}`" for rule in alert_actions.MUTABLE_RULES)
+    if len(inv.args) < 2:
+        raise _usage(inv, f"Which rule? One of {rules}.")
+    rule = inv.args[1].lower()
+    if rule not in alert_actions.MUTABLE_RULES:
+        raise _usage(inv, f"{mrkdwn.code(inv.args[1], 45)} is not an alert rule: use {rules}.")
+    if len(inv.args) < 3:
+        raise _usage(inv, f"For how long? {NOT_A_DURATION}")
+    seconds, words = _duration(inv, inv.args[2:])
+    try:
+        duration = alert_actions.mute_length(seconds)
+    except alert_actions.MuteLength as error:
+        raise _usage(inv, replies.mute_length_problem(error)) from None
+    reason = " ".join(words)
+    if not reason:
+        raise _usage(inv, "Give a reason: the people the alert would have told see it.")
+    if len(reason) > MAX_REASON:
+        raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
+    await flows.authorize(services, user_id=inv.user_id, permission="pause", agent_id=agent_id)
+    mute = await services.run(
+        alert_actions.mute,
+        config=services.config,
+        agent_id=agent_id,
+        rule=rule,
+        duration=duration,
+        reason=reason,
+        user_id=inv.user_id,
+        now=services.clock.now(),
+    )
+    return replies.mute_reply(services.config, mute)
+
+
 async def _mode(inv: Invocation) -> Reply:
     services = inv.services
     agent_id = _agent(inv)
@@ -286,7 +322,7 @@ COMMANDS: dict[str, Subcommand] = {
     "status": Subcommand(
         "/agent status [agent]",
         "anyone",
-        "mode, version, pauses, pending approvals, last run, failures and cost of the last hour",
+        "mode, version, pauses, alert mutes, pending approvals, last run, failures and cost of the last hour",
         "/agent status lead-router",
         _status,
     ),
@@ -326,6 +362,15 @@ COMMANDS: dict[str, Subcommand] = {
         "preview, then undo, its N newest recorded actions",
         "/agent undo lead-router 5",
         _undo,
+    ),
+    "mute": Subcommand(
+        "/agent mute <agent> <rule> <duration> <reason>",
+        access.WHO_MAY["pause"],
+        f"hold an alert rule's messages for the agent for a while (at least "
+        f"{mrkdwn.duration(alert_actions.MIN_MUTE)}, at most {alert_actions.MAX_MUTE.days} days); its alerts are "
+        "still tracked, and `/agent status` lists the mutes",
+        "/agent mute lead-router failure_rate 2h known CRM outage",
+        _mute,
     ),
     "mode": Subcommand(
         "/agent mode <agent> shadow|suggest|auto",

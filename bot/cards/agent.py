@@ -10,11 +10,13 @@ from datetime import timedelta
 from pydantic import BaseModel, Field, field_validator
 
 from bot import mrkdwn, outbound
+from bot.alerts.actions import MuteLength
 from bot.cards.blocks import Card, button, section
 from bot.config import AgentConfig, HandrailConfig
 from bot.control.pause import PauseDone, PauseLength, ResumeDone, pause_length
 from bot.control.state import EVERY_AGENT, PauseView
 from bot.control.status import AgentStatus
+from storage.tables import AlertMute
 
 PAUSE_ALL_ACTION = "control.pause_all"
 PAUSE_ALL_CANCEL = "control.pause_all_cancel"
@@ -68,6 +70,30 @@ def pause_length_problem(error: PauseLength) -> str:
     return (
         f"A timed pause lasts at most {mrkdwn.duration(error.longest)}; for longer, pause without `for` "
         "and resume it by hand."
+    )
+
+
+def mute_length_problem(error: MuteLength) -> str:
+    """Why `/agent mute … <duration>` was refused."""
+    if not error.seconds >= error.shortest.total_seconds():  # NaN counts as too short
+        return f"A mute lasts at least {mrkdwn.duration(error.shortest)}."
+    return f"A mute lasts at most {mrkdwn.duration(error.longest)}."
+
+
+def mute_reply(config: HandrailConfig, mute: AlertMute) -> str:
+    """The answer to `/agent mute` (and what the Mute button did)."""
+    rule, agent = mrkdwn.code(mute.rule, 40), agent_name(config, mute.agent)
+    return (
+        f":mute: {mrkdwn.user(mute.muted_by)} muted the {rule} alerts of {agent} "
+        f"until {mrkdwn.date(mute.until)}{_reason(mute.reason)}. They are still tracked; `/agent status "
+        f"{mute.agent}` lists the mutes."
+    )
+
+
+def _mute_text(mute: AlertMute) -> str:
+    return (
+        f":mute: {mrkdwn.code(mute.rule, 40)} muted until {mrkdwn.date(mute.until)} by {mrkdwn.user(mute.muted_by)}"
+        f"{_reason(mute.reason)}"
     )
 
 
@@ -183,6 +209,9 @@ def status_text(status: AgentStatus) -> str:
         line += " (a rollback)" if version.restores_id else ""
     lines.append(line)
     lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
+    lines += [f"• {_mute_text(m)}" for m in status.mutes[:10]]
+    if len(status.mutes) > 10:
+        lines.append(f"• … and {len(status.mutes) - 10} more mute(s)")
     if status.capped_until:
         lines.append(f"• :no_entry: Hourly volume cap reached; it lifts {mrkdwn.date(status.capped_until)}")
     lines.append(f"• Pending approvals: {status.pending}")
@@ -210,6 +239,9 @@ def status_line(status: AgentStatus) -> str:
     customers = [p for p in status.pauses if p.customer]
     if customers:
         state += f" ({len(customers)} customer pause{'s' if len(customers) > 1 else ''})"
+    if status.mutes:
+        rules = sorted({m.rule for m in status.mutes})
+        state += f" · muted: {', '.join(mrkdwn.code(rule, 40) for rule in rules)}"
     return (
         f"• *{mrkdwn.escape(status.agent.name)}* (`{status.agent_id}`): {state} · mode `{status.mode}` · {version} · "
         f"{status.pending} pending"

@@ -1,11 +1,12 @@
 """A domain error as a Slack reply: refusals name people with mentions, a conflict on a decided
-request says who decided and when; any other error's plain message, escaped."""
+request or a handled alert says who came first and when; any other error's plain message, escaped."""
 
 from __future__ import annotations
 
 from bot import mrkdwn
+from bot.alerts.actions import AlertResolved, AlreadyAcknowledged, AlreadyPaused, UnknownRule
 from bot.approvals.decide import AlreadyDecided, NotAnApprover
-from bot.cards.agent import not_paused_text
+from bot.cards.agent import agent_name, not_paused_text
 from bot.cards.approval import outcome_sentence
 from bot.config import HandrailConfig
 from bot.control.access import NotAllowed
@@ -23,4 +24,22 @@ def error_text(config: HandrailConfig, error: HandrailError) -> str:
             return outcome_sentence(error.settled)
         case NotPaused():
             return not_paused_text(config, error.agent_id, error.customer, error.still)
+        case AlreadyAcknowledged():
+            return (
+                f"{mrkdwn.user(error.by)} acknowledged this alert already ({mrkdwn.date(error.at)}); "
+                "nothing was changed."
+            )
+        case AlertResolved():
+            when = f" {mrkdwn.date(error.resolved_at)}" if error.resolved_at else ""
+            return f"This alert was resolved{when}; nothing was done."
+        case AlreadyPaused():
+            pause = error.pause
+            scope = "every agent is" if pause.agent == "*" else f"{agent_name(config, error.agent_id)} is"
+            return (
+                f"{scope} paused already, by {mrkdwn.user(pause.paused_by)} {mrkdwn.date(pause.created_at)}; "
+                "nothing was changed."
+            )
+        case UnknownRule():
+            rules = ", ".join(f"`{rule}`" for rule in error.rules)
+            return f"{mrkdwn.code(error.rule, 45)} is not an alert rule. Rules: {rules}."
     return mrkdwn.escape(error.message)

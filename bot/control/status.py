@@ -1,4 +1,5 @@
-"""`/agent status`: one agent's mode, version, pauses, pending approvals and the last hour's runs."""
+"""`/agent status`: one agent's mode, version, pauses, alert mutes, pending approvals and the last
+hour's runs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy.orm import Session
 from bot.config import AgentConfig, HandrailConfig
 from bot.control.access import known_agent
 from bot.control.state import DEFAULT_MODE, EVERY_AGENT, PauseView, snapshot
+from storage.alert_store import Mutes
 from storage.repositories import Approvals, Runs, Versions
-from storage.tables import AgentVersion, Run
+from storage.tables import AgentVersion, AlertMute, Run
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class AgentStatus:
     failures: int
     cost_usd: float
     capped_until: datetime | None
+    mutes: list[AlertMute]  # alert rules muted now, ending last first
 
 
 def status(session: Session, *, config: HandrailConfig, agent_id: str, now: datetime) -> AgentStatus:
@@ -46,6 +49,7 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
         failures=len([r for r in runs if r.status == "failed"]),
         cost_usd=sum(r.cost_usd or 0 for r in runs),
         capped_until=t if (t := state.capped_until.get(agent_id)) and t > now else None,
+        mutes=Mutes(session).active([agent_id], now),
     )
 
 
