@@ -9,13 +9,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.tables import ERROR_CATEGORIES, ActionBucket, Run, RunBucket
 
 WIDTHS = {"m": timedelta(minutes=1), "h": timedelta(hours=1)}
+# How long buckets are kept: minute buckets a little longer than the longest minute window a rule
+# may have (24 hours), hour buckets (and action buckets) as long as runs may be reported late.
+KEPT = {"m": timedelta(hours=25), "h": timedelta(days=36)}
 _RUN_COUNTS = ("runs", "failed", "partial", "cost_usd", "tokens", *(f"err_{c}" for c in ERROR_CATEGORIES))
 
 
@@ -79,12 +82,18 @@ def add_action(session: Session, agent: str, action: str, at: datetime, *, actio
     )
 
 
+def _covering(since: datetime, width: str) -> datetime:
+    """The start of the bucket that holds `since`: a window's sums take every bucket that overlaps
+    it, so a window is never shorter than asked (and at most one bucket longer)."""
+    return floor(since, WIDTHS[width])
+
+
 def run_counts(session: Session, agents: list[str], since: datetime) -> dict[str, Counts]:
-    """Per agent, the finished runs in the minute buckets that start after `since`."""
+    """Per agent, the finished runs in the minute buckets from the one that holds `since`."""
     sums = [func.sum(getattr(RunBucket, name)) for name in _RUN_COUNTS]
     rows = session.execute(
         select(RunBucket.agent, *sums)
-        .where(RunBucket.agent.in_(agents), RunBucket.width == "m", RunBucket.start > since)
+        .where(RunBucket.agent.in_(agents), RunBucket.width == "m", RunBucket.start >= _covering(since, "m"))
         .group_by(RunBucket.agent)
     )
     found = {}
@@ -115,23 +124,47 @@ def cost_windows(
 
 
 def series(session: Session, agent: str, width: str, since: datetime, column: str) -> list[tuple[datetime, float]]:
-    """One agent's buckets of a width after `since`, as (start, value of column), oldest first."""
+    """One agent's buckets of a width from the one that holds `since`, as (start, value of column),
+    oldest first."""
     rows = session.execute(
         select(RunBucket.start, getattr(RunBucket, column))
-        .where(RunBucket.agent == agent, RunBucket.width == width, RunBucket.start > since)
+        .where(RunBucket.agent == agent, RunBucket.width == width, RunBucket.start >= _covering(since, width))
         .order_by(RunBucket.start)
     )
     return [(start, float(value)) for start, value in rows]
 
 
-def last_finished(session: Session, agents: list[str], since: datetime) -> dict[str, datetime]:
-    """Per agent, the start of its latest minute bucket after `since` with a finished run."""
-    rows = session.execute(
-        select(RunBucket.agent, func.max(RunBucket.start))
-        .where(RunBucket.agent.in_(agents), RunBucket.width == "m", RunBucket.start > since, RunBucket.runs > 0)
-        .group_by(RunBucket.agent)
-    )
-    return {agent: start for agent, start in rows}
+def last_finished(session: Session, agents: list[str], since: datetime, now: datetime) -> dict[str, datetime]:
+    """Per agent, the end of the bucket of its latest finished run (when it finished, at the
+    latest): looked for after `since` in minute buckets; for an agent with none there, in every
+    minute bucket kept, then in the hour buckets (an hour's precision once a day has gone by)."""
+    passes = [("m", since)]
+    if since > now - KEPT["m"]:
+        passes.append(("m", now - KEPT["m"]))
+    passes.append(("h", now - KEPT["h"]))
+    found: dict[str, datetime] = {}
+    for width, lower in passes:
+        missing = [agent for agent in agents if agent not in found]
+        if not missing:
+            break
+        rows = session.execute(
+            select(RunBucket.agent, func.max(RunBucket.start))
+            .where(RunBucket.agent.in_(missing), RunBucket.width == width, RunBucket.start > lower, RunBucket.runs > 0)
+            .group_by(RunBucket.agent)
+        )
+        found |= {agent: start + WIDTHS[width] for agent, start in rows}
+    return found
+
+
+def forget(session: Session, agents: list[str], now: datetime) -> None:
+    """Delete these agents' buckets older than they are kept."""
+    for width in WIDTHS:
+        session.execute(
+            delete(RunBucket).where(
+                RunBucket.agent.in_(agents), RunBucket.width == width, RunBucket.start < now - KEPT[width]
+            )
+        )
+    session.execute(delete(ActionBucket).where(ActionBucket.agent.in_(agents), ActionBucket.start < now - KEPT["h"]))
 
 
 def ever_ran(session: Session, agents: list[str]) -> set[str]:

@@ -146,11 +146,11 @@ def _duplicates(session: Session, rules_of: dict[str, Alerts], found: Found, now
 def _silence(session: Session, rules_of: dict[str, Alerts], found: Found, now: datetime) -> None:
     on = [a for a in rules_of if rules_of[a].silence.active]
     for every, group in _grouped(on, lambda a: rules_of[a].silence.expected_every).items():
-        # A minute bucket's end stands for its runs: a silence is never declared early.
-        last = stats.last_finished(session, group, now - every - stats.WIDTHS["m"])
+        # A bucket's end stands for its runs: a silence is never declared early.
+        last = stats.last_finished(session, group, now - every - stats.WIDTHS["m"], now)
         started = stats.ever_ran(session, [a for a in group if a not in last])
         for agent in group:
-            end = last[agent] + stats.WIDTHS["m"] if agent in last else None
+            end = last.get(agent)
             finding = rules.silence(rules_of[agent].silence, end, agent in last or agent in started, now)
             if finding is not None:
                 found[agent][("silence", None)] = finding
@@ -390,6 +390,7 @@ def evaluate_due(session: Session, *, config: HandrailConfig, now: datetime, lim
     if not agents:
         return 0
     evaluate(session, config=config, agents=agents, now=now)
+    stats.forget(session, agents, now)
     still_open = {episode.agent for episode in Episodes(session).open_of(agents)}
     for agent in agents:
         timed = agent in config.agents and config.alerts_of(agent).silence.active
