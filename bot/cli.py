@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import logs
 from bot.config import (
     CheckedConfig,
+    HandrailConfig,
     ConfigError,
     Problem,
     Settings,
@@ -25,6 +27,7 @@ from bot.config import (
     redact,
     where,
 )
+from bot.config.durations import format_duration
 from bot.webhooks import agent_key
 
 SWITCH_INTERVAL = 0.001  # seconds
@@ -173,15 +176,44 @@ def _count(number: int, noun: str, plural: str | None = None) -> str:
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
+def _setting(value: object) -> str:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, float) and 0 < value < 1:
+        return f"{value:.4g} ({value * 100:.4g}%)"
+    return str(value)
+
+
+def alert_rules(config: HandrailConfig, agent_id: str) -> list[str]:
+    """An agent's effective alert rules (built-in defaults, then `alerts:`, then its own), one line
+    each, with where each one's messages go."""
+    from bot.alerts.messages import destinations
+    from bot.config.alerts import RULES
+
+    alerts = config.alerts_of(agent_id)
+    lines = [f"{agent_id} alert rules:"]
+    for name in RULES:
+        rule = alerts.rule(name)
+        settings = " ".join(f"{key}={_setting(value)}" for key, value in rule.model_dump().items() if key != "enabled")
+        if not rule.active:
+            lines.append(f"  {name}: off ({settings})")
+            continue
+        to = ", ".join(destinations(config, agent_id, name))
+        lines.append(f"  {name}: on, to {to} ({settings})")
+    lines.append(f"  on_run_failure: {alerts.on_run_failure}; finance_channel: {alerts.finance_channel or '-'}")
+    return lines
+
+
 def config_check(checked: CheckedConfig, source: str, agent: str | None, action: str | None, facts: list[str]) -> int:
-    """Validate a config (ConfigError lists its problems); with a sample request, show its policy."""
+    """Validate a config (ConfigError lists its problems); with an agent, show its alert rules;
+    with a sample request, also the policy it would get."""
     config = checked.config
     values: dict[str, float] = {}
-    if agent is not None or action is not None or facts:
+    if agent is not None and agent not in config.agents:
+        return _fail(f"no agent {agent!r} in {source} (its agents: {', '.join(config.agents)})")
+    if action is not None or facts:
         if agent is None or action is None:
             return _fail("give both --agent and --action to see which policy a request would get")
-        if agent not in config.agents:
-            return _fail(f"no agent {agent!r} in {source} (its agents: {', '.join(config.agents)})")
         for fact in facts:
             name, _, number = fact.partition("=")
             try:
@@ -195,6 +227,8 @@ def config_check(checked: CheckedConfig, source: str, agent: str | None, action:
         f"{_count(agent_policies, 'agent policy', 'agent policies')}"
     )
     _warn(checked, source)
+    if agent is not None:
+        print("\n".join(alert_rules(config, agent)))
     if agent is not None and action is not None:
         from bot.policy import choose
 
@@ -231,10 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run the escalation and outbox sweeps without the web server")
     sub.add_parser("migrate", help="bring the database schema up to date")
     check = sub.add_parser(
-        "config-check", help="validate a config file; with --agent and --action, show which policy a request would get"
+        "config-check",
+        help="validate a config file; with --agent, show the agent's alert rules; with --action too, which policy "
+        "a request would get",
     )
     check.add_argument("path", nargs="?", help="default: $HANDRAIL_CONFIG")
-    check.add_argument("--agent", help="the agent of the sample request")
+    check.add_argument("--agent", help="an agent: show its alert rules (and, with --action, a sample request's policy)")
     check.add_argument("--action", help="the action of the sample request, e.g. quote.create")
     check.add_argument(
         "--fact",

@@ -25,7 +25,7 @@ from bot.config import EXAMPLE_IDS, Settings
 from local.slack import FakeSlack
 from storage.db import Database
 from storage.tables import ProcessRow
-from tests.helpers import ROOT, SIGNING_SECRET, handrail_env, run_handrail, serve
+from tests.helpers import ROOT, SIGNING_SECRET, config_dict, handrail_env, run_handrail, serve
 from tests.servers import free_port
 
 
@@ -428,3 +428,28 @@ def test_the_operators_config_and_secrets_are_not_committed() -> None:
     for name in ("handrail.yml", ".env"):
         ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=ROOT, check=False)
         assert ignored.returncode == 0, f"{name} is not in .gitignore"
+
+
+def test_config_check_shows_an_agents_effective_alert_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
+    data = config_dict() | {"alerts": {"failure_rate": {"threshold": "10%"}, "silence": {"expected_every": "2h"}}}
+    data["agents"]["lead-router"]["alerts"] = {"failure_rate": {"min_runs": 50}, "finance_channel": "C0FINANCE"}
+    path = write(tmp_path / "handrail.yml", data)
+    result = run_handrail("config-check", str(path), "--agent", "lead-router", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shown = {line.split(":")[0].strip(): line for line in lines(result.stdout)[2:]}
+    assert "min_runs=50 " in shown["failure_rate"] and "threshold=0.1 (10%)" in shown["failure_rate"]
+    assert "min_failures=3 " in shown["failure_rate"], "the keys not overridden keep the defaults"
+    assert shown["failure_rate"].startswith("  failure_rate: on, to C0APPROVALS, U0OWNER (")
+    assert shown["duplicates"].startswith("  duplicates: on, to C0APPROVALS, U0OWNER, U0MANAGER (severity=page ")
+    assert shown["cost_spike"].startswith("  cost_spike: on, to C0APPROVALS, C0FINANCE (")
+    assert "expected_every=2h" in shown["silence"] and shown["error_category"].startswith("  error_category: off")
+    billing = run_handrail("config-check", str(path), "--agent", "billing-bot", cwd=tmp_path)
+    assert "min_runs=20 " in billing.stdout and "threshold=0.1 (10%)" in billing.stdout
+
+    data["agents"]["lead-router"]["alerts"] = {"failure_rate": {"window": "5m", "confirm_window": "10m"}}
+    data["alerts"] = {"cost_spike": {"increase": "130%"}, "silence": {"expected_every": "3d"}}
+    bad = run_handrail("config-check", str(write(tmp_path / "bad.yml", data)), cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "confirm_window 10m is longer than window 5m" in bad.stderr
+    assert "alerts.cost_spike.increase" in bad.stderr
+    assert "expected_every 3d is longer than 1d" in bad.stderr
