@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from bot import logs
 from bot.config import (
     CheckedConfig,
-    HandrailConfig,
     ConfigError,
+    HandrailConfig,
     Problem,
     Settings,
     check_config,
