@@ -339,6 +339,8 @@ def test_alerts_wait_while_the_agent_is_paused_and_arrive_when_it_resumes(runnin
     settle(running)
     [channel] = posts(running, "C0APPROVALS")
     assert "10 of 40 runs failed" in shown(channel)
+    [waited] = thread_notes(running, channel)
+    assert "paused" in waited, waited
 
 
 # --- the other rules ---
