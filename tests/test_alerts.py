@@ -21,6 +21,7 @@ from bot.models import RunIn
 from bot.runs import report_runs
 from storage import stats
 from storage.db import Database
+from storage.repositories import Audit
 from storage.tables import AlertEpisode, AlertMessage, Run, RunBucket
 from tests import slackreq
 from tests.helpers import T0, Running, config_dict
@@ -223,6 +224,7 @@ def test_a_failure_spike_posts_one_message_per_place_with_the_numbers_then_resol
     running.clock.advance(timedelta(minutes=61))
     settle(running)
     assert open_episodes(running) != [], "clear, but not yet for the resolve window"
+    assert "Clear since" in shown(posts(running, "C0APPROVALS")[0])
     running.clock.advance(timedelta(minutes=16))
     settle(running)
     assert open_episodes(running) == []
@@ -341,6 +343,10 @@ def test_alerts_wait_while_the_agent_is_paused_and_arrive_when_it_resumes(runnin
     assert "10 of 40 runs failed" in shown(channel)
     [waited] = thread_notes(running, channel)
     assert "paused" in waited, waited
+    with running.services.db.transaction() as session:
+        events = [e.event for e in Audit(session).for_object("alert", open_episodes(running)[0].id)]
+    transitions = [e for e in events if e in ("alert.fired", "alert.held", "alert.released", "alert.resolved")]
+    assert transitions == ["alert.fired", "alert.released"], "held from the start, released when the pause ended"
 
 
 # --- the other rules ---

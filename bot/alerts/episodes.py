@@ -305,6 +305,9 @@ def _holds(
         values["paged"] = True
     if not values or not Episodes(session).transition(episode, **values):
         return
+    if "held_since" in values:
+        event = "alert.held" if held else "alert.released"
+        _audit(session, now, "system", event, episode, reason="the agent is paused" if held else "the pause ended")
     if not quiet:
         messages.sync(session, episode, now)
         for note in notes:
@@ -337,7 +340,8 @@ def _clear(
 ) -> None:
     """The rule no longer holds: resolve once it has been clear for the rule's resolve window."""
     if episode.clear_since is None:
-        Episodes(session).transition(episode, clear_since=now)
+        if Episodes(session).transition(episode, clear_since=now) and not episode.quiet:
+            messages.sync(session, episode, now)  # the message says it is clear, and since when
         return
     resolve_after = situation.alerts.rule(episode.rule).resolve_after
     if now - episode.clear_since >= resolve_after:
