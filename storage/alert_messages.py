@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.tables import AlertMessage, OutboxMessage
@@ -75,3 +75,24 @@ class AlertMessages:
             .limit(1)
         )
         return found is not None
+
+    def all_of(self, episode_id: str) -> list[AlertMessage]:
+        return list(
+            self.session.scalars(
+                select(AlertMessage).where(AlertMessage.episode_id == episode_id).order_by(AlertMessage.destination)
+            )
+        )
+
+    def earlier_due(self, episode_id: str, kind: str, before_id: int, besides: list[int]) -> datetime | None:
+        """When the first row of `kind` about the episode queued before row `before_id` and still to
+        be delivered (other than `besides`) is next due; None when there is none."""
+        return self.session.scalar(
+            select(func.min(OutboxMessage.next_at)).where(
+                OutboxMessage.status == "pending",
+                OutboxMessage.kind == kind,
+                OutboxMessage.approval_id.is_(None),
+                OutboxMessage.id < before_id,
+                OutboxMessage.id.not_in(besides),
+                OutboxMessage.payload["episode_id"].as_string() == episode_id,
+            )
+        )

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import httpx
 
-from bot import mrkdwn, outbound, webhooks
+from bot import mrkdwn, outbound, pagerduty, webhooks
 from bot.cards.agent import announcement
 from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
 from bot.cards.approval import approval_card, fallback_card, note_text
@@ -21,7 +21,7 @@ from bot.config import HandrailConfig
 from bot.destinations import Refused, admitted_by_prefix
 from bot.lanes import Lane
 from bot.outbound import Kind
-from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows
+from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows, retry_delay
 from bot.slack_gateway import SlackError, SlackGateway
 from storage.tables import Approval
 
@@ -51,7 +51,7 @@ class Deliverer:
         self.config = config
         self.clock = clock
         self.slack = slack
-        self.http = http  # callbacks under an agent's callback_urls, trusted as configured
+        self.http = http  # callbacks under an agent's callback_urls, and PagerDuty: trusted as configured
         self.callbacks = callbacks  # other callbacks: connects only to public addresses
         self.webhook_secret = webhook_secret
         self._slots = asyncio.Semaphore(concurrency)
@@ -67,6 +67,7 @@ class Deliverer:
             Kind.WEBHOOK: self._deliver_webhook,
             Kind.ALERT: self._deliver_alert,
             Kind.ALERT_NOTE: self._deliver_alert_note,
+            Kind.PAGERDUTY: self._deliver_pagerduty,
         }
 
     def kick(self) -> None:
@@ -287,3 +288,50 @@ class Deliverer:
             raise SlackError("card_never_posted")
         await self.slack.post(message.channel, alert_note_text(payload.note, episode), thread_ts=message.message_ts)
         group.delivered.append((row, None))
+
+    async def _deliver_pagerduty(self, row: Row, group: Group) -> None:
+        """An event about a `page` episode to PagerDuty, built from the episode as it is now and
+        today's `pagerduty:`. It waits while an event queued before it for the same episode is
+        still to be sent (a trigger waiting for its retry holds back its acknowledge and resolve),
+        so PagerDuty gets them in order. A trigger links to the alert's message in a channel."""
+        payload = row.payload
+        assert isinstance(payload, outbound.PagerDutyPayload)
+        settings = self.config.pagerduty
+        if settings is None:
+            error = "pagerduty: is not configured any more, so the event cannot be sent"
+            await self.lane.call(self.rows.fail, row, error, None, True)
+            return
+        done = [sent.id for sent, _ in group.delivered]
+        episode, waiting, shown = await self.lane.call(self.rows.pagerduty_place, row, payload.episode_id, done)
+        if episode is None:
+            await self.lane.call(self.rows.fail, row, f"alert episode {payload.episode_id} not found", None, True)
+            return
+        if waiting is not None:
+            await self.lane.call(self.rows.postpone, row, max(WAIT_FOR_CARD, waiting - self.clock.now()))
+            return
+        links: list[pagerduty.Link] = []
+        agent = self.config.agents.get(episode.agent)
+        home = (agent.owner_channel or agent.channel) if agent else None
+        message = next((m for m in shown if m.destination == home), None)
+        if payload.event_action == "trigger" and message and message.channel and message.message_ts:
+            try:
+                href = await self.slack.permalink(message.channel, message.message_ts)
+                links.append({"href": href, "text": "The alert in Slack"})
+            except SlackError as error:  # the page matters more than its link
+                log.warning("no link to alert %s's message for PagerDuty (%s)", episode.id, error.error)
+        body = pagerduty.event(self.config, episode, payload.event_action, links)
+        try:
+            await pagerduty.send(self.http, settings.url, body)
+        except pagerduty.PagerDutyFailed as failed:
+            wait = failed.retry_after  # throttled: PagerDuty's wait, or the back-off when longer
+            if wait is not None:
+                wait = max(wait, retry_delay(row.attempts + 1).total_seconds())
+            await self.lane.call(self.rows.fail, row, failed.error, wait, failed.permanent)
+            return
+        sent = {
+            "actor": "system",
+            "event": "pagerduty.sent",
+            "after": {"event_action": payload.event_action, "dedup_key": episode.id},
+            "source": {"agent": episode.agent, "rule": episode.rule},
+        }
+        group.delivered.append((row, sent))

@@ -334,3 +334,13 @@ class Rows:
             messages = AlertMessages(session)
             pending = messages.has_pending_post(episode_id, destination, Kind.ALERT.value)
             return messages.get(episode_id, destination), episode, pending
+
+    def pagerduty_place(
+        self, row: Row, episode_id: str, delivered: list[int]
+    ) -> tuple[AlertEpisode | None, datetime | None, list[AlertMessage]]:
+        """The episode as it is now; when an event about it queued before this row is still to be
+        sent (other than `delivered`, sent in this pass), the time it is next due; and its messages."""
+        with self.db.transaction() as session:
+            messages = AlertMessages(session)
+            waiting = messages.earlier_due(episode_id, Kind.PAGERDUTY.value, row.id, delivered)
+            return Episodes(session).get(episode_id), waiting, messages.all_of(episode_id)
