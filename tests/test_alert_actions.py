@@ -24,7 +24,7 @@ from storage.tables import AlertEpisode, AlertMute, OutboxMessage
 from tests.helpers import config_dict
 
 ROLES = {"oncall": ["U0ONCALL"], "managers": ["U0BOSS"], "admins": ["U0ADMIN"]}
-CONFIG = parse_config(config_dict() | {"roles": ROLES, "pagerduty": {"routing_key": "R0UTING"}})
+CONFIG = parse_config(config_dict() | {"roles": ROLES, "pagerduty": {"routing_key": "R0UTING" * 4 + "0123"}})
 _ids = itertools.count(1)
 
 FINDING = FailureRateFinding(

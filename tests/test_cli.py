@@ -448,7 +448,10 @@ def test_config_check_shows_an_agents_effective_alert_rules_and_refuses_bad_ones
 
     data["agents"]["lead-router"]["alerts"] = {"failure_rate": {"window": "5m", "confirm_window": "10m"}}
     data["alerts"] = {"cost_spike": {"increase": "130%"}, "silence": {"expected_every": "3d"}}
+    data["pagerduty"] = {"routing_key": "s3cretButShort"}
     bad = run_handrail("config-check", str(write(tmp_path / "bad.yml", data)), cwd=tmp_path)
+    assert "pagerduty.routing_key: is not an Events API v2 integration key" in bad.stderr
+    assert "s3cret" not in bad.stderr, "a secret, even a wrong one, is not shown"
     assert bad.returncode == 2 and bad.stdout == ""
     assert "confirm_window 10m is longer than window 5m" in bad.stderr
     assert "alerts.cost_spike.increase" in bad.stderr

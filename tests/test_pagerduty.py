@@ -239,17 +239,18 @@ def test_a_429_without_retry_after_waits_as_pagerduty_advises(
 
 
 def test_an_invalid_event_is_dead_after_one_attempt_and_audited(
-    db: Database, database_url: str, clock: ManualClock, slack: FakeSlack, events: PagerDutyEvents, loop: Any
+    db: Database, clock: ManualClock, events: PagerDutyEvents, sender: Sender
 ) -> None:
-    short = config(events.url, key="R0UTINGKEYTOOSHORT")  # PagerDuty's keys have 32 characters
-    bad = Sender(database_url, short, clock, slack, loop)
-    try:
-        fire(db, short, clock)
-        bad.deliver()
-        clock.advance(timedelta(hours=2))
-        bad.deliver()
-    finally:
-        bad.close()
+    invalid = {
+        "status": "invalid event",
+        "message": "Event object is invalid",
+        "errors": ["Length of 'routing_key' is incorrect (should be 32 characters)"],
+    }
+    events.fail_next(400, body=json.dumps(invalid))  # as PagerDuty answers a key it does not know the form of
+    fire(db, sender.deliverer.config, clock)
+    sender.deliver()
+    clock.advance(timedelta(hours=2))
+    sender.deliver()
 
     assert events.accepted == [] and events.requests == 1
     [row] = pagerduty_rows(db)

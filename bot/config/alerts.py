@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bot.config.durations import Duration, format_duration
 from bot.config.problems import shown
@@ -225,5 +225,15 @@ class PagerDuty(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    routing_key: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
+    routing_key: str  # an Events API v2 integration key: a secret, never shown or logged
     url: Annotated[str, Field(pattern=r"^https?://")] = "https://events.pagerduty.com/v2/enqueue"
+
+    @field_validator("routing_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9]{32}", value):
+            raise ValueError(
+                "is not an Events API v2 integration key: write the 32 letters and digits of the service's "
+                "Integration Key (the value is not shown here: it is a secret)"
+            )
+        return value
