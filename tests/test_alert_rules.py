@@ -37,6 +37,9 @@ def test_the_wilson_interval_matches_the_textbook_values() -> None:
     assert rules.wilson(0, 50)[0] == pytest.approx(0.0, abs=1e-12)
     assert rules.wilson(50, 50)[1] == pytest.approx(1.0)
     assert rules.wilson(0, 0) == (0.0, 1.0)
+    low, high = rules.wilson(1, 1)  # one run says little: it failed, and the rate may be as low as 21%
+    assert (round(low, 3), high) == (0.207, 1.0)
+    assert rules.wilson(16, 16)[1] == 1.0, "never above 100%, even by a rounding error"
 
 
 def test_failure_rate_fires_with_enough_runs_and_failures_and_a_confirmed_rate() -> None:
@@ -46,6 +49,9 @@ def test_failure_rate_fires_with_enough_runs_and_failures_and_a_confirmed_rate()
     assert found.rate == 0.25
     assert (round(found.ci_low, 2), round(found.ci_high, 2)) == (0.14, 0.40)
     assert found.categories == [("api", 6), ("timeout", 4)]
+    tied = rules.failure_rate(RATE, counts(40, 10, timeout=2, parsing=3, api=2, other=3), counts(20, 5))
+    assert tied is not None
+    assert tied.categories == [("other", 3), ("parsing", 3), ("api", 2), ("timeout", 2)], "most first, ties by name"
     assert (found.window_s, found.recent_s, found.threshold) == (3600, 300, 0.05)
 
 
@@ -85,6 +91,9 @@ def test_duplicates_fire_above_the_maximum() -> None:
     assert found.by_action == [("crm.update", 3), ("email.send", 1)]
     assert rules.duplicates(Duplicates(max=0), {"a": 1}) is not None
     assert rules.duplicates(Duplicates(max=0), {}) is None
+    tied = rules.duplicates(rule, {"email.send": 1, "crm.update": 2, "crm.close": 1, "b.x": 2})
+    assert tied is not None
+    assert tied.by_action == [("b.x", 2), ("crm.update", 2), ("crm.close", 1), ("email.send", 1)]
 
 
 @pytest.mark.parametrize(
@@ -106,6 +115,15 @@ def test_cost_spike_boundaries(cost: float, before: float, fires: bool) -> None:
     assert (found is not None) is fires
     if found:
         assert (found.cost_usd, found.before_usd, found.increase, found.min_increase_usd) == (cost, before, 0.3, 10)
+
+
+def test_a_cost_spike_finding_ignores_differences_below_a_millionth_of_a_dollar() -> None:
+    """A finding is compared with the stored one to decide whether the message changes: noise in
+    the sums of floats must not re-render it."""
+    one = rules.cost_spike(CostSpike(), 130.0000001, 50.0000001)
+    other = rules.cost_spike(CostSpike(), 130.0000002, 50.0000002)
+    assert one is not None and one == other
+    assert (one.cost_usd, one.before_usd) == (130.0, 50.0)
 
 
 def test_cost_spike_uses_the_configured_increase_and_minimum() -> None:
@@ -134,6 +152,8 @@ def test_error_category_fires_above_its_share_of_failures() -> None:
     assert (found.category, found.count, found.failures, found.share) == ("permission", 3, 5, 0.5)
     assert rules.error_category(rule, counts(100, 2, permission=2)) is None  # fewer than min_failures
     assert rules.error_category(ErrorCategory(), counts(100, 5, permission=5)) is None  # off by default
+    low = ErrorCategory(category="permission", share=0.05, min_failures=1)
+    assert rules.error_category(low, counts(100, 10, api=10)) is None, "none of the failures were permission"
 
 
 def test_action_spike_compares_with_the_hourly_median() -> None:
@@ -151,6 +171,7 @@ def test_action_spike_compares_with_the_hourly_median() -> None:
     assert rules.action_spike(rule, 19, [0] * 168) is None  # below the floor
     assert rules.action_spike(rule, 20, [0] * 168) is not None  # at the floor, above 3 x 0
     assert rules.action_spike(rule, 20, []) is not None
+    assert rules.action_spike(ActionSpike(action="a", min_count=1), 2, []) is not None, "no baseline: a median of 0"
     assert rules.action_spike(ActionSpike(), 1000, [0]) is None  # off by default
     # the median, not the mean: one busy hour does not raise the bar
     assert rules.action_spike(rule, 31, [10] * 100 + [1000]) is not None
