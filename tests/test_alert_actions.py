@@ -17,7 +17,7 @@ from bot.alerts.findings import FailureRateFinding
 from bot.clock import ManualClock
 from bot.config import parse_config
 from bot.errors import Conflict, NotFound
-from storage.alert_store import Episodes
+from storage.alert_store import Episodes, Mutes
 from storage.db import Database
 from storage.repositories import Audit, Pauses
 from storage.tables import AlertEpisode, AlertMute, OutboxMessage
@@ -256,9 +256,9 @@ def test_a_mute_holds_the_rule_and_its_open_episode_shows_it(db: Database, clock
     assert queued(db, other_rule) == [] and queued(db, other_agent) == []
     assert events(db, "agent", "lead-router") == ["alert.muted"]
     with db.transaction() as session:
-        assert [m.id for m in actions.active_mutes(session, ["lead-router"], clock.now())] == [added.id]
-        assert actions.active_mutes(session, ["billing-bot"], clock.now()) == []
-        assert actions.active_mutes(session, ["lead-router"], until) == []
+        assert [m.id for m in Mutes(session).active(["lead-router"], clock.now())] == [added.id]
+        assert Mutes(session).active(["billing-bot"], clock.now()) == []
+        assert Mutes(session).active(["lead-router"], until) == []
 
 
 def test_a_mute_without_an_open_episode_only_records_the_mute(db: Database, clock: ManualClock) -> None:

@@ -106,11 +106,6 @@ def get(session: Session, *, episode_id: str) -> AlertEpisode:
     return episode
 
 
-def active_mutes(session: Session, agent_ids: list[str], now: datetime) -> list[AlertMute]:
-    """Mutes not over yet, of these agents, ending last first."""
-    return Mutes(session).active(agent_ids, now)
-
-
 def mute_length(seconds: float) -> timedelta:
     if not (math.isfinite(seconds) and MIN_MUTE.total_seconds() <= seconds <= MAX_MUTE.total_seconds()):
         raise MuteLength(seconds)
