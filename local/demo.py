@@ -371,8 +371,12 @@ class _Demo:
     async def failure_spike(self, agent: _Agent) -> None:
         await self.wait(SPIKE_AFTER)
         error = "Salesforce API timed out after 30s (UNABLE_TO_LOCK_ROW)"
-        await agent.report([self.run(f"spike-{n}", "failed", error=error) for n in range(FAILED_RUNS)])
-        self.say(f"{agent.id}: reported {FAILED_RUNS} failed runs in a row (Salesforce timeouts): a failure spike")
+        failed = [self.run(f"spike-{n}", "failed", error_category="timeout", error=error) for n in range(FAILED_RUNS)]
+        await agent.report(failed)
+        self.say(
+            f"{agent.id}: reported {FAILED_RUNS} failed runs in a row (Salesforce timeouts): a failure spike, "
+            f"which Handrail posts as an alert in {self.people.channels[agent.id]} and to the owner"
+        )
 
     async def keep_working(self) -> None:
         """Once the story is told: a reassignment every CYCLE, each behind the gate, until stopped."""

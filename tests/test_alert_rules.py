@@ -120,10 +120,10 @@ def test_cost_spike_boundaries(cost: float, before: float, fires: bool) -> None:
 def test_a_cost_spike_finding_ignores_differences_below_a_millionth_of_a_dollar() -> None:
     """A finding is compared with the stored one to decide whether the message changes: noise in
     the sums of floats must not re-render it."""
-    one = rules.cost_spike(CostSpike(), 130.0000001, 50.0000001)
-    other = rules.cost_spike(CostSpike(), 130.0000002, 50.0000002)
+    one = rules.cost_spike(CostSpike(), 130.2500001, 50.7500001)
+    other = rules.cost_spike(CostSpike(), 130.2500002, 50.7500002)
     assert one is not None and one == other
-    assert (one.cost_usd, one.before_usd) == (130.0, 50.0)
+    assert (one.cost_usd, one.before_usd) == (130.25, 50.75), "cents are kept"
 
 
 def test_cost_spike_uses_the_configured_increase_and_minimum() -> None:

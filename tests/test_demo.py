@@ -218,6 +218,12 @@ def test_a_newcomer_sees_cards_an_undo_preview_a_pause_that_holds_and_an_escalat
     demo.wait_for("reported 6 failed runs in a row")
     runs = rows(running, Run, lambda r: r.agent == "lead-router")
     assert sum(r.status == "failed" for r in runs) == 6 and sum(r.status == "succeeded" for r in runs) >= 24
+    running.call(running.services.evaluator.evaluate_all)
+    running.deliver_due()
+    [alert] = [c for c in cards(running)["C0DEALDESK"] if "failure rate above 5%" in json.dumps(c["blocks"])]
+    shown = json.dumps(alert["blocks"], ensure_ascii=False)
+    assert re.search(r"\*6 of \d+ runs failed in the last hour", shown) and "Salesforce API timed out" in shown, shown
+    assert any("failure rate above 5%" in json.dumps(c["blocks"]) for c in cards(running).get("U0PRIYA", []))
 
     # The first approver of the first agent decides a one-approver card with one click.
     click(running, _call(running, stage), "U0PRIYA", "approval.approve", _approval_id(running, "Initech"))
