@@ -193,6 +193,9 @@ def test_an_agents_overrides_change_only_the_keys_it_writes() -> None:
     assert merged.silence.active and merged.silence.expected_every == timedelta(hours=2)
     assert merged.finance_channel == "C0FIN"
     assert effective_alerts(Alerts(), None) == Alerts()
+    plain = effective_alerts(defaults, Alerts.model_validate({"finance_channel": "C0MINE", "on_run_failure": "notify"}))
+    assert (plain.finance_channel, plain.on_run_failure) == ("C0MINE", "notify"), "keys that are not rules, too"
+    assert plain.rule("failure_rate") == merged.rule("failure_rate").model_copy(update={"min_runs": 50})
 
 
 @pytest.mark.parametrize(
@@ -218,3 +221,17 @@ def test_an_agents_overrides_change_only_the_keys_it_writes() -> None:
 def test_bad_rule_settings_are_refused(written: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Alerts.model_validate(written)
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ({"failure_rate": {"threshold": "5 percent"}}, '"5 percent" is not a share: write 0.05 or 5%'),
+        ({"failure_rate": {"window": "2d"}}, "window 2d is longer than 1d: shorten it"),
+        ({"silence": {"expected_every": "25h"}}, "expected_every 25h is longer than 1d: shorten it"),
+    ],
+)
+def test_bad_rule_settings_say_what_to_write(written: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Alerts.model_validate(written)
+    assert message in str(raised.value)
