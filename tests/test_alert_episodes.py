@@ -1,0 +1,273 @@
+"""An episode's life in the domain (bot.alerts.episodes), on both databases: when it opens, holds,
+goes quiet, reminds, clears and resolves, each at its boundary, and what each change queues in the
+outbox (message syncs, thread notes, PagerDuty events). The clock is a value passed in."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.alerts import actions, episodes
+from bot.config import HandrailConfig, parse_config
+from bot.control import pause as pausing
+from bot.models import RunIn
+from bot.runs import report_runs
+from storage import stats
+from storage.alert_store import Checks
+from storage.db import Database
+from storage.tables import AlertCheck, AlertEpisode, OutboxMessage
+from tests.helpers import T0, config_dict
+
+KEY = "R0UTINGKEY" * 3 + "00"  # 32 characters, as PagerDuty's keys have
+
+
+def configured(alerts: dict[str, Any] | None = None, **top: Any) -> HandrailConfig:
+    data = config_dict() | top
+    data["agents"]["lead-router"]["alerts"] = alerts or {}
+    return parse_config(data)
+
+
+RATE = configured()
+
+
+def spike(db: Database, config: HandrailConfig, now: datetime, tag: str, *, failed: int = 5) -> None:
+    """20 runs over the 5 minutes before `now`, the last `failed` of them failed."""
+    runs = [
+        RunIn.model_validate(
+            {
+                "run_id": f"{tag}-{i}",
+                "status": "failed" if i >= 20 - failed else "succeeded",
+                "finished_at": (now - timedelta(seconds=15 * (19 - i))).isoformat(),
+            }
+        )
+        for i in range(20)
+    ]
+    with db.transaction() as session:
+        report_runs(session, config=config, agent_id="lead-router", runs=runs, now=now)
+
+
+def evaluate(db: Database, config: HandrailConfig, now: datetime) -> None:
+    with db.transaction() as session:
+        episodes.evaluate(session, config=config, agents=["lead-router"], now=now)
+
+
+def the_episode(db: Database) -> AlertEpisode:
+    with db.transaction() as session:
+        [episode] = session.scalars(select(AlertEpisode))
+        session.expunge(episode)
+        return episode
+
+
+def queued(db: Database, kind: str) -> list[dict[str, Any]]:
+    """Payloads of the outbox rows of a kind, oldest first."""
+    with db.transaction() as session:
+        rows = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == kind).order_by(OutboxMessage.id))
+        return [row.payload for row in rows]
+
+
+def notes(db: Database) -> list[str]:
+    """The kinds of thread notes queued, one per note (not per destination)."""
+    found = [p["note"]["kind"] for p in queued(db, "alert_note") if p["destination"] == "C0APPROVALS"]
+    return found
+
+
+def test_an_episode_resolves_when_clear_for_exactly_its_resolve_window(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    assert the_episode(db).status == "firing"
+    syncs = len(queued(db, "alert"))
+    assert syncs == 2, "one message per destination"
+
+    cleared = T0 + timedelta(minutes=61)  # the window holds no run: the rule no longer holds
+    evaluate(db, RATE, cleared)
+    episode = the_episode(db)
+    assert (episode.status, episode.clear_since) == ("firing", cleared)
+    assert len(queued(db, "alert")) == syncs + 2, "the messages say it is clear"
+    evaluate(db, RATE, cleared + timedelta(minutes=15) - timedelta(seconds=1))
+    assert the_episode(db).status == "firing"
+    evaluate(db, RATE, cleared + timedelta(minutes=15))
+    episode = the_episode(db)
+    assert (episode.status, episode.resolved_at, episode.open_key) == (
+        "resolved",
+        cleared + timedelta(minutes=15),
+        None,
+    )
+    assert len(queued(db, "alert")) == syncs + 4
+
+
+def test_a_rule_that_holds_again_before_it_resolves_starts_its_clear_over(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    evaluate(db, RATE, T0 + timedelta(minutes=61))
+    again = T0 + timedelta(minutes=70)
+    spike(db, RATE, again, "b")
+    evaluate(db, RATE, again)
+    assert (the_episode(db).status, the_episode(db).clear_since) == ("firing", None)
+    evaluate(db, RATE, again + timedelta(minutes=61))
+    evaluate(db, RATE, again + timedelta(minutes=61 + 14))
+    assert the_episode(db).status == "firing", "15 minutes from the new clear, not the first"
+
+
+def test_a_resolved_episode_lets_the_next_spike_open_a_new_one(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    evaluate(db, RATE, T0 + timedelta(minutes=61))
+    evaluate(db, RATE, T0 + timedelta(minutes=76))
+    later = T0 + timedelta(hours=3)
+    spike(db, RATE, later, "b")
+    evaluate(db, RATE, later)
+    with db.transaction() as session:
+        statuses = sorted(e.status for e in session.scalars(select(AlertEpisode)))
+    assert statuses == ["firing", "resolved"]
+
+
+def test_a_reminder_goes_exactly_every_repeat_interval_until_acknowledged(db: Database) -> None:
+    config = configured({"failure_rate": {"repeat_interval": "30m"}})
+    spike(db, config, T0, "a")
+    evaluate(db, config, T0)
+    almost = T0 + timedelta(minutes=30) - timedelta(seconds=1)
+    spike(db, config, almost, "b")
+    evaluate(db, config, almost)
+    assert notes(db) == []
+    spike(db, config, T0 + timedelta(minutes=30), "c")
+    evaluate(db, config, T0 + timedelta(minutes=30))
+    assert notes(db) == ["reminder"]
+    spike(db, config, T0 + timedelta(minutes=59), "d")
+    evaluate(db, config, T0 + timedelta(minutes=59))
+    assert notes(db) == ["reminder"], "the next one 30 minutes after the last reminder"
+    with db.transaction() as session:
+        actions.acknowledge(session, config=config, episode_id=the_episode(db).id, user_id="U0OWNER", now=T0)
+    spike(db, config, T0 + timedelta(hours=2), "e")
+    evaluate(db, config, T0 + timedelta(hours=2))
+    assert notes(db) == ["reminder", "acknowledged"]
+
+
+def test_a_failure_spike_while_paused_is_held_and_told_when_the_pause_lifts(db: Database) -> None:
+    with db.transaction() as session:
+        pausing.pause(
+            session,
+            config=RATE,
+            agent_id="lead-router",
+            customer=None,
+            duration=timedelta(minutes=30),
+            reason="deploying",
+            user_id="U0OWNER",
+            now=T0,
+        )
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    episode = the_episode(db)
+    assert (episode.held_since, episode.quiet) == (T0, True)
+    assert queued(db, "alert") == [], "nothing posted while held"
+    after = T0 + timedelta(minutes=30)  # the pause ends by itself
+    spike(db, RATE, after, "b")
+    evaluate(db, RATE, after)
+    episode = the_episode(db)
+    assert (episode.held_since, episode.held_for, episode.quiet) == (None, 1800.0, False)
+    assert len(queued(db, "alert")) == 2 and notes(db) == ["held_while_paused"]
+
+
+def test_duplicates_are_not_held_by_a_pause_and_page_when_pagerduty_is_set(db: Database) -> None:
+    config = configured(pagerduty={"routing_key": KEY})
+    with db.transaction() as session:
+        pausing.pause(
+            session,
+            config=config,
+            agent_id="lead-router",
+            customer=None,
+            duration=None,
+            reason="x",
+            user_id="U0OWNER",
+            now=T0,
+        )
+        stats.add_action(session, "lead-router", "crm.update", T0, actions=1, duplicates=4)
+        episodes.evaluate(session, config=config, agents=["lead-router"], now=T0)
+    episode = the_episode(db)
+    assert (episode.rule, episode.severity, episode.quiet, episode.paged) == ("duplicates", "page", False, True)
+    assert [p["event_action"] for p in queued(db, "pagerduty")] == ["trigger"]
+    assert sorted(p["destination"] for p in queued(db, "alert")) == ["C0APPROVALS", "U0MANAGER", "U0OWNER"]
+    evaluate(db, config, T0 + timedelta(hours=25))
+    evaluate(db, config, T0 + timedelta(hours=25, minutes=15))
+    assert the_episode(db).status == "resolved"
+    assert [p["event_action"] for p in queued(db, "pagerduty")] == ["trigger", "resolve"]
+
+
+def test_a_warning_or_no_pagerduty_pages_nobody(db: Database) -> None:
+    spike(db, configured(pagerduty={"routing_key": KEY}), T0, "a")
+    evaluate(db, configured(pagerduty={"routing_key": KEY}), T0)
+    assert queued(db, "pagerduty") == [] and the_episode(db).paged is False
+
+
+def test_a_muted_rule_is_quiet_and_speaks_again_when_the_mute_ends(db: Database) -> None:
+    with db.transaction() as session:
+        actions.mute(
+            session,
+            config=RATE,
+            agent_id="lead-router",
+            rule="failure_rate",
+            duration=timedelta(hours=1),
+            reason="known outage",
+            user_id="U0OWNER",
+            now=T0,
+        )
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    assert the_episode(db).quiet is True and queued(db, "alert") == []
+    ended = T0 + timedelta(hours=1)
+    spike(db, RATE, ended, "b")
+    evaluate(db, RATE, ended)
+    assert the_episode(db).quiet is False and len(queued(db, "alert")) == 2
+
+
+def test_on_fire_pause_pauses_once_and_its_own_pause_does_not_hold_it(db: Database) -> None:
+    config = configured({"failure_rate": {"on_fire": "pause"}})
+    spike(db, config, T0, "a")
+    evaluate(db, config, T0)
+    episode = the_episode(db)
+    assert (episode.paused_by, episode.quiet, episode.held_since) == ("system", False, None)
+    assert notes(db) == ["paused_from_alert"]
+    spike(db, config, T0 + timedelta(minutes=5), "b")
+    evaluate(db, config, T0 + timedelta(minutes=5))
+    assert the_episode(db).quiet is False, "the pause it caused does not silence it"
+
+
+def test_a_failed_run_follow_up_closes_when_acknowledged_or_after_a_day(db: Database) -> None:
+    config = configured({"on_run_failure": "notify"})
+    runs = [RunIn.model_validate({"run_id": f"r{i}", "status": "failed"}) for i in range(7)]
+    with db.transaction() as session:
+        report_runs(session, config=config, agent_id="lead-router", runs=runs, now=T0)
+    with db.transaction() as session:
+        opened = list(session.scalars(select(AlertEpisode).order_by(AlertEpisode.subject)))
+    assert [e.subject for e in opened] == ["r0", "r1", "r2", "r3", "r4"], "at most 5 open at once"
+    assert all(e.rule == "run_failure" for e in opened)
+    with db.transaction() as session:
+        actions.acknowledge(session, config=config, episode_id=opened[0].id, user_id="U0OWNER", now=T0)
+    evaluate(db, config, T0 + timedelta(minutes=1))
+    evaluate(db, config, T0 + timedelta(days=1) - timedelta(seconds=1))
+    with db.transaction() as session:
+        status = {e.subject: e.status for e in session.scalars(select(AlertEpisode))}
+    assert status["r0"] == "resolved" and status["r1"] == "firing"
+    evaluate(db, config, T0 + timedelta(days=1))
+    with db.transaction() as session:
+        assert {e.status for e in session.scalars(select(AlertEpisode))} == {"resolved"}
+
+
+def test_an_agent_is_due_again_in_a_minute_while_an_episode_is_open_and_not_after(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    with db.transaction() as session:
+        assert episodes.evaluate_due(session, config=RATE, now=T0) == 1
+        assert episodes.evaluate_due(session, config=RATE, now=T0) == 0, "claimed: not due twice"
+    with db.transaction() as session:
+        assert session.get(AlertCheck, "lead-router").next_at == T0 + timedelta(minutes=1)
+    with db.transaction() as session:
+        assert episodes.evaluate_due(session, config=RATE, now=T0 + timedelta(seconds=59)) == 0
+        assert episodes.evaluate_due(session, config=RATE, now=T0 + timedelta(minutes=1)) == 1
+    evaluate(db, RATE, T0 + timedelta(minutes=61))
+    with db.transaction() as session:
+        Checks(session).due_at(["lead-router"], T0 + timedelta(minutes=76))
+        assert episodes.evaluate_due(session, config=RATE, now=T0 + timedelta(minutes=76)) == 1
+    assert the_episode(db).status == "resolved"
+    with db.transaction() as session:
+        assert session.get(AlertCheck, "lead-router").next_at is None, "nothing open: due on the next arrival"
