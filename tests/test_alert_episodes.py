@@ -7,17 +7,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.alerts import actions, episodes
 from bot.config import HandrailConfig, parse_config
 from bot.control import pause as pausing
+from bot.control.versions import register_version
 from bot.models import RunIn
 from bot.runs import report_runs
 from storage import stats
 from storage.alert_store import Checks
 from storage.db import Database
-from storage.tables import AlertCheck, AlertEpisode, OutboxMessage
+from storage.repositories import Audit
+from storage.tables import AlertCheck, AlertEpisode, AlertMessage, OutboxMessage
 from tests.helpers import T0, config_dict
 
 KEY = "R0UTINGKEY" * 3 + "00"  # 32 characters, as PagerDuty's keys have
@@ -271,3 +273,170 @@ def test_an_agent_is_due_again_in_a_minute_while_an_episode_is_open_and_not_afte
     assert the_episode(db).status == "resolved"
     with db.transaction() as session:
         assert session.get(AlertCheck, "lead-router").next_at is None, "nothing open: due on the next arrival"
+
+
+def trail(db: Database, episode_id: str) -> list[tuple[str, str, str | None]]:
+    """(actor, event, reason) of the episode's audit events, oldest first."""
+    with db.transaction() as session:
+        return [(e.actor, e.event, e.reason) for e in Audit(session).for_object("alert", episode_id)]
+
+
+def test_every_transition_is_audited_with_its_reason(db: Database) -> None:
+    with db.transaction() as session:
+        register_version(
+            session,
+            config=RATE,
+            agent_id="lead-router",
+            version="v7",
+            notes=None,
+            prompt_sha=None,
+            settings=None,
+            now=T0,
+        )
+        pausing.pause(
+            session,
+            config=RATE,
+            agent_id="lead-router",
+            customer=None,
+            duration=timedelta(minutes=10),
+            reason="x",
+            user_id="U0OWNER",
+            now=T0,
+        )
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    episode = the_episode(db)
+    assert episode.version == "v7", "the version that was running when it fired"
+    spike(db, RATE, T0 + timedelta(minutes=10), "b")
+    evaluate(db, RATE, T0 + timedelta(minutes=10))
+    with db.transaction() as session:
+        pausing.pause(
+            session,
+            config=RATE,
+            agent_id="lead-router",
+            customer=None,
+            duration=None,
+            reason="again",
+            user_id="U0OWNER",
+            now=T0 + timedelta(minutes=11),
+        )
+    evaluate(db, RATE, T0 + timedelta(minutes=12))
+    cleared = T0 + timedelta(minutes=80)
+    evaluate(db, RATE, cleared)
+    evaluate(db, RATE, cleared + timedelta(minutes=15))
+    assert trail(db, episode.id) == [
+        ("system", "alert.fired", None),
+        ("system", "alert.released", "the pause ended"),
+        ("system", "alert.held", "the agent is paused"),
+        ("system", "alert.resolved", f"clear since {cleared.isoformat()}"),
+    ]
+    with db.transaction() as session:
+        fired = Audit(session).for_object("alert", episode.id)[0]
+    assert fired.after is not None and fired.after["rule"] == "failure_rate"
+    assert fired.after["finding"]["failures"] == 5
+    resolved = the_episode(db)
+    assert resolved.held_for == 600 + (cleared + timedelta(minutes=15) - (T0 + timedelta(minutes=12))).total_seconds()
+    assert resolved.paged is False and resolved.severity == "warning"
+
+
+def test_a_quiet_episode_resolves_without_a_word_unless_it_was_shown(db: Database) -> None:
+    def mute(now: datetime) -> None:
+        with db.transaction() as session:
+            actions.mute(
+                session,
+                config=RATE,
+                agent_id="lead-router",
+                rule="failure_rate",
+                duration=timedelta(days=1),
+                reason="known",
+                user_id="U0OWNER",
+                now=now,
+            )
+
+    mute(T0)
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    evaluate(db, RATE, T0 + timedelta(minutes=61))
+    evaluate(db, RATE, T0 + timedelta(minutes=76))
+    assert the_episode(db).status == "resolved"
+    assert queued(db, "alert") == [], "never shown: nothing to say it resolved"
+
+
+def test_a_shown_episode_muted_later_still_says_it_resolved(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    with db.transaction() as session:
+        episode = session.scalars(select(AlertEpisode)).one()
+        session.execute(update(AlertMessage).values(message_ts="1.000100"))  # as delivered
+        actions.mute_from_alert(session, config=RATE, episode_id=episode.id, user_id="U0OWNER", now=T0)
+    evaluate(db, RATE, T0 + timedelta(minutes=1))
+    assert the_episode(db).quiet is True
+    before = len(queued(db, "alert"))
+    evaluate(db, RATE, T0 + timedelta(minutes=61))
+    assert len(queued(db, "alert")) == before, "quiet: going clear is not posted"
+    evaluate(db, RATE, T0 + timedelta(minutes=76))
+    assert the_episode(db).status == "resolved"
+    assert len(queued(db, "alert")) == before + 2, "its messages say it resolved"
+
+
+def test_a_page_held_back_by_a_mute_is_sent_when_the_mute_ends(db: Database) -> None:
+    config = configured(pagerduty={"routing_key": KEY})
+    with db.transaction() as session:
+        actions.mute(
+            session,
+            config=config,
+            agent_id="lead-router",
+            rule="duplicates",
+            duration=timedelta(minutes=30),
+            reason="a replay we started",
+            user_id="U0OWNER",
+            now=T0,
+        )
+        stats.add_action(session, "lead-router", "crm.update", T0, actions=1, duplicates=4)
+    evaluate(db, config, T0)
+    assert queued(db, "pagerduty") == [] and the_episode(db).paged is False
+    evaluate(db, config, T0 + timedelta(minutes=30))
+    evaluate(db, config, T0 + timedelta(minutes=31))
+    assert [p["event_action"] for p in queued(db, "pagerduty")] == ["trigger"], "once"
+    assert the_episode(db).paged is True
+
+
+def test_failed_run_follow_ups_count_those_already_open(db: Database) -> None:
+    config = configured({"on_run_failure": "notify"})
+    for batch in (["a1", "a2", "a3"], ["b1", "b2", "b3"]):
+        runs = [RunIn.model_validate({"run_id": r, "status": "failed", "error": "x" * 400}) for r in batch]
+        with db.transaction() as session:
+            report_runs(session, config=config, agent_id="lead-router", runs=runs, now=T0)
+    with db.transaction() as session:
+        opened = list(session.scalars(select(AlertEpisode).order_by(AlertEpisode.subject)))
+    assert [e.subject for e in opened] == ["a1", "a2", "a3", "b1", "b2"]
+    assert {e.severity for e in opened} == {"warning"}
+    assert opened[0].finding["run"]["error"] == "x" * episodes.ERROR_KEPT
+
+
+def test_a_muted_follow_up_speaks_when_the_mute_ends(db: Database) -> None:
+    config = configured({"on_run_failure": "notify"})
+    with db.transaction() as session:
+        actions.mute(
+            session,
+            config=config,
+            agent_id="lead-router",
+            rule="run_failure",
+            duration=timedelta(minutes=5),
+            reason="noisy",
+            user_id="U0OWNER",
+            now=T0,
+        )
+        report_runs(
+            session,
+            config=config,
+            agent_id="lead-router",
+            runs=[RunIn.model_validate({"run_id": "r1", "status": "failed", "error_category": "api"})],
+            now=T0,
+        )
+    assert the_episode(db).quiet is True and queued(db, "alert") == []
+    evaluate(db, config, T0 + timedelta(minutes=4))
+    assert queued(db, "alert") == []
+    evaluate(db, config, T0 + timedelta(minutes=5))
+    assert the_episode(db).quiet is False and [p["destination"] for p in queued(db, "alert")] == ["C0APPROVALS"]
+    assert the_episode(db).finding["run"]["category"] == "api"
