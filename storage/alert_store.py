@@ -131,6 +131,7 @@ class Checks:
             self.session.execute(update(AlertCheck).where(AlertCheck.agent.in_(agents)).values(next_at=now))
         return agents
 
-    def set_next(self, agent: str, at: datetime | None) -> None:
-        """The agent's next evaluation; None: only when its runs or actions arrive."""
-        self.session.execute(update(AlertCheck).where(AlertCheck.agent == agent).values(next_at=at))
+    def set_next(self, agents: list[str], at: datetime | None) -> None:
+        """These agents' next evaluation; None: only when their runs or actions arrive."""
+        if agents:
+            self.session.execute(update(AlertCheck).where(AlertCheck.agent.in_(agents)).values(next_at=at))

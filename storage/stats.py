@@ -189,14 +189,17 @@ def duplicates(session: Session, agents: list[str], since: datetime) -> dict[str
     return found
 
 
-def action_hours(session: Session, agent: str, action: str, since: datetime) -> dict[datetime, int]:
-    """An agent's count of one action per hour bucket after `since`."""
+def action_hours(session: Session, agents: list[str], action: str, since: datetime) -> dict[str, dict[datetime, int]]:
+    """Per agent, its count of one action per hour bucket after `since`."""
     rows = session.execute(
-        select(ActionBucket.start, ActionBucket.actions).where(
-            ActionBucket.agent == agent, ActionBucket.action == action, ActionBucket.start > since
+        select(ActionBucket.agent, ActionBucket.start, ActionBucket.actions).where(
+            ActionBucket.agent.in_(agents), ActionBucket.action == action, ActionBucket.start > since
         )
     )
-    return {start: int(count) for start, count in rows}
+    found: dict[str, dict[datetime, int]] = defaultdict(dict)
+    for agent, start, count in rows:
+        found[agent][start] = int(count)
+    return found
 
 
 def failing_runs(session: Session, agent: str, since: datetime, limit: int) -> list[Run]:

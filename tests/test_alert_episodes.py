@@ -440,3 +440,40 @@ def test_a_muted_follow_up_speaks_when_the_mute_ends(db: Database) -> None:
     evaluate(db, config, T0 + timedelta(minutes=5))
     assert the_episode(db).quiet is False and [p["destination"] for p in queued(db, "alert")] == ["C0APPROVALS"]
     assert the_episode(db).finding["run"]["category"] == "api"
+
+
+SPIKY = parse_config(config_dict() | {"alerts": {"action_spike": {"action": "crm.update", "min_count": 20}}})
+
+
+def test_an_action_burst_fires_above_factor_times_the_weeks_hourly_median(db: Database) -> None:
+    with db.transaction() as session:
+        for back in range(1, 24 * 7 + 1):  # the week before this hour: 10 an hour each
+            for agent in ("lead-router", "billing-bot"):
+                stats.add_action(session, agent, "crm.update", T0 - timedelta(hours=back), actions=10, duplicates=0)
+        stats.add_action(session, "lead-router", "crm.update", T0 + timedelta(minutes=5), actions=31, duplicates=0)
+        stats.add_action(session, "billing-bot", "crm.update", T0 + timedelta(minutes=5), actions=30, duplicates=0)
+        found = episodes.measure(session, SPIKY, ["lead-router", "billing-bot"], T0 + timedelta(minutes=10))
+    finding = found["lead-router"][("action_spike", "crm.update")]
+    assert (finding.count, finding.median) == (31, 10.0)
+    assert found["billing-bot"] == {}, "30 is not above 3 × 10"
+
+
+def test_an_action_burst_below_its_floor_does_not_fire_even_after_a_quiet_week(db: Database) -> None:
+    with db.transaction() as session:
+        stats.add_action(session, "lead-router", "crm.update", T0, actions=19, duplicates=0)
+        stats.add_action(session, "billing-bot", "crm.update", T0, actions=20, duplicates=0)
+        stats.add_action(session, "billing-bot", "crm.other", T0, actions=50, duplicates=0)
+        found = episodes.measure(session, SPIKY, ["lead-router", "billing-bot"], T0)
+    assert found["lead-router"] == {}
+    assert list(found["billing-bot"]) == [("action_spike", "crm.update")]
+    assert found["billing-bot"][("action_spike", "crm.update")].median == 0.0
+
+
+def test_one_claim_sets_each_agents_next_evaluation_by_whether_it_has_an_episode_open(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    with db.transaction() as session:
+        Checks(session).due_at(["billing-bot"], T0)
+        assert episodes.evaluate_due(session, config=RATE, now=T0) == 2
+    with db.transaction() as session:
+        assert session.get(AlertCheck, "lead-router").next_at == T0 + timedelta(minutes=1)
+        assert session.get(AlertCheck, "billing-bot").next_at is None

@@ -157,14 +157,22 @@ def _silence(session: Session, rules_of: dict[str, Alerts], found: Found, now: d
 
 
 def _action_spike(session: Session, rules_of: dict[str, Alerts], found: Found, now: datetime) -> None:
-    hour = stats.floor(now, stats.WIDTHS["h"])
-    for agent in (a for a in rules_of if rules_of[a].action_spike.active):
-        rule = rules_of[agent].action_spike
-        assert rule.action is not None
-        hours = stats.action_hours(session, agent, rule.action, hour - rule.baseline - stats.WIDTHS["h"])
-        finding = rules.action_spike(rule, hours.get(hour, 0), rules.hourly_baseline(hours, hour, rule.baseline))
-        if finding is not None:
-            found[agent][("action_spike", rule.action)] = finding
+    """This hour's count first; the baseline (a week of hour buckets) only of the agents whose
+    count reached the rule's floor, as no other can fire."""
+    hour, width = stats.floor(now, stats.WIDTHS["h"]), stats.WIDTHS["h"]
+    on = [a for a in rules_of if rules_of[a].action_spike.active]
+    for (action, baseline), group in _grouped(
+        on, lambda a: (rules_of[a].action_spike.action, rules_of[a].action_spike.baseline)
+    ).items():
+        this_hour = stats.action_hours(session, group, action, hour - width)
+        counts = {agent: this_hour.get(agent, {}).get(hour, 0) for agent in group}
+        busy = [agent for agent in group if counts[agent] >= rules_of[agent].action_spike.min_count]
+        by_agent = stats.action_hours(session, busy, action, hour - baseline - width) if busy else {}
+        for agent in busy:
+            rule, hours = rules_of[agent].action_spike, by_agent.get(agent, {})
+            finding = rules.action_spike(rule, counts[agent], rules.hourly_baseline(hours, hour, baseline))
+            if finding is not None:
+                found[agent][("action_spike", action)] = finding
 
 
 def measure(session: Session, config: HandrailConfig, agents: list[str], now: datetime) -> Found:
@@ -396,9 +404,9 @@ def evaluate_due(session: Session, *, config: HandrailConfig, now: datetime, lim
     evaluate(session, config=config, agents=agents, now=now)
     stats.forget(session, agents, now)
     still_open = {episode.agent for episode in Episodes(session).open_of(agents)}
-    for agent in agents:
-        timed = agent in config.agents and config.alerts_of(agent).silence.active
-        checks.set_next(agent, now + EVALUATE_EVERY if agent in still_open or timed else None)
+    timed = {agent for agent in agents if agent in config.agents and config.alerts_of(agent).silence.active}
+    checks.set_next([a for a in agents if a in still_open or a in timed], now + EVALUATE_EVERY)
+    checks.set_next([a for a in agents if a not in still_open and a not in timed], None)
     return len(agents)
 
 
