@@ -41,3 +41,4 @@ bench: dev
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/first_run.py
+	$(BIN)/python bench/alerts.py

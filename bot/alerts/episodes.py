@@ -29,6 +29,7 @@ from bot.alerts import messages, rules
 from bot.alerts.findings import FailingRun, Finding, RunFailureFinding
 from bot.config import HandrailConfig
 from bot.config.alerts import Alerts
+from bot.config.durations import format_duration
 from bot.control import pause as pausing
 from bot.control.state import PauseView, covering
 from storage import stats
@@ -363,7 +364,7 @@ def _follow_up(
     if episode.acknowledged_by is not None:
         resolve(session, config, episode, now, "acknowledged")
     elif now - episode.started_at >= RUN_FAILURE_KEPT:
-        resolve(session, config, episode, now, f"not acknowledged within {RUN_FAILURE_KEPT}")
+        resolve(session, config, episode, now, f"not acknowledged within {format_duration(RUN_FAILURE_KEPT)}")
     else:
         quiet = situation.quiet(episode.rule, episode.paused_by)
         if quiet != episode.quiet and Episodes(session).transition(episode, quiet=quiet) and not quiet:
