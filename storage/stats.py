@@ -9,16 +9,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, case, delete, func, select
+from sqlalchemy import Integer, and_, case, delete, func, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.tables import ERROR_CATEGORIES, ActionBucket, Run, RunBucket
 
-WIDTHS = {"m": timedelta(minutes=1), "h": timedelta(hours=1)}
+WIDTHS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 # How long buckets are kept: minute buckets a little longer than the longest minute window a rule
-# may have (24 hours), hour buckets (and action buckets) as long as runs may be reported late.
-KEPT = {"m": timedelta(hours=25), "h": timedelta(days=36)}
+# may have (24 hours), hour and day buckets (and action buckets) as long as runs may be reported late.
+KEPT = {"m": timedelta(hours=25), "h": timedelta(days=36), "d": timedelta(days=36)}
 _RUN_COUNTS = ("runs", "failed", "partial", "cost_usd", "tokens", *(f"err_{c}" for c in ERROR_CATEGORIES))
 
 
@@ -43,8 +43,8 @@ def _insert(session: Session):  # type: ignore[no-untyped-def]
 
 
 def add_runs(session: Session, agent: str, deltas: Iterable[tuple[datetime, dict[str, float]]]) -> None:
-    """Add each (when, counts) to the minute and hour buckets of `when`; counts may be negative
-    (a run reported again leaves its old bucket). One statement per width."""
+    """Add each (when, counts) to the minute, hour and day buckets of `when`; counts may be negative
+    (a run reported again leaves its old bucket). One statement."""
     summed: dict[tuple[str, datetime], dict[str, float]] = defaultdict(lambda: dict.fromkeys(_RUN_COUNTS, 0))
     for at, delta in deltas:
         for width, span in WIDTHS.items():
@@ -111,15 +111,26 @@ def run_counts(session: Session, agents: list[str], since: datetime) -> dict[str
 def cost_windows(
     session: Session, agents: list[str], now: datetime, window: timedelta
 ) -> dict[str, tuple[float, float]]:
-    """Per agent, the cost in the hour buckets of the last `window` and of the window before it."""
+    """Per agent, the cost in the hour buckets after now - `window`, and in those after now - 2 *
+    `window` up to it. The hours of the days that hold either boundary are read from hour buckets,
+    the days between them from day buckets: a week's two windows read at most 2 days of hours and
+    14 days, however many runs they hold."""
     middle, start = now - window, now - 2 * window
-    recent = func.sum(case((RunBucket.start > middle, RunBucket.cost_usd), else_=0.0))
-    before = func.sum(case((RunBucket.start <= middle, RunBucket.cost_usd), else_=0.0))
-    rows = session.execute(
-        select(RunBucket.agent, recent, before)
-        .where(RunBucket.agent.in_(agents), RunBucket.width == "h", RunBucket.start > start)
-        .group_by(RunBucket.agent)
-    )
+    day = WIDTHS["d"]
+    split = sorted({floor(start, day), floor(middle, day)})
+    ranges = [and_(RunBucket.width == "d", RunBucket.start.not_in(split))]
+    ranges += [and_(RunBucket.width == "h", RunBucket.start >= first, RunBucket.start < first + day) for first in split]
+    picked = union_all(  # each part an index range: (agent, width, start)
+        *(
+            select(RunBucket.agent, RunBucket.start, RunBucket.cost_usd).where(
+                RunBucket.agent.in_(agents), RunBucket.start > start, part
+            )
+            for part in ranges
+        )
+    ).subquery()
+    recent = func.sum(case((picked.c.start > middle, picked.c.cost_usd), else_=0.0))
+    before = func.sum(case((picked.c.start <= middle, picked.c.cost_usd), else_=0.0))
+    rows = session.execute(select(picked.c.agent, recent, before).group_by(picked.c.agent))
     return {agent: (float(a or 0), float(b or 0)) for agent, a, b in rows}
 
 

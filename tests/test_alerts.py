@@ -469,13 +469,15 @@ def test_minute_buckets_last_a_day_hour_buckets_the_backfill_and_a_long_silence_
     with db.transaction() as session:
         widths = sorted(b.width for b in session.scalars(select(RunBucket)))
         [episode] = session.scalars(select(AlertEpisode))
-    assert widths == ["h"], "the minute bucket, older than a day, is gone"
+    assert widths == ["d", "h"], "the minute bucket, older than a day, is gone"
     found = findings.read(episode.finding)
     assert isinstance(found, findings.SilenceFinding)
     assert found.last_finished_at == stats.floor(finished, timedelta(hours=1)) + timedelta(hours=1), "at the latest"
-    with db.transaction() as session:
-        hour = stats.floor(finished, timedelta(hours=1))
-        stats.forget(session, ["lead-router"], hour + stats.KEPT["h"])
-        assert session.scalar(select(func.count()).select_from(RunBucket)) == 1, "kept exactly that long"
-        stats.forget(session, ["lead-router"], hour + stats.KEPT["h"] + timedelta(seconds=1))
-        assert session.scalar(select(func.count()).select_from(RunBucket)) == 0
+    for width in ("d", "h"):  # the day bucket starts first
+        start = stats.floor(finished, stats.WIDTHS[width])
+        of_width = select(func.count()).select_from(RunBucket).where(RunBucket.width == width)
+        with db.transaction() as session:
+            stats.forget(session, ["lead-router"], start + stats.KEPT[width])
+            assert session.scalar(of_width) == 1, "kept exactly that long"
+            stats.forget(session, ["lead-router"], start + stats.KEPT[width] + timedelta(seconds=1))
+            assert session.scalar(of_width) == 0
