@@ -18,7 +18,7 @@ from bot.runs import report_runs
 from storage import stats
 from storage.alert_store import Checks
 from storage.db import Database
-from storage.repositories import Audit
+from storage.repositories import Audit, Pauses
 from storage.tables import AlertCheck, AlertEpisode, AlertMessage, OutboxMessage
 from tests.helpers import T0, config_dict
 
@@ -230,6 +230,10 @@ def test_on_fire_pause_pauses_once_and_its_own_pause_does_not_hold_it(db: Databa
     episode = the_episode(db)
     assert (episode.paused_by, episode.quiet, episode.held_since) == ("system", False, None)
     assert notes(db) == ["paused_from_alert"]
+    assert {p["note"]["by"] for p in queued(db, "alert_note")} == {"system"}
+    with db.transaction() as session:
+        [pause] = Pauses(session).unlifted(["lead-router"])
+    assert (pause.paused_by, pause.reason) == ("system", f"alert {episode.id}: failure rate fired")
     spike(db, config, T0 + timedelta(minutes=5), "b")
     evaluate(db, config, T0 + timedelta(minutes=5))
     assert the_episode(db).quiet is False, "the pause it caused does not silence it"
@@ -251,9 +255,11 @@ def test_a_failed_run_follow_up_closes_when_acknowledged_or_after_a_day(db: Data
     with db.transaction() as session:
         status = {e.subject: e.status for e in session.scalars(select(AlertEpisode))}
     assert status["r0"] == "resolved" and status["r1"] == "firing"
+    assert trail(db, opened[0].id)[-1] == ("system", "alert.resolved", "acknowledged")
     evaluate(db, config, T0 + timedelta(days=1))
     with db.transaction() as session:
         assert {e.status for e in session.scalars(select(AlertEpisode))} == {"resolved"}
+    assert trail(db, opened[1].id)[-1] == ("system", "alert.resolved", "not acknowledged within 1d")
 
 
 def test_an_agent_is_due_again_in_a_minute_while_an_episode_is_open_and_not_after(db: Database) -> None:
@@ -403,15 +409,21 @@ def test_a_page_held_back_by_a_mute_is_sent_when_the_mute_ends(db: Database) -> 
 
 def test_failed_run_follow_ups_count_those_already_open(db: Database) -> None:
     config = configured({"on_run_failure": "notify"})
-    for batch in (["a1", "a2", "a3"], ["b1", "b2", "b3"]):
-        runs = [RunIn.model_validate({"run_id": r, "status": "failed", "error": "x" * 400}) for r in batch]
+    for batch in (["a1", "a2", "a3"], ["b1", "b2", "b3"], ["c1"]):
+        runs = [
+            RunIn.model_validate(
+                {"run_id": r, "status": "failed", "error": "x" * 400, "version": "v9", "customer": "acme"}
+            )
+            for r in batch
+        ]
         with db.transaction() as session:
             report_runs(session, config=config, agent_id="lead-router", runs=runs, now=T0)
     with db.transaction() as session:
         opened = list(session.scalars(select(AlertEpisode).order_by(AlertEpisode.subject)))
-    assert [e.subject for e in opened] == ["a1", "a2", "a3", "b1", "b2"]
+    assert [e.subject for e in opened] == ["a1", "a2", "a3", "b1", "b2"], "none while 5 are open"
     assert {e.severity for e in opened} == {"warning"}
     assert opened[0].finding["run"]["error"] == "x" * episodes.ERROR_KEPT
+    assert (opened[0].finding["version"], opened[0].finding["customer"], opened[0].version) == ("v9", "acme", "v9")
 
 
 def test_a_muted_follow_up_speaks_when_the_mute_ends(db: Database) -> None:
@@ -477,3 +489,32 @@ def test_one_claim_sets_each_agents_next_evaluation_by_whether_it_has_an_episode
     with db.transaction() as session:
         assert session.get(AlertCheck, "lead-router").next_at == T0 + timedelta(minutes=1)
         assert session.get(AlertCheck, "billing-bot").next_at is None
+    data = config_dict()
+    data["agents"]["billing-bot"]["alerts"] = {"silence": {"expected_every": "2h"}}
+    timed = parse_config(data)
+    later = T0 + timedelta(minutes=1)
+    with db.transaction() as session:
+        Checks(session).due_at(["billing-bot"], later)
+        assert episodes.evaluate_due(session, config=timed, now=later) == 2
+    with db.transaction() as session:
+        assert session.get(AlertCheck, "billing-bot").next_at == later + timedelta(minutes=1), "a silence rule is timed"
+
+
+def test_an_episode_is_opened_with_its_key_and_id_and_another_agents_pause_does_not_hold_it(db: Database) -> None:
+    with db.transaction() as session:
+        pausing.pause(
+            session,
+            config=RATE,
+            agent_id="billing-bot",
+            customer=None,
+            duration=None,
+            reason="x",
+            user_id="U0OWNER",
+            now=T0,
+        )
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    episode = the_episode(db)
+    assert episode.open_key == "lead-router/failure_rate/"
+    assert episode.id.startswith("alr_") and len(episode.id) == 24
+    assert (episode.quiet, episode.held_since, episode.held_for, episode.state_version) == (False, None, 0.0, 1)
