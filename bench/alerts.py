@@ -256,9 +256,9 @@ def seed(db: Database, stored: int, now: datetime) -> dict[str, Any]:
     with db.transaction() as session:
         session.execute(insert(ActionBucket), actions)
         stats.forget(session, agents, now)
-    if db.engine.dialect.name == "postgresql":
-        with db.engine.begin() as connection:  # what autovacuum does soon after a bulk load
-            connection.exec_driver_sql("ANALYZE")
+    if db.engine.dialect.name == "postgresql":  # what autovacuum does soon after a bulk load and delete
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM ANALYZE")
     with db.transaction() as session:
         buckets = session.scalar(select(func.count()).select_from(RunBucket))
     return {"seed_s": round(time.perf_counter() - began, 1), "run_buckets": buckets}

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.db import among
 from storage.repositories import _rowcount
 from storage.tables import AlertCheck, AlertEpisode, AlertMessage, AlertMute
 
@@ -33,7 +34,9 @@ class Episodes:
     def open_of(self, agents: list[str]) -> list[AlertEpisode]:
         return list(
             self.session.scalars(
-                select(AlertEpisode).where(AlertEpisode.agent.in_(agents), AlertEpisode.open_key.is_not(None))
+                select(AlertEpisode).where(
+                    among(self.session, AlertEpisode.agent, agents), AlertEpisode.open_key.is_not(None)
+                )
             )
         )
 
@@ -84,7 +87,7 @@ class Mutes:
         return list(
             self.session.scalars(
                 select(AlertMute)
-                .where(AlertMute.agent.in_(agents), AlertMute.until > now)
+                .where(among(self.session, AlertMute.agent, agents), AlertMute.until > now)
                 .order_by(AlertMute.until.desc(), AlertMute.id.desc())
             )
         )
@@ -128,10 +131,14 @@ class Checks:
             )
         )
         if agents:
-            self.session.execute(update(AlertCheck).where(AlertCheck.agent.in_(agents)).values(next_at=now))
+            self.session.execute(
+                update(AlertCheck).where(among(self.session, AlertCheck.agent, agents)).values(next_at=now)
+            )
         return agents
 
     def set_next(self, agents: list[str], at: datetime | None) -> None:
         """These agents' next evaluation; None: only when their runs or actions arrive."""
         if agents:
-            self.session.execute(update(AlertCheck).where(AlertCheck.agent.in_(agents)).values(next_at=at))
+            self.session.execute(
+                update(AlertCheck).where(among(self.session, AlertCheck.agent, agents)).values(next_at=at)
+            )

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import ARRAY, Engine, String, any_, bindparam, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,6 +22,14 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def among(session: Session, column: Any, values: list[str]) -> Any:
+    """`column IN values`. On PostgreSQL `column = ANY(array)`: one parameter however many values,
+    so a statement about 100 agents is not 100 parameters to render, send and parse each time."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(values)
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:

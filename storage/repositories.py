@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, Row, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.db import among
 from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
 
 # A claimed outbox row: its id, kind, approval_id, payload, attempts and when it was due (next_at).
@@ -303,7 +304,7 @@ class Pauses:
         every agent (`*`), or all of them."""
         query = select(Pause).where(Pause.lifted_at.is_(None)).order_by(Pause.id)
         if agents is not None:
-            query = query.where(Pause.agent.in_([*agents, "*"]))
+            query = query.where(among(self.session, Pause.agent, [*agents, "*"]))
         return list(self.session.scalars(query))
 
     def overdue(self, now: datetime) -> list[Pause]:
@@ -345,7 +346,11 @@ class Versions:
         return self.session.get(AgentVersion, entry_id)
 
     def active(self, agents: list[str]) -> dict[str, AgentVersion]:
-        newest = select(func.max(AgentVersion.id)).where(AgentVersion.agent.in_(agents)).group_by(AgentVersion.agent)
+        newest = (
+            select(func.max(AgentVersion.id))
+            .where(among(self.session, AgentVersion.agent, agents))
+            .group_by(AgentVersion.agent)
+        )
         rows = self.session.scalars(select(AgentVersion).where(AgentVersion.id.in_(newest)))
         return {row.agent: row for row in rows}
 

@@ -13,6 +13,7 @@ from sqlalchemy import Integer, and_, case, delete, func, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.db import among
 from storage.tables import ERROR_CATEGORIES, ActionBucket, Run, RunBucket
 
 WIDTHS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -93,7 +94,9 @@ def run_counts(session: Session, agents: list[str], since: datetime) -> dict[str
     sums = [func.sum(getattr(RunBucket, name)) for name in _RUN_COUNTS]
     rows = session.execute(
         select(RunBucket.agent, *sums)
-        .where(RunBucket.agent.in_(agents), RunBucket.width == "m", RunBucket.start >= _covering(since, "m"))
+        .where(
+            among(session, RunBucket.agent, agents), RunBucket.width == "m", RunBucket.start >= _covering(since, "m")
+        )
         .group_by(RunBucket.agent)
     )
     found = {}
@@ -123,7 +126,7 @@ def cost_windows(
     picked = union_all(  # each part an index range: (agent, width, start)
         *(
             select(RunBucket.agent, RunBucket.start, RunBucket.cost_usd).where(
-                RunBucket.agent.in_(agents), RunBucket.start > start, part
+                among(session, RunBucket.agent, agents), RunBucket.start > start, part
             )
             for part in ranges
         )
@@ -134,15 +137,24 @@ def cost_windows(
     return {agent: (float(a or 0), float(b or 0)) for agent, a, b in rows}
 
 
-def series(session: Session, agent: str, width: str, since: datetime, column: str) -> list[tuple[datetime, float]]:
-    """One agent's buckets of a width from the one that holds `since`, as (start, value of column),
-    oldest first."""
+def series(
+    session: Session, agents: list[str], width: str, since: datetime, column: str
+) -> dict[str, list[tuple[datetime, float]]]:
+    """Per agent, its buckets of a width from the one that holds `since`, as (start, value of
+    column), oldest first."""
     rows = session.execute(
-        select(RunBucket.start, getattr(RunBucket, column))
-        .where(RunBucket.agent == agent, RunBucket.width == width, RunBucket.start >= _covering(since, width))
-        .order_by(RunBucket.start)
+        select(RunBucket.agent, RunBucket.start, getattr(RunBucket, column))
+        .where(
+            among(session, RunBucket.agent, agents),
+            RunBucket.width == width,
+            RunBucket.start >= _covering(since, width),
+        )
+        .order_by(RunBucket.agent, RunBucket.start)
     )
-    return [(start, float(value)) for start, value in rows]
+    found: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for agent, start, value in rows:
+        found[agent].append((start, float(value)))
+    return found
 
 
 def last_finished(session: Session, agents: list[str], since: datetime, now: datetime) -> dict[str, datetime]:
@@ -160,7 +172,12 @@ def last_finished(session: Session, agents: list[str], since: datetime, now: dat
             break
         rows = session.execute(
             select(RunBucket.agent, func.max(RunBucket.start))
-            .where(RunBucket.agent.in_(missing), RunBucket.width == width, RunBucket.start > lower, RunBucket.runs > 0)
+            .where(
+                among(session, RunBucket.agent, missing),
+                RunBucket.width == width,
+                RunBucket.start > lower,
+                RunBucket.runs > 0,
+            )
             .group_by(RunBucket.agent)
         )
         found |= {agent: start + WIDTHS[width] for agent, start in rows}
@@ -172,10 +189,12 @@ def forget(session: Session, agents: list[str], now: datetime) -> None:
     for width in WIDTHS:
         session.execute(
             delete(RunBucket).where(
-                RunBucket.agent.in_(agents), RunBucket.width == width, RunBucket.start < now - KEPT[width]
+                among(session, RunBucket.agent, agents), RunBucket.width == width, RunBucket.start < now - KEPT[width]
             )
         )
-    session.execute(delete(ActionBucket).where(ActionBucket.agent.in_(agents), ActionBucket.start < now - KEPT["h"]))
+    session.execute(
+        delete(ActionBucket).where(among(session, ActionBucket.agent, agents), ActionBucket.start < now - KEPT["h"])
+    )
 
 
 def ever_ran(session: Session, agents: list[str]) -> set[str]:
@@ -191,7 +210,7 @@ def duplicates(session: Session, agents: list[str], since: datetime) -> dict[str
     """Per agent, duplicate attempts by action type in the hour buckets after `since`."""
     rows = session.execute(
         select(ActionBucket.agent, ActionBucket.action, func.sum(ActionBucket.duplicates).cast(Integer))
-        .where(ActionBucket.agent.in_(agents), ActionBucket.start > since, ActionBucket.duplicates > 0)
+        .where(among(session, ActionBucket.agent, agents), ActionBucket.start > since, ActionBucket.duplicates > 0)
         .group_by(ActionBucket.agent, ActionBucket.action)
     )
     found: dict[str, dict[str, int]] = defaultdict(dict)
@@ -204,7 +223,7 @@ def action_hours(session: Session, agents: list[str], action: str, since: dateti
     """Per agent, its count of one action per hour bucket after `since`."""
     rows = session.execute(
         select(ActionBucket.agent, ActionBucket.start, ActionBucket.actions).where(
-            ActionBucket.agent.in_(agents), ActionBucket.action == action, ActionBucket.start > since
+            among(session, ActionBucket.agent, agents), ActionBucket.action == action, ActionBucket.start > since
         )
     )
     found: dict[str, dict[datetime, int]] = defaultdict(dict)
@@ -213,13 +232,21 @@ def action_hours(session: Session, agents: list[str], action: str, since: dateti
     return found
 
 
-def failing_runs(session: Session, agent: str, since: datetime, limit: int) -> list[Run]:
-    """The agent's latest failed runs that finished after `since`, newest first."""
-    return list(
-        session.scalars(
-            select(Run)
-            .where(Run.agent == agent, Run.at > since, Run.status == "failed")
-            .order_by(Run.at.desc(), Run.id.desc())
-            .limit(limit)
-        )
-    )
+def failing_runs(session: Session, agents: list[str], since: datetime, limit: int) -> dict[str, list[Run]]:
+    """Per agent, its latest `limit` failed runs that finished after `since`, newest first: one
+    statement, each agent's part an index range cut at `limit`."""
+    if not agents:
+        return {}
+    latest = [
+        select(Run.id)
+        .where(Run.agent == agent, Run.at > since, Run.status == "failed")
+        .order_by(Run.at.desc(), Run.id.desc())
+        .limit(limit)
+        .subquery()
+        for agent in agents
+    ]
+    ids = union_all(*(select(part.c.id) for part in latest))
+    found: dict[str, list[Run]] = defaultdict(list)
+    for run in session.scalars(select(Run).where(Run.id.in_(ids)).order_by(Run.agent, Run.at.desc(), Run.id.desc())):
+        found[run.agent].append(run)
+    return found

@@ -67,16 +67,19 @@ def _grouped(agents: Iterable[str], key: Callable[[str], Any]) -> dict[Any, list
     return groups
 
 
-def _failing(session: Session, agent: str, since: datetime) -> list[FailingRun]:
-    return [
-        FailingRun(
-            run_id=run.run_id,
-            at=run.at,
-            category=run.error_category,
-            error=run.error[:ERROR_KEPT] if run.error else None,
-        )
-        for run in stats.failing_runs(session, agent, since, FAILING_SHOWN)
-    ]
+def _failing(session: Session, agents: list[str], since: datetime) -> dict[str, list[FailingRun]]:
+    return {
+        agent: [
+            FailingRun(
+                run_id=run.run_id,
+                at=run.at,
+                category=run.error_category,
+                error=run.error[:ERROR_KEPT] if run.error else None,
+            )
+            for run in runs
+        ]
+        for agent, runs in stats.failing_runs(session, agents, since, FAILING_SHOWN).items()
+    }
 
 
 def _spark(points: list[tuple[datetime, float]], since: datetime, span: timedelta, buckets: int) -> list[float]:
@@ -97,15 +100,20 @@ def _failure_rate(session: Session, rules_of: dict[str, Alerts], found: Found, n
     by_window = _grouped(on, lambda a: (rules_of[a].failure_rate.window, rules_of[a].failure_rate.confirm_window))
     for (window, confirm), group in by_window.items():
         over, recent = stats.run_counts(session, group, now - window), stats.run_counts(session, group, now - confirm)
+        holding = {}
         for agent in group:
             rule = rules_of[agent].failure_rate
             finding = rules.failure_rate(rule, over.get(agent, stats.Counts()), recent.get(agent, stats.Counts()))
-            if finding is None:
-                continue
-            since = now - window
-            failed = stats.series(session, agent, "m", since, "failed")
-            spark = [int(v) for v in _spark(failed, since, window, SPARK_BUCKETS)]
-            details = {"failing": _failing(session, agent, since), "spark": spark}
+            if finding is not None:
+                holding[agent] = finding
+        if not holding:
+            continue
+        since = now - window
+        failed = stats.series(session, list(holding), "m", since, "failed")
+        failing = _failing(session, list(holding), since)
+        for agent, finding in holding.items():
+            spark = [int(v) for v in _spark(failed.get(agent, []), since, window, SPARK_BUCKETS)]
+            details = {"failing": failing.get(agent, []), "spark": spark}
             found[agent][("failure_rate", None)] = finding.model_copy(update=details)
 
 
@@ -124,13 +132,18 @@ def _cost_spike(session: Session, rules_of: dict[str, Alerts], found: Found, now
     on = [a for a in rules_of if rules_of[a].cost_spike.enabled]
     for window, group in _grouped(on, lambda a: rules_of[a].cost_spike.window).items():
         costs = stats.cost_windows(session, group, now, window)
+        holding = {}
         for agent in group:
             cost, before = costs.get(agent, (0.0, 0.0))
             finding = rules.cost_spike(rules_of[agent].cost_spike, cost, before)
-            if finding is None:
-                continue
-            since, days = now - 2 * window, max(2, min(28, round(2 * window / timedelta(days=1))))
-            daily = _spark(stats.series(session, agent, "h", since, "cost_usd"), since, 2 * window, days)
+            if finding is not None:
+                holding[agent] = finding
+        if not holding:
+            continue
+        since, days = now - 2 * window, max(2, min(28, round(2 * window / timedelta(days=1))))
+        hourly = stats.series(session, list(holding), "h", since, "cost_usd")
+        for agent, finding in holding.items():
+            daily = _spark(hourly.get(agent, []), since, 2 * window, days)
             found[agent][("cost_spike", None)] = finding.model_copy(update={"spark": [round(v, 2) for v in daily]})
 
 
