@@ -46,9 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import log_problems, percentiles, server_env, start_server, wait_ready  # noqa: E402
-from bot.alerts.episodes import evaluate_due  # noqa: E402
+from bot.alerts.episodes import BATCH, evaluate_due  # noqa: E402
 from bot.config import HandrailConfig, parse_config  # noqa: E402
-from bot.jobs import ALERT_BATCH  # noqa: E402
 from bot.runs import counted  # noqa: E402
 from local.slack import FakeSlack  # noqa: E402
 from storage import stats  # noqa: E402
@@ -287,7 +286,7 @@ def evaluation(url: str, config: HandrailConfig, stored: int, passes: int) -> di
         statements = 0
         began = time.perf_counter()
         with db.transaction() as session:
-            claimed = evaluate_due(session, config=config, now=at, limit=ALERT_BATCH)
+            claimed = evaluate_due(session, config=config, now=at, limit=BATCH)
         timings.append((time.perf_counter() - began) * 1000)
         counts.append(statements)
         if claimed != AGENTS:

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot.alerts.episodes import evaluate_due
+from bot.alerts import episodes
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
 from bot.config import HandrailConfig
@@ -32,7 +32,6 @@ Runner = Callable[..., Awaitable[Any]]  # runs a domain function in a transactio
 log = logging.getLogger(__name__)
 
 BATCH = 200
-ALERT_BATCH = 100  # agents evaluated per transaction
 RETRY_BROKEN = timedelta(minutes=1)
 LOCK_NAME = "handrail:lock:escalation-sweep"
 LOCK_SECONDS = 15  # a sweeper killed mid-sweep holds up the others this long at most
@@ -140,7 +139,7 @@ class Evaluator:
         total = 0
         async with self._one:
             while True:
-                claimed = await self.run(evaluate_due, config=self.config, now=self.clock.now())
+                claimed = await self.run(episodes.evaluate_due, config=self.config, now=self.clock.now())
                 total += claimed
-                if claimed < ALERT_BATCH:
+                if claimed < episodes.BATCH:
                     return total

@@ -91,12 +91,27 @@ def test_an_episode_resolves_when_clear_for_exactly_its_resolve_window(db: Datab
     assert the_episode(db).status == "firing"
     evaluate(db, RATE, cleared + timedelta(minutes=15))
     episode = the_episode(db)
-    assert (episode.status, episode.resolved_at, episode.open_key) == (
+    assert (episode.status, episode.resolved_at, episode.open_key, episode.held_for) == (
         "resolved",
         cleared + timedelta(minutes=15),
         None,
+        0.0,
     )
     assert len(queued(db, "alert")) == syncs + 4
+
+
+def test_while_the_rule_holds_its_numbers_move_and_its_messages_follow(db: Database) -> None:
+    spike(db, RATE, T0, "a")
+    evaluate(db, RATE, T0)
+    assert the_episode(db).finding["failures"] == 5
+    evaluate(db, RATE, T0 + timedelta(seconds=30))
+    assert len(queued(db, "alert")) == 2, "the same numbers: nothing to update"
+    later = T0 + timedelta(minutes=1)
+    spike(db, RATE, later, "b", failed=8)
+    evaluate(db, RATE, later)
+    episode = the_episode(db)
+    assert (episode.finding["failures"], episode.finding["runs"]) == (13, 40)
+    assert len(queued(db, "alert")) == 4, "each message updated"
 
 
 def test_a_rule_that_holds_again_before_it_resolves_starts_its_clear_over(db: Database) -> None:
@@ -236,7 +251,8 @@ def test_on_fire_pause_pauses_once_and_its_own_pause_does_not_hold_it(db: Databa
     assert (pause.paused_by, pause.reason) == ("system", f"alert {episode.id}: failure rate fired")
     spike(db, config, T0 + timedelta(minutes=5), "b")
     evaluate(db, config, T0 + timedelta(minutes=5))
-    assert the_episode(db).quiet is False, "the pause it caused does not silence it"
+    episode = the_episode(db)
+    assert (episode.quiet, episode.held_since) == (False, None), "the pause it caused does not hold it"
 
 
 def test_a_failed_run_follow_up_closes_when_acknowledged_or_after_a_day(db: Database) -> None:
@@ -248,6 +264,8 @@ def test_a_failed_run_follow_up_closes_when_acknowledged_or_after_a_day(db: Data
         opened = list(session.scalars(select(AlertEpisode).order_by(AlertEpisode.subject)))
     assert [e.subject for e in opened] == ["r0", "r1", "r2", "r3", "r4"], "at most 5 open at once"
     assert all(e.rule == "run_failure" for e in opened)
+    evaluate(db, config, T0 + timedelta(seconds=30))
+    assert len(queued(db, "alert")) == 5, "one message each, not updated while nothing changes"
     with db.transaction() as session:
         actions.acknowledge(session, config=config, episode_id=opened[0].id, user_id="U0OWNER", now=T0)
     evaluate(db, config, T0 + timedelta(minutes=1))
@@ -470,6 +488,19 @@ def test_an_action_burst_fires_above_factor_times_the_weeks_hourly_median(db: Da
     assert found["billing-bot"] == {}, "30 is not above 3 × 10"
 
 
+def test_an_action_burst_is_measured_against_exactly_its_baseline_hours(db: Database) -> None:
+    config = parse_config(
+        config_dict() | {"alerts": {"action_spike": {"action": "crm.update", "min_count": 1, "baseline": "2h"}}}
+    )
+    with db.transaction() as session:
+        for back in (1, 2):
+            stats.add_action(session, "lead-router", "crm.update", T0 - timedelta(hours=back), actions=10, duplicates=0)
+        stats.add_action(session, "lead-router", "crm.update", T0 - timedelta(hours=3), actions=0, duplicates=0)
+        stats.add_action(session, "lead-router", "crm.update", T0, actions=30, duplicates=0)
+        found = episodes.measure(session, config, ["billing-bot", "lead-router"], T0 + timedelta(minutes=10))
+    assert found == {"billing-bot": {}, "lead-router": {}}, "30 is not above 3 × 10; none this hour is nothing"
+
+
 def test_an_action_burst_below_its_floor_does_not_fire_even_after_a_quiet_week(db: Database) -> None:
     with db.transaction() as session:
         stats.add_action(session, "lead-router", "crm.update", T0, actions=19, duplicates=0)
@@ -484,8 +515,10 @@ def test_an_action_burst_below_its_floor_does_not_fire_even_after_a_quiet_week(d
 def test_one_claim_sets_each_agents_next_evaluation_by_whether_it_has_an_episode_open(db: Database) -> None:
     spike(db, RATE, T0, "a")
     with db.transaction() as session:
-        Checks(session).due_at(["billing-bot"], T0)
-        assert episodes.evaluate_due(session, config=RATE, now=T0) == 2
+        Checks(session).due_at(["billing-bot"], T0 - timedelta(seconds=1))
+        assert episodes.evaluate_due(session, config=RATE, now=T0, limit=1) == 1, "the longest due first"
+        assert session.get(AlertCheck, "billing-bot").next_at is None
+        assert episodes.evaluate_due(session, config=RATE, now=T0) == 1
     with db.transaction() as session:
         assert session.get(AlertCheck, "lead-router").next_at == T0 + timedelta(minutes=1)
         assert session.get(AlertCheck, "billing-bot").next_at is None

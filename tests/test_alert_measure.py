@@ -139,15 +139,15 @@ def test_a_cost_spike_shows_the_cost_per_day_over_both_windows(db: Database, win
         db,
         config,
         "lead-router",
-        [run("before", span + minutes(90), cost_usd=2.0), run("now", minutes(5), cost_usd=9.0)],
+        [run("before", span + minutes(90), cost_usd=2.3456), run("now", minutes(5), cost_usd=9.0)],
     )
     found = measure(db, config)
     assert found["billing-bot"] == {}, "no runs is no cost, not a spike"
     finding = found["lead-router"][("cost_spike", None)]
     assert isinstance(finding, findings.CostSpikeFinding)
-    assert (finding.cost_usd, finding.before_usd, finding.window_s) == (9.0, 2.0, span.total_seconds())
+    assert (finding.cost_usd, finding.before_usd, finding.window_s) == (9.0, 2.3456, span.total_seconds())
     half = [0.0] * (days // 2 - 1)
-    assert finding.spark == [*half, 2.0, *half, 9.0], "the hour before the last window ends the first half"
+    assert finding.spark == [*half, 2.35, *half, 9.0], "the hour before the last window ends the first half; cents"
 
 
 def test_no_cost_spike_below_the_increase_or_the_minimum(db: Database) -> None:

@@ -38,6 +38,7 @@ from storage.repositories import Audit, Pauses, Versions
 from storage.tables import AlertEpisode, AlertMessage, Run
 
 EVALUATE_EVERY = timedelta(minutes=1)
+BATCH = 100  # agents claimed and evaluated in one transaction
 HELD_WHILE_PAUSED = ("failure_rate", "silence")
 FAILING_SHOWN = 5  # the last failing runs an alert lists
 ERROR_KEPT = 300  # characters of a run's error kept on the episode
@@ -318,8 +319,8 @@ def _holds(
         notes.append(outbound.HeldWhilePaused(held_s=held_s))
     if quiet != episode.quiet:
         values["quiet"] = quiet
-    repeat = situation.alerts.rule(episode.rule).repeat_interval if episode.rule != "run_failure" else None
-    if not quiet and repeat and episode.acknowledged_by is None and now - episode.reminded_at >= repeat:
+    repeat = situation.alerts.rule(episode.rule).repeat_interval
+    if not quiet and episode.acknowledged_by is None and now - episode.reminded_at >= repeat:
         values["reminded_at"] = now
         notes.append(outbound.Reminder(firing_s=(now - episode.started_at).total_seconds()))
     page = not quiet and not episode.paged and episode.severity == "page" and config.pagerduty is not None
@@ -342,19 +343,18 @@ def _shown(session: Session, episode: AlertEpisode) -> bool:
     return any(m.message_ts for m in session.query(AlertMessage).filter(AlertMessage.episode_id == episode.id))
 
 
-def resolve(session: Session, config: HandrailConfig, episode: AlertEpisode, now: datetime, why: str) -> bool:
+def resolve(session: Session, config: HandrailConfig, episode: AlertEpisode, now: datetime, why: str) -> None:
     """Close the episode: its messages say so (those shown), PagerDuty resolves."""
     held_for = episode.held_for + ((now - episode.held_since).total_seconds() if episode.held_since else 0.0)
     quiet, paged = episode.quiet, episode.paged
     values = {"status": "resolved", "resolved_at": now, "open_key": None, "held_since": None, "held_for": held_for}
     if not Episodes(session).transition(episode, **values):
-        return False
+        return
     _audit(session, now, "system", "alert.resolved", episode, reason=why)
     if not quiet or _shown(session, episode):
         messages.sync(session, episode, now)
     if paged:
         messages.page(session, config, episode, "resolve", now)
-    return True
 
 
 def _clear(
@@ -409,7 +409,7 @@ def evaluate(session: Session, *, config: HandrailConfig, agents: list[str], now
                 _clear(session, config, episode, situation, now)
 
 
-def evaluate_due(session: Session, *, config: HandrailConfig, now: datetime, limit: int = 100) -> int:
+def evaluate_due(session: Session, *, config: HandrailConfig, now: datetime, limit: int = BATCH) -> int:
     """Claim the agents whose rules are due and evaluate them; returns how many were claimed."""
     checks = Checks(session)
     agents = checks.claim(now, limit)
