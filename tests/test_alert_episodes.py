@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from bot.alerts import actions, episodes
 from bot.config import HandrailConfig, parse_config
@@ -48,6 +49,36 @@ def spike(db: Database, config: HandrailConfig, now: datetime, tag: str, *, fail
     ]
     with db.transaction() as session:
         report_runs(session, config=config, agent_id="lead-router", runs=runs, now=now)
+
+
+def pause(
+    session: Session, config: HandrailConfig, agent: str, *, for_: timedelta | None = None, now: datetime = T0
+) -> None:
+    """The owner pauses the agent for all customers (until resumed, or for `for_`)."""
+    pausing.pause(
+        session,
+        config=config,
+        agent_id=agent,
+        customer=None,
+        duration=for_,
+        reason="x",
+        user_id="U0OWNER",
+        now=now,
+    )
+
+
+def mute(session: Session, config: HandrailConfig, rule: str, length: timedelta, *, now: datetime = T0) -> None:
+    """The owner mutes one of lead-router's rules."""
+    actions.mute(
+        session,
+        config=config,
+        agent_id="lead-router",
+        rule=rule,
+        duration=length,
+        reason="known",
+        user_id="U0OWNER",
+        now=now,
+    )
 
 
 def evaluate(db: Database, config: HandrailConfig, now: datetime) -> None:
@@ -163,16 +194,7 @@ def test_a_reminder_goes_exactly_every_repeat_interval_until_acknowledged(db: Da
 
 def test_a_failure_spike_while_paused_is_held_and_told_when_the_pause_lifts(db: Database) -> None:
     with db.transaction() as session:
-        pausing.pause(
-            session,
-            config=RATE,
-            agent_id="lead-router",
-            customer=None,
-            duration=timedelta(minutes=30),
-            reason="deploying",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        pause(session, RATE, "lead-router", for_=timedelta(minutes=30))
     spike(db, RATE, T0, "a")
     evaluate(db, RATE, T0)
     episode = the_episode(db)
@@ -189,16 +211,7 @@ def test_a_failure_spike_while_paused_is_held_and_told_when_the_pause_lifts(db: 
 def test_duplicates_are_not_held_by_a_pause_and_page_when_pagerduty_is_set(db: Database) -> None:
     config = configured(pagerduty={"routing_key": KEY})
     with db.transaction() as session:
-        pausing.pause(
-            session,
-            config=config,
-            agent_id="lead-router",
-            customer=None,
-            duration=None,
-            reason="x",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        pause(session, config, "lead-router")
         stats.add_action(session, "lead-router", "crm.update", T0, actions=1, duplicates=4)
         episodes.evaluate(session, config=config, agents=["lead-router"], now=T0)
     episode = the_episode(db)
@@ -219,16 +232,7 @@ def test_a_warning_or_no_pagerduty_pages_nobody(db: Database) -> None:
 
 def test_a_muted_rule_is_quiet_and_speaks_again_when_the_mute_ends(db: Database) -> None:
     with db.transaction() as session:
-        actions.mute(
-            session,
-            config=RATE,
-            agent_id="lead-router",
-            rule="failure_rate",
-            duration=timedelta(hours=1),
-            reason="known outage",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        mute(session, RATE, "failure_rate", timedelta(hours=1))
     spike(db, RATE, T0, "a")
     evaluate(db, RATE, T0)
     assert the_episode(db).quiet is True and queued(db, "alert") == []
@@ -317,16 +321,7 @@ def test_every_transition_is_audited_with_its_reason(db: Database) -> None:
             settings=None,
             now=T0,
         )
-        pausing.pause(
-            session,
-            config=RATE,
-            agent_id="lead-router",
-            customer=None,
-            duration=timedelta(minutes=10),
-            reason="x",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        pause(session, RATE, "lead-router", for_=timedelta(minutes=10))
     spike(db, RATE, T0, "a")
     evaluate(db, RATE, T0)
     episode = the_episode(db)
@@ -334,16 +329,7 @@ def test_every_transition_is_audited_with_its_reason(db: Database) -> None:
     spike(db, RATE, T0 + timedelta(minutes=10), "b")
     evaluate(db, RATE, T0 + timedelta(minutes=10))
     with db.transaction() as session:
-        pausing.pause(
-            session,
-            config=RATE,
-            agent_id="lead-router",
-            customer=None,
-            duration=None,
-            reason="again",
-            user_id="U0OWNER",
-            now=T0 + timedelta(minutes=11),
-        )
+        pause(session, RATE, "lead-router", now=T0 + timedelta(minutes=11))
     evaluate(db, RATE, T0 + timedelta(minutes=12))
     cleared = T0 + timedelta(minutes=80)
     evaluate(db, RATE, cleared)
@@ -364,20 +350,8 @@ def test_every_transition_is_audited_with_its_reason(db: Database) -> None:
 
 
 def test_a_quiet_episode_resolves_without_a_word_unless_it_was_shown(db: Database) -> None:
-    def mute(now: datetime) -> None:
-        with db.transaction() as session:
-            actions.mute(
-                session,
-                config=RATE,
-                agent_id="lead-router",
-                rule="failure_rate",
-                duration=timedelta(days=1),
-                reason="known",
-                user_id="U0OWNER",
-                now=now,
-            )
-
-    mute(T0)
+    with db.transaction() as session:
+        mute(session, RATE, "failure_rate", timedelta(days=1))
     spike(db, RATE, T0, "a")
     evaluate(db, RATE, T0)
     evaluate(db, RATE, T0 + timedelta(minutes=61))
@@ -406,16 +380,7 @@ def test_a_shown_episode_muted_later_still_says_it_resolved(db: Database) -> Non
 def test_a_page_held_back_by_a_mute_is_sent_when_the_mute_ends(db: Database) -> None:
     config = configured(pagerduty={"routing_key": KEY})
     with db.transaction() as session:
-        actions.mute(
-            session,
-            config=config,
-            agent_id="lead-router",
-            rule="duplicates",
-            duration=timedelta(minutes=30),
-            reason="a replay we started",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        mute(session, config, "duplicates", timedelta(minutes=30))
         stats.add_action(session, "lead-router", "crm.update", T0, actions=1, duplicates=4)
     evaluate(db, config, T0)
     assert queued(db, "pagerduty") == [] and the_episode(db).paged is False
@@ -447,16 +412,7 @@ def test_failed_run_follow_ups_count_those_already_open(db: Database) -> None:
 def test_a_muted_follow_up_speaks_when_the_mute_ends(db: Database) -> None:
     config = configured({"on_run_failure": "notify"})
     with db.transaction() as session:
-        actions.mute(
-            session,
-            config=config,
-            agent_id="lead-router",
-            rule="run_failure",
-            duration=timedelta(minutes=5),
-            reason="noisy",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        mute(session, config, "run_failure", timedelta(minutes=5))
         report_runs(
             session,
             config=config,
@@ -535,16 +491,7 @@ def test_one_claim_sets_each_agents_next_evaluation_by_whether_it_has_an_episode
 
 def test_an_episode_is_opened_with_its_key_and_id_and_another_agents_pause_does_not_hold_it(db: Database) -> None:
     with db.transaction() as session:
-        pausing.pause(
-            session,
-            config=RATE,
-            agent_id="billing-bot",
-            customer=None,
-            duration=None,
-            reason="x",
-            user_id="U0OWNER",
-            now=T0,
-        )
+        pause(session, RATE, "billing-bot")
     spike(db, RATE, T0, "a")
     evaluate(db, RATE, T0)
     episode = the_episode(db)
