@@ -189,3 +189,19 @@ def test_silence_after_the_buckets_are_gone_and_never_for_an_agent_that_never_ra
         session.add(Run(agent="lead-router", run_id="ancient", status="succeeded", at=long_ago, finished_at=long_ago))
     finding = measure(db, config)["lead-router"][("silence", None)]
     assert isinstance(finding, findings.SilenceFinding) and finding.last_finished_at is None
+
+
+def test_agents_with_their_own_windows_are_measured_apart_and_a_quiet_group_hides_no_other(db: Database) -> None:
+    config = configured(
+        {"cost_spike": {"min_increase_usd": 0.5}},
+        billing_bot={"failure_rate": {"window": "2h"}, "cost_spike": {"window": "3d"}},
+    )
+    fail = {"status": "failed", "error_category": "api"}
+    report(db, config, "billing-bot", [run(f"b-{i}", minutes(30 + i)) for i in range(25)])
+    runs = [run(f"ok-{i}", minutes(10 + i)) for i in range(20)]
+    runs += [run(f"f-{i}", minutes(i + 1), **fail) for i in range(3)]
+    runs += [run("spent", minutes(2), cost_usd=5.0)]
+    report(db, config, "lead-router", runs)
+    found = measure(db, config)
+    assert found["billing-bot"] == {}
+    assert set(found["lead-router"]) == {("failure_rate", None), ("cost_spike", None)}
