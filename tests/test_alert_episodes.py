@@ -251,8 +251,8 @@ def test_on_fire_pause_pauses_once_and_its_own_pause_does_not_hold_it(db: Databa
     assert notes(db) == ["paused_from_alert"]
     assert {p["note"]["by"] for p in queued(db, "alert_note")} == {"system"}
     with db.transaction() as session:
-        [pause] = Pauses(session).unlifted(["lead-router"])
-    assert (pause.paused_by, pause.reason) == ("system", f"alert {episode.id}: failure rate fired")
+        [paused] = Pauses(session).unlifted(["lead-router"])
+    assert (paused.paused_by, paused.reason) == ("system", f"alert {episode.id}: failure rate fired")
     spike(db, config, T0 + timedelta(minutes=5), "b")
     evaluate(db, config, T0 + timedelta(minutes=5))
     episode = the_episode(db)
