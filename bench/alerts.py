@@ -235,7 +235,7 @@ def seed(db: Database, stored: int, now: datetime) -> dict[str, Any]:
     for start in range(0, len(rows), 5000):
         with db.transaction() as session:
             session.execute(insert(Run), rows[start : start + 5000])
-    by_agent_day: dict[tuple[str, int], list[tuple[datetime, dict[str, float]]]] = defaultdict(list)
+    by_agent_day: dict[tuple[str, int], list[stats.Delta]] = defaultdict(list)
     for row in rows:
         by_agent_day[(row["agent"], (now - row["at"]).days)].append(counted(Run(**row)))
     for (agent, _day), deltas in by_agent_day.items():  # a day: up to 24 hour and 1,440 minute buckets

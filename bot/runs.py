@@ -17,7 +17,7 @@ from bot.errors import Conflict, Invalid, TooMany
 from bot.models import ActionIn, ActionOut, RunIn
 from storage import stats
 from storage.alert_store import Checks
-from storage.repositories import Actions, Runs
+from storage.repositories import Actions, Runs, Versions
 from storage.tables import ActionRecord, Run
 
 HOUR = timedelta(hours=1)
@@ -38,6 +38,7 @@ def to_out(action: ActionRecord) -> ActionOut:
         reversible=action.reversible,
         dedup_key=action.dedup_key,
         created_at=action.created_at,
+        version=action.version,
         undo_status=action.undo_status,  # type: ignore[arg-type]
         undone_by=action.undone_by,
         undone_at=action.undone_at,
@@ -51,7 +52,8 @@ def record_action(
     A replay with the same dedup_key returns the first record (created=False). The action that
     reaches a cap closes the gate of every replica."""
     body = request.model_dump(mode="json")
-    request_sha256 = sha256_of(body)
+    # Without a version, hashed as before versions were taken, so that older replays still match.
+    request_sha256 = sha256_of(body if request.version else {k: v for k, v in body.items() if k != "version"})
     actions = Actions(session)
     if request.dedup_key:
         existing = actions.by_dedup_key(request.agent, request.dedup_key)
@@ -97,6 +99,7 @@ def record_action(
         dedup_key=request.dedup_key,
         request_sha256=request_sha256,
         created_at=now,
+        version=_version_of(session, request),
     )
     actions.add(action)
     stats.add_action(session, request.agent, request.action, now, actions=1, duplicates=0)
@@ -108,6 +111,18 @@ def record_action(
     if reached:
         effects.control_changed(session)
     return action, True
+
+
+def _version_of(session: Session, request: ActionIn) -> str | None:
+    """The version that made an action: as the agent said, else its run's, else the active one."""
+    if request.version:
+        return request.version
+    if request.run_id:
+        run = Runs(session).get(request.agent, request.run_id)
+        if run is not None and run.version:
+            return run.version
+    active = Versions(session).active([request.agent]).get(request.agent)
+    return active.version if active else None
 
 
 def _check_times(report: RunIn, stored: Run | None, now: datetime) -> None:
@@ -140,9 +155,10 @@ FINISHED = ("succeeded", "failed", "partial")
 _FIELDS = ("started_at", "finished_at", "cost_usd", "tokens", "version", "customer", "error", "error_category")
 
 
-def counted(run: Run) -> tuple[datetime, dict[str, float]]:
-    """What a run adds to the rolling buckets, and when: a finished run counts once (failed ones
-    by error category, `other` when none was given); cost and tokens count as reported."""
+def counted(run: Run) -> stats.Delta:
+    """What a run adds to the rolling buckets, when, and under which version: a finished run counts
+    once (failed ones by error category, `other` when none was given; its duration when it gave
+    both times); cost and tokens count as reported."""
     delta: dict[str, float] = {"cost_usd": run.cost_usd or 0.0, "tokens": run.tokens or 0}
     if run.status in FINISHED:
         delta["runs"] = 1
@@ -151,12 +167,15 @@ def counted(run: Run) -> tuple[datetime, dict[str, float]]:
             delta[f"err_{run.error_category or 'other'}"] = 1
         elif run.status == "partial":
             delta["partial"] = 1
-    return run.at, delta
+        if run.started_at and run.finished_at:
+            delta["timed"] = 1
+            delta["duration_s"] = (run.finished_at - run.started_at).total_seconds()
+    return run.at, run.version or "", delta
 
 
-def _negated(counts: tuple[datetime, dict[str, float]]) -> tuple[datetime, dict[str, float]]:
-    at, delta = counts
-    return at, {name: -value for name, value in delta.items()}
+def _negated(counts: stats.Delta) -> stats.Delta:
+    at, version, delta = counts
+    return at, version, {name: -value for name, value in delta.items()}
 
 
 def report_runs(session: Session, *, config: HandrailConfig, agent_id: str, runs: list[RunIn], now: datetime) -> int:
@@ -167,7 +186,7 @@ def report_runs(session: Session, *, config: HandrailConfig, agent_id: str, runs
     repo = Runs(session)
     known = repo.get_many(agent_id, list(dict.fromkeys(report.run_id for report in runs)))
     before = {run_id: run.status for run_id, run in known.items()}
-    deltas: list[tuple[datetime, dict[str, float]]] = []
+    deltas: list[stats.Delta] = []
     fresh: dict[str, Run] = {}
     for report in runs:
         run = known.get(report.run_id) or fresh.get(report.run_id)

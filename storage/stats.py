@@ -5,7 +5,7 @@ over a window: an evaluation reads as many rows as its windows hold, whatever th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,13 +14,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.db import among
-from storage.tables import ERROR_CATEGORIES, ActionBucket, Run, RunBucket
+from storage.tables import ERROR_CATEGORIES, ActionBucket, Run, RunBucket, VersionHour
 
 WIDTHS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 # How long buckets are kept: minute buckets a little longer than the longest minute window a rule
 # may have (24 hours), hour and day buckets (and action buckets) as long as runs may be reported late.
 KEPT = {"m": timedelta(hours=25), "h": timedelta(days=36), "d": timedelta(days=36)}
 _RUN_COUNTS = ("runs", "failed", "partial", "cost_usd", "tokens", *(f"err_{c}" for c in ERROR_CATEGORIES))
+VERSION_COUNTS = ("runs", "failed", "partial", "cost_usd", "tokens", "timed", "duration_s")
+VERSION_KEPT = timedelta(days=400)  # per version and hour: what readiness and stats read, for a year and more
 
 
 def floor(at: datetime, width: timedelta) -> datetime:
@@ -43,15 +45,25 @@ def _insert(session: Session):  # type: ignore[no-untyped-def]
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def add_runs(session: Session, agent: str, deltas: Iterable[tuple[datetime, dict[str, float]]]) -> None:
-    """Add each (when, counts) to the minute, hour and day buckets of `when`; counts may be negative
-    (a run reported again leaves its old bucket). One statement."""
+Delta = tuple[datetime, str, dict[str, float]]  # when, the version ("" for none), the counts it adds
+
+
+def add_runs(session: Session, agent: str, deltas: Iterable[Delta]) -> None:
+    """Add each (when, version, counts) to the minute, hour and day buckets of `when` and to its
+    version's hour; counts may be negative (a run reported again leaves its old bucket). Two
+    statements."""
     summed: dict[tuple[str, datetime], dict[str, float]] = defaultdict(lambda: dict.fromkeys(_RUN_COUNTS, 0))
-    for at, delta in deltas:
+    by_version: dict[tuple[str, datetime], dict[str, float]] = defaultdict(lambda: dict.fromkeys(VERSION_COUNTS, 0))
+    for at, version, delta in deltas:
         for width, span in WIDTHS.items():
             bucket = summed[(width, floor(at, span))]
             for name, value in delta.items():
-                bucket[name] += value
+                if name in bucket:
+                    bucket[name] += value
+        hour = by_version[(version, floor(at, WIDTHS["h"]))]
+        for name in VERSION_COUNTS:
+            hour[name] += delta.get(name, 0)
+    _add_version_hours(session, agent, by_version)
     rows = [
         {"agent": agent, "width": width, "start": start, **counts}
         for (width, start), counts in summed.items()
@@ -66,6 +78,69 @@ def add_runs(session: Session, agent: str, deltas: Iterable[tuple[datetime, dict
             set_={name: getattr(RunBucket, name) + getattr(statement.excluded, name) for name in _RUN_COUNTS},
         )
     )
+
+
+def _add_version_hours(session: Session, agent: str, summed: dict[tuple[str, datetime], dict[str, float]]) -> None:
+    rows = [
+        {"agent": agent, "version": version, "start": start, **counts}
+        for (version, start), counts in summed.items()
+        if any(counts.values())
+    ]
+    if not rows:
+        return
+    statement = _insert(session)(VersionHour).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[VersionHour.agent, VersionHour.version, VersionHour.start],
+            set_={name: getattr(VersionHour, name) + getattr(statement.excluded, name) for name in VERSION_COUNTS},
+        )
+    )
+
+
+@dataclass
+class VersionCounts:
+    """Finished runs of one version over a period (cost and tokens of unfinished ones too)."""
+
+    runs: int = 0
+    failed: int = 0
+    partial: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    timed: int = 0
+    duration_s: float = 0.0
+
+    def add(self, counts: dict[str, float]) -> None:
+        for name in VERSION_COUNTS:
+            setattr(self, name, getattr(self, name) + type(getattr(self, name))(counts.get(name, 0)))
+
+
+def version_counts(
+    session: Session, agent: str, since: datetime, until: datetime, counted: Callable[[Run], Delta]
+) -> dict[str, VersionCounts]:
+    """Per version, the runs that finished in [since, until): the whole hours between them from the
+    version hours, the parts of an hour at either end from the runs themselves (`counted` says what
+    a run adds), so a period costs the same whatever the history and is exact to the second."""
+    hour = WIDTHS["h"]
+    first = floor(since, hour) + (hour if floor(since, hour) < since else timedelta(0))
+    last = max(floor(until, hour), first)
+    found: dict[str, VersionCounts] = defaultdict(VersionCounts)
+    if first < last:
+        sums = [func.sum(getattr(VersionHour, name)) for name in VERSION_COUNTS]
+        rows = session.execute(
+            select(VersionHour.version, *sums)
+            .where(VersionHour.agent == agent, VersionHour.start >= first, VersionHour.start < last)
+            .group_by(VersionHour.version)
+        )
+        for version, *values in rows:
+            found[version].add(dict(zip(VERSION_COUNTS, (v or 0 for v in values), strict=True)))
+    edges = [(since, min(first, until)), (max(last, since), until)] if first < until else [(since, until)]
+    for start, end in edges:
+        if start >= end:
+            continue
+        for run in session.scalars(select(Run).where(Run.agent == agent, Run.at >= start, Run.at < end)):
+            _, version, delta = counted(run)
+            found[version].add(delta)
+    return {version: counts for version, counts in found.items() if counts.runs or counts.cost_usd or counts.tokens}
 
 
 def add_action(session: Session, agent: str, action: str, at: datetime, *, actions: int, duplicates: int) -> None:
@@ -194,6 +269,9 @@ def forget(session: Session, agents: list[str], now: datetime) -> None:
         )
     session.execute(
         delete(ActionBucket).where(among(session, ActionBucket.agent, agents), ActionBucket.start < now - KEPT["h"])
+    )
+    session.execute(
+        delete(VersionHour).where(among(session, VersionHour.agent, agents), VersionHour.start < now - VERSION_KEPT)
     )
 
 

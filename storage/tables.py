@@ -51,6 +51,7 @@ class Approval(Base):
     __table_args__ = (
         UniqueConstraint("agent", "idempotency_key", name="uq_approvals_idempotency"),
         Index("ix_approvals_same_target", "agent", "action", "target_key", "status"),
+        Index("ix_approvals_agent_time", "agent", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -97,6 +98,13 @@ class Approval(Base):
     state_version: Mapped[int] = mapped_column(Integer, default=1)
     card_version: Mapped[int] = mapped_column(Integer, default=0)
     card_lease_until: Mapped[datetime | None]
+    # A review after the fact of an auto-approved request drawn for review (policy `sample`):
+    # "pending" once its card is posted, then "good" or "bad"; NULL when it was not drawn.
+    review: Mapped[str | None] = mapped_column(String(12))
+    reviewed_by: Mapped[str | None] = mapped_column(String(32))
+    reviewed_at: Mapped[datetime | None]
+    review_changes: Mapped[int] = mapped_column(Integer, default=0)  # times the choice was changed (once at most)
+    review_comment: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEvent(Base):
@@ -206,6 +214,7 @@ class ActionRecord(Base):
     dedup_key: Mapped[str | None] = mapped_column(String(200))
     request_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    version: Mapped[str | None] = mapped_column(String(100))  # the agent version that made it
     undo_status: Mapped[str | None] = mapped_column(String(8))
     undone_by: Mapped[str | None] = mapped_column(String(32))
     undone_at: Mapped[datetime | None]
@@ -375,3 +384,82 @@ class ProcessRow(Base):
     shared: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime]
     seen_at: Mapped[datetime]
+
+
+class VersionHour(Base):
+    """An agent's finished runs per version and hour (the version "" for runs that gave none): what
+    the stats of a period read, so that they cost the same whatever the stored history. Moved like
+    the run buckets when a run is reported again (storage/stats.py)."""
+
+    __tablename__ = "version_hours"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    start: Mapped[datetime] = mapped_column(primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    partial: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    timed: Mapped[int] = mapped_column(Integer, default=0)  # runs that gave both started_at and finished_at
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)  # their durations, summed
+
+
+class Suggestion(Base):
+    """Something an agent suggested to a person (POST /v1/suggestions), posted with Good, Bad and
+    Needs edit buttons, and the feedback it got. One message, re-rendered from this row."""
+
+    __tablename__ = "suggestions"
+    __table_args__ = (
+        UniqueConstraint("agent", "suggestion_id", name="uq_suggestions_agent_key"),
+        Index("ix_suggestions_agent_time", "agent", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    suggestion_id: Mapped[str | None] = mapped_column(String(200))  # the agent's key: a replay returns this row
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    to: Mapped[str] = mapped_column(String(32))  # a user (its DM) or a channel
+    text: Mapped[str] = mapped_column(Text)
+    context: Mapped[list[Any]]
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[str | None] = mapped_column(String(100))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    choice: Mapped[str | None] = mapped_column(String(12))  # good, bad, needs_edit
+    chosen_by: Mapped[str | None] = mapped_column(String(32))
+    chosen_at: Mapped[datetime | None]
+    changes: Mapped[int] = mapped_column(Integer, default=0)  # times the choice was changed (once at most)
+    comment: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(String(32))  # where Slack put it (a DM's D… id)
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    state_version: Mapped[int] = mapped_column(Integer, default=1)
+    card_version: Mapped[int] = mapped_column(Integer, default=0)
+    card_lease_until: Mapped[datetime | None]
+
+
+class SummaryTimer(Base):
+    """When the next run summary is due: `agent:<id>` for an agent's digest, `owner:<user>` for an
+    owner's daily DM (with the owner's time zone, once Slack has told it). Claimed like the
+    escalation sweep's timers."""
+
+    __tablename__ = "summary_timers"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    next_at: Mapped[datetime] = mapped_column(index=True)
+    tz: Mapped[str | None] = mapped_column(String(64))
+
+
+class SummaryPeriod(Base):
+    """A period summarised: one row per key and period, so that each is posted once whatever the
+    replicas and restarts. `facts` holds what was posted (bot.summaries), or nothing for a period
+    with no activity."""
+
+    __tablename__ = "summary_periods"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    start: Mapped[datetime] = mapped_column(primary_key=True)
+    end: Mapped[datetime]
+    posted: Mapped[bool] = mapped_column(Boolean)
+    facts: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]

@@ -23,6 +23,8 @@ from bot.config.models import (
     Mode,
     Policy,
     Role,
+    SummaryConfig,
+    Targets,
 )
 from bot.config.problems import ConfigError, Problem, where
 from bot.config.settings import Settings, load_settings, package_version, redact
@@ -43,6 +45,8 @@ __all__ = [
     "Problem",
     "Role",
     "Settings",
+    "SummaryConfig",
+    "Targets",
     "check_config",
     "format_duration",
     "load_config",

@@ -202,8 +202,54 @@ class Roles(_Strict):
     admins: tuple[Approver, ...] = ()
 
 
+def _summary(value: object) -> object:
+    """`summary:` as written: `{every: 1h}`, `per_run`, or `off` (YAML reads a bare off as false)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return {"every": None}
+    if isinstance(value, str) and value.strip().lower() == "per_run":
+        return {"every": None, "per_run": True}
+    if isinstance(value, str):
+        raise ValueError(f"{shown(value)} is not a summary setting: write {{every: 1h}}, per_run, or off")
+    return value
+
+
+MIN_SUMMARY_EVERY = timedelta(minutes=5)
+MAX_SUMMARY_EVERY = timedelta(days=7)
+
+
+class SummaryConfig(_Strict):
+    """Run summaries to the owner channel: a digest every `every` (periods aligned to it from
+    midnight UTC), or one per finished run (`per_run`), or none."""
+
+    every: Duration | None = timedelta(hours=1)
+    per_run: bool = False
+
+    @field_validator("every")
+    @classmethod
+    def _sensible(cls, every: timedelta | None) -> timedelta | None:
+        if every is not None and not MIN_SUMMARY_EVERY <= every <= MAX_SUMMARY_EVERY:
+            raise ValueError(
+                f"a digest period is from {format_duration(MIN_SUMMARY_EVERY)} to {MAX_SUMMARY_EVERY.days} days"
+            )
+        if every is not None and (
+            timedelta(days=1) % every if every <= timedelta(days=1) else every % timedelta(days=1)
+        ):
+            raise ValueError("a digest period divides a day (5m, 15m, 1h, 4h, 1d) or is whole days")
+        return every
+
+
+class Targets(_Strict):
+    """What the readiness check holds an agent to: cost and duration per run (when set), and the
+    share of its suggestions people accepted over the last 30 days before it may run in mode auto."""
+
+    cost_per_run_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    run_duration: Duration | None = None
+    min_acceptance: Annotated[float, Field(ge=0, le=1)] = 0.8
+
+
 class AgentConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=80)]
+    description: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
     token_sha256: str
     channel: Annotated[str, Field(pattern=CHANNEL_ID)]
     owner_channel: Annotated[str | None, Field(pattern=CHANNEL_ID)] = None
@@ -219,6 +265,8 @@ class AgentConfig(_Strict):
     callback_urls: tuple[AnyHttpUrl, ...] = ()
     # Overrides of the top-level `alerts:`, key by key.
     alerts: Alerts | None = None
+    summary: Annotated[SummaryConfig, BeforeValidator(_summary)] = SummaryConfig()
+    targets: Targets = Targets()
 
     @field_validator("callback_urls")
     @classmethod
@@ -244,6 +292,20 @@ class Problems(ValueError):
         self.problems = problems
 
 
+def _owner_digest(value: object) -> object:
+    """`owner_digest:` as written: `daily 08:00`, or `off` (the default)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    match = re.fullmatch(r"\s*daily\s+([01]?[0-9]|2[0-3]):([0-5][0-9])\s*", value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{shown(value)} is not a digest time: write daily 08:00 (the owner's time zone), or off")
+    return (int(match.group(1)), int(match.group(2)))
+
+
+# The daily owner digest's (hour, minute) in each owner's time zone, or None (off).
+OwnerDigest = Annotated[tuple[int, int] | None, BeforeValidator(_owner_digest)]
+
+
 class HandrailConfig(_Strict):
     agents: Annotated[dict[Annotated[str, Field(pattern=AGENT_ID)], AgentConfig], Field(min_length=1)]
     policies: tuple[Policy, ...] = ()
@@ -251,6 +313,7 @@ class HandrailConfig(_Strict):
     limits: RateLimits = RateLimits()
     alerts: Alerts = Alerts()
     pagerduty: PagerDuty | None = None
+    owner_digest: OwnerDigest = None
     _alerts: dict[str, Alerts] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
