@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
@@ -11,9 +12,10 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
-from bot import runs
+from bot import feedback, flows, measures, runs
+from bot import readiness as ready
 from bot.approvals.agent import cancel, execute
-from bot.approvals.create import check_callback
+from bot.approvals.create import check_callback, check_callback_url
 from bot.approvals.create import create as create_approval
 from bot.approvals.records import get, to_out
 from bot.config import HandrailConfig
@@ -26,11 +28,16 @@ from bot.models import (
     ApprovalOut,
     ApprovalRequest,
     CancelRequest,
+    CheckOut,
     ErrorOut,
     ExecuteRequest,
     GateOut,
+    ReadinessOut,
     RunsBody,
     RunsIn,
+    StatsOut,
+    SuggestionIn,
+    SuggestionOut,
     VersionIn,
     VersionOut,
     text_problem,
@@ -117,6 +124,23 @@ def counted_routes(config: HandrailConfig, limiter: RateLimiter) -> type[APIRout
             return counted
 
     return CountedRoute
+
+
+MAX_STATS_PERIOD = timedelta(days=400)
+
+
+def stats_period(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """The period asked for, checked: times with a zone, `since` before `until`, at most 400 days."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise Invalid(f"{name}: give a time zone, e.g. 2026-11-30T00:00:00Z")
+    end = until.astimezone(UTC) if until else now
+    start = since.astimezone(UTC) if since else end - measures.WEEK
+    if start >= end:
+        raise Invalid(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
+    if end - start > MAX_STATS_PERIOD:
+        raise Invalid(f"a period is at most {MAX_STATS_PERIOD.days} days")
+    return start, end
 
 
 def router(services: Services) -> APIRouter:
@@ -267,6 +291,45 @@ def router(services: Services) -> APIRouter:
         history = await services.run(versions.history, agent_id=agent)
         return [versions.version_out(entry, active=i == 0) for i, entry in enumerate(history)]
 
+    @api.get("/agents/{agent}/stats", response_model=StatsOut)
+    async def agent_stats(
+        agent: str,
+        agent_id: Agent,
+        since: Annotated[
+            datetime | None, Query(description="start (ISO 8601 with a zone); default until - 7 days")
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(description="end, excluded (ISO 8601 with a zone); default now")
+        ] = None,
+    ) -> StatsOut:
+        """The agent's measures over a period, overall and per version: runs, failure rate, cost per
+        run, approvals by outcome and time to decision, exception and reversal rates, and the
+        feedback funnel (offered, accepted, modified, rejected)."""
+        own_agent(agent_id, agent)
+        start, end = stats_period(since, until, services.clock.now())
+        found = await services.run(measures.measure, agent_id=agent, since=start, until=end)
+        return measures.stats_out(found)
+
+    @api.get("/agents/{agent}/readiness", response_model=ReadinessOut)
+    async def agent_readiness(agent: str, agent_id: Agent) -> ReadinessOut:
+        """The pre-promotion checklist, each item met or not with its evidence."""
+        own_agent(agent_id, agent)
+        found = await flows.readiness(services, agent_id=agent)
+        return ReadinessOut(
+            agent=agent,
+            ready=found.ready,
+            checks=[
+                CheckOut(
+                    item=check.item,
+                    title=ready.TITLES[check.item],
+                    met=check.met,
+                    detail=ready.describe(check, person=lambda user: user, literal=lambda text: f"'{text}'"),
+                    evidence=check.evidence,
+                )
+                for check in found.checks
+            ],
+        )
+
     @api.post("/actions", status_code=201, response_model=ActionOut)
     async def record_action(body: ActionIn, agent_id: Agent, response: Response) -> ActionOut:
         """Record a write right before making it, with each field's value before and after, so
@@ -292,5 +355,31 @@ def router(services: Services) -> APIRouter:
             lambda: services.run(runs.report_runs, config=services.config, agent_id=agent_id, runs=reported, now=now)
         )
         return {"received": len(reported), "new": created}
+
+    @api.post("/suggestions", status_code=201, response_model=SuggestionOut)
+    async def suggest(body: SuggestionIn, agent_id: Agent, response: Response) -> SuggestionOut:
+        """Suggest something to a person (sent as a DM) or a channel, with Good, Bad and Needs edit
+        buttons. Replays with the same suggestion_id return the first suggestion (200)."""
+        own_agent(agent_id, body.agent)
+        if body.callback_url and not services.settings.handrail_webhook_secret:
+            raise HandrailError(
+                "callbacks are off on this server: it has no HANDRAIL_WEBHOOK_SECRET", code="callbacks_disabled"
+            )
+        await check_callback_url(services.config, body.agent, body.callback_url, services.destinations)
+        now = services.clock.now()
+        suggestion, created = await once_more_after_a_race(
+            lambda: services.run(feedback.suggest, request=body, now=now)
+        )
+        if not created:
+            response.status_code = 200
+        return feedback.to_out(suggestion)
+
+    @api.get("/suggestions/{suggestion_id}", response_model=SuggestionOut)
+    async def get_suggestion(suggestion_id: str, agent_id: Agent) -> SuggestionOut:
+        """A suggestion and the feedback it got, by Handrail's id (`sug_…`) or the agent's own
+        suggestion_id."""
+        if not 0 < len(suggestion_id) <= 200 or text_problem(suggestion_id):  # cannot be one: not looked up
+            raise NotFound(f"no suggestion {suggestion_id[:60]!r}")
+        return feedback.to_out(await services.run(feedback.lookup, agent_id=agent_id, key=suggestion_id))
 
     return api

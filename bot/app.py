@@ -29,7 +29,7 @@ from bot.config import HandrailConfig, package_version
 from bot.errors import HandrailError, TooMany, Unauthenticated
 from bot.scheduler import start_sweeps
 from bot.services import Services
-from handlers import actions, alerts, commands, events, views
+from handlers import actions, alerts, commands, events, feedback, views
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ def slack_app(services: Services) -> AsyncApp:
 
     actions.register(bolt, services)
     alerts.register(bolt, services)
+    feedback.register(bolt, services)
     views.register(bolt, services)
     commands.register(bolt, services)
     events.register(bolt)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import outbound, webhooks
+from bot import feedback, outbound, webhooks
+from bot import readiness as ready
 from bot.alerts import actions as alert_actions
 from bot.approvals import decide as deciding
 from bot.approvals.decide import Decision
@@ -169,6 +170,25 @@ async def rollback(
     return await services.run(versions.rollback_told, config=services.config, note=note, now=services.clock.now())
 
 
+# --- readiness ---
+
+
+async def readiness(services: Services, *, agent_id: str) -> ready.Readiness:
+    """The checklist, once Slack has said which manager or admin user groups the backup owner is in."""
+    config = services.config
+    access.known_agent(config, agent_id)
+    backup = config.agents[agent_id].owners.backup
+    groups: frozenset[str] = frozenset()
+    if backup and (candidates := ready.manager_groups(config)):
+        try:
+            groups = await services.slack.groups_containing(backup, candidates)
+        except SlackError as error:  # not met unless the backup is listed by id: shown, not assumed
+            log.warning("could not look up the user groups of %s's backup owner: %s", agent_id, error.error)
+    return await services.run(
+        ready.readiness, config=config, agent_id=agent_id, backup_groups=groups, now=services.clock.now()
+    )
+
+
 # --- alerts ---
 
 
@@ -248,3 +268,22 @@ async def undo_actions(
     )
     await services.run(undo.undo_finished, config=services.config, note=note, now=services.clock.now())
     return results
+
+
+# --- feedback ---
+
+
+async def review_approval(services: Services, *, approval_id: str, user_id: str, choice: feedback.Review) -> Approval:
+    """Review a sampled auto-approved request, once Slack has said which of its approver user
+    groups the reviewer is in."""
+    approval = await services.run(get, approval_id=approval_id)
+    groups = await _approver_groups(services, approval, user_id)
+    return await services.run(
+        feedback.review,
+        config=services.config,
+        approval_id=approval_id,
+        user_id=user_id,
+        user_groups=groups,
+        choice=choice,
+        now=services.clock.now(),
+    )

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     Tag,
+    model_validator,
 )
 
 from bot.config import USER_ID
@@ -232,6 +233,7 @@ class ActionIn(_In):
     customer: Short | None = None
     reversible: bool = True
     dedup_key: Short | None = None
+    version: Version | None = Field(default=None, description="the agent version making it (else its run's)")
 
 
 class ActionOut(BaseModel):
@@ -245,6 +247,7 @@ class ActionOut(BaseModel):
     reversible: bool
     dedup_key: str | None
     created_at: datetime
+    version: str | None
     undo_status: Literal["claimed", "undone"] | None
     undone_by: str | None
     undone_at: datetime | None
@@ -282,6 +285,65 @@ def _run_or_runs(body: Any) -> str:
 RunsBody = Annotated[Annotated[RunIn, Tag("run")] | Annotated[RunsIn, Tag("batch")], Discriminator(_run_or_runs)]
 
 
+class MeasuresOut(BaseModel):
+    """An agent's numbers over a period, overall or for one version. Rates are null when nothing
+    was there to count (no runs, no actions, no feedback answered)."""
+
+    version: str | None = Field(description="the version (overall: null; per version: null for runs that gave none)")
+    runs: int = Field(description="finished runs: succeeded, failed or partial")
+    succeeded: int
+    failed: int
+    partial: int
+    failure_rate: float | None
+    cost_usd: float
+    cost_per_run_usd: float | None
+    tokens: int
+    mean_duration_s: float | None = Field(description="over finished runs that gave started_at and finished_at")
+    approvals: dict[str, int] = Field(
+        description="requests created in the period by outcome: pending, approved, denied, expired, cancelled "
+        "(as people left them), auto and human_only (decided by policy)"
+    )
+    median_time_to_decision_s: float | None = Field(description="a person's approvals and denials")
+    p90_time_to_decision_s: float | None
+    exception_rate: float | None = Field(description="runs that needed a person (a request not auto-approved) / runs")
+    actions: int
+    undone: int
+    reversal_rate: float | None = Field(description="actions undone / actions recorded in the period")
+    offered: int = Field(description="suggestions, and auto-approved requests drawn for review")
+    accepted: int = Field(description="answered Good")
+    modified: int = Field(description="answered Needs edit")
+    rejected: int = Field(description="answered Bad")
+    acceptance_rate: float | None = Field(description="accepted / answered")
+
+
+class StatsOut(BaseModel):
+    """GET /v1/agents/{agent}/stats."""
+
+    agent: str
+    since: datetime
+    until: datetime
+    active_version: str | None
+    previous_version: str | None
+    overall: MeasuresOut
+    by_version: list[MeasuresOut] = Field(description="newest registered version first; null (unversioned) last")
+
+
+class CheckOut(BaseModel):
+    item: str
+    title: str
+    met: bool | None = Field(description="null when the item does not apply (no target set)")
+    detail: str = Field(description="the evidence in a sentence")
+    evidence: dict[str, Any]
+
+
+class ReadinessOut(BaseModel):
+    """GET /v1/agents/{agent}/readiness: the pre-promotion checklist, from data."""
+
+    agent: str
+    ready: bool = Field(description="every item that applies is met")
+    checks: list[CheckOut]
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -289,3 +351,67 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# --- suggestions (POST /v1/suggestions) ---
+
+# Where a suggestion goes: a user (U…, W…: Handrail opens the DM) or a channel (C…, G…).
+SUGGESTION_TO = r"^[UWCG][A-Z0-9]{2,}$"
+MAX_CONTEXT = 10
+Choice = Literal["good", "bad", "needs_edit"]
+
+
+class ContextItem(_In):
+    """One fact shown beside a suggestion: a `value`, or a `url` shown as a link (never both)."""
+
+    label: Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=500), Clean] | None = None
+    url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _value_or_url(self) -> ContextItem:
+        if (self.value is None) == (self.url is None):
+            raise ValueError("give either a value or a url")
+        return self
+
+
+class SuggestionIn(_In):
+    """Body of POST /v1/suggestions."""
+
+    agent: Short
+    to: Annotated[str, StringConstraints(pattern=SUGGESTION_TO, max_length=32)] = Field(
+        description="a Slack user id (U…, W…: sent as a DM) or channel id (C…, G…)"
+    )
+    text: Annotated[str, StringConstraints(min_length=1, max_length=3000), Clean]
+    context: Annotated[list[ContextItem], Field(max_length=MAX_CONTEXT)] = []
+    suggestion_id: Short | None = Field(
+        default=None, description="the agent's key: sent again with the same body, the first suggestion is returned"
+    )
+    run_id: Short | None = None
+    version: Version | None = None
+    callback_url: HttpUrl | None = None
+
+
+class FeedbackOut(BaseModel):
+    choice: Choice
+    by: str = Field(description="Slack user id of whoever chose")
+    at: datetime = Field(description="when the choice shown was made")
+    comment: str | None
+    changes: int = Field(description="times the choice was changed (once at most)")
+
+
+class SuggestionOut(BaseModel):
+    """A suggestion as agents see it (GET /v1/suggestions/{id}, callbacks)."""
+
+    id: str
+    agent: str
+    suggestion_id: str | None
+    to: str
+    text: str
+    context: list[dict[str, Any]]
+    run_id: str | None
+    version: str | None
+    created_at: datetime
+    feedback: FeedbackOut | None = Field(description="null until someone answers")
+    channel: str | None = Field(description="where Slack put the message (a DM's D… id), once posted")
+    ts: str | None

@@ -28,6 +28,8 @@ class Kind(StrEnum):
     ALERT = "alert"  # an alert episode's message at one destination, re-rendered from its state
     ALERT_NOTE = "alert_note"  # a note in the thread of an alert's message
     PAGERDUTY = "pagerduty"  # an event to PagerDuty's Events API v2 about a `page` episode
+    SUGGESTION = "suggestion"  # a suggestion's message, re-rendered from its row (posted, then updated)
+    SUGGESTION_NOTE = "suggestion_note"  # a note in the thread of a suggestion's message
 
 
 class _Note(BaseModel):
@@ -93,8 +95,26 @@ class Written(_Note):
     text: str
 
 
+class Commented(_Note):
+    """Someone's comment on the feedback they gave (a suggestion's Bad or Needs edit, a review's
+    Bad): in the thread of the suggestion's message or of the reviewed request's card."""
+
+    kind: Literal["commented"] = "commented"
+    by: str
+    comment: str
+
+
 ApprovalNote = Annotated[
-    FullRequest | Outcome | Counted | Executed | Escalated | EscalatedToYou | Expired | DeniedTwice | Written,
+    FullRequest
+    | Outcome
+    | Counted
+    | Executed
+    | Escalated
+    | EscalatedToYou
+    | Expired
+    | DeniedTwice
+    | Written
+    | Commented,
     Field(discriminator="kind"),
 ]
 
@@ -230,6 +250,7 @@ class WebhookPayload(BaseModel):
     url: str
     agent: str
     body: dict[str, Any]
+    suggestion_id: str | None = None  # a callback about a suggestion: sent in order with its messages
 
 
 class AlertPayload(BaseModel):
@@ -253,6 +274,18 @@ class PagerDutyPayload(BaseModel):
     event_action: Literal["trigger", "acknowledge", "resolve"]
 
 
+class SuggestionPayload(BaseModel):
+    """Bring the suggestion's message up to date: posted the first time (to its `to`; for a user,
+    Slack opens the DM), updated after."""
+
+    suggestion_id: str
+
+
+class SuggestionNotePayload(BaseModel):
+    suggestion_id: str
+    note: Commented
+
+
 Payload = (
     CardPayload
     | ThreadPayload
@@ -262,6 +295,8 @@ Payload = (
     | AlertPayload
     | AlertNotePayload
     | PagerDutyPayload
+    | SuggestionPayload
+    | SuggestionNotePayload
 )
 PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.CARD: CardPayload,
@@ -272,6 +307,8 @@ PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.ALERT: AlertPayload,
     Kind.ALERT_NOTE: AlertNotePayload,
     Kind.PAGERDUTY: PagerDutyPayload,
+    Kind.SUGGESTION: SuggestionPayload,
+    Kind.SUGGESTION_NOTE: SuggestionNotePayload,
 }
 KINDS = {payload: kind for kind, payload in PAYLOADS.items()}
 

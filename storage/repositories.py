@@ -9,7 +9,17 @@ from sqlalchemy import CursorResult, Result, Row, func, insert, or_, select, upd
 from sqlalchemy.orm import Session
 
 from storage.db import among
-from storage.tables import ActionRecord, AgentMode, AgentVersion, Approval, AuditEvent, OutboxMessage, Pause, Run
+from storage.tables import (
+    ActionRecord,
+    AgentMode,
+    AgentVersion,
+    Approval,
+    AuditEvent,
+    OutboxMessage,
+    Pause,
+    Run,
+    Suggestion,
+)
 
 # A claimed outbox row: its id, kind, approval_id, payload, attempts and when it was due (next_at).
 Claimed = Row[tuple[int, str, str | None, dict[str, Any], int, datetime]]
@@ -480,3 +490,87 @@ class Runs:
 
     def since(self, agent: str, since: datetime) -> list[Run]:
         return list(self.session.scalars(select(Run).where(Run.agent == agent, Run.at > since)))
+
+
+class Suggestions:
+    """Suggestions agents made and the feedback they got; each one's message is leased while it is
+    posted or updated, so two senders never post it twice."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, suggestion_id: str) -> Suggestion | None:
+        return self.session.get(Suggestion, suggestion_id)
+
+    def by_key(self, agent: str, key: str) -> Suggestion | None:
+        """The agent's suggestion under its own `suggestion_id`."""
+        return self.session.scalars(
+            select(Suggestion).where(Suggestion.agent == agent, Suggestion.suggestion_id == key)
+        ).one_or_none()
+
+    def add(self, suggestion: Suggestion) -> None:
+        self.session.add(suggestion)
+        self.session.flush()
+
+    def transition(self, suggestion_id: str, *, expected_version: int, **values: Any) -> bool:
+        """Compare-and-set: change the row only if it is still at the version the caller read.
+        Exactly one of several racing callers gets True."""
+        result = self.session.execute(
+            update(Suggestion)
+            .where(Suggestion.id == suggestion_id, Suggestion.state_version == expected_version)
+            .values(state_version=Suggestion.state_version + 1, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    def take_lease(self, suggestion_id: str, now: datetime, hold: timedelta) -> Suggestion | None:
+        """Lease the suggestion's message if nobody holds it (or a holder's lease ran out), and
+        return the row as it is now, read by the same statement; None when another sender holds it."""
+        return self.session.scalars(
+            update(Suggestion)
+            .where(
+                Suggestion.id == suggestion_id,
+                or_(Suggestion.card_lease_until.is_(None), Suggestion.card_lease_until < now),
+            )
+            .values(card_lease_until=now + hold)
+            .returning(Suggestion)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+
+    def release_lease(
+        self,
+        suggestion_id: str,
+        *,
+        shown_version: int | None = None,
+        channel: str | None = None,
+        message_ts: str | None = None,
+    ) -> None:
+        """Let go of the lease, recording what was shown (and where, once posted)."""
+        values: dict[str, Any] = {"card_lease_until": None}
+        if shown_version is not None:
+            values["card_version"] = shown_version
+        if channel is not None:
+            values["channel"] = channel
+        if message_ts is not None:
+            values["message_ts"] = message_ts
+        self.session.execute(
+            update(Suggestion)
+            .where(Suggestion.id == suggestion_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    def has_pending_post(self, suggestion_id: str, kind: str) -> bool:
+        """Whether an outbox row of `kind` bringing this suggestion's message up to date is still
+        to be delivered."""
+        found = self.session.scalar(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == "pending",
+                OutboxMessage.kind == kind,
+                OutboxMessage.approval_id.is_(None),
+                OutboxMessage.payload["suggestion_id"].as_string() == suggestion_id,
+            )
+            .limit(1)
+        )
+        return found is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
+from pydantic import AnyHttpUrl
 from sqlalchemy.orm import Session
 
 from bot import effects, policy
@@ -23,9 +24,13 @@ async def check_callback(config: HandrailConfig, request: ApprovalRequest, guard
     """Refuse (422, before anything is stored) a callback_url the operator does not allow: one
     outside the agent's `callback_urls`, or, when it has none, one whose host is, or resolves to, a
     non-public address, or does not resolve at all."""
-    if request.callback_url is not None:
-        prefixes = config.agents[request.agent].callback_urls
-        await guard.admit(str(request.callback_url), prefixes, f"agents.{request.agent}")
+    await check_callback_url(config, request.agent, request.callback_url, guard)
+
+
+async def check_callback_url(config: HandrailConfig, agent_id: str, url: AnyHttpUrl | None, guard: Guard) -> None:
+    """The same check for anything an agent asks to be called back about (a request, a suggestion)."""
+    if url is not None:
+        await guard.admit(str(url), config.agents[agent_id].callback_urls, f"agents.{agent_id}")
 
 
 def create(
@@ -96,6 +101,9 @@ def create(
         approval.decision_reason = f"Policy {applied.describe()} says a person must do this; the agent may not."
     else:
         approval.next_at = upcoming(applied, created_at=now, expires_at=approval.expires_at, steps_done=0).at
+    card = has_card(approval)
+    if card and approval.decision_code == "auto":
+        approval.review = "pending"  # drawn for review: its card asks whether it was right
     repo.add(approval)
 
     audit(
@@ -126,7 +134,7 @@ def create(
             after={"status": approval.status, "code": approval.decision_code},
             reason=approval.decision_reason,
         )
-    if has_card(approval):
+    if card:
         show(session, approval, now)
     effects.approval_changed(session, approval.id)
     return approval, True

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from bot import mrkdwn, outbound
 from bot.approvals.decide import Settled
 from bot.cards.blocks import Budget, Card, button, context, field, header, section
+from bot.cards.feedback import comment_text, review_buttons, review_lines
 from bot.config import AgentConfig
 from bot.control.state import PauseView
 from storage.tables import Approval
@@ -192,6 +193,7 @@ def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | No
     status = [outcome_sentence(approval, CARD_REASON_MAX), *_progress(approval, agent)]
     if paused is not None and approval.status == "pending":
         status.append(paused_line(paused))
+    status.extend(review_lines(approval))
     blocks.append(section("\n".join(status)))
     if approval.status == "pending":
         buttons = [
@@ -199,6 +201,9 @@ def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | No
             button(DENY_ACTION, "Deny", approval.id, style="danger"),
         ]
         blocks.append({"type": "actions", "block_id": "decision", "elements": buttons})
+    review = review_buttons(approval)
+    if review is not None:
+        blocks.append(review)
     blocks.append(_context(approval))
     return Card(text=_notification(approval, agent), blocks=blocks, cut=budget.cut)
 
@@ -282,6 +287,8 @@ def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfi
             )
         case outbound.Written(text=text):
             return text
+        case outbound.Commented():
+            return comment_text(note)
 
 
 def deny_modal(approval: Approval) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from bot.cards.agent import announcement
 from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
 from bot.cards.approval import approval_card, fallback_card, note_text
 from bot.cards.blocks import Card
+from bot.cards.feedback import comment_text, suggestion_card, suggestion_fallback_card
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.destinations import Refused, admitted_by_prefix
@@ -23,7 +24,7 @@ from bot.lanes import Lane
 from bot.outbound import Kind
 from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows, retry_delay
 from bot.slack_gateway import SlackError, SlackGateway
-from storage.tables import Approval
+from storage.tables import Approval, Suggestion
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
@@ -68,6 +69,8 @@ class Deliverer:
             Kind.ALERT: self._deliver_alert,
             Kind.ALERT_NOTE: self._deliver_alert_note,
             Kind.PAGERDUTY: self._deliver_pagerduty,
+            Kind.SUGGESTION: self._deliver_suggestion,
+            Kind.SUGGESTION_NOTE: self._deliver_suggestion_note,
         }
 
     def kick(self) -> None:
@@ -335,3 +338,53 @@ class Deliverer:
             "source": {"agent": episode.agent, "rule": episode.rule},
         }
         group.delivered.append((row, sent))
+
+    async def _show_suggestion(self, suggestion: Suggestion, card: Card) -> tuple[str, str] | None:
+        """Post the suggestion's message to its `to`, or update it once posted; (channel, ts) when
+        posted (for a user, Slack opens the DM and answers with its D… id)."""
+        if suggestion.message_ts is None or suggestion.channel is None:
+            return await self.slack.post_where(suggestion.to, card.text, card.blocks)
+        await self.slack.update(suggestion.channel, suggestion.message_ts, card.text, card.blocks)
+        return None
+
+    async def _deliver_suggestion(self, row: Row, group: Group) -> None:
+        """Bring a suggestion's message up to its row's state, under the row's lease: posted the
+        first time, updated after; never posted twice."""
+        payload = row.payload
+        assert isinstance(payload, outbound.SuggestionPayload)
+        suggestion = await self.lane.call(self.rows.take_suggestion, payload.suggestion_id)
+        if suggestion is None:
+            await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
+            return
+        posted, refused = None, None
+        try:
+            due = suggestion.card_version < suggestion.state_version
+            if due:
+                agent = self.config.agents.get(suggestion.agent)
+                try:
+                    posted = await self._show_suggestion(suggestion, suggestion_card(suggestion, agent))
+                except SlackError as error:
+                    if not error.refused_content:
+                        raise
+                    # Never leave buttons on an answer that stands: show the answer only.
+                    log.warning("Slack refused suggestion %s (%s); showing its answer only", suggestion.id, error.error)
+                    refused = error.error
+                    card = suggestion_fallback_card(suggestion, agent, error.error)
+                    posted = await self._show_suggestion(suggestion, card)
+        except BaseException:
+            await self.lane.call(self.rows.release_suggestion, suggestion)
+            raise
+        await self.lane.call(self.rows.suggestion_shown, row, group, suggestion, due, posted, refused)
+
+    async def _deliver_suggestion_note(self, row: Row, group: Group) -> None:
+        """A note (a comment) in the thread of a suggestion's message."""
+        payload = row.payload
+        assert isinstance(payload, outbound.SuggestionNotePayload)
+        suggestion, pending = await self.lane.call(self.rows.suggestion_place, payload.suggestion_id)
+        if suggestion is None or suggestion.channel is None or suggestion.message_ts is None:
+            if pending:
+                await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)
+                return
+            raise SlackError("card_never_posted")
+        await self.slack.post(suggestion.channel, comment_text(payload.note), thread_ts=suggestion.message_ts)
+        group.delivered.append((row, None))

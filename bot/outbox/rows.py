@@ -19,8 +19,8 @@ from bot.outbound import Kind
 from storage.alert_messages import AlertMessages
 from storage.alert_store import Episodes, Mutes
 from storage.db import Database
-from storage.repositories import Approvals, Audit, Claimed, Outbox, Pauses
-from storage.tables import AlertEpisode, AlertMessage, AlertMute, Approval
+from storage.repositories import Approvals, Audit, Claimed, Outbox, Pauses, Suggestions
+from storage.tables import AlertEpisode, AlertMessage, AlertMute, Approval, Suggestion
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
@@ -53,6 +53,10 @@ class Row:
             return self.approval_id
         if isinstance(self.payload, (outbound.AlertPayload, outbound.AlertNotePayload, outbound.PagerDutyPayload)):
             return "alert:" + self.payload.episode_id
+        if isinstance(self.payload, (outbound.SuggestionPayload, outbound.SuggestionNotePayload)):
+            return "suggestion:" + self.payload.suggestion_id
+        if isinstance(self.payload, outbound.WebhookPayload) and self.payload.suggestion_id:
+            return "suggestion:" + self.payload.suggestion_id
         assert isinstance(self.payload, outbound.PostPayload)
         return self.payload.channel
 
@@ -63,6 +67,8 @@ class Row:
             return ("approval", self.approval_id)
         if self.group.startswith("alert:"):
             return ("alert", self.group.removeprefix("alert:"))
+        if self.group.startswith("suggestion:"):
+            return ("suggestion", self.group.removeprefix("suggestion:"))
         return ("channel", self.group)
 
 
@@ -344,3 +350,61 @@ class Rows:
             messages = AlertMessages(session)
             waiting = messages.earlier_due(episode_id, Kind.PAGERDUTY.value, row.id, delivered)
             return Episodes(session).get(episode_id), waiting, messages.all_of(episode_id)
+
+    def take_suggestion(self, suggestion_id: str) -> Suggestion | None:
+        """Lease the suggestion's message and read the row as it is now; None when another sender
+        holds it."""
+        with self.db.transaction() as session:
+            return Suggestions(session).take_lease(suggestion_id, self.clock.now(), LEASE)
+
+    def release_suggestion(self, suggestion: Suggestion) -> None:
+        with self.db.transaction() as session:
+            Suggestions(session).release_lease(suggestion.id)
+
+    def suggestion_shown(
+        self,
+        row: Row,
+        group: Group,
+        suggestion: Suggestion,
+        shown: bool,
+        posted: tuple[str, str] | None,
+        refused: str | None,
+    ) -> None:
+        """Record what Slack took (`shown`: the row's state as read, else nothing was due;
+        `posted`: the (channel, ts) of the first post) with the rows of the group delivered until
+        then, and let go of the lease."""
+        audit = None
+        if posted:
+            audit = {
+                "actor": "system",
+                "event": "suggestion.posted",
+                "after": {"to": suggestion.to, "channel": posted[0], "ts": posted[1]},
+                "source": {"agent": suggestion.agent, "run_id": suggestion.run_id, "version": suggestion.version},
+            }
+        group.delivered.append((row, audit))
+        with self.db.transaction() as session:
+            Suggestions(session).release_lease(
+                suggestion.id,
+                shown_version=suggestion.state_version if shown else None,
+                channel=posted[0] if posted else None,
+                message_ts=posted[1] if posted else None,
+            )
+            self._mark_sent(session, group.delivered)
+            if refused:
+                Audit(session).record(
+                    at=self.clock.now(),
+                    actor="system",
+                    event="suggestion.card_fallback",
+                    object_type="suggestion",
+                    object_id=suggestion.id,
+                    after={"state_version": suggestion.state_version},
+                    reason=refused,
+                )
+        group.delivered = []
+
+    def suggestion_place(self, suggestion_id: str) -> tuple[Suggestion | None, bool]:
+        """The suggestion as it is now, and whether a row bringing its message up to date is still
+        pending."""
+        with self.db.transaction() as session:
+            suggestions = Suggestions(session)
+            return suggestions.get(suggestion_id), suggestions.has_pending_post(suggestion_id, Kind.SUGGESTION.value)
