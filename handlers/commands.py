@@ -26,11 +26,14 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from bot import flows, mrkdwn
 from bot.alerts import actions as alert_actions
 from bot.cards import agent as replies
+from bot.cards import reports as report_cards
 from bot.cards import undo as undo_card
 from bot.cards.blocks import Card
 from bot.control import access, pause, status, undo, versions
 from bot.control.state import EVERY_AGENT
 from bot.lanes import control_first
+from bot.measures import WEEK, measure
+from bot.reports import RUNS_SHOWN, recent_runs, run_detail, runbook
 from bot.services import Services
 from handlers.errors import UsageError, replies_with_errors, reply_text
 from handlers.payloads import Click, Command, parse
@@ -38,6 +41,7 @@ from handlers.payloads import Click, Command, parse
 log = logging.getLogger(__name__)
 
 MAX_REASON = 500
+MAX_RUN_ID = 200
 ACK_WITHIN = 2.0  # seconds; Slack shows the person an error when a command is not acknowledged within 3
 STILL_WORKING = ":hourglass_flowing_sand: Working on it; the answer follows here."
 MODES = ("shadow", "suggest", "auto")
@@ -305,16 +309,71 @@ async def _mode(inv: Invocation) -> Reply:
     agent_id = _agent(inv)
     if len(inv.args) != 2 or inv.args[1].lower() not in MODES:
         raise _usage(inv, f"Give one mode: {', '.join(f'`{m}`' for m in MODES)}.")
+    mode = inv.args[1].lower()
     await flows.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
+    if mode == "auto":
+        current = await services.run(status.status, config=services.config, agent_id=agent_id, now=services.clock.now())
+        if current.mode != "auto":
+            found = await flows.readiness(services, agent_id=agent_id)
+            if not found.ready:  # a person may still decide to: they confirm, knowing what is missing
+                return report_cards.mode_auto_confirm(services.config.agents[agent_id], agent_id, found)
+    return await _set_mode(services, agent_id, mode, inv.user_id)
+
+
+async def _set_mode(services: Services, agent_id: str, mode: str, user_id: str) -> str:
     note = await services.run(
         versions.set_mode,
         config=services.config,
         agent_id=agent_id,
-        mode=inv.args[1].lower(),
-        user_id=inv.user_id,
+        mode=mode,
+        user_id=user_id,
         now=services.clock.now(),
     )
     return replies.mode_reply(services.config, note)
+
+
+async def _runs(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv)
+    words = inv.args[1:]
+    agent = services.config.agents[agent_id]
+    if len(words) > 1:
+        raise _usage(inv, "Give `failed` or one run id, not both.")
+    if words and words[0].lower() != "failed":
+        if len(words[0]) > MAX_RUN_ID:
+            raise _usage(inv, f"A run id is at most {MAX_RUN_ID} characters.")
+        detail = await services.run(run_detail, config=services.config, agent_id=agent_id, run_id=words[0])
+        return report_cards.run_card(agent, agent_id, detail)
+    failed = bool(words)
+    found = await services.run(recent_runs, config=services.config, agent_id=agent_id, failed=failed)
+    return report_cards.runs_text(agent, agent_id, found, failed)
+
+
+async def _stats(inv: Invocation) -> Reply:
+    services = inv.services
+    if len(inv.args) != 1:
+        raise _usage(inv, "Name one agent.")
+    agent_id = _agent(inv)
+    now = services.clock.now()
+    found = await services.run(measure, agent_id=agent_id, since=now - WEEK, until=now)
+    return report_cards.stats_card(services.config.agents[agent_id], agent_id, found)
+
+
+async def _readiness(inv: Invocation) -> Reply:
+    services = inv.services
+    if len(inv.args) != 1:
+        raise _usage(inv, "Name one agent.")
+    agent_id = _agent(inv)
+    found = await flows.readiness(services, agent_id=agent_id)
+    return report_cards.readiness_card(services.config.agents[agent_id], agent_id, found)
+
+
+async def _runbook(inv: Invocation) -> Reply:
+    services = inv.services
+    if len(inv.args) != 1:
+        raise _usage(inv, "Name one agent.")
+    book = await services.run(runbook, config=services.config, agent_id=_agent(inv), now=services.clock.now())
+    return report_cards.runbook_card(book)
 
 
 COMMANDS: dict[str, Subcommand] = {
@@ -375,9 +434,40 @@ COMMANDS: dict[str, Subcommand] = {
     "mode": Subcommand(
         "/agent mode <agent> shadow|suggest|auto",
         access.WHO_MAY["mode"],
-        "the operating mode the gate returns to the agent",
+        "the operating mode the gate returns to the agent; `auto` asks to confirm when `/agent readiness` is not met",
         "/agent mode lead-router shadow",
         _mode,
+    ),
+    "runs": Subcommand(
+        "/agent runs <agent> [failed|<run id>]",
+        "anyone",
+        f"the last {RUNS_SHOWN} runs (or failed ones) with status, error, cost and version; one run in full "
+        "with its actions and approvals",
+        "/agent runs lead-router failed",
+        _runs,
+    ),
+    "stats": Subcommand(
+        "/agent stats <agent>",
+        "anyone",
+        "the last 7 days: failure rate, cost per run, approvals by outcome, time to decision, reversals and "
+        "feedback, the current version beside the previous one",
+        "/agent stats lead-router",
+        _stats,
+    ),
+    "readiness": Subcommand(
+        "/agent readiness <agent>",
+        "anyone",
+        "the checklist before `auto`, each item met or not with its evidence",
+        "/agent readiness lead-router",
+        _readiness,
+    ),
+    "runbook": Subcommand(
+        "/agent runbook <agent>",
+        "anyone",
+        "what it does, its owners, where alerts go, how to pause, roll back and undo and who may; a button "
+        "posts it to the channel",
+        "/agent runbook lead-router",
+        _runbook,
     ),
 }
 
@@ -488,3 +578,38 @@ def register(app: AsyncApp, services: Services) -> None:
     async def pause_all_cancelled(ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any]) -> None:
         await ack()
         await respond(replace_original=True, text="Nothing was paused.")
+
+    @app.action(report_cards.RUNBOOK_POST_ACTION)
+    @reply_errors
+    async def runbook_posted(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        click = parse(Click, body)
+        if click is None:
+            return
+        book = await services.run(runbook, config=services.config, agent_id=click.value, now=services.clock.now())
+        card = report_cards.runbook_card(book, shared_by=click.user.id)
+        await respond(response_type="in_channel", replace_original=False, **_message(card))
+
+    @app.action(report_cards.MODE_AUTO_ACTION)
+    @reply_errors
+    async def mode_auto_confirmed(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        with control_first():
+            click = parse(Click, body)
+            if click is None:
+                return
+            agent_id = click.value
+            try:  # authorized again: the confirmation stays for someone who may
+                access.known_agent(services.config, agent_id)
+                await flows.authorize(services, user_id=click.user.id, permission="mode", agent_id=agent_id)
+            except Exception as error:
+                await respond(replace_original=False, text=reply_text(services, error, "mode auto"))
+                return
+            text = await _set_mode(services, agent_id, "auto", click.user.id)
+            await respond(replace_original=True, text=_text(text))
+
+    @app.action(report_cards.MODE_AUTO_CANCEL)
+    @reply_errors
+    async def mode_auto_cancelled(ack: AsyncAck, respond: AsyncRespond) -> None:
+        await ack()
+        await respond(replace_original=True, text="The mode was not changed.")
