@@ -52,6 +52,7 @@ class Approval(Base):
         UniqueConstraint("agent", "idempotency_key", name="uq_approvals_idempotency"),
         Index("ix_approvals_same_target", "agent", "action", "target_key", "status"),
         Index("ix_approvals_agent_time", "agent", "created_at"),
+        Index("ix_approvals_agent_run", "agent", "run_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

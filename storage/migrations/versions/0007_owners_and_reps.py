@@ -33,6 +33,7 @@ def upgrade() -> None:
         approvals.add_column(_count("review_changes"))
         approvals.add_column(sa.Column("review_comment", sa.Text(), nullable=True))
     op.create_index("ix_approvals_agent_time", "approvals", ["agent", "created_at"])
+    op.create_index("ix_approvals_agent_run", "approvals", ["agent", "run_id"])
     with op.batch_alter_table("actions") as actions:
         actions.add_column(sa.Column("version", sa.String(length=100), nullable=True))
     op.create_table(
@@ -103,6 +104,7 @@ def downgrade() -> None:
     op.drop_table("version_hours")
     with op.batch_alter_table("actions") as actions:
         actions.drop_column("version")
+    op.drop_index("ix_approvals_agent_run", table_name="approvals")
     op.drop_index("ix_approvals_agent_time", table_name="approvals")
     with op.batch_alter_table("approvals") as approvals:
         for column in ("review_comment", "review_changes", "reviewed_at", "reviewed_by", "review"):
