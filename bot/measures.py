@@ -200,11 +200,17 @@ def _approvals(session: Session, agent_id: str, since: datetime, until: datetime
     ):
         into[row_version].runs_needing_a_human += int(runs or 0) + int(loose or 0)
     decided = and_(by_people, Approval.status.in_(("approved", "denied")), Approval.decided_at.is_not(None))
-    for row_version, created, decided_at in session.execute(
-        select(version, Approval.created_at, Approval.decided_at).where(decided)
-    ):
-        if decided_at is not None:
-            into[row_version].decision_times_s.append(max(0.0, (decided_at - created).total_seconds()))
+    took = _seconds_between(session, Approval.created_at, Approval.decided_at)
+    for row_version, seconds in session.execute(select(version, took).where(decided)):
+        into[row_version].decision_times_s.append(max(0.0, round(float(seconds), 3)))  # julianday: to the ms
+
+
+def _seconds_between(session: Session, start, end):  # type: ignore[no-untyped-def]
+    """`end - start` in seconds, computed by the database: one number per row to read instead of
+    two timestamps to parse."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
 
 
 def _actions(session: Session, agent_id: str, since: datetime, until: datetime, into: dict[str, Measures]) -> None:
@@ -241,6 +247,17 @@ def _feedback(session: Session, agent_id: str, since: datetime, until: datetime,
         .group_by(review_version, Approval.review)
     ):
         _answered(into[row_version], review, count)
+
+
+def feedback(session: Session, *, agent_id: str, since: datetime, until: datetime) -> Measures:
+    """Only what people answered about the agent's suggestions and sampled auto approvals in
+    [since, until) (offered, accepted, modified, rejected): `measure`'s feedback part, overall."""
+    by_version: dict[str, Measures] = defaultdict(Measures)
+    _feedback(session, agent_id, since, until, by_version)
+    overall = Measures()
+    for part in by_version.values():
+        overall.merge(part)
+    return overall
 
 
 def _answered(part: Measures, choice: str | None, count: int) -> None:

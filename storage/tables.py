@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -51,8 +52,28 @@ class Approval(Base):
     __table_args__ = (
         UniqueConstraint("agent", "idempotency_key", name="uq_approvals_idempotency"),
         Index("ix_approvals_same_target", "agent", "action", "target_key", "status"),
-        Index("ix_approvals_agent_time", "agent", "created_at"),
+        # Covers what the stats read of a period's requests: they never touch the wide rows.
+        Index(
+            "ix_approvals_agent_time",
+            "agent",
+            "created_at",
+            "agent_version",
+            "status",
+            "decision_code",
+            "decided_at",
+            "run_id",
+            "review",
+        ),
         Index("ix_approvals_agent_run", "agent", "run_id"),
+        # The few requests drawn for review, by agent and time: acceptance reads them without
+        # visiting every request of the period (partial: the others are not in it).
+        Index(
+            "ix_approvals_reviewed",
+            "agent",
+            "created_at",
+            sqlite_where=text("review IS NOT NULL"),
+            postgresql_where=text("review IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -413,7 +434,7 @@ class Suggestion(Base):
     __tablename__ = "suggestions"
     __table_args__ = (
         UniqueConstraint("agent", "suggestion_id", name="uq_suggestions_agent_key"),
-        Index("ix_suggestions_agent_time", "agent", "created_at"),
+        Index("ix_suggestions_agent_time", "agent", "created_at", "version", "choice"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

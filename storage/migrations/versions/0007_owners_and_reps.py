@@ -32,8 +32,16 @@ def upgrade() -> None:
         approvals.add_column(_when("reviewed_at"))
         approvals.add_column(_count("review_changes"))
         approvals.add_column(sa.Column("review_comment", sa.Text(), nullable=True))
-    op.create_index("ix_approvals_agent_time", "approvals", ["agent", "created_at"])
+    op.create_index(
+        "ix_approvals_agent_time",
+        "approvals",
+        ["agent", "created_at", "agent_version", "status", "decision_code", "decided_at", "run_id", "review"],
+    )
     op.create_index("ix_approvals_agent_run", "approvals", ["agent", "run_id"])
+    reviewed = sa.text("review IS NOT NULL")
+    op.create_index(
+        "ix_approvals_reviewed", "approvals", ["agent", "created_at"], sqlite_where=reviewed, postgresql_where=reviewed
+    )
     with op.batch_alter_table("actions") as actions:
         actions.add_column(sa.Column("version", sa.String(length=100), nullable=True))
     op.create_table(
@@ -75,7 +83,7 @@ def upgrade() -> None:
         _when("card_lease_until"),
         sa.UniqueConstraint("agent", "suggestion_id", name="uq_suggestions_agent_key"),
     )
-    op.create_index("ix_suggestions_agent_time", "suggestions", ["agent", "created_at"])
+    op.create_index("ix_suggestions_agent_time", "suggestions", ["agent", "created_at", "version", "choice"])
     op.create_table(
         "summary_timers",
         sa.Column("key", sa.String(length=80), primary_key=True),
@@ -104,6 +112,7 @@ def downgrade() -> None:
     op.drop_table("version_hours")
     with op.batch_alter_table("actions") as actions:
         actions.drop_column("version")
+    op.drop_index("ix_approvals_reviewed", table_name="approvals")
     op.drop_index("ix_approvals_agent_run", table_name="approvals")
     op.drop_index("ix_approvals_agent_time", table_name="approvals")
     with op.batch_alter_table("approvals") as approvals:
