@@ -29,7 +29,7 @@ from bot.config import HandrailConfig, package_version
 from bot.errors import HandrailError, TooMany, Unauthenticated
 from bot.scheduler import start_sweeps
 from bot.services import Services
-from handlers import actions, alerts, commands, events, feedback, views
+from handlers import actions, alerts, commands, events, feedback, home, views
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,8 @@ def slack_app(services: Services) -> AsyncApp:
     feedback.register(bolt, services)
     views.register(bolt, services)
     commands.register(bolt, services)
-    events.register(bolt)
+    events.register(bolt, services)
+    home.register(bolt, services)
     return bolt
 
 

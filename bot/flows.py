@@ -8,13 +8,14 @@ transaction open across a network call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import feedback, outbound, webhooks
+from bot import feedback, home, outbound, webhooks
 from bot import readiness as ready
 from bot.alerts import actions as alert_actions
 from bot.approvals import decide as deciding
@@ -285,5 +286,31 @@ async def review_approval(services: Services, *, approval_id: str, user_id: str,
         user_id=user_id,
         user_groups=groups,
         choice=choice,
+        now=services.clock.now(),
+    )
+
+
+# --- App Home ---
+
+
+async def home_facts(services: Services, *, user_id: str) -> home.HomeFacts:
+    """What the user's Home shows, once Slack has said which of the config's user groups (approvers,
+    on-call, admins) hold them. A group that cannot be looked up is left out, and logged: the Home
+    then shows less, never more."""
+    candidates = home.candidate_groups(services.config)
+    found = await asyncio.gather(*(services.slack.group_members(g) for g in candidates), return_exceptions=True)
+    groups = set()
+    for group, members in zip(candidates, found, strict=True):
+        if isinstance(members, SlackError):
+            log.warning("could not look up user group %s for %s's Home: %s", group, user_id, members.error)
+        elif isinstance(members, BaseException):
+            raise members
+        elif user_id in members:
+            groups.add(group)
+    return await services.run(
+        home.home_facts,
+        config=services.config,
+        user_id=user_id,
+        user_groups=frozenset(groups),
         now=services.clock.now(),
     )

@@ -78,6 +78,7 @@ class SlackGateway:
     def __init__(self, client: AsyncWebClient, groups: GroupCache) -> None:
         self.client = client
         self.groups = groups
+        self._workspace_url: str | None = None
 
     async def _call(self, method: str, **params: Any) -> Any:
         try:
@@ -124,6 +125,27 @@ class SlackGateway:
 
     async def update_view(self, view_id: str, view: dict[str, Any]) -> None:
         await self._call("views.update", view_id=view_id, view=view)
+
+    async def publish_home(self, user_id: str, view: dict[str, Any]) -> None:
+        """The user's App Home tab, replaced by `view`."""
+        await self._call("views.publish", user_id=user_id, view=view)
+
+    async def workspace_url(self) -> str:
+        """The workspace's address (`https://acme.slack.com/`), asked of auth.test once per process:
+        links to messages are built from it (bot/cards/home.py), not asked one chat.getPermalink each."""
+        if self._workspace_url is None:
+            response = await self._call("auth.test")
+            url = str(response.get("url") or "")
+            if not url.startswith("https://"):
+                raise SlackError("no_workspace_url")
+            self._workspace_url = url if url.endswith("/") else url + "/"
+        return self._workspace_url
+
+    async def user_tz(self, user_id: str) -> str | None:
+        """The user's time zone as Slack has it (`America/New_York`), None when it gives none."""
+        response = await self._call("users.info", user=user_id)
+        tz = (response.get("user") or {}).get("tz")
+        return tz if isinstance(tz, str) and tz else None
 
     async def group_members(self, group_id: str) -> frozenset[str]:
         members = await self.groups.get(group_id)

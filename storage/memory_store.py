@@ -104,3 +104,27 @@ class MemoryRateCounter:
     def _count(self, slot: Slot) -> int:
         window_start, count = self._counts.get((slot.agent, slot.name), (slot.window_start, 0))
         return count if window_start == slot.window_start else 0
+
+
+class MemoryFirstSeen:
+    """Keys seen in this process within their time to live: the first `first()` of a key is True,
+    every later one False until it expires. Expired keys are dropped as new ones come (oldest
+    first), so memory holds only what a time to live still covers."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self._until: dict[str, float] = {}  # in the order first seen: by expiry, for one time to live
+
+    async def first(self, key: str, ttl_seconds: int) -> bool:
+        now = self.monotonic()
+        while self._until:
+            oldest = next(iter(self._until))
+            if self._until[oldest] > now:
+                break
+            del self._until[oldest]
+        until = self._until.get(key)
+        if until is not None and until > now:
+            return False
+        self._until.pop(key, None)
+        self._until[key] = now + ttl_seconds
+        return True

@@ -23,6 +23,7 @@ CONTROL_CHANNEL = "handrail:control:changed"
 HEARTBEAT = 0.2  # seconds: ping a quiet subscription this often
 SILENCE = 0.6  # seconds without a word from Redis: the link is down (well within the gate's 1 s)
 GROUP_KEY = "handrail:usergroup:{}"
+SEEN_KEY = "handrail:seen:{}"
 
 
 class RedisChangeFeed(ChangeFeed):
@@ -150,3 +151,15 @@ class RedisRateCounter:
             args += [slot.limit, (slot.seconds + RATE_KEY_SPARE_SECONDS) * 1000]
         full = int(await self._take(keys=keys, args=args))
         return None if full == 0 else full - 1
+
+
+class RedisFirstSeen:
+    """Keys seen by any replica within their time to live: `SET key NX EX ttl`, so of several
+    replicas asking about one key at once exactly one hears True."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def first(self, key: str, ttl_seconds: int) -> bool:
+        """Raises RedisError or OSError when Redis cannot answer."""
+        return bool(await self.redis.set(SEEN_KEY.format(key), b"1", nx=True, ex=ttl_seconds))

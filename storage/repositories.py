@@ -96,6 +96,20 @@ class Approvals:
             query = query.where(Approval.customer == customer)
         return list(self.session.scalars(query))
 
+    def open_oldest(self, agents: list[str], now: datetime, limit: int) -> list[Row[Any]]:
+        """Pending requests of these agents not past their expiry, oldest first, at most `limit`,
+        with only who may decide them and who did: id, agent, policy, approved_by."""
+        return list(
+            self.session.execute(
+                select(Approval.id, Approval.agent, Approval.policy, Approval.approved_by)
+                .where(
+                    Approval.status == "pending", Approval.expires_at > now, among(self.session, Approval.agent, agents)
+                )
+                .order_by(Approval.created_at, Approval.id)
+                .limit(limit)
+            )
+        )
+
     def count_pending(self, agent: str) -> int:
         return (
             self.session.scalar(

@@ -118,9 +118,18 @@ class Running:
             base_url=self.url, headers={"Authorization": f"Bearer {AGENT_TOKENS[agent_id]}"}, timeout=30
         )
 
-    def slack_post(self, body: bytes, *, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> httpx.Response:
+    def slack_post(
+        self,
+        body: bytes,
+        *,
+        timestamp: int | None = None,
+        secret: str = SIGNING_SECRET,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """`headers` are sent besides the signature's (e.g. slackreq.EVENT_HEADERS, retry headers)."""
         ts = int(self.clock.now().timestamp()) if timestamp is None else timestamp
-        return httpx.post(f"{self.url}/slack/events", content=body, headers=slackreq.sign(body, secret, ts), timeout=30)
+        sent = slackreq.sign(body, secret, ts) | (headers or {})
+        return httpx.post(f"{self.url}/slack/events", content=body, headers=sent, timeout=30)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run a coroutine function on the server's event loop and return its result."""

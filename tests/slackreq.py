@@ -18,7 +18,19 @@ from urllib.parse import parse_qsl, urlencode
 from local.payloads import FORM_CONTENT_TYPE, sign
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "slack" / "payloads"
-__all__ = ["FORM_CONTENT_TYPE", "block_action", "ephemeral_click", "sign", "slash_command", "view_submission"]
+__all__ = [
+    "EVENT_HEADERS",
+    "FORM_CONTENT_TYPE",
+    "block_action",
+    "ephemeral_click",
+    "event_callback",
+    "retry_headers",
+    "sign",
+    "slash_command",
+    "view_submission",
+]
+# The Events API posts JSON (the signature is over the raw body all the same).
+EVENT_HEADERS = {"Content-Type": "application/json"}
 
 _trigger_numbers = itertools.count(1)
 
@@ -115,6 +127,39 @@ def view_submission(
         ],
     )
     return _interactive(payload)
+
+
+def event_callback(event: dict[str, Any], *, event_id: str, event_time: int, team_id: str = "T0HANDRAIL") -> bytes:
+    """An Events API delivery of `event` (its `type` and fields as Slack sends them; `event_ts` is
+    added when missing): the envelope of slack_common_event_wrapper_schema.json, as JSON. Post it
+    with EVENT_HEADERS, plus `retry_headers` for a delivery Slack retries (same `event_id`)."""
+    envelope = {
+        "token": "verification-token-unused",
+        "team_id": team_id,
+        "api_app_id": "A0HANDRAIL",
+        "event": {"event_ts": f"{event_time}.000100", **event},
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": event_time,
+        "authed_users": [],
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": "U0HANDRAIL",
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+        "event_context": f"4-{event_id}",
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def retry_headers(number: int, reason: str = "http_timeout") -> dict[str, str]:
+    """The headers of Slack's `number`-th retry of a delivery (limits.json: events_api_retries)."""
+    return {"X-Slack-Retry-Num": str(number), "X-Slack-Retry-Reason": reason}
 
 
 def _interactive(payload: dict[str, Any]) -> bytes:

@@ -70,3 +70,16 @@ def test_the_socket_mode_manifest_is_the_http_one_with_socket_mode_and_no_reques
         for command in part["features"]["slash_commands"]:
             command.pop("url", None)
     assert socket == http
+
+
+@pytest.mark.parametrize("name", ["manifest.yml", "manifest.socket.yml"])
+def test_the_manifest_subscribes_to_the_events_handrail_handles_and_enables_the_home_tab(name: str) -> None:
+    """handlers/events.py and handlers/home.py listen to these; app_home_opened needs no scope."""
+    data = manifest(name)
+    assert sorted(data["settings"]["event_subscriptions"]["bot_events"]) == [
+        "app_home_opened",
+        "app_uninstalled",
+        "tokens_revoked",
+    ]
+    assert data["features"]["app_home"]["home_tab_enabled"] is True
+    assert data["features"]["app_home"]["messages_tab_enabled"] is True  # escalations and alerts are DMs

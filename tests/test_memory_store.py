@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from storage.counters import Slot
-from storage.memory_store import ChangeFeed, MemoryGroupCache, MemoryRateCounter
+from storage.memory_store import ChangeFeed, MemoryFirstSeen, MemoryGroupCache, MemoryRateCounter
 
 
 def test_the_group_cache_forgets_members_after_its_time_to_live() -> None:
@@ -73,3 +73,19 @@ def test_a_long_poll_wakes_on_a_change_announced_in_the_process() -> None:
 
     assert asyncio.run(scenario())
     assert links == [True], "the gate was not told that it hears every replica"
+
+
+def test_first_seen_is_true_once_per_key_until_its_time_to_live_passes() -> None:
+    seconds = [0.0]
+    seen = MemoryFirstSeen(monotonic=lambda: seconds[0])
+
+    async def scenario() -> list[bool]:
+        answers = [await seen.first("Ev1", 3600), await seen.first("Ev1", 3600), await seen.first("Ev2", 3600)]
+        seconds[0] = 3599.9
+        answers.append(await seen.first("Ev1", 3600))
+        seconds[0] = 3600.0
+        answers += [await seen.first("Ev1", 3600), await seen.first("Ev1", 3600)]
+        return answers
+
+    assert asyncio.run(scenario()) == [True, False, True, False, True, False]
+    assert list(seen._until) == ["Ev1"], "expired keys are dropped as new ones come"
