@@ -20,11 +20,13 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
+from bot import summaries
 from bot.alerts import episodes
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.control.pause import lift_expired
+from bot.slack_gateway import SlackError, SlackGateway
 from storage.repositories import Approvals
 
 Runner = Callable[..., Awaitable[Any]]  # runs a domain function in a transaction (Services.run)
@@ -143,3 +145,51 @@ class Evaluator:
                 total += claimed
                 if claimed < episodes.BATCH:
                     return total
+
+
+class Summarizer:
+    """Run summaries (bot.summaries) on each sweep: asks Slack the time zone of the owners whose
+    daily digest is new or due (a network call, so outside any transaction; UTC when Slack does
+    not say), then summarises the due periods, batch after batch. Each period is claimed by its
+    row, so replicas may run this at once. It never raises: a failure is logged and the next sweep
+    tries again (the timers are still due)."""
+
+    def __init__(self, *, run: Runner, config: HandrailConfig, clock: Clock, slack: SlackGateway) -> None:
+        self.run = run
+        self.config = config
+        self.clock = clock
+        self.slack = slack
+        self._one = asyncio.Lock()
+
+    async def _zone(self, user: str) -> str | None:
+        try:
+            return await self.slack.user_tz(user)
+        except SlackError as error:
+            log.warning("no time zone for %s from Slack (%s); their digest follows UTC", user, error.error)
+            return None
+
+    async def summarise(self) -> int:
+        async with self._one:
+            try:
+                return await self._summarise()
+            except Exception:
+                log.exception("run summaries failed; the next sweep tries again")
+                return 0
+
+    async def _summarise(self) -> int:
+        if self.config.owner_digest is not None:
+            users = await self.run(summaries.owners_to_locate, config=self.config, now=self.clock.now())
+            if users:
+                zones = {user: await self._zone(user) for user in users}
+                await self.run(summaries.locate_owners, config=self.config, zones=zones, now=self.clock.now())
+        total = 0
+        while True:
+            step = dict(config=self.config, now=self.clock.now())
+            try:
+                claimed = await self.run(summaries.summarise_due, **step)
+            except Exception:  # the batch rolled back: take it again, one timer at a time
+                log.exception("run summaries failed; taking the batch again one timer at a time")
+                claimed = await self.run(summaries.summarise_due, **step, careful=True)
+            total += claimed
+            if claimed < summaries.BATCH:
+                return total

@@ -30,6 +30,7 @@ class Kind(StrEnum):
     PAGERDUTY = "pagerduty"  # an event to PagerDuty's Events API v2 about a `page` episode
     SUGGESTION = "suggestion"  # a suggestion's message, re-rendered from its row (posted, then updated)
     SUGGESTION_NOTE = "suggestion_note"  # a note in the thread of a suggestion's message
+    SUMMARY = "summary"  # a run summary: an agent's digest, one run's, or an owner's daily DM
 
 
 class _Note(BaseModel):
@@ -225,6 +226,74 @@ AlertNote = Annotated[
 ]
 
 
+# --- run summaries (bot.summaries): what a period, a run or an owner's day came to ---
+
+
+class PeriodSummary(_Note):
+    """One agent over a closed period: the digest in its owner channel, or its part of an owner's
+    daily DM. Counts as stored; `week_ago_*` for the same period seven days earlier."""
+
+    kind: Literal["period"] = "period"
+    agent: str
+    start: datetime
+    end: datetime
+    runs: int
+    succeeded: int
+    failed: int
+    partial: int
+    categories: dict[str, int]  # failed runs by error category ("other" when none was given)
+    failing: list[str]  # the last failing runs' ids, newest first
+    cost_usd: float
+    tokens: int
+    week_ago_runs: int
+    week_ago_cost_usd: float
+    week_ago_tokens: int
+    approvals: dict[str, int]  # requests created in the period, by outcome (bot.measures.OUTCOMES)
+    median_decision_s: float | None
+    p90_decision_s: float | None
+    actions: int
+    undone: int
+    open_alerts: int
+    runs_per_bucket: list[int]  # oldest first
+    bucket_s: int
+
+
+class RunSummary(_Note):
+    """One finished run (`summary: per_run`); `more`: finished runs of the same report that got no
+    message of their own."""
+
+    kind: Literal["run"] = "run"
+    agent: str
+    run_id: str
+    status: str
+    category: str | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cost_usd: float | None
+    tokens: int | None
+    version: str | None
+    actions: int
+    undone: int
+    approvals: dict[str, int]
+    more: int = 0
+
+
+class OwnerSummary(_Note):
+    """A primary owner's daily DM: each of their agents over the last 24 hours (quiet ones by id)."""
+
+    kind: Literal["owner"] = "owner"
+    owner: str
+    start: datetime
+    end: datetime
+    tz: str | None
+    agents: list[PeriodSummary]
+    quiet: list[str]
+
+
+Summary = Annotated[PeriodSummary | RunSummary | OwnerSummary, Field(discriminator="kind")]
+
+
 # --- the payload of each kind ---
 
 
@@ -286,6 +355,13 @@ class SuggestionNotePayload(BaseModel):
     note: Commented
 
 
+class SummaryPayload(BaseModel):
+    """A run summary to post: to a channel, or to a user id (Slack opens the DM)."""
+
+    destination: str
+    summary: Summary
+
+
 Payload = (
     CardPayload
     | ThreadPayload
@@ -297,6 +373,7 @@ Payload = (
     | PagerDutyPayload
     | SuggestionPayload
     | SuggestionNotePayload
+    | SummaryPayload
 )
 PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.CARD: CardPayload,
@@ -309,6 +386,7 @@ PAYLOADS: dict[Kind, type[Payload]] = {
     Kind.PAGERDUTY: PagerDutyPayload,
     Kind.SUGGESTION: SuggestionPayload,
     Kind.SUGGESTION_NOTE: SuggestionNotePayload,
+    Kind.SUMMARY: SummaryPayload,
 }
 KINDS = {payload: kind for kind, payload in PAYLOADS.items()}
 

@@ -7,9 +7,10 @@ import math
 import secrets
 from datetime import datetime, timedelta
 
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from bot import effects
+from bot import effects, outbound
 from bot.alerts import episodes
 from bot.approvals.records import sha256_of
 from bot.config import HandrailConfig
@@ -18,12 +19,14 @@ from bot.models import ActionIn, ActionOut, RunIn
 from storage import stats
 from storage.alert_store import Checks
 from storage.repositories import Actions, Runs, Versions
-from storage.tables import ActionRecord, Run
+from storage.tables import ActionRecord, Approval, Run
 
 HOUR = timedelta(hours=1)
 # Run times are taken from this far back (late reports, backfills) to this far ahead (clock skew).
 BACKFILL_WINDOW = timedelta(days=35)
 CLOCK_SKEW = timedelta(minutes=5)
+RUN_ERROR_KEPT = 1000  # a run's error text in its per-run summary
+PER_RUN_MAX = 10  # `summary: per_run`: messages one report queues at most; the rest are counted in the last
 
 
 def to_out(action: ActionRecord) -> ActionOut:
@@ -45,6 +48,13 @@ def to_out(action: ActionRecord) -> ActionOut:
     )
 
 
+def action_sha256(request: ActionIn) -> str:
+    """What a replay under the same dedup_key must match. Without a version, hashed as before
+    actions carried one, so that older replays still match."""
+    body = request.model_dump(mode="json")
+    return sha256_of(body if request.version else {k: v for k, v in body.items() if k != "version"})
+
+
 def record_action(
     session: Session, *, config: HandrailConfig, request: ActionIn, now: datetime
 ) -> tuple[ActionRecord, bool]:
@@ -52,8 +62,7 @@ def record_action(
     A replay with the same dedup_key returns the first record (created=False). The action that
     reaches a cap closes the gate of every replica."""
     body = request.model_dump(mode="json")
-    # Without a version, hashed as before versions were taken, so that older replays still match.
-    request_sha256 = sha256_of(body if request.version else {k: v for k, v in body.items() if k != "version"})
+    request_sha256 = action_sha256(request)
     actions = Actions(session)
     if request.dedup_key:
         existing = actions.by_dedup_key(request.agent, request.dedup_key)
@@ -213,4 +222,60 @@ def report_runs(session: Session, *, config: HandrailConfig, agent_id: str, runs
     ]
     if newly_failed:
         episodes.runs_failed(session, config=config, agent_id=agent_id, runs=newly_failed, now=now)
+    agent = config.agents.get(agent_id)
+    if agent is not None and agent.summary.per_run:
+        finished = [
+            run
+            for run_id, run in {**known, **fresh}.items()
+            if run.status in FINISHED and before.get(run_id) not in FINISHED
+        ]
+        _summarise_runs(session, agent_id, agent.owner_channel or agent.channel, finished, now)
     return len(fresh)
+
+
+def _summarise_runs(session: Session, agent_id: str, channel: str, finished: list[Run], now: datetime) -> None:
+    """`summary: per_run`: a short message per run that finished with this report, to the owner
+    channel: at most PER_RUN_MAX, the last of them counting the others."""
+    shown = sorted(finished, key=lambda run: (run.at, run.run_id))[-PER_RUN_MAX:]
+    if not shown:
+        return
+    ids = [run.run_id for run in shown]
+    outcome = case(
+        (Approval.decision_code == "auto", "auto"),
+        (Approval.decision_code == "human_only", "human_only"),
+        else_=Approval.status,
+    )
+    approvals: dict[str, dict[str, int]] = {run_id: {} for run_id in ids}
+    for run_id, name, count in session.execute(
+        select(Approval.run_id, outcome, func.count())
+        .where(Approval.agent == agent_id, Approval.run_id.in_(ids))
+        .group_by(Approval.run_id, outcome)
+    ):
+        approvals[run_id][name] = int(count)
+    actions: dict[str, tuple[int, int]] = {}
+    undone = func.sum(case((ActionRecord.undo_status == "undone", 1), else_=0))
+    for run_id, count, reversed_ in session.execute(
+        select(ActionRecord.run_id, func.count(), undone)
+        .where(ActionRecord.agent == agent_id, ActionRecord.run_id.in_(ids))
+        .group_by(ActionRecord.run_id)
+    ):
+        actions[run_id] = (int(count), int(reversed_ or 0))
+    for i, run in enumerate(shown):
+        done, reversed_count = actions.get(run.run_id, (0, 0))
+        summary = outbound.RunSummary(
+            agent=agent_id,
+            run_id=run.run_id,
+            status=run.status,
+            category=(run.error_category or "other") if run.status == "failed" else run.error_category,
+            error=run.error[:RUN_ERROR_KEPT] if run.error else None,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            cost_usd=run.cost_usd,
+            tokens=run.tokens,
+            version=run.version,
+            actions=done,
+            undone=reversed_count,
+            approvals=approvals[run.run_id],
+            more=len(finished) - len(shown) if i == len(shown) - 1 else 0,
+        )
+        outbound.send(session, outbound.SummaryPayload(destination=channel, summary=summary), approval_id=None, now=now)

@@ -37,6 +37,7 @@ class Sweeps:
             await self.services.sweeper.sweep()
             await self.services.evaluator.evaluate_all()
         finally:
+            await self.services.summarizer.summarise()  # logs its own failures, never raises
             self.services.deliverer.kick()  # sends what the sweep queued and retries what failed
 
     async def stop(self) -> None:

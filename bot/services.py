@@ -17,7 +17,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
 from bot.destinations import Guard, Resolve, system_resolve
 from bot.gate import Gate
-from bot.jobs import Evaluator, Sweeper
+from bot.jobs import Evaluator, Summarizer, Sweeper
 from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
 from bot.presence import Presence
@@ -47,6 +47,7 @@ class Services:
     presence: Presence = field(init=False)  # this process's heartbeat row: joined by the command line
     sweeper: Sweeper = field(init=False)
     evaluator: Evaluator = field(init=False)
+    summarizer: Summarizer = field(init=False)  # run summaries (bot.summaries), on each sweep
     gate: Gate = field(init=False)
 
     @property
@@ -68,6 +69,7 @@ class Services:
             locked_rows=self.work.db.engine.dialect.name == "postgresql",
         )
         self.evaluator = Evaluator(run=self.run, config=self.config, clock=self.clock)
+        self.summarizer = Summarizer(run=self.run, config=self.config, clock=self.clock, slack=self.slack)
         self.gate = Gate(
             lane=self.control,
             config=self.config,

@@ -20,6 +20,7 @@ from bot.approvals.records import sha256_of
 from bot.config import Condition, parse_config
 from bot.models import ActionIn, ApprovalRequest
 from bot.policy import choose
+from bot.runs import action_sha256
 from storage.db import make_engine
 from storage.tables import ActionRecord, Approval, AuditEvent, OutboxMessage, Run
 from tests.helpers import T0, Running, config_dict, reset_postgres
@@ -346,14 +347,15 @@ ACTION_ROW = (
 def test_racing_actions_on_one_dedup_key_get_the_first_record_or_a_409(
     running: Running, pg: Engine, same_body: bool
 ) -> None:
-    first = ActionIn.model_validate(ACTION if same_body else ACTION | {"action": "lead.delete"}).model_dump(mode="json")
+    request = ActionIn.model_validate(ACTION if same_body else ACTION | {"action": "lead.delete"})
+    first = request.model_dump(mode="json")
     values = {
         "id": "act_first",
         "action": first["action"],
         "target": json.dumps(first["target"]),
         "changes": json.dumps(first["changes"]),
         "key": ACTION["dedup_key"],
-        "sha": sha256_of(first),
+        "sha": action_sha256(request),
         "at": T0,
     }
     response = blocked_behind(pg, ACTION_ROW, values, lambda: running.agent().post("/v1/actions", json=ACTION))

@@ -217,6 +217,7 @@ class Tally:
         self.threads: Counter[tuple[str | None, str]] = Counter()  # (approval, kind)
         self.updates: Counter[str | None] = Counter()  # approval -> chat.update
         self.failed: list[str] = []
+        self.summaries = 0  # run summaries posted in the agents' channels
 
     def _take(self, calls: list[Call]) -> None:
         for call in calls[self.read :]:
@@ -241,7 +242,11 @@ class Tally:
             self.dms[(self.card_ts.get(ts), params["channel"], kind)] += 1
             self.dms_by[(params["channel"], kind)] += 1
         else:
-            [approval_id] = {e["value"] for b in params["blocks"] if b["type"] == "actions" for e in b["elements"]}
+            values = {e["value"] for b in params.get("blocks") or [] if b["type"] == "actions" for e in b["elements"]}
+            if not values:  # not a card: the agents' hourly run summaries (bot.summaries) have no button
+                self.summaries += 1
+                return
+            [approval_id] = values
             self.card_ts[call.response["ts"]] = approval_id
             self.cards[approval_id] += 1
 

@@ -72,7 +72,7 @@ def test_cost_windows_sum_what_the_hour_buckets_hold(
     with db.transaction() as session:
         session.execute(delete(RunBucket))
         for agent, ago, cents in reported:
-            stats.add_runs(session, agent, [(now - ago, {"cost_usd": cents / 100, "runs": 1})])
+            stats.add_runs(session, agent, [(now - ago, "v1", {"cost_usd": cents / 100, "runs": 1})])
         found = stats.cost_windows(session, list(AGENTS), now, window)
     cents = {agent: (round(a * 100), round(b * 100)) for agent, (a, b) in found.items() if (a, b) != (0, 0)}
     assert cents == expected(reported, now, window)
@@ -82,7 +82,7 @@ def test_a_cost_window_on_day_boundaries_reads_no_hour_twice(db: Database) -> No
     now = stats.floor(T0, timedelta(days=1))  # midnight: every boundary of a 1-day window is one too
     with db.transaction() as session:
         for back in range(1, 49):  # a dollar an hour for two days, and one older
-            stats.add_runs(session, "lead-router", [(now - timedelta(hours=back), {"cost_usd": 1.0, "runs": 1})])
-        stats.add_runs(session, "lead-router", [(now - timedelta(days=3), {"cost_usd": 50.0, "runs": 1})])
+            stats.add_runs(session, "lead-router", [(now - timedelta(hours=back), "v1", {"cost_usd": 1.0, "runs": 1})])
+        stats.add_runs(session, "lead-router", [(now - timedelta(days=3), "v1", {"cost_usd": 50.0, "runs": 1})])
         found = stats.cost_windows(session, ["lead-router"], now, timedelta(days=1))
     assert found == {"lead-router": pytest.approx((23.0, 24.0))}, "the hour that starts at now - 1 day is before"

@@ -17,6 +17,7 @@ from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
 from bot.cards.approval import approval_card, fallback_card, note_text
 from bot.cards.blocks import Card
 from bot.cards.feedback import comment_text, suggestion_card, suggestion_fallback_card
+from bot.cards.summaries import summary_card
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.destinations import Refused, admitted_by_prefix
@@ -71,6 +72,7 @@ class Deliverer:
             Kind.PAGERDUTY: self._deliver_pagerduty,
             Kind.SUGGESTION: self._deliver_suggestion,
             Kind.SUGGESTION_NOTE: self._deliver_suggestion_note,
+            Kind.SUMMARY: self._deliver_summary,
         }
 
     def kick(self) -> None:
@@ -208,6 +210,19 @@ class Deliverer:
         assert isinstance(payload, outbound.PostPayload)
         await self.slack.post(payload.channel, announcement(self.config, payload.note))
         posted = {"actor": "system", "event": "announcement.posted", "after": {"channel": payload.channel}}
+        group.delivered.append((row, posted))
+
+    async def _deliver_summary(self, row: Row, group: Group) -> None:
+        """A run summary: an agent's digest or one run's in its owner channel, an owner's daily DM."""
+        payload = row.payload
+        assert isinstance(payload, outbound.SummaryPayload)
+        card = summary_card(self.config, payload.summary)
+        await self.slack.post(payload.destination, card.text, card.blocks)
+        posted = {
+            "actor": "system",
+            "event": "summary.posted",
+            "after": {"destination": payload.destination, "kind": payload.summary.kind},
+        }
         group.delivered.append((row, posted))
 
     async def _deliver_webhook(self, row: Row, group: Group) -> None:

@@ -57,6 +57,8 @@ class Row:
             return "suggestion:" + self.payload.suggestion_id
         if isinstance(self.payload, outbound.WebhookPayload) and self.payload.suggestion_id:
             return "suggestion:" + self.payload.suggestion_id
+        if isinstance(self.payload, outbound.SummaryPayload):  # in order with the channel's announcements
+            return self.payload.destination
         assert isinstance(self.payload, outbound.PostPayload)
         return self.payload.channel
 
