@@ -1,5 +1,4 @@
-"""owners and reps: approvals' reviews, actions' versions, hourly counts per version, suggestions,
-summary timers and periods
+"""owners and reps: reviews, actions' versions, hourly counts per version, suggestions, summaries
 
 Revision ID: 0007
 Revises: 0006
