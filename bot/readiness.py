@@ -50,7 +50,6 @@ class Check:
 
 @dataclass(frozen=True)
 class Readiness:
-    agent_id: str
     checks: list[Check]
 
     @property
@@ -90,7 +89,7 @@ def readiness(
             {"accepted": overall.accepted, "answered": overall.answered, "rate": acceptance, "floor": floor},
         )
     )
-    return Readiness(agent_id, checks)
+    return Readiness(checks)
 
 
 def _successful_runs(session: Session, agent_id: str, active: str | None) -> Check:

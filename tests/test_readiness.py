@@ -4,19 +4,31 @@ serves it (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import update
 
 from bot import readiness
 from bot.approvals import decide as deciding
 from bot.config import HandrailConfig, Settings
 from bot.readiness import Check, Item
+from local.slack import FakeSlack
 from storage.tables import Suggestion
 from tests.helpers import Running, ask, config_dict, reset_postgres
+from tests.samples import REQUEST
 
 ROLES = {"oncall": ["U0ONCALL"], "managers": ["U0BACKUP", "S0MGRS"], "admins": ["U0ADMIN"]}
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """The server's: managers only through a user group."""
+    path = tmp_path / "handrail.yml"
+    path.write_text(yaml.safe_dump(config_dict() | {"roles": {"managers": ["U0BOSS", "S0MGRS"]}}))
+    return path
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,13 +77,13 @@ def runs(running: Running, *items: tuple[str, str, str]) -> None:
     assert running.agent().post("/v1/runs", json={"runs": body}).status_code == 202
 
 
-def decide(running: Running, approval_id: str, decision: deciding.Decision) -> None:
+def decide(running: Running, approval_id: str, decision: deciding.Decision, user: str = "U0REVIEWER") -> None:
     running.call(
         lambda: running.services.run(
             deciding.decide,
             config=running.services.config,
             approval_id=approval_id,
-            user_id="U0REVIEWER",
+            user_id=user,
             user_groups=frozenset(),
             decision=decision,
             reason="not this one" if decision == "deny" else None,
@@ -81,17 +93,36 @@ def decide(running: Running, approval_id: str, decision: deciding.Decision) -> N
 
 
 def test_three_successful_runs_of_the_active_version(running: Running) -> None:
-    assert check(running, "successful_runs").met is False, "no version registered"
-    register(running, "v1", "v2")
-    runs(running, ("a", "succeeded", "v1"), ("b", "succeeded", "v1"), ("c", "succeeded", "v1"))
-    runs(running, ("d", "succeeded", "v2"), ("e", "succeeded", "v2"), ("f", "failed", "v2"), ("g", "partial", "v2"))
     found = check(running, "successful_runs")
-    assert (found.met, found.evidence["succeeded"], found.evidence["version"]) == (False, 2, "v2")
-    runs(running, ("h", "succeeded", "v2"))
+    assert (found.met, found.evidence) == (False, {"version": None, "succeeded": 0, "needed": 3}), "no version"
+    register(running, "v1", "v2")
+    assert check(running, "successful_runs").evidence == {"version": "v2", "succeeded": 0, "needed": 3}
+    runs(running, ("a", "succeeded", "v1"), ("b", "succeeded", "v1"), ("c", "succeeded", "v1"))
+    runs(running, ("d", "succeeded", "v2"), ("e", "succeeded", "v2"), ("f", "failed", "v2"), ("g", "failed", "v2"))
+    runs(running, ("h", "partial", "v2"))
+    other = [{"run_id": f"o{i}", "status": "succeeded", "version": "v2"} for i in range(3)]
+    assert running.agent("billing-bot").post("/v1/runs", json={"runs": other}).status_code == 202
+    found = check(running, "successful_runs")
+    assert (found.met, found.evidence) == (False, {"version": "v2", "succeeded": 2, "needed": 3}), "its own runs only"
+    runs(running, ("i", "succeeded", "v2"))
     assert check(running, "successful_runs").met is True
 
 
-def test_approvals_exercised_needs_an_approval_a_denial_and_the_denied_run_finished_after(running: Running) -> None:
+@pytest.mark.parametrize("finished", ["succeeded", "failed", "partial"])
+def test_approvals_exercised_needs_an_approval_a_denial_and_the_denied_run_finished_after(
+    running: Running, finished: str
+) -> None:
+    for decision in ("approve", "deny"):  # another agent's decisions are not this one's evidence
+        body = REQUEST | {
+            "agent": "billing-bot",
+            "run_id": f"b-{decision}",
+            "target": {"system": "s", "object": "o", "id": decision},
+        }
+        response = running.agent("billing-bot").post("/v1/approvals", json=body)
+        assert response.status_code == 201, response.text
+        other = response.json()
+        decide(running, other["id"], decision, user="U0OWNER")
+    assert check(running, "approvals_exercised").evidence == {"approved": None, "denied": None, "handled_in_run": None}
     approved = ask(running, run_id="r1", target={"system": "sf", "object": "Opp", "id": "1"})
     decide(running, approved["id"], "approve")
     assert check(running, "approvals_exercised").met is False, "nothing denied yet"
@@ -99,12 +130,22 @@ def test_approvals_exercised_needs_an_approval_a_denial_and_the_denied_run_finis
     runs(running, ("r2", "succeeded", "v1"))  # finished before the denial: not an answer to it
     running.clock.advance(timedelta(seconds=5))
     decide(running, denied["id"], "deny")
+    denied_at = running.clock.now()
     found = check(running, "approvals_exercised")
     assert (found.met, found.evidence["denied"], found.evidence["handled_in_run"]) == (False, denied["id"], None)
+    runs(running, ("r2", "running", "v1"))  # still running at the decision: not handled yet
+    other = [{"run_id": "r2", "status": "succeeded", "finished_at": running.clock.now().isoformat()}]
+    assert running.agent("billing-bot").post("/v1/runs", json={"runs": other}).status_code == 202
+    assert check(running, "approvals_exercised").met is False, "another agent's run of the same id"
+    again = ask(running, run_id="r3", target={"system": "sf", "object": "Opp", "id": "3"})
     running.clock.advance(timedelta(seconds=5))
-    runs(running, ("r2", "failed", "v1"))  # reported again after the denial: the agent handled it
+    decide(running, again["id"], "approve")
+    at_the_denial = [{"run_id": "r2", "status": finished, "finished_at": denied_at.isoformat()}]
+    assert running.agent().post("/v1/runs", json={"runs": at_the_denial}).status_code == 202  # handled: at, not after
     found = check(running, "approvals_exercised")
-    assert (found.met, found.evidence["handled_in_run"], found.evidence["approved"]) == (True, "r2", approved["id"])
+    assert found.met is True
+    assert found.evidence == {"approved": again["id"], "denied": denied["id"], "handled_in_run": "r2"}
+    assert approved["id"] != again["id"], "the newest approval is the evidence"
 
 
 def test_owners_named_distinct_with_the_backup_a_manager(running: Running) -> None:
@@ -122,9 +163,9 @@ def test_owners_named_distinct_with_the_backup_a_manager(running: Running) -> No
 def test_a_previous_version_to_roll_back_to(running: Running) -> None:
     register(running, "v1")
     assert check(running, "rollback_target").met is False
-    register(running, "v2")
+    register(running, "v2", "v3")
     found = check(running, "rollback_target")
-    assert (found.met, found.evidence["previous"], found.evidence["active"]) == (True, ["v1"], "v2")
+    assert (found.met, found.evidence) == (True, {"active": "v3", "previous": ["v2"]})
 
 
 def test_an_owner_channel_and_an_alert_rule(running: Running) -> None:
@@ -159,11 +200,37 @@ def test_irreversible_actions_must_go_to_a_person(running: Running) -> None:
     assert check(running, "irreversible_covered", configured(policies=[conditional, auto])).met is False
     other = {"match": "crm.*", "mode": "auto"}
     assert check(running, "irreversible_covered", configured(policies=[other])).met is True
+    elsewhere = {"match": "crm.*", "mode": "approve"}  # matches nothing here: the next policy decides
+    assert check(running, "irreversible_covered", configured(policies=[elsewhere, auto])).met is False
+    reversible = body | {"action": "crm.update", "reversible": True}
+    assert running.agent().post("/v1/actions", json=reversible).status_code == 201
+    theirs = body | {"agent": "billing-bot", "action": "crm.delete"}
+    assert running.agent("billing-bot").post("/v1/actions", json=theirs).status_code == 201
+    found = check(running, "irreversible_covered", configured(policies=[other]))
+    assert found.evidence == {"irreversible": ["billing.refund"], "uncovered": []}, "its own irreversible ones only"
 
 
 def test_cost_and_duration_within_the_targets(running: Running) -> None:
-    assert check(running, "targets").met is None, "no targets: not applicable"
+    found = check(running, "targets")
+    assert (found.met, found.evidence) == (None, {}), "no targets: not applicable"
+    both_set = configured(targets={"cost_per_run_usd": 1, "run_duration": "1m"})
+    unversioned = [{"run_id": "u1", "status": "succeeded", "version": "v0", "cost_usd": 0.5}]
+    assert running.agent().post("/v1/runs", json={"runs": unversioned}).status_code == 202
+    running.clock.advance(timedelta(seconds=1))
+    found = check(running, "targets", configured(targets={"cost_per_run_usd": 1}))
+    assert (found.met, found.evidence["cost_per_run_usd"], found.evidence["version"]) == (True, 0.5, None), (
+        "no version registered: every run counts"
+    )
     register(running, "v1")
+    found = check(running, "targets", both_set)
+    assert found.met is False, "no run of the active version yet"
+    assert found.evidence == {
+        "version": "v1",
+        "cost_per_run_usd": None,
+        "target_cost_per_run_usd": 1,
+        "mean_duration_s": None,
+        "target_duration_s": 60.0,
+    }
     start = (running.clock.now() - timedelta(seconds=30)).isoformat()
     body = [
         {"run_id": f"r{i}", "status": "succeeded", "version": "v1", "cost_usd": 0.2, "started_at": start,
@@ -172,7 +239,9 @@ def test_cost_and_duration_within_the_targets(running: Running) -> None:
     ]  # fmt: skip
     assert running.agent().post("/v1/runs", json={"runs": body}).status_code == 202
     running.clock.advance(timedelta(seconds=1))
-    assert check(running, "targets", configured(targets={"cost_per_run_usd": 0.2})).met is True, "at the target"
+    at_target = check(running, "targets", configured(targets={"cost_per_run_usd": 0.2}))
+    assert (at_target.met, at_target.evidence["version"]) == (True, "v1"), "at the target"
+    assert at_target.evidence["cost_per_run_usd"] == pytest.approx(0.2)
     assert check(running, "targets", configured(targets={"cost_per_run_usd": 0.19})).met is False
     assert check(running, "targets", configured(targets={"run_duration": "30s"})).met is True
     assert check(running, "targets", configured(targets={"run_duration": "29s"})).met is False
@@ -194,7 +263,8 @@ def test_people_accept_enough_of_what_it_suggests(running: Running) -> None:
                 session.execute(update(Suggestion).where(Suggestion.id == response.json()["id"]).values(choice=choice))
     running.clock.advance(timedelta(seconds=1))
     found = check(running, "acceptance")
-    assert (found.met, found.evidence["accepted"], found.evidence["answered"]) == (True, 4, 5), "80% is the floor"
+    assert found.met is True, "80% is the floor"
+    assert found.evidence == {"accepted": 4, "answered": 5, "rate": pytest.approx(0.8), "floor": 0.8}
     assert check(running, "acceptance", configured(targets={"min_acceptance": 0.81})).met is False
 
 
@@ -208,3 +278,12 @@ def test_the_api_answers_each_item_with_a_sentence(running: Running) -> None:
     detail = {c["item"]: c for c in body["checks"]}
     assert detail["successful_runs"]["detail"] == "No version is registered yet."
     assert detail["targets"]["met"] is None
+
+
+def test_the_backup_may_be_a_manager_through_a_user_group_slack_names(running: Running, slack: FakeSlack) -> None:
+    slack.usergroup_members["S0MGRS"] = ["U0SOMEONE", "U0BACKUP"]
+    response = running.agent().get("/v1/agents/lead-router/readiness")
+    assert response.status_code == 200, response.text
+    found = next(c for c in response.json()["checks"] if c["item"] == "owners")
+    assert (found["met"], found["evidence"]["backup_is_manager"]) == (True, True)
+    assert "the backup is not" not in found["detail"]
