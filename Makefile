@@ -42,3 +42,4 @@ bench: dev
 	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/first_run.py
 	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/insights.py
