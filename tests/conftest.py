@@ -109,9 +109,18 @@ def config_file(tmp_path: Path) -> Path:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked `both_shared` run twice: with Redis, and with what Redis holds kept in the
-    process (no REDIS_URL)."""
+    process (no REDIS_URL). Tests marked `both_databases` run their server on SQLite and on
+    PostgreSQL."""
     if "shared" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_shared"):
         metafunc.parametrize("shared", ["redis", "in-process"], indirect=True)
+    if "database" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> str:
+    """The server's database: "sqlite" unless the test is marked `both_databases`."""
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture
@@ -122,14 +131,18 @@ def shared(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(
-    request: pytest.FixtureRequest, tmp_path: Path, slack: FakeSlack, shared: str, config_file: Path
+    request: pytest.FixtureRequest, tmp_path: Path, slack: FakeSlack, shared: str, database: str, config_file: Path
 ) -> Settings:
     redis_url = request.getfixturevalue("redis_url") if shared == "redis" else None
+    database_url = f"sqlite:///{tmp_path / 'handrail.db'}"
+    if database == "postgresql":
+        database_url = request.getfixturevalue("postgres_url")
+        reset_postgres(database_url)
     return Settings(
         slack_bot_token="xoxb-test-token",
         slack_signing_secret=SIGNING_SECRET,
         slack_api_url=slack.base_url,
-        database_url=f"sqlite:///{tmp_path / 'handrail.db'}",
+        database_url=database_url,
         redis_url=redis_url,
         handrail_config=config_file,
         handrail_webhook_secret=WEBHOOK_SECRET,

@@ -33,10 +33,11 @@ from tests.helpers import (
     card_of,
     config_dict,
     posted_card,
-    reset_postgres,
     serve,
     wait_calls,
 )
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite and on PostgreSQL
 
 SUGGESTION: dict[str, Any] = {
     "agent": "lead-router",
@@ -57,15 +58,6 @@ def config_file(tmp_path: Path) -> Path:
     policies = [{"match": "lead.enrich", "mode": "auto", "sample": 1}]
     path.write_text(yaml.safe_dump(config_dict() | {"policies": policies}))
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_url")
-    reset_postgres(url)
-    return settings.model_copy(update={"database_url": url})
 
 
 # --- driving it ---

@@ -27,7 +27,9 @@ from bot.config import Settings
 from bot.home import ACCEPTANCE_PERIOD, HomeFacts, home_facts
 from local.slack import FakeSlack
 from tests import slackreq
-from tests.helpers import T0, Running, ask, card_of, config_dict, posted_card, reset_postgres, serve
+from tests.helpers import T0, Running, ask, card_of, config_dict, posted_card, serve
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite and on PostgreSQL
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "slack"
 View = dict[str, Any]
@@ -40,15 +42,6 @@ def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(config_dict() | {"roles": {"oncall": ["U0ONCALL"]}}))
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_url")
-    reset_postgres(url)
-    return settings.model_copy(update={"database_url": url})
 
 
 # --- driving it ---

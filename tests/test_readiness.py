@@ -13,12 +13,14 @@ from sqlalchemy import update
 
 from bot import readiness
 from bot.approvals import decide as deciding
-from bot.config import HandrailConfig, Settings
+from bot.config import HandrailConfig
 from bot.readiness import Check, Item
 from local.slack import FakeSlack
 from storage.tables import Suggestion
-from tests.helpers import Running, ask, config_dict, reset_postgres
+from tests.helpers import Running, ask, config_dict
 from tests.samples import REQUEST
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite and on PostgreSQL
 
 ROLES = {"oncall": ["U0ONCALL"], "managers": ["U0BACKUP", "S0MGRS"], "admins": ["U0ADMIN"]}
 
@@ -29,15 +31,6 @@ def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(config_dict() | {"roles": {"managers": ["U0BOSS", "S0MGRS"]}}))
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_url")
-    reset_postgres(url)
-    return settings.model_copy(update={"database_url": url})
 
 
 def configured(**agent: Any) -> HandrailConfig:

@@ -15,12 +15,13 @@ from sqlalchemy import update
 
 from bot import feedback
 from bot.approvals import decide as deciding
-from bot.config import Settings
 from bot.models import SuggestionIn
 from local.slack import FakeSlack
 from storage.tables import ActionRecord
 from tests import slackreq
-from tests.helpers import T0, Running, ask, config_dict, reset_postgres
+from tests.helpers import T0, Running, ask, config_dict
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite and on PostgreSQL
 
 ROLES = {"oncall": ["U0ONCALL"], "managers": ["U0BOSS", "U0BACKUP"], "admins": ["U0ADMIN"]}
 
@@ -33,15 +34,6 @@ def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_url")
-    reset_postgres(url)
-    return settings.model_copy(update={"database_url": url})
 
 
 # --- driving it ---

@@ -25,7 +25,9 @@ from bot.runs import report_runs
 from local.slack import Call, FakeSlack
 from storage.db import Database
 from storage.tables import AlertEpisode, OutboxMessage, SummaryPeriod, SummaryTimer
-from tests.helpers import T0, Running, ask, click, config_dict, posted_card, reset_postgres, serve
+from tests.helpers import T0, Running, ask, click, config_dict, posted_card, serve
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite and on PostgreSQL
 
 HOUR = timedelta(hours=1)
 
@@ -56,15 +58,6 @@ def config_file(tmp_path: Path, summary: dict[str, Any]) -> Path:
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(_config(summary)))
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
-    if request.param == "sqlite":
-        return settings
-    url = request.getfixturevalue("postgres_url")
-    reset_postgres(url)
-    return settings.model_copy(update={"database_url": url})
 
 
 @pytest.fixture
