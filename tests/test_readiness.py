@@ -118,18 +118,24 @@ def test_approvals_exercised_needs_an_approval_a_denial_and_the_denied_run_finis
     assert check(running, "approvals_exercised").evidence == {"approved": None, "denied": None, "handled_in_run": None}
     approved = ask(running, run_id="r1", target={"system": "sf", "object": "Opp", "id": "1"})
     decide(running, approved["id"], "approve")
-    assert check(running, "approvals_exercised").met is False, "nothing denied yet"
+    found = check(running, "approvals_exercised")
+    assert (found.met, found.evidence["approved"], found.evidence["denied"]) == (False, approved["id"], None)
     denied = ask(running, run_id="r2", target={"system": "sf", "object": "Opp", "id": "2"})
     runs(running, ("r2", "succeeded", "v1"))  # finished before the denial: not an answer to it
     running.clock.advance(timedelta(seconds=5))
     decide(running, denied["id"], "deny")
     denied_at = running.clock.now()
     found = check(running, "approvals_exercised")
-    assert (found.met, found.evidence["denied"], found.evidence["handled_in_run"]) == (False, denied["id"], None)
+    assert found.evidence == {"approved": approved["id"], "denied": denied["id"], "handled_in_run": None}
+    assert found.met is False
     runs(running, ("r2", "running", "v1"))  # still running at the decision: not handled yet
     other = [{"run_id": "r2", "status": "succeeded", "finished_at": running.clock.now().isoformat()}]
     assert running.agent("billing-bot").post("/v1/runs", json={"runs": other}).status_code == 202
     assert check(running, "approvals_exercised").met is False, "another agent's run of the same id"
+    newer = ask(running, run_id="r4", target={"system": "sf", "object": "Opp", "id": "4"})
+    running.clock.advance(timedelta(seconds=1))
+    decide(running, newer["id"], "deny")
+    assert check(running, "approvals_exercised").evidence["denied"] == newer["id"], "none handled: the newest"
     again = ask(running, run_id="r3", target={"system": "sf", "object": "Opp", "id": "3"})
     running.clock.advance(timedelta(seconds=5))
     decide(running, again["id"], "approve")
@@ -156,7 +162,9 @@ def test_owners_named_distinct_with_the_backup_a_manager(running: Running) -> No
 def test_a_previous_version_to_roll_back_to(running: Running) -> None:
     register(running, "v1")
     assert check(running, "rollback_target").met is False
-    register(running, "v2", "v3")
+    register(running, "v2")
+    assert check(running, "rollback_target").met is True, "two versions: one to go back to"
+    register(running, "v3")
     found = check(running, "rollback_target")
     assert (found.met, found.evidence) == (True, {"active": "v3", "previous": ["v2"]})
 
