@@ -31,6 +31,7 @@ def config_file(tmp_path: Path) -> Path:
     data = config_dict() | {"roles": ROLES}
     data["agents"]["lead-router"]["description"] = "Routes new leads to the <b>right</b> rep in Salesforce."
     data["agents"]["lead-router"]["owner_channel"] = "C0OWNERS"
+    data["policies"] = [{"match": "lead.enrich", "mode": "auto"}, {"match": "lead.delete", "mode": "human_only"}]
     path = tmp_path / "handrail.yml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -139,6 +140,8 @@ def history(running: Running) -> None:
     approved = ask(running, version="v2", run_id="b1", target={"system": "sf", "object": "Opp", "id": "1"})
     denied = ask(running, version="v2", run_id="b2", target={"system": "sf", "object": "Opp", "id": "2"})
     ask(running, version="v1", run_id="a3", target={"system": "sf", "object": "Opp", "id": "3"})
+    ask(running, action="lead.enrich", version="v2", run_id="b1", target={"system": "sf", "object": "Lead", "id": "4"})
+    ask(running, action="lead.delete", version="v1", run_id="a1", target={"system": "sf", "object": "Lead", "id": "5"})
     running.clock.advance(timedelta(seconds=90))
     decide(running, approved["id"], "U0REVIEWER", "approve", None)
     running.clock.advance(timedelta(seconds=30))
@@ -172,12 +175,13 @@ def test_stats_match_what_was_stored_overall_and_per_version(running: Running) -
     assert (v1["runs"], v1["failed"], v1["partial"], v1["cost_per_run_usd"]) == (3, 1, 1, pytest.approx(0.5))
     assert (v2["runs"], v2["failed"], v2["cost_per_run_usd"]) == (2, 1, pytest.approx(0.2))
     assert v2["mean_duration_s"] == pytest.approx(40.0) and v1["mean_duration_s"] is None
-    assert v2["approvals"]["approved"] == 1 and v2["approvals"]["auto"] == 0
+    assert (v2["approvals"]["approved"], v2["approvals"]["auto"], v2["approvals"]["human_only"]) == (1, 1, 0)
+    assert (v1["approvals"]["approved"], v1["approvals"]["denied"], v1["approvals"]["human_only"]) == (0, 0, 1)
     assert (v2["approvals"]["denied"], v2["approvals"]["pending"], v1["approvals"]["pending"]) == (1, 0, 1)
     assert v2["median_time_to_decision_s"] == pytest.approx(105.0), "the median of 90 s and 120 s"
     assert v2["p90_time_to_decision_s"] == pytest.approx(120.0)
     assert v2["exception_rate"] == pytest.approx(1.0), "both v2 runs asked a person"
-    assert v1["exception_rate"] == pytest.approx(1 / 3)
+    assert v1["exception_rate"] == pytest.approx(2 / 3), "a pending request and one only a person may do"
     assert (v2["actions"], v2["undone"], v2["reversal_rate"]) == (3, 1, pytest.approx(1 / 3))
     assert (v2["offered"], v2["accepted"], v2["modified"], v2["rejected"]) == (2, 1, 1, 0)
     assert v2["acceptance_rate"] == pytest.approx(0.5)
