@@ -190,6 +190,17 @@ async def readiness(services: Services, *, agent_id: str) -> ready.Readiness:
     )
 
 
+async def unready_for_auto(services: Services, *, agent_id: str, mode: str) -> ready.Readiness | None:
+    """The readiness check when `mode` would make the agent run unsupervised (auto, from another
+    mode) and is not met; None when nothing stands in the way."""
+    if mode != "auto":
+        return None
+    if await services.run(versions.mode_of, agent_id=agent_id) == "auto":
+        return None
+    found = await readiness(services, agent_id=agent_id)
+    return None if found.ready else found
+
+
 # --- alerts ---
 
 

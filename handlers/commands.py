@@ -311,12 +311,9 @@ async def _mode(inv: Invocation) -> Reply:
         raise _usage(inv, f"Give one mode: {', '.join(f'`{m}`' for m in MODES)}.")
     mode = inv.args[1].lower()
     await flows.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
-    if mode == "auto":
-        current = await services.run(status.status, config=services.config, agent_id=agent_id, now=services.clock.now())
-        if current.mode != "auto":
-            found = await flows.readiness(services, agent_id=agent_id)
-            if not found.ready:  # a person may still decide to: they confirm, knowing what is missing
-                return report_cards.mode_auto_confirm(services.config.agents[agent_id], agent_id, found)
+    unready = await flows.unready_for_auto(services, agent_id=agent_id, mode=mode)
+    if unready is not None:  # a person may still decide to: they confirm, knowing what is missing
+        return report_cards.mode_auto_confirm(services.config.agents[agent_id], agent_id, unready)
     return await _set_mode(services, agent_id, mode, inv.user_id)
 
 

@@ -19,19 +19,23 @@ from storage.repositories import Modes, Versions
 from storage.tables import AgentVersion
 
 
+def mode_of(session: Session, *, agent_id: str) -> str:
+    """The operating mode people set, or the default."""
+    current = Modes(session).get(agent_id)
+    return current.mode if current else DEFAULT_MODE
+
+
 def set_mode(
     session: Session, *, config: HandrailConfig, agent_id: str, mode: OperatingMode, user_id: str, now: datetime
 ) -> outbound.ModeSet:
     """Set the operating mode the gate returns. Setting the mode it has changes nothing (the note's
     `before` is then the same mode)."""
     known_agent(config, agent_id)
-    modes = Modes(session)
-    current = modes.get(agent_id)
-    before = current.mode if current else DEFAULT_MODE
+    before = mode_of(session, agent_id=agent_id)
     note = outbound.ModeSet(agent=agent_id, by=user_id, mode=mode, before=before)
     if before == mode:
         return note
-    modes.set(agent_id, mode, user_id, now)
+    Modes(session).set(agent_id, mode, user_id, now)
     audit(
         session, now, f"user:{user_id}", "agent.mode_changed", agent_id, before={"mode": before}, after={"mode": mode}
     )
