@@ -310,7 +310,7 @@ def describe(check: Check, person: Callable[[str], str], literal: Callable[[str]
             return "Covered: " + ", ".join(literal(a) for a in e["irreversible"]) + "."
         case "targets":
             if check.met is None:
-                return "No targets set (agents.<id>.targets)."
+                return "No targets set (`targets:` under the agent)."
             parts = []
             if e["target_cost_per_run_usd"] is not None:
                 cost = "no runs" if e["cost_per_run_usd"] is None else f"${e['cost_per_run_usd']:.4f}"

@@ -70,7 +70,7 @@ def runs_text(agent: AgentConfig, agent_id: str, runs: list[Run], failed: bool) 
     if len(runs) == RUNS_SHOWN:
         title += f" (newest {RUNS_SHOWN})"
     lines = [title, *(_run_line(run) for run in runs)]
-    lines.append(f"One run in full: `/agent runs {agent_id} <run id>`")
+    lines.append(f"One run in full: {mrkdwn.code(f'/agent runs {agent_id} <run id>')}")
     return "\n".join(lines)
 
 
@@ -231,11 +231,12 @@ def runbook_card(book: Runbook, *, shared_by: str | None = None) -> Card:
     ] or ["• no alert rule is on"]
     if book.pagerduty:
         routes.append("• alerts of severity `page` also page through PagerDuty")
+    pause, rollback, mode = (_who(book.who_may[p]) for p in ("pause", "rollback", "mode"))
     controls = [
-        f"• Pause: `/agent pause {agent_id} [customer=<id>] [for 30m] <reason>` ({_who(book.who_may['pause'])})",
-        f"• Roll back: `/agent rollback {agent_id} [to <version>] <reason>` ({_who(book.who_may['rollback'])})",
-        f"• Undo the newest N actions: `/agent undo {agent_id} <N>` ({_who(book.who_may['rollback'])})",
-        f"• Change mode: `/agent mode {agent_id} shadow|suggest|auto` ({_who(book.who_may['mode'])})",
+        f"• Pause: {mrkdwn.code(f'/agent pause {agent_id} [customer=<id>] [for 30m] <reason>')} ({pause})",
+        f"• Roll back: {mrkdwn.code(f'/agent rollback {agent_id} [to <version>] <reason>')} ({rollback})",
+        f"• Undo the newest N actions: {mrkdwn.code(f'/agent undo {agent_id} <N>')} ({rollback})",
+        f"• Change mode: {mrkdwn.code(f'/agent mode {agent_id} shadow|suggest|auto')} ({mode})",
     ]
     versions = [
         f"• {mrkdwn.code(v.version, ID_SHOWN)} since {mrkdwn.date(v.created_at)}"
