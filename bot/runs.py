@@ -101,6 +101,7 @@ def record_action(
         agent=request.agent,
         action=request.action,
         target=body["target"],
+        target_id=body["target"]["id"],
         changes=body["changes"],
         run_id=request.run_id,
         customer=request.customer,

@@ -184,7 +184,12 @@ class Audit:
         reason: str | None = None,
         source: dict[str, Any] | None = None,
         evidence: list[Any] | None = None,
+        agent: str | None = None,
+        target_id: str | None = None,
     ) -> None:
+        """`agent`, when not given, is the object itself (an agent) or its source's agent."""
+        if agent is None:
+            agent = object_id if object_type == "agent" else (source or {}).get("agent")
         self.session.add(
             AuditEvent(
                 at=at,
@@ -197,6 +202,8 @@ class Audit:
                 reason=reason,
                 source=source,
                 evidence=evidence,
+                agent=agent,
+                target_id=target_id,
             )
         )
 

@@ -127,13 +127,34 @@ class Approval(Base):
     reviewed_at: Mapped[datetime | None]
     review_changes: Mapped[int] = mapped_column(Integer, default=0)  # times the choice was changed (once at most)
     review_comment: Mapped[str | None] = mapped_column(Text)
+    # Edit & approve: the params a reviewer may edit ({name, type, choices} each), and once edited,
+    # what the agent proposed, each field's before and after, who edited and when.
+    editable: Mapped[list[Any]] = mapped_column(default=list)
+    proposed_params: Mapped[dict[str, Any] | None]
+    edits: Mapped[list[Any] | None]
+    edited_by: Mapped[str | None] = mapped_column(String(32))
+    edited_at: Mapped[datetime | None]
+    # "I'm on it": who acknowledged and when; the ladder holds its steps until `ack_until`, and
+    # `ladder_shift_s` is how far its later steps moved when it resumed.
+    acked_by: Mapped[str | None] = mapped_column(String(32))
+    acked_at: Mapped[datetime | None]
+    ack_until: Mapped[datetime | None]
+    ladder_shift_s: Mapped[float] = mapped_column(Float, default=0.0)
+    target_id: Mapped[str | None] = mapped_column(String(200), index=True)  # target["id"], for /agent why
 
 
 class AuditEvent(Base):
     """Who did what, why, from which source, on which evidence."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_object", "object_type", "object_id"),)
+    __table_args__ = (
+        Index("ix_audit_object", "object_type", "object_id"),
+        # GET /v1/audit filters by one of these and pages by id.
+        Index("ix_audit_agent", "agent", "id"),
+        Index("ix_audit_target", "target_id", "id"),
+        Index("ix_audit_actor", "actor", "id"),
+        Index("ix_audit_event", "event", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
@@ -146,6 +167,21 @@ class AuditEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[dict[str, Any] | None]
     evidence: Mapped[list[Any] | None]
+    agent: Mapped[str | None] = mapped_column(String(64))  # the agent it is about, when there is one
+    target_id: Mapped[str | None] = mapped_column(String(200))  # the record it is about (a target's id)
+
+
+class ConfigState(Base):
+    """The config the deployment last ran with (one row): its SHA-256 and a masked copy, so that a
+    start with a different one records one `config.changed` event with the diff."""
+
+    __tablename__ = "config_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    sha256: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[dict[str, Any]]
+    changed_at: Mapped[datetime]
+    deployed_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class OutboxMessage(Base):
@@ -241,6 +277,8 @@ class ActionRecord(Base):
     undone_by: Mapped[str | None] = mapped_column(String(32))
     undone_at: Mapped[datetime | None]
     undo_error: Mapped[str | None] = mapped_column(Text)
+    approval_id: Mapped[str | None] = mapped_column(String(40), index=True)  # the approval it acted on
+    target_id: Mapped[str | None] = mapped_column(String(200), index=True)  # target["id"], for /agent why
 
 
 class Run(Base):

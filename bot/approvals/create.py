@@ -66,6 +66,7 @@ def create(
         request_reason=request.reason,
         target=body["target"],
         target_key=sha256_of([body["target"][k] for k in ("system", "object", "id")]),
+        target_id=body["target"]["id"],
         changes=body["changes"],
         evidence=body["evidence"],
         params=request.params,

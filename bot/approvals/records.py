@@ -129,6 +129,8 @@ def audit(session: Session, approval: Approval, now: datetime, actor: str, event
         object_type="approval",
         object_id=approval.id,
         source=_source(approval),
+        agent=approval.agent,
+        target_id=approval.target_id,
         **fields,
     )
 
