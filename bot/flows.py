@@ -18,10 +18,13 @@ from typing import Any
 from bot import feedback, home, outbound, webhooks
 from bot import readiness as ready
 from bot.alerts import actions as alert_actions
+from bot.approvals import acknowledge as acking
 from bot.approvals import decide as deciding
+from bot.approvals import edit as editing
 from bot.approvals.decide import Decision
 from bot.approvals.records import agent_of, get
 from bot.control import access, undo, versions
+from bot.editable import Scalar
 from bot.services import Services
 from bot.slack_gateway import SlackError
 from storage.tables import AlertEpisode, AlertMute, Approval
@@ -47,19 +50,84 @@ async def may_decide(services: Services, *, approval_id: str, user_id: str, deci
     return approval
 
 
-async def decide(
-    services: Services, *, approval_id: str, user_id: str, decision: Decision, reason: str | None = None
+async def _as_approver(
+    services: Services,
+    use_case: Callable[..., Approval],
+    *,
+    approval_id: str,
+    user_id: str,
+    pass_read: bool = False,
+    **fields: Any,
 ) -> Approval:
+    """Run one of the request's use cases for this Slack user, once Slack has said which of the
+    request's approver groups hold them. With `pass_read`, the use case is given the request as
+    read here (`read`), which it reads again only if it changed since."""
     approval = await services.run(get, approval_id=approval_id)
     groups = await _approver_groups(services, approval, user_id)
+    if pass_read:
+        fields["read"] = approval
     return await services.run(
-        deciding.decide,
+        use_case,
         config=services.config,
         approval_id=approval_id,
         user_id=user_id,
         user_groups=groups,
+        now=services.clock.now(),
+        **fields,
+    )
+
+
+async def decide(
+    services: Services,
+    *,
+    approval_id: str,
+    user_id: str,
+    decision: Decision,
+    reason: str | None = None,
+    seen_params: str | None = None,
+) -> Approval:
+    return await _as_approver(
+        services,
+        deciding.decide,
+        approval_id=approval_id,
+        user_id=user_id,
+        pass_read=True,
         decision=decision,
         reason=reason,
+        seen_params=seen_params,
+    )
+
+
+async def edit(
+    services: Services, *, approval_id: str, user_id: str, values: dict[str, Scalar], reason: str, seen_sha256: str
+) -> Approval:
+    """Approve the edited version of a request."""
+    return await _as_approver(
+        services,
+        editing.edit,
+        approval_id=approval_id,
+        user_id=user_id,
+        values=values,
+        reason=reason,
+        seen_sha256=seen_sha256,
+    )
+
+
+async def acknowledge(services: Services, *, approval_id: str, user_id: str) -> Approval:
+    """I'm on it, once Slack has said which approver groups hold the user (asked only when the
+    user is neither listed as an approver nor an owner the ladder has reached)."""
+    approval = await services.run(get, approval_id=approval_id)
+    groups: frozenset[str] = frozenset()
+    try:
+        acking.check_may_acknowledge(approval, agent_of(services.config, approval), user_id, groups)
+    except acking.MayNotAcknowledge:
+        groups = await _approver_groups(services, approval, user_id)
+    return await services.run(
+        acking.acknowledge,
+        config=services.config,
+        approval_id=approval_id,
+        user_id=user_id,
+        user_groups=groups,
         now=services.clock.now(),
         read=approval,  # read again only if it changed since
     )
@@ -251,7 +319,9 @@ async def undo_actions(
     """Undo the previewed actions one by one through the control hook, each at most once."""
     results = []
     for action_id in action_ids:
-        action = await services.run(undo.claim_undo, action_id=action_id, agent_id=agent_id, user_id=user_id)
+        action = await services.run(
+            undo.claim_undo, action_id=action_id, agent_id=agent_id, user_id=user_id, now=services.clock.now()
+        )
         if action is None:
             results.append(undo.UndoResult(action_id, False, "already undone, or being undone by someone else"))
             continue
@@ -286,19 +356,8 @@ async def undo_actions(
 
 
 async def review_approval(services: Services, *, approval_id: str, user_id: str, choice: feedback.Review) -> Approval:
-    """Review a sampled auto-approved request, once Slack has said which of its approver user
-    groups the reviewer is in."""
-    approval = await services.run(get, approval_id=approval_id)
-    groups = await _approver_groups(services, approval, user_id)
-    return await services.run(
-        feedback.review,
-        config=services.config,
-        approval_id=approval_id,
-        user_id=user_id,
-        user_groups=groups,
-        choice=choice,
-        now=services.clock.now(),
-    )
+    """Review a sampled auto-approved request."""
+    return await _as_approver(services, feedback.review, approval_id=approval_id, user_id=user_id, choice=choice)
 
 
 # --- App Home ---

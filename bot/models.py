@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from bot.config import USER_ID
+from bot.editable import CHOICE_TEXT_MAX, CHOICES_MAX, EDITABLE_MAX, request_problems
 
 Status = Literal["pending", "approved", "denied", "expired", "cancelled"]
 
@@ -88,6 +89,13 @@ Text = Annotated[str, StringConstraints(max_length=20_000), Clean]
 Short = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
 Version = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]  # as long as its column
 UserId = Annotated[str, StringConstraints(pattern=USER_ID, max_length=32)]
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]
+ParamChoice = Annotated[
+    Annotated[str, StringConstraints(max_length=CHOICE_TEXT_MAX), Clean]
+    | Annotated[int, Field(strict=True)]
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)],
+    Field(union_mode="left_to_right"),
+]
 Json = Annotated[Any, AfterValidator(_json_value)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
@@ -136,6 +144,24 @@ class ApprovalRequest(_In):
     callback_url: HttpUrl | None = None
     idempotency_key: Short | None = None
     facts: Annotated[dict[FactName, Fact], Field(max_length=MAX_FACTS)] = {}
+    editable: Annotated[
+        list[ParamName],
+        Field(
+            max_length=EDITABLE_MAX,
+            description="params a reviewer may change with Edit & approve (strings, numbers or booleans)",
+        ),
+    ] = []
+    choices: Annotated[
+        dict[ParamName, Annotated[list[ParamChoice], Field(min_length=1, max_length=CHOICES_MAX)]],
+        Field(max_length=EDITABLE_MAX, description="for an editable param, the values a reviewer may choose from"),
+    ] = {}
+
+    @model_validator(mode="after")
+    def _editable_params(self) -> ApprovalRequest:
+        problems = request_problems(self.params, self.editable, self.choices)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ApprovalOut(BaseModel):
@@ -168,6 +194,11 @@ class ApprovalOut(BaseModel):
     reason: str | None = Field(description="The decision's reason (a denial always has one)")
     execute_by: datetime | None = Field(description="Once approved: claim it with /execute before this time")
     executed_at: datetime | None
+    edited: bool = Field(description="A reviewer changed params with Edit & approve: `params` are the edited ones")
+    proposed_params: dict[str, Any] | None = Field(description="Once edited: the params the agent proposed")
+    edits: list[dict[str, Any]] = Field(
+        description="Once edited: each changed param's `field`, proposed `before`, current `after` and the editor `by`"
+    )
 
 
 class ExecuteRequest(_In):
@@ -234,6 +265,9 @@ class ActionIn(_In):
     reversible: bool = True
     dedup_key: Short | None = None
     version: Version | None = Field(default=None, description="the agent version making it (else its run's)")
+    approval_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = Field(
+        default=None, description="the approval (`apr_…`, of this agent) the write carries out"
+    )
 
 
 class ActionOut(BaseModel):
@@ -251,6 +285,7 @@ class ActionOut(BaseModel):
     undo_status: Literal["claimed", "undone"] | None
     undone_by: str | None
     undone_at: datetime | None
+    approval_id: str | None = None
 
 
 class RunIn(_In):
@@ -415,3 +450,26 @@ class SuggestionOut(BaseModel):
     feedback: FeedbackOut | None = Field(description="null until someone answers")
     channel: str | None = Field(description="where Slack put the message (a DM's D… id), once posted")
     ts: str | None
+
+
+class AuditEventOut(BaseModel):
+    """One audit event (GET /v1/audit): who did what to which object, why, from which source."""
+
+    id: int
+    at: datetime
+    actor: str = Field(description="`user:<Slack id>`, `agent:<id>`, `deploy:<who>` or `system`")
+    event: str = Field(description="e.g. approval.approved, action.recorded, config.changed")
+    object_type: str
+    object_id: str
+    agent: str | None = Field(description="the agent it is about, when there is one")
+    target_id: str | None = Field(description="the record it is about (a target's id), when there is one")
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str | None
+    source: dict[str, Any] | None
+    evidence: list[Any] | None
+
+
+class AuditPageOut(BaseModel):
+    events: list[AuditEventOut] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next (older) page; null on the last page")

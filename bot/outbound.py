@@ -60,6 +60,18 @@ class Counted(_Note):
     reason: str | None
 
 
+class Edited(_Note):
+    """A reviewer edited the request's params and approved the edited version (`count` of `quorum`
+    approvals of it so far)."""
+
+    kind: Literal["edited"] = "edited"
+    user: str
+    count: int
+    quorum: int
+    reason: str
+    changes: list[dict[str, Any]]  # this edit's params: field, before, after
+
+
 class Executed(_Note):
     kind: Literal["executed"] = "executed"
     at: datetime
@@ -78,6 +90,22 @@ class EscalatedToYou(_Note):
     kind: Literal["escalated_to_you"] = "escalated_to_you"
     waited_s: float
     role: Role
+
+
+class Acknowledged(_Note):
+    """Someone said "I'm on it": the ladder holds its steps until `until` (None: no step was left)."""
+
+    kind: Literal["acknowledged"] = "acknowledged"
+    by: str
+    until: datetime | None
+
+
+class LadderResumed(_Note):
+    """No decision `held_s` after `by` acknowledged: the ladder takes its steps again."""
+
+    kind: Literal["ladder_resumed"] = "ladder_resumed"
+    by: str
+    held_s: float
 
 
 class Expired(_Note):
@@ -109,9 +137,12 @@ ApprovalNote = Annotated[
     FullRequest
     | Outcome
     | Counted
+    | Edited
     | Executed
     | Escalated
     | EscalatedToYou
+    | Acknowledged
+    | LadderResumed
     | Expired
     | DeniedTwice
     | Written

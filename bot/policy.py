@@ -55,6 +55,8 @@ class AppliedPolicy(BaseModel):
     execute_window_s: float
     sample: float = 0.0
     note: str | None = None  # e.g. why the default applied
+    ack_timeout_s: float | None = None  # how long "I'm on it" holds the ladder; None: the next step's interval
+    editable: tuple[str, ...] = ()  # params reviewers may edit, where a request has them
 
     @property
     def timeout(self) -> timedelta:
@@ -82,6 +84,9 @@ class AppliedPolicy(BaseModel):
                 f"; approvers {' '.join(self.approvers)}; quorum {self.quorum}; timeout {_span(self.timeout_s)}"
                 f"; ladder {ladder}; execute within {_span(self.execute_window_s)}"
             )
+            text += f"; reviewers may edit {', '.join(self.editable)}" if self.editable else ""
+            if self.ack_timeout_s is not None:
+                text += f"; I'm on it holds the ladder {_span(self.ack_timeout_s)}"
         return text + (f"\n  note: {self.note}" if self.note else "")
 
 
@@ -109,6 +114,8 @@ def _applied(source: str, policy: Policy, agent: AgentConfig, note: str | None =
         execute_window_s=(policy.execute_window or DEFAULT_EXECUTE_WINDOW).total_seconds(),
         sample=policy.sample or 0.0,
         note=note,
+        ack_timeout_s=policy.ack_timeout.total_seconds() if policy.ack_timeout else None,
+        editable=policy.editable or (),
     )
 
 

@@ -1,4 +1,5 @@
-"""Button clicks on approval cards: ack at once, then decide or open the Deny modal."""
+"""Button clicks on approval cards: ack at once, then decide, open the Deny modal, or say I'm on it
+(also from an escalation DM)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from bot import flows
 from bot.cards import approval as card
 from bot.services import Services
 from handlers.errors import UsageError, replies_with_errors
-from handlers.payloads import Click, parse
+from handlers.payloads import Click, ClickedIn, parse
 
 OUT_OF_DATE = "This card is out of date; nothing was decided. Use the buttons of the request's current card."
 
@@ -30,7 +31,20 @@ def register(app: AsyncApp, services: Services) -> None:
     async def approve(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         click = _click(body)
-        await flows.decide(services, approval_id=click.value, user_id=click.user.id, decision="approve")
+        value = card.ApproveValue.decode(click.value)
+        await flows.decide(
+            services, approval_id=value.approval_id, user_id=click.user.id, decision="approve", seen_params=value.params
+        )
+
+    @app.action(card.EDIT_ACTION)
+    @reply_errors
+    async def edit(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        click = _click(body, needs_trigger=True)
+        approval = await flows.may_decide(services, approval_id=click.value, user_id=click.user.id, decision="approve")
+        if not approval.editable:
+            raise UsageError(OUT_OF_DATE)
+        await services.slack.open_view(click.trigger_id, card.edit_modal(approval))
 
     @app.action(card.DENY_ACTION)
     @reply_errors
@@ -39,3 +53,13 @@ def register(app: AsyncApp, services: Services) -> None:
         click = _click(body, needs_trigger=True)
         approval = await flows.may_decide(services, approval_id=click.value, user_id=click.user.id, decision="deny")
         await services.slack.open_view(click.trigger_id, card.deny_modal(approval))
+
+    @app.action(card.ACK_ACTION)
+    @reply_errors
+    async def acknowledge(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        click = _click(body)
+        approval = await flows.acknowledge(services, approval_id=click.value, user_id=click.user.id)
+        where = parse(ClickedIn, body)
+        if where is not None and where.channel.id != approval.channel:  # a DM: the card is elsewhere
+            await services.slack.ephemeral(where.channel.id, click.user.id, card.acknowledged_reply(approval))

@@ -21,10 +21,16 @@ class User(BaseModel):
     id: UserId
 
 
+class Option(BaseModel):
+    value: str = Field(max_length=150)
+
+
 class InputState(BaseModel):
-    """One input element's state in a submitted view; `value` for text inputs."""
+    """One input element's state in a submitted view: `value` for text and number inputs,
+    `selected_option` for a select menu."""
 
     value: str | None = None
+    selected_option: Option | None = None
 
 
 class ViewState(BaseModel):
@@ -40,6 +46,16 @@ class View(BaseModel):
         """A text input's value; None when the view has no such input."""
         state = self.state.values.get(block_id, {}).get(action_id)
         return None if state is None else state.value or ""
+
+    def entered(self, block_id: str, action_id: str) -> str | None:
+        """What was entered in a text or number input (empty when left blank), or the value of the
+        option chosen in a select menu; None when the view has no such input."""
+        state = self.state.values.get(block_id, {}).get(action_id)
+        if state is None:
+            return None
+        if state.selected_option is not None:
+            return state.selected_option.value
+        return state.value or ""
 
 
 class ViewSubmission(BaseModel):
@@ -61,6 +77,17 @@ class Click(BaseModel):
     @property
     def value(self) -> str:
         return self.actions[0].value
+
+
+class Channel(BaseModel):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class ClickedIn(BaseModel):
+    """The conversation (a channel or a DM) of the message clicked; read apart from Click, so that a
+    click without it is still answered."""
+
+    channel: Channel
 
 
 class Command(BaseModel):

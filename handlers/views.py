@@ -1,4 +1,5 @@
-"""Modal submissions: the Deny modal's reason, the undo preview's confirmation.
+"""Modal submissions: the Deny modal's reason, the Edit & approve modal's values and reason, the
+undo preview's confirmation.
 
 A submission that lacks a field the modal always sends (its metadata, its reason input, who
 submitted it) is answered with a notice to start again, not an error."""
@@ -12,9 +13,12 @@ from pydantic import ValidationError
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import flows, mrkdwn
+from bot.approvals.records import get
 from bot.cards import approval as card
 from bot.cards import undo as undo_card
 from bot.cards.blocks import notice_modal
+from bot.editable import InvalidEdit, editable_of, parse_values
+from bot.errors import NotFound
 from bot.lanes import control_first
 from bot.services import Services
 from handlers.errors import reply_text
@@ -24,6 +28,10 @@ log = logging.getLogger(__name__)
 
 DENY_TITLE = "Deny request"
 DENY_OUT_OF_DATE = "This form is out of date or incomplete; nothing was denied. Click Deny on the card again."
+EDIT_TITLE = "Edit & approve"
+EDIT_OUT_OF_DATE = (
+    "This form is out of date or incomplete; nothing was approved. Click Edit & approve on the card again."
+)
 UNDO_OUT_OF_DATE = "This preview is out of date; nothing was undone. Run `/agent undo` again."
 
 
@@ -62,6 +70,53 @@ def register(app: AsyncApp, services: Services) -> None:
             )
         except Exception as error:
             await refuse(mrkdwn.as_plain_text(reply_text(services, error, "a denial"))[:300])
+            return
+        await ack()
+
+    @app.view(card.EDIT_VIEW)
+    async def edit_submitted(ack: AsyncAck, body: dict[str, Any]) -> None:
+        async def start_again() -> None:
+            await ack(response_action="update", view=notice_modal(EDIT_TITLE, EDIT_OUT_OF_DATE))
+
+        submitted = parse(ViewSubmission, body)
+        reason = submitted.view.text(card.REASON_BLOCK, card.REASON_INPUT) if submitted else None
+        if submitted is None or reason is None:
+            await start_again()
+            return
+        try:
+            metadata = card.EditMetadata.model_validate_json(submitted.view.private_metadata)
+            approval = await services.run(get, approval_id=metadata.approval_id)
+        except (ValidationError, NotFound):
+            await start_again()
+            return
+        params = editable_of(approval.editable)
+        blocks = {param.name: card.param_block(i) for i, param in enumerate(params)}
+        entered = {name: submitted.view.entered(block, card.EDIT_INPUT) for name, block in blocks.items()}
+        errors: dict[str, str] = {}
+        try:
+            values = parse_values(approval.editable, entered)
+        except InvalidEdit as invalid:
+            errors = {blocks[name]: problem for name, problem in invalid.problems.items()}
+            values = {}
+        if not reason.strip():
+            errors[card.REASON_BLOCK] = "Please say why you edit this."
+        elif len(reason) > card.EDIT_REASON_MAX:
+            errors[card.REASON_BLOCK] = f"Please keep the reason within {card.EDIT_REASON_MAX:,} characters."
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        try:
+            await flows.edit(
+                services,
+                approval_id=metadata.approval_id,
+                user_id=submitted.user.id,
+                values=values,
+                reason=reason,
+                seen_sha256=metadata.params_sha256,
+            )
+        except Exception as error:
+            text = mrkdwn.as_plain_text(reply_text(services, error, "an edit"))[:300]
+            await ack(response_action="errors", errors={card.REASON_BLOCK: text})
             return
         await ack()
 

@@ -98,9 +98,11 @@ class Write:
     reason: str
     facts: dict[str, float] = field(default_factory=dict)
     reversible: bool = True
+    editable: tuple[str, ...] = ()  # facts also sent as params a reviewer may edit
 
     def params(self) -> dict[str, Any]:
-        return {"id": self.target["id"], "set": {change["field"]: change["after"] for change in self.changes}}
+        fixed = {"id": self.target["id"], "set": {change["field"]: change["after"] for change in self.changes}}
+        return fixed | {name: self.facts[name] for name in self.editable}
 
 
 def reassignment(n: int) -> Write:
@@ -130,6 +132,7 @@ DISCOUNT = Write(
     changes=[{"field": "Discount", "before": "10%", "after": "25%"}],
     reason="Acme is weighing a competitor's offer; a 3-year renewal at 25% keeps $180k ARR",
     facts={"discount_pct": 25},
+    editable=("discount_pct",),
 )
 STAGE = Write(
     agent="lead-router",
@@ -239,6 +242,7 @@ class _Agent:
             "params": write.params(),
             "idempotency_key": f"{run_id}-{write.action}-{write.target['id']}",
             "facts": write.facts,
+            "editable": list(write.editable),
         } | ({"version": self.version} if self.version else {})
         approval: dict[str, Any] = (await self.call("POST", "/v1/approvals", json=body, expect=(200, 201))).json()
         return approval
@@ -257,9 +261,13 @@ class _Agent:
         return approval
 
     async def execute(self, approval: dict[str, Any], write: Write) -> bool:
-        """Claim the approval right before acting, with the params asked with; act only on a 200."""
+        """Claim the approval right before acting, with the params approved (a reviewer may have
+        edited them); act only on a 200."""
+        for edit in approval.get("edits") or []:
+            by = self.demo.people.who([edit["by"]])
+            self.demo.say(f"{self.id}: {by} edited {edit['field']} from {edit['before']} to {edit['after']}")
         response = await self.call(
-            "POST", f"/v1/approvals/{approval['id']}/execute", json={"params": write.params()}, expect=(200, 409)
+            "POST", f"/v1/approvals/{approval['id']}/execute", json={"params": approval["params"]}, expect=(200, 409)
         )
         if response.status_code == 409:
             self.demo.say(f"{self.id}: Handrail will not let it act on {write.what} ({_message(response)}): skipped")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, Row, func, insert, or_, select, update
+from sqlalchemy import JSON, CursorResult, Result, Row, Select, Text, func, insert, or_, select, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage.db import among
@@ -15,6 +18,7 @@ from storage.tables import (
     AgentVersion,
     Approval,
     AuditEvent,
+    ConfigState,
     OutboxMessage,
     Pause,
     Run,
@@ -73,7 +77,9 @@ class Approvals:
         )
 
     def denials_of_same(self, approval: Approval, since: datetime) -> list[Approval]:
-        """People's denials (not a policy's) of this agent, action and target since a time."""
+        """Requests of this agent, action and target that a person denied at or after `since`
+        (including `approval` itself once denied): status `denied` with no decision code, so not a
+        `human_only` policy's denial; expired and cancelled requests have other statuses."""
         return list(
             self.session.scalars(
                 select(Approval).where(
@@ -215,6 +221,93 @@ class Audit:
                 .order_by(AuditEvent.id)
             )
         )
+
+    @staticmethod
+    def _filtered(
+        query: Select[Any],
+        *,
+        agent: str | None = None,
+        target_id: str | None = None,
+        actors: list[str] | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Select[Any]:
+        """Each filter given narrows the query; each has an `(x, id)` index (`at` its own)."""
+        if agent is not None:
+            query = query.where(AuditEvent.agent == agent)
+        if target_id is not None:
+            query = query.where(AuditEvent.target_id == target_id)
+        if actors is not None:
+            query = query.where(AuditEvent.actor.in_(actors))
+        if event is not None:
+            query = query.where(AuditEvent.event == event)
+        if since is not None:
+            query = query.where(AuditEvent.at >= since)
+        if until is not None:
+            query = query.where(AuditEvent.at < until)
+        return query
+
+    def newest(self, *, before_id: int | None, limit: int, **filters: Any) -> list[AuditEvent]:
+        """Events matching the filters (see `_filtered`), newest (highest id) first, each below
+        `before_id`: a page that later inserts (higher ids) cannot shift."""
+        actors = filters.get("actors")
+        if actors is not None and len(actors) > 1:  # one (actor, id) index walk each, merged: no table scan
+            found = [
+                event
+                for actor in actors
+                for event in self.newest(before_id=before_id, limit=limit, **(filters | {"actors": [actor]}))
+            ]
+            return sorted(found, key=lambda event: event.id, reverse=True)[:limit]
+        query = self._filtered(select(AuditEvent), **filters)
+        if before_id is not None:
+            query = query.where(AuditEvent.id < before_id)
+        return list(self.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+
+    def stream(self, *, batch: int = 2000, raw_json: bool = False, **filters: Any) -> Iterator[Row[Any]]:
+        """Every event matching the filters, oldest first, as plain rows (the table's columns in
+        order) fetched `batch` at a time (a server-side cursor on PostgreSQL): memory stays flat
+        however many there are. With `raw_json`, the JSON columns come as their stored text."""
+        table = AuditEvent.__table__
+        columns = [
+            sql_cast(column, Text).label(column.name) if raw_json and isinstance(column.type, JSON) else column
+            for column in table.columns
+        ]
+        query = self._filtered(select(*columns), **filters).order_by(AuditEvent.id)
+        yield from self.session.execute(query.execution_options(yield_per=batch))
+
+    def count(self, **filters: Any) -> int:
+        return self.session.scalar(self._filtered(select(func.count()).select_from(AuditEvent), **filters)) or 0
+
+
+class ConfigStates:
+    """The one row (id 1) holding the config the deployment last started with."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self) -> ConfigState | None:
+        """The row as committed now (read again, not from the session's cache)."""
+        return self.session.get(ConfigState, 1, populate_existing=True)
+
+    def insert_first(self, *, sha256: str, snapshot: dict[str, Any], at: datetime, by: str | None) -> bool:
+        """Insert the row; False when another process inserted it first (nothing raised)."""
+        dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(ConfigState).values(
+            id=1, sha256=sha256, snapshot=snapshot, changed_at=at, deployed_by=by
+        )
+        inserted = statement.on_conflict_do_nothing(index_elements=[ConfigState.id]).returning(ConfigState.id)
+        return self.session.execute(inserted).first() is not None  # (rowcount is not told on every driver)
+
+    def replace(self, *, expected: str, sha256: str, snapshot: dict[str, Any], at: datetime, by: str | None) -> bool:
+        """Compare-and-set on the SHA-256 read: of processes racing to record one change, one gets True."""
+        result = self.session.execute(
+            update(ConfigState)
+            .where(ConfigState.id == 1, ConfigState.sha256 == expected)
+            .values(sha256=sha256, snapshot=snapshot, changed_at=at, deployed_by=by)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
 
 
 class Outbox:

@@ -65,6 +65,7 @@ class Approval(Base):
             "review",
         ),
         Index("ix_approvals_agent_run", "agent", "run_id"),
+        Index("ix_approvals_target", "target_id", "created_at"),  # a record's requests, newest first
         # The few requests drawn for review, by agent and time: acceptance reads them without
         # visiting every request of the period (partial: the others are not in it).
         Index(
@@ -140,7 +141,7 @@ class Approval(Base):
     acked_at: Mapped[datetime | None]
     ack_until: Mapped[datetime | None]
     ladder_shift_s: Mapped[float] = mapped_column(Float, default=0.0)
-    target_id: Mapped[str | None] = mapped_column(String(200), index=True)  # target["id"], for /agent why
+    target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
 
 
 class AuditEvent(Base):
@@ -259,6 +260,7 @@ class ActionRecord(Base):
         UniqueConstraint("agent", "dedup_key", name="uq_actions_dedup"),
         Index("ix_actions_agent_time", "agent", "created_at"),
         Index("ix_actions_agent_run", "agent", "run_id"),
+        Index("ix_actions_target", "target_id", "created_at"),  # a record's history, newest first
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -278,7 +280,7 @@ class ActionRecord(Base):
     undone_at: Mapped[datetime | None]
     undo_error: Mapped[str | None] = mapped_column(Text)
     approval_id: Mapped[str | None] = mapped_column(String(40), index=True)  # the approval it acted on
-    target_id: Mapped[str | None] = mapped_column(String(200), index=True)  # target["id"], for /agent why
+    target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
 
 
 class Run(Base):

@@ -228,8 +228,15 @@ def ask(running: Running, **overrides: Any) -> dict[str, Any]:
     return response.json()
 
 
+def _escalation_dm(call: Call) -> bool:
+    """A DM whose only button is I'm on it (bot.cards.approval.dm_blocks)."""
+    buttons = [e["action_id"] for b in call.params["blocks"] if b.get("type") == "actions" for e in b["elements"]]
+    return buttons == ["approval.ack"]
+
+
 def posted_card(slack: FakeSlack, count: int = 1) -> Call:
-    """The count-th card Slack took (a top-level message with blocks; DMs and announcements have none)."""
+    """The count-th card Slack took (a top-level message with blocks; announcements and DMs about a
+    request have none, but for the escalation DM with its I'm on it button, which is not a card)."""
 
     def cards(calls: list[Call]) -> list[Call]:
         return [
@@ -239,6 +246,7 @@ def posted_card(slack: FakeSlack, count: int = 1) -> Call:
             and c.response.get("ok")
             and "thread_ts" not in c.params
             and "blocks" in c.params
+            and not _escalation_dm(c)
         ]
 
     return cards(slack.wait_for(lambda calls: len(cards(calls)) >= count))[count - 1]

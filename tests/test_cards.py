@@ -102,7 +102,8 @@ def card_text(card: Card) -> str:
 
 
 def test_a_pending_card_shows_what_a_reviewer_needs(slack: FakeSlack) -> None:
-    card = cards.approval_card(approval(), AGENT)
+    shown = approval()
+    card = cards.approval_card(shown, AGENT)
     post(slack, card)
     text = card_text(card)
     for expected in (
@@ -124,8 +125,9 @@ def test_a_pending_card_shows_what_a_reviewer_needs(slack: FakeSlack) -> None:
         assert expected in text, expected
     buttons = [b for b in card.blocks if b["type"] == "actions"][0]["elements"]
     assert [(b["text"]["text"], b.get("style"), b["value"]) for b in buttons] == [
-        ("Approve", "primary", "apr_0123456789abcdef0123"),
+        ("Approve", "primary", f"apr_0123456789abcdef0123:{shown.params_sha256[:16]}"),  # bound to the params shown
         ("Deny", "danger", "apr_0123456789abcdef0123"),
+        ("I'm on it", None, "apr_0123456789abcdef0123"),
     ]
     assert not card.cut
 

@@ -107,7 +107,7 @@ def test_a_quorum_is_counted_on_the_card_one_approval_per_person(running: Runnin
     wait_calls(slack, "chat.update", 1)
     card = card_of(slack, post)
     assert "1 of 2 approvals (<@U0REVIEWER>)" in json.dumps(card["blocks"])
-    assert actions_of(card) == ["approval.approve", "approval.deny"]
+    assert actions_of(card) == ["approval.approve", "approval.deny", "approval.ack"]
 
     click(running, post, "U0REVIEWER", "approval.approve", created["id"])
     [told] = wait_calls(slack, "chat.postEphemeral")

@@ -535,6 +535,6 @@ def test_a_sampled_auto_approval_is_reviewed_on_its_card(running: Running, slack
 def test_a_request_not_drawn_for_review_has_no_review(running: Running, slack: FakeSlack) -> None:
     created = ask(running)
     card = current(slack, posted_card(slack))
-    assert [action for action, _ in buttons(card)] == ["approval.approve", "approval.deny"]
+    assert [action for action, _ in buttons(card)] == ["approval.approve", "approval.deny", "approval.ack"]
     with running.services.db.transaction() as session:
         assert session.get(Approval, created["id"]).review is None  # type: ignore[union-attr]

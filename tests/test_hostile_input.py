@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine, func, select, text
 
-from bot.approvals.records import sha256_of
+from bot.approvals.create import request_sha256_of
 from bot.config import Condition, parse_config
 from bot.models import ActionIn, ApprovalRequest
 from bot.policy import choose
@@ -387,9 +387,10 @@ def test_racing_requests_on_one_idempotency_key_get_the_first_request(running: R
     columns = dict(row) | {
         "id": "apr_00000000000000000001",
         "idempotency_key": "k1",
-        "request_sha256": sha256_of(ApprovalRequest.model_validate(body).model_dump(mode="json")),
+        "request_sha256": request_sha256_of(ApprovalRequest.model_validate(body).model_dump(mode="json")),
     }
-    for key in ("target", "changes", "evidence", "params", "facts", "policy", "approved_by", "decided_by"):
+    json_columns = ("target", "changes", "evidence", "params", "facts", "policy", "approved_by", "decided_by")
+    for key in (*json_columns, "editable", "proposed_params", "edits"):
         if columns.get(key) is not None:
             columns[key] = json.dumps(columns[key])
     insert = f"INSERT INTO approvals ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"

@@ -246,7 +246,7 @@ class Tally:
             if not values:  # not a card: the agents' hourly run summaries (bot.summaries) have no button
                 self.summaries += 1
                 return
-            [approval_id] = values
+            [approval_id] = {value.partition(":")[0] for value in values}  # Approve's also names the params
             self.card_ts[call.response["ts"]] = approval_id
             self.cards[approval_id] += 1
 

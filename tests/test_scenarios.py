@@ -26,6 +26,7 @@ def test_approve_end_to_end(running: Running, slack: FakeSlack, agent_endpoint: 
     assert [e["action_id"] for b in post.params["blocks"] if b["type"] == "actions" for e in b["elements"]] == [
         "approval.approve",
         "approval.deny",
+        "approval.ack",
     ]
 
     waited: dict[str, Any] = {}

@@ -175,7 +175,7 @@ def test_a_long_pause_reason_on_a_busy_card_stays_within_the_section_limit(runni
     wait_calls(slack, "chat.update", 1)
     running.deliver_due()
     card = card_of(slack, post)
-    assert buttons(card) == ["approval.approve", "approval.deny"]
+    assert buttons(card) == ["approval.approve", "approval.deny", "approval.ack"]
     assert all(len(t) <= SECTION_MAX for t in texts(card["blocks"]))
     assert "The agent is paused by <@U0OWNER>" in json.dumps(card["blocks"])
     assert all(row.status == "sent" for row in outbox_rows(running, created["id"]))

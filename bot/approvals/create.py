@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
 from pydantic import AnyHttpUrl
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from bot import effects, policy
 from bot.approvals.records import audit, has_card, sha256_of, show
 from bot.config import HandrailConfig
 from bot.destinations import Guard
+from bot.editable import editable_params
 from bot.errors import Conflict
 from bot.escalation import upcoming
 from bot.models import ApprovalRequest
@@ -33,6 +35,12 @@ async def check_callback_url(config: HandrailConfig, agent_id: str, url: AnyHttp
         await guard.admit(str(url), config.agents[agent_id].callback_urls, f"agents.{agent_id}")
 
 
+def request_sha256_of(body: dict[str, Any]) -> str:
+    """What a replay under the same idempotency key must match: the request as JSON, without
+    `editable` and `choices` when empty (as before requests had them, so older replays still match)."""
+    return sha256_of({k: v for k, v in body.items() if v or k not in ("editable", "choices")})
+
+
 def create(
     session: Session, *, config: HandrailConfig, request: ApprovalRequest, now: datetime
 ) -> tuple[Approval, bool]:
@@ -43,7 +51,7 @@ def create(
     `approve` requests wait for people; `auto` ones are approved at once (posted for review when
     sampled); `human_only` ones are denied to the agent at once and posted as a task for a person."""
     body = request.model_dump(mode="json")
-    request_sha256 = sha256_of(body)
+    request_sha256 = request_sha256_of(body)
     repo = Approvals(session)
     if request.idempotency_key:
         existing = repo.by_idempotency_key(request.agent, request.idempotency_key)
@@ -71,6 +79,7 @@ def create(
         evidence=body["evidence"],
         params=request.params,
         params_sha256=sha256_of(request.params),
+        editable=editable_params(request.params, request.editable, request.choices, applied.editable),
         facts=request.facts,
         customer=request.customer,
         run_id=request.run_id,

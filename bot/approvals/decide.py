@@ -1,5 +1,5 @@
 """People decide: who may, quorum, one denial ends it, racing clicks applied one at a time; and the
-owner told when the same thing is denied twice in a day."""
+owner told when people deny the same thing twice within 24 hours."""
 
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def decide(
     reason: str | None,
     now: datetime,
     read: Approval | None = None,
+    seen_params: str | None = None,
 ) -> Approval:
     """Record one reviewer's decision. One denial ends the request; approvals count toward the
     policy's quorum, each person once. Racing decisions are applied one at a time by
@@ -115,7 +116,9 @@ def decide(
     end gets a Conflict naming who decided.
 
     `read`: the request as the caller read it in an earlier transaction (to look up the user's
-    groups); it is not read again unless the compare-and-set finds that it changed since."""
+    groups); it is not read again unless the compare-and-set finds that it changed since.
+    `seen_params`: the start of the params' SHA-256 as the reviewer's card showed them; an approval
+    of params edited since then is refused."""
     if read is not None and read.id == approval_id:
         approval = session.merge(read, load=False)
     else:
@@ -129,6 +132,12 @@ def decide(
 
     while True:
         check_open(approval, now)
+        if decision == "approve" and seen_params and not approval.params_sha256.startswith(seen_params):
+            raise Conflict(
+                "This request was edited since your card showed it, so nothing was approved. Look at the edited "
+                "values on the card and approve again.",
+                code="edited_since",
+            )
         before = {"status": "pending", "approvals": list(approval.approved_by)}
         if decision == "deny":
             values = dict(status="denied", decided_by=[user_id], decided_at=now, decision_reason=reason, next_at=None)
@@ -177,8 +186,13 @@ def decide(
 
 
 def _check_denied_twice(session: Session, approval: Approval, agent: AgentConfig, now: datetime) -> None:
-    """The second denial of the same action on the same target within a day tells the owner and
-    the escalation manager: the agent keeps asking for something people keep refusing."""
+    """Tell the primary owner and the escalation manager (a DM each, and a note in the card's
+    thread) when this denial by a person makes exactly two requests of the same agent, for the same
+    action on the same target (system, object and id), that a person denied in the 24 hours up to
+    now, counted by the time of each denial: the agent keeps asking for something people keep
+    refusing. Only a person's denial counts: a `human_only` policy's denial, an expiry with no
+    decision and the agent's cancellation do not, and neither does an approval. A third such
+    denial within the 24 hours tells nobody again."""
     denials = Approvals(session).denials_of_same(approval, since=now - DENIED_TWICE_WINDOW)
     if len(denials) != 2:
         return

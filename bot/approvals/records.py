@@ -55,6 +55,9 @@ def to_out(approval: Approval) -> ApprovalOut:
         reason=approval.decision_reason,
         execute_by=approval.execute_by,
         executed_at=approval.executed_at,
+        edited=bool(approval.edits),
+        proposed_params=approval.proposed_params,
+        edits=approval.edits or [],
     )
 
 

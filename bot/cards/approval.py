@@ -8,7 +8,7 @@ still refuses is replaced by `fallback_card`: the status only, never a button.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -19,11 +19,16 @@ from bot.cards.blocks import Budget, Card, button, context, field, header, secti
 from bot.cards.feedback import comment_text, review_buttons, review_lines
 from bot.config import AgentConfig
 from bot.control.state import PauseView
+from bot.editable import EDITABLE_MAX, TEXT_MAX, EditableParam, editable_of
 from storage.tables import Approval
 
 APPROVE_ACTION = "approval.approve"
+EDIT_ACTION = "approval.edit"
 DENY_ACTION = "approval.deny"
 DENY_VIEW = "approval.deny"
+ACK_ACTION = "approval.ack"  # "I'm on it", on the card and in escalation DMs
+EDIT_VIEW = "approval.edit"
+EDIT_INPUT = "value"  # each param's input, in the block `param_<position>`
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason"
 
@@ -42,6 +47,37 @@ class DenyMetadata(BaseModel):
     """The Deny modal's private_metadata."""
 
     approval_id: str = Field(min_length=1, max_length=64)
+
+
+class EditMetadata(BaseModel):
+    """The Edit & approve modal's private_metadata: the request, and the params it was filled from."""
+
+    approval_id: str = Field(min_length=1, max_length=64)
+    params_sha256: str = Field(min_length=64, max_length=64)
+
+
+class ApproveValue(BaseModel):
+    """The Approve button's value: the request, and the params the card showed (the first 16 hex
+    digits of their SHA-256), so that a click on a card older than an edit approves nothing."""
+
+    approval_id: str = Field(min_length=1, max_length=64)
+    params: str | None = None
+
+    def encode(self) -> str:
+        return f"{self.approval_id}:{self.params}" if self.params else self.approval_id
+
+    @classmethod
+    def decode(cls, value: str) -> ApproveValue:
+        approval_id, _, params = value.partition(":")
+        return cls(approval_id=approval_id, params=params or None)
+
+    @classmethod
+    def of(cls, approval: Approval) -> ApproveValue:
+        return cls(approval_id=approval.id, params=approval.params_sha256[:16])
+
+
+def param_block(position: int) -> str:
+    return f"param_{position}"
 
 
 def target_name(approval: Approval) -> str:
@@ -98,10 +134,29 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
         user = getattr(agent.owners, role)
         if user:
             lines.append(f":rotating_light: Escalated to {mrkdwn.user(user)} {mrkdwn.time(approval.escalated_at)}")
+    if approval.status == "pending" and approval.acked_by and approval.acked_at:
+        lines.append(acknowledged_line(approval))
+    lines.extend(edit_lines(approval))
     if approval.executed_at:
         lines.append(f":gear: The agent acted on it at {mrkdwn.time(approval.executed_at)}")
     if policy.get("note"):
         lines.append(f":information_source: Default policy: {mrkdwn.escape(policy['note'])}")
+    return lines
+
+
+EDIT_LINES_MAX = 10  # edited params listed on the card; the thread note of each edit has its own
+
+
+def edit_lines(approval: Approval, limit: int = EDIT_LINES_MAX) -> list[str]:
+    """Each param a reviewer changed: "`stage`: `Prospect` → `Closed Won` (edited by @x)"."""
+    edits = approval.edits or []
+    lines = [
+        f":pencil2: {mrkdwn.code(e['field'], 100)}: {mrkdwn.code(mrkdwn.value(e['before']), 300)} → "
+        f"{mrkdwn.code(mrkdwn.value(e['after']), 300)} (edited by {mrkdwn.user(e['by'])})"
+        for e in edits[:limit]
+    ]
+    if len(edits) > limit:
+        lines.append(f":pencil2: …and {len(edits) - limit} more edited params: the agent's copy lists them all")
     return lines
 
 
@@ -196,10 +251,12 @@ def approval_card(approval: Approval, agent: AgentConfig, paused: PauseView | No
     status.extend(review_lines(approval))
     blocks.append(section("\n".join(status)))
     if approval.status == "pending":
-        buttons = [
-            button(APPROVE_ACTION, "Approve", approval.id, style="primary"),
-            button(DENY_ACTION, "Deny", approval.id, style="danger"),
-        ]
+        buttons = [button(APPROVE_ACTION, "Approve", ApproveValue.of(approval).encode(), style="primary")]
+        if approval.editable:
+            buttons.append(button(EDIT_ACTION, "Edit & approve", approval.id))
+        buttons.append(button(DENY_ACTION, "Deny", approval.id, style="danger"))
+        if approval.acked_by is None:
+            buttons.append(ack_button(approval))
         blocks.append({"type": "actions", "block_id": "decision", "elements": buttons})
     review = review_buttons(approval)
     if review is not None:
@@ -250,6 +307,47 @@ def _about(approval: Approval) -> str:
     return f"{mrkdwn.code(approval.action, 210)} on {mrkdwn.code(target_name(approval), 1500)}"
 
 
+# --- "I'm on it" ---
+
+
+def ack_button(approval: Approval) -> dict[str, Any]:
+    return button(ACK_ACTION, "I'm on it", approval.id)
+
+
+def _holds(until: datetime | None) -> str:
+    return f"; escalation waits until {mrkdwn.time(until)}" if until else ""
+
+
+def acknowledged_line(approval: Approval) -> str:
+    """The card's line while someone is on it: who, since when, and until when the ladder waits."""
+    assert approval.acked_by is not None and approval.acked_at is not None
+    who = f"{mrkdwn.user(approval.acked_by)} {mrkdwn.time(approval.acked_at)}"
+    return f":eyes: Acknowledged by {who}{_holds(approval.ack_until)}"
+
+
+def acknowledged_reply(approval: Approval) -> str:
+    """The private answer to whoever clicked I'm on it (the card says it to everyone)."""
+    if approval.ack_until is None:
+        return f":eyes: You're on it: {_about(approval)}. No escalation step is left before it expires."
+    return (
+        f":eyes: You're on it: {_about(approval)}. Escalation waits until {mrkdwn.time(approval.ack_until)}; "
+        "if it is still undecided then, the ladder resumes."
+    )
+
+
+def already_acknowledged_text(by: str, at: datetime, until: datetime | None) -> str:
+    when = f"{mrkdwn.time(at)}{_holds(until)}"
+    return f"{mrkdwn.user(by)} already acknowledged this request at {when}; nothing was changed."
+
+
+def dm_blocks(note: outbound.ApprovalNote, approval: Approval, text: str) -> list[dict[str, Any]] | None:
+    """The blocks of a DM about a request, `text` being the DM's text: an escalation DM about a
+    request still waiting, with nobody on it yet, carries I'm on it. Other DMs are text only."""
+    if not isinstance(note, outbound.EscalatedToYou) or approval.status != "pending" or approval.acked_by:
+        return None
+    return [section(text), {"type": "actions", "block_id": "ack", "elements": [ack_button(approval)]}]
+
+
 def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfig | None) -> str | None:
     """A thread note or DM about an approval, as of now; None when there is nothing to say."""
     name = mrkdwn.escape(agent.name if agent else approval.agent)
@@ -261,6 +359,15 @@ def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfi
         case outbound.Counted(user=user, count=count, quorum=quorum, reason=reason):
             why = f": {mrkdwn.words(reason, THREAD_TEXT_MAX // 2)}" if reason else ""
             return f":ballot_box_with_check: {mrkdwn.user(user)} approved ({count} of {quorum}){why}"
+        case outbound.Edited(user=user, count=count, quorum=quorum, reason=reason, changes=changes):
+            done = "approved the edited version" + (f" ({count} of {quorum})" if quorum > 1 else "")
+            lines = [f":pencil2: {mrkdwn.user(user)} edited the request and {done}: {mrkdwn.words(reason, 2000)}"]
+            lines += [
+                f"• {mrkdwn.code(c['field'], 100)}: {mrkdwn.code(mrkdwn.value(c['before']), 300)} → "
+                f"{mrkdwn.code(mrkdwn.value(c['after']), 300)}"
+                for c in changes[:EDITABLE_MAX]
+            ]
+            return "\n".join(lines)
         case outbound.Executed(at=at):
             return f":gear: The agent acted on this approval at {mrkdwn.time(at)}."
         case outbound.Escalated(waited_s=waited_s, role=role, user=user):
@@ -275,6 +382,13 @@ def note_text(note: outbound.ApprovalNote, approval: Approval, agent: AgentConfi
                 f":rotating_light: A request from {name} has had no decision for {waited}, and you are its "
                 f"{ROLE_NAMES[role]}: {_about(approval)}. It expires {mrkdwn.date(approval.expires_at)}."
             )
+        case outbound.Acknowledged(by=by, until=until):
+            if until is None:
+                return f":eyes: {mrkdwn.user(by)} is on it. No escalation step is left before the request expires."
+            return f":eyes: {mrkdwn.user(by)} is on it: escalation waits until {mrkdwn.time(until)}."
+        case outbound.LadderResumed(by=by, held_s=held_s):
+            held = mrkdwn.duration(timedelta(seconds=held_s))
+            return f":rotating_light: No decision {held} after {mrkdwn.user(by)} acknowledged: the ladder resumes."
         case outbound.Expired():
             return (
                 f":hourglass: A request from {name} expired with no decision, so the agent was told not to act: "
@@ -313,4 +427,75 @@ def deny_modal(approval: Approval) -> dict[str, Any]:
                 },
             },
         ],
+    }
+
+
+EDIT_REASON_MAX = DENY_REASON_MAX
+LABEL_MAX = 150
+
+
+def _param_input(position: int, param: EditableParam, value: Any) -> dict[str, Any]:
+    """One editable param's input, pre-filled with its current value."""
+    element: dict[str, Any]
+    if param.kind in ("choice", "boolean"):
+        choices = param.choices if param.kind == "choice" else (True, False)
+        values = [f"c{i}" for i in range(len(choices))] if param.kind == "choice" else ["true", "false"]
+        options = [
+            {"text": {"type": "plain_text", "text": mrkdwn.plain(mrkdwn.value(c), 75) or "(empty)"}, "value": v}
+            for c, v in zip(choices, values, strict=True)
+        ]
+        element = {"type": "static_select", "options": options}
+        chosen = next((o for c, o in zip(choices, options, strict=True) if c == value and type(c) is type(value)), None)
+        if chosen is not None:
+            element["initial_option"] = chosen
+    elif param.kind in ("integer", "number"):
+        shown = str(value) if "e" not in str(value) else f"{value:.15f}".rstrip("0").rstrip(".")
+        element = {"type": "number_input", "is_decimal_allowed": param.kind == "number", "initial_value": shown}
+    else:
+        element = {
+            "type": "plain_text_input",
+            "max_length": TEXT_MAX,
+            "multiline": len(value) > 150 or "\n" in value,
+            "initial_value": value,
+        }
+    element["action_id"] = EDIT_INPUT
+    return {
+        "type": "input",
+        "optional": param.kind == "string",  # a text may be cleared
+        "block_id": param_block(position),
+        "label": {"type": "plain_text", "text": mrkdwn.plain(param.name, LABEL_MAX) or "(unnamed param)"},
+        "element": element,
+    }
+
+
+def edit_modal(approval: Approval) -> dict[str, Any]:
+    """The Edit & approve modal: one input per editable param, pre-filled, and a required reason."""
+    params = editable_of(approval.editable)
+    metadata = EditMetadata(approval_id=approval.id, params_sha256=approval.params_sha256)
+    blocks = [
+        section(
+            f"Edit {mrkdwn.code(approval.action, 210)} (request `{approval.id}`) and approve the edited version. "
+            "The agent may then act only with these values."
+        ),
+        *(_param_input(i, p, approval.params.get(p.name)) for i, p in enumerate(params)),
+        {
+            "type": "input",
+            "block_id": REASON_BLOCK,
+            "label": {"type": "plain_text", "text": "Reason (the agent and the channel see it)"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": REASON_INPUT,
+                "multiline": True,
+                "max_length": EDIT_REASON_MAX,
+            },
+        },
+    ]
+    return {
+        "type": "modal",
+        "callback_id": EDIT_VIEW,
+        "private_metadata": metadata.model_dump_json(),
+        "title": {"type": "plain_text", "text": "Edit & approve"},
+        "submit": {"type": "plain_text", "text": "Approve edited"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": blocks,
     }

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from bot import mrkdwn
 from bot.alerts.actions import AlertResolved, AlreadyAcknowledged, AlreadyPaused, UnknownRule
+from bot.approvals import acknowledge as acking
 from bot.approvals.decide import AlreadyDecided, NotAnApprover
 from bot.cards.agent import agent_name, not_paused_text
-from bot.cards.approval import outcome_sentence
+from bot.cards.approval import already_acknowledged_text, outcome_sentence
 from bot.config import HandrailConfig
 from bot.control.access import NotAllowed
 from bot.control.pause import NotPaused
@@ -22,6 +23,10 @@ def error_text(config: HandrailConfig, error: HandrailError) -> str:
             return error.phrase(mrkdwn.user, mrkdwn.group)
         case AlreadyDecided():
             return outcome_sentence(error.settled)
+        case acking.MayNotAcknowledge():
+            return error.phrase(mrkdwn.user, mrkdwn.group)
+        case acking.AlreadyAcknowledged():
+            return already_acknowledged_text(error.by, error.at, error.until)
         case NotPaused():
             return not_paused_text(config, error.agent_id, error.customer, error.still)
         case AlreadyAcknowledged():

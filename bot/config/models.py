@@ -3,6 +3,7 @@ as a whole (a policy against every agent it applies to)."""
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -96,7 +97,7 @@ def _as_list(value: object) -> object:
 
 
 _WHY_NOT = {
-    "auto": "mode auto approves at once, with no approvers or ladder; use mode approve for those",
+    "auto": "mode auto approves at once, with no approvers, ladder or edits; use mode approve for those",
     "approve": "sample is for mode auto",
     "human_only": "mode human_only leaves the action to a person, so nothing is approved or sampled",
 }
@@ -114,14 +115,22 @@ class Policy(_Strict):
     escalation: tuple[LadderStep, ...] | None = None
     execute_window: Duration | None = None
     sample: Annotated[float, Field(ge=0, le=1)] | None = None
+    # How long "I'm on it" holds the ladder (default: the next step's interval).
+    ack_timeout: Duration | None = None
+    # Params reviewers may change with Edit & approve, where a request has them (besides the
+    # request's own `editable`).
+    editable: (
+        Annotated[tuple[Annotated[str, Field(min_length=1, max_length=100)], ...], Field(min_length=1, max_length=20)]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _fits_the_mode(self) -> Policy:
-        ladder_keys = ("approvers", "quorum", "timeout", "escalation", "execute_window")
+        ladder_keys = ("approvers", "quorum", "timeout", "escalation", "execute_window", "ack_timeout")
         not_for = {
-            "auto": ("approvers", "quorum", "timeout", "escalation"),
+            "auto": ("approvers", "quorum", "timeout", "escalation", "ack_timeout", "editable"),
             "approve": ("sample",),
-            "human_only": (*ladder_keys, "sample"),
+            "human_only": (*ladder_keys, "sample", "editable"),
         }[self.mode]
         misplaced = [key for key in not_for if getattr(self, key) is not None]
         if misplaced:
@@ -314,11 +323,28 @@ class HandrailConfig(_Strict):
     alerts: Alerts = Alerts()
     pagerduty: PagerDuty | None = None
     owner_digest: OwnerDigest = None
+    # SHA-256 of the token that reads the whole audit trail (GET /v1/audit); none: agents only.
+    admin_token_sha256: str | None = None
     _alerts: dict[str, Alerts] = PrivateAttr(default_factory=dict)
+
+    @field_validator("admin_token_sha256")
+    @classmethod
+    def _admin_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
+            raise ValueError("must be the SHA-256 of the admin token: 64 hex characters")
+        return value.lower() if value is not None else None
 
     @model_validator(mode="after")
     def _fits_together(self) -> HandrailConfig:
         problems = _across(self.agents, [(f"policies.{i}", p) for i, p in enumerate(self.policies)])
+        for agent_id, agent in self.agents.items():
+            if self.admin_token_sha256 is not None and agent.token_sha256 == self.admin_token_sha256:
+                problems.append(
+                    Problem(
+                        "admin_token_sha256",
+                        f"is the same as agents.{agent_id}.token_sha256: give the admin a token of its own",
+                    )
+                )
         for agent_id, agent in self.agents.items():
             try:
                 self._alerts[agent_id] = effective_alerts(self.alerts, agent.alerts)
@@ -348,6 +374,10 @@ class HandrailConfig(_Strict):
             if agent.token_sha256 == digest:
                 return agent_id
         return None
+
+    def is_admin_token_hash(self, digest: str) -> bool:
+        """Whether a token's SHA-256 is the admin token's, compared in constant time."""
+        return self.admin_token_sha256 is not None and hmac.compare_digest(digest, self.admin_token_sha256)
 
 
 def _across(agents: dict[str, AgentConfig], policies: Sequence[tuple[str, Policy]]) -> list[Problem]:

@@ -14,7 +14,7 @@ import httpx
 from bot import mrkdwn, outbound, pagerduty, webhooks
 from bot.cards.agent import announcement
 from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
-from bot.cards.approval import approval_card, fallback_card, note_text
+from bot.cards.approval import approval_card, dm_blocks, fallback_card, note_text
 from bot.cards.blocks import Card
 from bot.cards.feedback import comment_text, suggestion_card, suggestion_fallback_card
 from bot.cards.summaries import summary_card
@@ -200,7 +200,7 @@ class Deliverer:
             except SlackError as error:
                 if not error.permanent:  # retry later; a deleted card only costs the DM its link
                     raise
-        await self.slack.post(payload.user, text)
+        await self.slack.post(payload.user, text, dm_blocks(payload.note, approval, text))
         sent = {"actor": "system", "event": "notification.sent", "after": {"user": payload.user}}
         group.delivered.append((row, sent))
 

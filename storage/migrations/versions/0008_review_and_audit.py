@@ -39,12 +39,12 @@ def upgrade() -> None:
         approvals.add_column(_when("ack_until"))
         approvals.add_column(sa.Column("ladder_shift_s", sa.Float(), nullable=False, server_default="0"))
         approvals.add_column(sa.Column("target_id", sa.String(length=200), nullable=True))
-    op.create_index("ix_approvals_target_id", "approvals", ["target_id"])
+    op.create_index("ix_approvals_target", "approvals", ["target_id", "created_at"])
     with op.batch_alter_table("actions") as actions:
         actions.add_column(sa.Column("approval_id", sa.String(length=40), nullable=True))
         actions.add_column(sa.Column("target_id", sa.String(length=200), nullable=True))
     op.create_index("ix_actions_approval_id", "actions", ["approval_id"])
-    op.create_index("ix_actions_target_id", "actions", ["target_id"])
+    op.create_index("ix_actions_target", "actions", ["target_id", "created_at"])
     with op.batch_alter_table("audit_events") as audit:
         audit.add_column(sa.Column("agent", sa.String(length=64), nullable=True))
         audit.add_column(sa.Column("target_id", sa.String(length=200), nullable=True))
@@ -89,12 +89,12 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_events") as audit:
         audit.drop_column("target_id")
         audit.drop_column("agent")
-    op.drop_index("ix_actions_target_id", table_name="actions")
+    op.drop_index("ix_actions_target", table_name="actions")
     op.drop_index("ix_actions_approval_id", table_name="actions")
     with op.batch_alter_table("actions") as actions:
         actions.drop_column("target_id")
         actions.drop_column("approval_id")
-    op.drop_index("ix_approvals_target_id", table_name="approvals")
+    op.drop_index("ix_approvals_target", table_name="approvals")
     with op.batch_alter_table("approvals") as approvals:
         for column in (
             "target_id",
