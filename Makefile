@@ -43,3 +43,4 @@ bench: dev
 	$(BIN)/python bench/first_run.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/insights.py
+	$(BIN)/python bench/audit_export.py

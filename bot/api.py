@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
-from bot import feedback, flows, measures, runs
+from bot import audit, feedback, flows, measures, runs
 from bot import readiness as ready
 from bot.approvals.agent import cancel, execute
 from bot.approvals.create import check_callback, check_callback_url
@@ -27,6 +27,7 @@ from bot.models import (
     ActionOut,
     ApprovalOut,
     ApprovalRequest,
+    AuditPageOut,
     CancelRequest,
     CheckOut,
     ErrorOut,
@@ -89,15 +90,25 @@ GATE_PARAMETERS = [
 ]
 
 
-def token_agent(config: HandrailConfig, authorization: str) -> str:
-    """The agent whose token an Authorization header value carries (`Bearer <token>`)."""
+AUDIT_PATH = "/v1/audit"
+ADMIN = "*admin"  # what token_agent() answers for the admin token: no agent id can be written so
+
+
+def token_agent(config: HandrailConfig, authorization: str, *, admin: bool = False) -> str:
+    """The agent whose token an Authorization header value carries (`Bearer <token>`); with
+    `admin` (GET /v1/audit only), ADMIN for the admin token (`admin_token_sha256`)."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send the agent's token as `Authorization: Bearer <token>`")
-    agent_id = config.agent_for_token_hash(hashlib.sha256(token.strip().encode()).hexdigest())
-    if agent_id is None:
-        raise Unauthenticated("unknown token")
-    return agent_id
+    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    agent_id = config.agent_for_token_hash(digest)
+    if agent_id is not None:
+        return agent_id
+    if config.is_admin_token_hash(digest):
+        if admin:
+            return ADMIN
+        raise Unauthenticated(f"the admin token reads {AUDIT_PATH} only; agents' routes take an agent's token")
+    raise Unauthenticated("unknown token")
 
 
 GATE_PATH = "/v1/agents/{agent}/gate"
@@ -115,10 +126,12 @@ def counted_routes(config: HandrailConfig, limiter: RateLimiter) -> type[APIRout
             if self.path == GATE_PATH:
                 return handle
             approval = self.path == "/v1/approvals" and "POST" in (self.methods or ())
+            audit_route = self.path == AUDIT_PATH
 
             async def counted(request: Request) -> Response:
-                agent = token_agent(config, request.headers.get("authorization", ""))
-                await limiter.check(agent, approval=approval)
+                agent = token_agent(config, request.headers.get("authorization", ""), admin=audit_route)
+                if agent != ADMIN:  # the admin is no agent: it has no rate limits (its pages are bounded)
+                    await limiter.check(agent, approval=approval)
                 return await handle(request)
 
             return counted
@@ -381,5 +394,40 @@ def router(services: Services) -> APIRouter:
         if not 0 < len(suggestion_id) <= 200 or text_problem(suggestion_id):  # cannot be one: not looked up
             raise NotFound(f"no suggestion {suggestion_id[:60]!r}")
         return feedback.to_out(await services.run(feedback.lookup, agent_id=agent_id, key=suggestion_id))
+
+    @api.get("/audit", response_model=AuditPageOut)
+    async def audit_trail(
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+        target: Annotated[str | None, Query(max_length=200, description="a target's id, e.g. a CRM record's")] = None,
+        agent: Annotated[str | None, Query(max_length=64, description="an agent's id")] = None,
+        actor: Annotated[
+            str | None, Query(max_length=100, description="e.g. `user:U0REVIEWER` (or `U0REVIEWER`), `agent:<id>`")
+        ] = None,
+        event: Annotated[str | None, Query(max_length=64, description="e.g. `action.recorded`")] = None,
+        since: Annotated[datetime | None, Query(description="from this time (ISO 8601 with a zone)")] = None,
+        until: Annotated[datetime | None, Query(description="before this time (ISO 8601 with a zone)")] = None,
+        cursor: Annotated[str | None, Query(max_length=40, description="the previous page's `next_cursor`")] = None,
+        limit: Annotated[int, Query(ge=1, le=audit.MAX_LIMIT, description="events per page")] = audit.DEFAULT_LIMIT,
+    ) -> AuditPageOut:
+        """The audit trail, newest first, one page at a time: pass `next_cursor` back as `cursor`
+        for the next page (events recorded meanwhile do not shift it). With the admin token
+        (`admin_token_sha256`), every event; with an agent's token, that agent's events only."""
+        caller = token_agent(services.config, request.headers.get("authorization", ""), admin=True)
+        if caller != ADMIN:
+            if agent is not None and agent != caller:
+                raise Forbidden(f"this token belongs to agent {caller!r}; it cannot read {agent[:64]!r}'s events")
+            agent = caller
+        query = audit.AuditQuery(
+            target=target,
+            agent=agent,
+            actor=actor,
+            event=event,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+        return await services.run(audit.page, query=query)
 
     return api

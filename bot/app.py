@@ -70,8 +70,9 @@ class Edge:
 
     A request that carries a body (a Content-Length or `Transfer-Encoding: chunked`):
     - with a Content-Length past the cap gets 413 before a byte of the body is read;
-    - to /v1 without a known agent token gets 401 before a byte of the body is read (the routes
-      check the token again, and alone for requests without a body, such as the gate's);
+    - to /v1 without a known agent token (or, for /v1/audit, the admin token) gets 401 before a
+      byte of the body is read (the routes check the token again, and alone for requests without
+      a body, such as the gate's);
     - has its body bytes counted as they are read, whatever Content-Length says: reading past the
       cap raises, and the request gets 413 at once; nothing behind it has seen the whole body, so
       nothing was stored;
@@ -120,7 +121,7 @@ class Edge:
         path: str = scope["path"]
         if path == "/v1" or path.startswith("/v1/"):
             try:
-                api.token_agent(self.config, authorization.decode("latin-1"))
+                api.token_agent(self.config, authorization.decode("latin-1"), admin=path == api.AUDIT_PATH)
             except Unauthenticated as error:
                 await _error(error.status, error.code, error.message)(scope, receive, send)
                 return

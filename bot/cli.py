@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot import logs
 from bot.config import (
@@ -36,7 +37,9 @@ DESCRIPTION = "Handrail: human approval gates, escalation and incident control f
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
+    from bot.config_changes import ConfigChange
     from bot.services import Services
 
 
@@ -99,7 +102,33 @@ def _services(settings: Settings) -> Services:
     services = build_services(settings, checked.config)
     _migrate(services.db.engine, settings.database_url)
     services.presence.join()  # refuses a second process on this database without Redis
+    note_config(services, settings)
     return services
+
+
+def note_config(services: Services, settings: Settings) -> ConfigChange | None:
+    """A process starting with a config file unlike the last one this deployment ran with records
+    one `config.changed` event (one across replicas starting together: bot/config_changes.py)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot import config_changes
+
+    try:
+        data = settings.handrail_config.read_bytes()
+        with services.db.transaction() as session:
+            change = config_changes.note_start(
+                session,
+                data=data,
+                config=services.config,
+                deployed_by=settings.handrail_deployed_by,
+                now=services.clock.now(),
+            )
+    except (OSError, SQLAlchemyError) as error:  # the audit trail misses it; the agents still get a server
+        log.error("could not record which config this process started with: %s", error)
+        return None
+    if change is not None:
+        log.info("config %s recorded as changed, by %s", change.short, change.deployed_by or "an unnamed deploy")
+    return change
 
 
 def _missing_credentials(settings: Settings) -> str | None:
@@ -236,6 +265,159 @@ def config_check(checked: CheckedConfig, source: str, agent: str | None, action:
     return 0
 
 
+def _when(option: str, text: str | None, now: datetime) -> datetime | None:
+    """`7d` (that long before now) or a time with a zone; ValueError names the option."""
+    from bot.config import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        form = "write a duration (7d, 24h) or a time, e.g. 2026-11-30T00:00:00Z"
+        raise ValueError(f"{option} {text!r}: {form}") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{option} {text!r}: give a time zone, e.g. 2026-11-30T00:00:00Z")
+    return when.astimezone(UTC)
+
+
+def _progress(total: int | None, what: str) -> Any:
+    """A progress bar on stderr when it is a terminal; None in a pipe (the command stays quiet)."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True)
+    )
+    progress.add_task(what, total=total)
+    return progress
+
+
+def audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`handrail audit export` (events oldest first as JSON lines or CSV, constant memory) and
+    `handrail audit verify` (an export against the database; events are not hash-chained)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.clock import SystemClock
+    from storage.db import Database
+
+    now = SystemClock().now()
+    try:
+        since, until = _when("--since", args.since, now), _when("--until", args.until, now)
+    except ValueError as error:
+        return _fail(str(error))
+    if args.audit_command == "export":
+        until = until or now
+    if since and until and since >= until:
+        return _fail(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        with db.transaction() as session:
+            if args.audit_command == "export":
+                return _export(session, args, since, until)
+            return _verify(session, args, since, until)
+    except SQLAlchemyError as error:
+        reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
+        return _fail(f"cannot read the audit trail at {redact(settings.database_url)} ({reason}); run handrail migrate")
+    finally:
+        db.dispose()
+
+
+def _export(session: Session, args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+    from bot import audit
+
+    progress = _progress(audit.count(session, agent=args.agent, since=since, until=until), "exporting")
+    try:
+        out = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+    except OSError as error:
+        return _fail(f"--out {args.out}: {error.strerror or error}")
+    try:
+        if progress:
+            progress.start()
+        done = audit.export(
+            session,
+            out=out,
+            fmt=args.format,
+            agent=args.agent,
+            since=since,
+            until=until,
+            progress=(lambda n: progress.advance(progress.task_ids[0], n)) if progress else None,
+        )
+        out.flush()
+    except BrokenPipeError:  # the reader stopped reading (`| head`)
+        sys.stdout = open(os.devnull, "w")  # so that the flush at exit does not fail too
+        return 2
+    finally:
+        if progress:
+            progress.stop()
+        if args.out:
+            out.close()
+    if progress:
+        ids = f"ids {done.first_id}–{done.last_id}" if done.count else "none"
+        range_ = f"--since {audit.iso(since)} " if since else ""
+        assert until is not None
+        print(
+            f"handrail: exported {done.count} events ({ids}); check the file with: handrail audit verify "
+            f"{args.out or 'FILE'} {range_}--until {audit.iso(until)}"
+            + (f" --agent {args.agent}" if args.agent else ""),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _stamp(text: object) -> datetime:
+    """An event's `at` as an export writes it (ISO 8601 in UTC)."""
+    when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    if when is None or when.tzinfo is None:
+        raise ValueError(f"{str(text)[:40]!r} is not an event's time (ISO 8601 with a zone)")
+    return when
+
+
+def _verify(session: Session, args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+    from bot import audit
+
+    path = Path(args.file)
+    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    try:
+        with path.open(encoding="utf-8", newline="") as file:
+            records = audit.parse_csv(file) if fmt == "csv" else audit.parse_jsonl(file)
+            if since is None or until is None:  # the file's own range, from its first and last event
+                first: str | None = None
+                last = ""
+                for record in records:
+                    first = first or record["at"]
+                    last = record["at"]
+                if first is None:
+                    return _fail(f"{path} has no events: give --since and --until to check that none are missing")
+                since = since or _stamp(first)
+                until = until or _stamp(last) + timedelta(microseconds=1)
+                file.seek(0)
+                records = audit.parse_csv(file) if fmt == "csv" else audit.parse_jsonl(file)
+            verdict = audit.check_file(
+                session, records=records, csv_form=fmt == "csv", agent=args.agent, since=since, until=until
+            )
+    except OSError as error:
+        return _fail(f"{path}: {error.strerror or error}")
+    except (audit.Unreadable, UnicodeDecodeError, ValueError) as error:
+        return _fail(f"{path}: {error}")
+    scope = f"from {audit.iso(since)} to {audit.iso(until)}" + (f", agent {args.agent}" if args.agent else "")
+    if verdict.problems:
+        return _fail(
+            *verdict.told,
+            f"{path} does not match the audit trail {scope}: {verdict.problems} problem(s); "
+            f"{verdict.in_file} events in the file, {verdict.in_database} in the database",
+        )
+    print(f"ok: {verdict.in_file} events {scope} match the database, ids increasing with none missing")
+    print(f"note: {audit.NOT_CHAINED}")
+    return 0
+
+
 def demo(url: str) -> int:
     """The demo agents against a running Handrail (local mode's demo config), until Ctrl-C."""
     from local.demo import DemoFailed, run_demo
@@ -281,6 +463,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     key = sub.add_parser("webhook-key", help="print the key an agent uses to verify callbacks")
     key.add_argument("agent")
+    trail = sub.add_parser("audit", help="export the audit trail, or check an export against the database")
+    trail_sub = trail.add_subparsers(dest="audit_command", required=True)
+    export = trail_sub.add_parser(
+        "export", help="write the events oldest first, as JSON lines or CSV, to standard output or --out"
+    )
+    check_export = trail_sub.add_parser(
+        "verify", help="check an export against the database: every event of its range, unaltered, none besides"
+    )
+    check_export.add_argument("file", help="the export (.csv is read as CSV, anything else as JSON lines)")
+    for command in (export, check_export):
+        command.add_argument("--since", help="7d, 24h, or a time with a zone (default: the first event)")
+        command.add_argument("--until", help="7d, 24h, or a time with a zone; excluded (default: now)")
+        command.add_argument("--agent", help="only the events about this agent")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="default: %(default)s")
+    export.add_argument("--out", help="a file to write (default: standard output)")
+    check_export.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file's name")
     play = sub.add_parser("demo", help="run the demo agents against a Handrail in local mode, until Ctrl-C")
     play.add_argument("--url", default="http://localhost:3000", help="where Handrail answers (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -302,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             logs.configure()
             _migrate(make_engine(settings.database_url), settings.database_url)
             return 0
+        if args.command == "audit":
+            return audit_command(settings, args)
         if args.command == "config-check":
             checked = check_config(settings.handrail_config)
             return config_check(checked, str(settings.handrail_config), args.agent, args.action, args.fact)

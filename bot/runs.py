@@ -18,7 +18,7 @@ from bot.errors import Conflict, Invalid, TooMany
 from bot.models import ActionIn, ActionOut, RunIn
 from storage import stats
 from storage.alert_store import Checks
-from storage.repositories import Actions, Runs, Versions
+from storage.repositories import Actions, Approvals, Audit, Runs, Versions
 from storage.tables import ActionRecord, Approval, Run
 
 HOUR = timedelta(hours=1)
@@ -45,14 +45,19 @@ def to_out(action: ActionRecord) -> ActionOut:
         undo_status=action.undo_status,  # type: ignore[arg-type]
         undone_by=action.undone_by,
         undone_at=action.undone_at,
+        approval_id=action.approval_id,
     )
 
 
 def action_sha256(request: ActionIn) -> str:
-    """What a replay under the same dedup_key must match. Without a version, hashed as before
-    actions carried one, so that older replays still match."""
+    """What a replay under the same dedup_key must match. Without a version (or an approval_id),
+    hashed as before actions carried one, so that older replays still match."""
     body = request.model_dump(mode="json")
-    return sha256_of(body if request.version else {k: v for k, v in body.items() if k != "version"})
+    if not request.version:
+        del body["version"]
+    if request.approval_id is None:
+        del body["approval_id"]
+    return sha256_of(body)
 
 
 def record_action(
@@ -95,6 +100,12 @@ def record_action(
                 f"(agents.{request.agent}.limits.actions_per_run); start a new run"
             )
         reached = reached or in_run + 1 >= limits.actions_per_run
+    if request.approval_id is not None:
+        approval = Approvals(session).get(request.approval_id)
+        if approval is None or approval.agent != request.agent:
+            raise Invalid(
+                f"approval_id: {request.agent} has no approval {request.approval_id!r}", code="unknown_approval"
+            )
 
     action = ActionRecord(
         id="act_" + secrets.token_hex(10),
@@ -110,8 +121,26 @@ def record_action(
         request_sha256=request_sha256,
         created_at=now,
         version=_version_of(session, request),
+        approval_id=request.approval_id,
     )
     actions.add(action)
+    Audit(session).record(
+        at=now,
+        actor=f"agent:{request.agent}",
+        event="action.recorded",
+        object_type="action",
+        object_id=action.id,
+        after={"action": request.action, "changes": action.changes},
+        source={
+            "agent": request.agent,
+            "run_id": request.run_id,
+            "version": action.version,
+            "approval_id": request.approval_id,
+            "customer": request.customer,
+        },
+        agent=request.agent,
+        target_id=action.target_id,
+    )
     stats.add_action(session, request.agent, request.action, now, actions=1, duplicates=0)
     if config.alerts_of(request.agent).action_spike.active:
         Checks(session).due_at([request.agent], now)

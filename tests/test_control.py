@@ -392,7 +392,7 @@ def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(c
     irreversible, _ = ctl.record(reversible=False)
 
     def claim(action_id: str, user: str = "U0OWNER") -> Any:
-        return ctl(undo.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user)
+        return ctl(undo.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user, now=ctl.clock.now())
 
     assert claim(irreversible.id) is None
     assert claim(action.id) is not None

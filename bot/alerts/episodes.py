@@ -54,7 +54,9 @@ def _open_key(agent: str, rule: str, subject: str | None) -> str:
 
 
 def _audit(session: Session, now: datetime, actor: str, event: str, episode: AlertEpisode, **fields: Any) -> None:
-    Audit(session).record(at=now, actor=actor, event=event, object_type="alert", object_id=episode.id, **fields)
+    Audit(session).record(
+        at=now, actor=actor, event=event, object_type="alert", object_id=episode.id, agent=episode.agent, **fields
+    )
 
 
 # --- measuring --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from bot import mrkdwn, outbound
 from bot.alerts.actions import MuteLength
 from bot.cards.blocks import Card, button, section
 from bot.config import AgentConfig, HandrailConfig
+from bot.config_changes import ConfigChange
 from bot.control.pause import PauseDone, PauseLength, ResumeDone, pause_length
 from bot.control.state import EVERY_AGENT, PauseView
 from bot.control.status import AgentStatus
@@ -227,7 +228,15 @@ def status_text(status: AgentStatus) -> str:
         )
     else:
         lines.append(f"• Last hour: no finished runs, cost ${status.cost_usd:,.2f}")
+    if status.config_change is not None:
+        lines.append(f"• {config_line(status.config_change)}")
     return "\n".join(lines)
+
+
+def config_line(change: ConfigChange) -> str:
+    """When the config last changed, by whom (HANDRAIL_DEPLOYED_BY) and to which file (its SHA-256)."""
+    who = mrkdwn.code(change.deployed_by, 100) if change.deployed_by else "an unnamed deploy"
+    return f"Config last changed {mrkdwn.date(change.changed_at)} by {who} (`{change.short}`)"
 
 
 def status_line(status: AgentStatus) -> str:

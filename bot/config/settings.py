@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     # once; past it, 503 with Retry-After at once instead of a queue that grows without bound.
     handrail_queue_limit: Annotated[int, Field(ge=1, le=10_000)] = 32
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    # Who deployed this process's config (a person, a pipeline): the `config.changed` event's actor.
+    handrail_deployed_by: str | None = None
+
+    @field_validator("handrail_deployed_by")
+    @classmethod
+    def _deployer(cls, value: str | None) -> str | None:
+        """Empty is unset; otherwise at most 90 printable characters (it becomes `deploy:<who>`)."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if len(value) > 90 or not value.isprintable():
+            raise ValueError(
+                f"{shown(value[:100])} is not a name Handrail can record: write at most 90 printable characters, "
+                "e.g. HANDRAIL_DEPLOYED_BY=ci@github or a person's name"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

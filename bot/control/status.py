@@ -1,5 +1,5 @@
-"""`/agent status`: one agent's mode, version, pauses, alert mutes, pending approvals and the last
-hour's runs."""
+"""`/agent status`: one agent's mode, version, pauses, alert mutes, pending approvals, the last
+hour's runs, and when the config last changed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from bot.config import AgentConfig, HandrailConfig
+from bot.config_changes import ConfigChange, last_change
 from bot.control.access import known_agent
 from bot.control.state import DEFAULT_MODE, EVERY_AGENT, PauseView, snapshot
 from storage.alert_store import Mutes
@@ -30,6 +31,7 @@ class AgentStatus:
     cost_usd: float
     capped_until: datetime | None
     mutes: list[AlertMute]  # alert rules muted now, ending last first
+    config_change: ConfigChange | None = None  # when the config last changed (None: never recorded)
 
 
 def status(session: Session, *, config: HandrailConfig, agent_id: str, now: datetime) -> AgentStatus:
@@ -50,6 +52,7 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
         cost_usd=sum(r.cost_usd or 0 for r in runs),
         capped_until=t if (t := state.capped_until.get(agent_id)) and t > now else None,
         mutes=Mutes(session).active([agent_id], now),
+        config_change=last_change(session),
     )
 
 

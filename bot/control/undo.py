@@ -14,7 +14,7 @@ from bot.config import HandrailConfig
 from bot.control.access import known_agent
 from bot.control.records import announce, audit
 from bot.errors import HandrailError
-from storage.repositories import Actions
+from storage.repositories import Actions, Audit
 from storage.tables import ActionRecord
 
 MAX_UNDO = 50
@@ -45,14 +45,26 @@ def undo_preview(session: Session, *, config: HandrailConfig, agent_id: str, cou
     return Actions(session).not_undone(agent_id, count)
 
 
-def claim_undo(session: Session, *, action_id: str, agent_id: str, user_id: str) -> ActionRecord | None:
+def claim_undo(session: Session, *, action_id: str, agent_id: str, user_id: str, now: datetime) -> ActionRecord | None:
     """Mark an action as being undone, once: None when it is not this agent's, not reversible,
-    or someone else is undoing or has undone it."""
+    or someone else is undoing or has undone it. The claim is audited on the action (and its
+    target), so an undo under way shows in the trail before the platform answers."""
     action = Actions(session).get(action_id)
     if action is None or action.agent != agent_id or not action.reversible:
         return None
     if not Actions(session).set_undo(action_id, expected=None, undo_status="claimed", undone_by=user_id):
         return None
+    Audit(session).record(
+        at=now,
+        actor=f"user:{user_id}",
+        event="action.undo_claimed",
+        object_type="action",
+        object_id=action_id,
+        after={"restore": restore_of(action)},
+        source={"agent": agent_id, "run_id": action.run_id, "version": action.version},
+        agent=agent_id,
+        target_id=action.target_id,
+    )
     return action
 
 
@@ -65,6 +77,7 @@ def finish_undo(
         actions.set_undo(action_id, expected="claimed", undo_status="undone", undone_at=now, undo_error=None)
     else:
         actions.set_undo(action_id, expected="claimed", undo_status=None, undone_by=None, undo_error=error)
+    action = actions.get(action_id)
     audit(
         session,
         now,
@@ -73,6 +86,7 @@ def finish_undo(
         agent_id,
         after={"action": action_id},
         reason=error,
+        target_id=action.target_id if action else None,
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -30,6 +31,32 @@ MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
 
 Audited = dict[str, Any] | None  # the audit event a delivered row leaves, if any
 _NEED_APPROVAL = {Kind.CARD.value, Kind.THREAD.value, Kind.DM.value}  # rows whose delivery reads their approval
+
+
+def subject_of(session: Session, row: Row, approval: Approval | None = None) -> tuple[str | None, str | None]:
+    """The agent (and, for an approval's row, the target id) an audit event about a row is filed
+    under, so that GET /v1/audit finds it by agent and by target. `approval`: the row's approval,
+    when the caller has it already (it is then not read again)."""
+    payload = row.payload
+    if approval is not None and approval.id == row.approval_id:
+        return approval.agent, approval.target_id
+    if row.approval_id:
+        found = session.execute(
+            select(Approval.agent, Approval.target_id).where(Approval.id == row.approval_id)
+        ).first()
+        return (found.agent, found.target_id) if found else (None, None)
+    agent: str | None = None
+    if isinstance(payload, outbound.WebhookPayload):
+        agent = payload.agent
+    elif isinstance(payload, outbound.PostPayload):
+        agent = getattr(payload.note, "agent", None)
+    elif isinstance(payload, outbound.SummaryPayload):
+        agent = getattr(payload.summary, "agent", None)
+    elif isinstance(payload, (outbound.AlertPayload, outbound.AlertNotePayload, outbound.PagerDutyPayload)):
+        agent = session.scalar(select(AlertEpisode.agent).where(AlertEpisode.id == payload.episode_id))
+    elif isinstance(payload, (outbound.SuggestionPayload, outbound.SuggestionNotePayload)):
+        agent = session.scalar(select(Suggestion.agent).where(Suggestion.id == payload.suggestion_id))
+    return (None if agent == "*" else agent), None
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -157,7 +184,9 @@ class Rows:
                 assert group.approval is not None
                 Approvals(session).release_card_lease(group.approval.id)
 
-    def _mark_sent(self, session: Session, delivered: list[tuple[Row, Audited]]) -> None:
+    def _mark_sent(
+        self, session: Session, delivered: list[tuple[Row, Audited]], approval: Approval | None = None
+    ) -> None:
         now = self.clock.now()
         Outbox(session).mark_sent([row.id for row, _ in delivered], now)
         for row, audit in delivered:
@@ -167,12 +196,15 @@ class Rows:
                 )
             if audit:
                 object_type, object_id = row.about
-                Audit(session).record(at=now, object_type=object_type, object_id=object_id, **audit)
+                agent, target_id = subject_of(session, row, approval)
+                Audit(session).record(
+                    at=now, object_type=object_type, object_id=object_id, agent=agent, target_id=target_id, **audit
+                )
 
     def close(self, group: Group) -> None:
         """The group's rows are out: mark those delivered sent, and let go of a card lease unused."""
         with self.db.transaction() as session:
-            self._mark_sent(session, group.delivered)
+            self._mark_sent(session, group.delivered, group.approval)
             if group.leased:
                 assert group.approval is not None
                 Approvals(session).release_card_lease(group.approval.id)
@@ -192,6 +224,7 @@ class Rows:
             Outbox(session).failed(row.id, attempts=attempts, error=error, retry_at=retry_at, now=now)
             if dead:
                 object_type, object_id = row.about
+                agent, target_id = subject_of(session, row)
                 Audit(session).record(
                     at=now,
                     actor="system",
@@ -200,6 +233,8 @@ class Rows:
                     object_id=object_id,
                     after={"outbox_id": row.id, "attempts": attempts},
                     reason=error,
+                    agent=agent,
+                    target_id=target_id,
                 )
         if dead:
             log.error("outbox %s %s for %s is dead after %d attempts: %s", row.id, row.kind, row.group, attempts, error)
@@ -246,7 +281,7 @@ class Rows:
         group.delivered.append((row, posted if new_ts else None))
         with self.db.transaction() as session:
             Approvals(session).release_card_lease(approval.id, shown_version=approval.state_version, message_ts=new_ts)
-            self._mark_sent(session, group.delivered)
+            self._mark_sent(session, group.delivered, group.approval)
             if refused:
                 Audit(session).record(
                     at=self.clock.now(),
@@ -320,7 +355,7 @@ class Rows:
                 channel=posted[0] if posted else None,
                 message_ts=posted[1] if posted else None,
             )
-            self._mark_sent(session, group.delivered)
+            self._mark_sent(session, group.delivered, group.approval)
             if refused:
                 Audit(session).record(
                     at=self.clock.now(),
@@ -391,7 +426,7 @@ class Rows:
                 channel=posted[0] if posted else None,
                 message_ts=posted[1] if posted else None,
             )
-            self._mark_sent(session, group.delivered)
+            self._mark_sent(session, group.delivered, group.approval)
             if refused:
                 Audit(session).record(
                     at=self.clock.now(),
