@@ -21,13 +21,14 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
-from bot import flows, mrkdwn
+from bot import flows, mrkdwn, why
 from bot.alerts import actions as alert_actions
 from bot.cards import agent as replies
 from bot.cards import reports as report_cards
 from bot.cards import undo as undo_card
+from bot.cards import why as why_card
 from bot.cards.blocks import Card
 from bot.control import access, pause, status, undo, versions
 from bot.control.state import EVERY_AGENT
@@ -35,6 +36,7 @@ from bot.lanes import control_first
 from bot.measures import WEEK, measure
 from bot.reports import RUNS_SHOWN, recent_runs, run_detail, runbook
 from bot.services import Services
+from bot.slack_gateway import SlackError
 from handlers.errors import UsageError, replies_with_errors, reply_text
 from handlers.payloads import Click, Command, parse
 
@@ -64,6 +66,8 @@ class Invocation:
     args: list[str]
     user_id: str
     trigger_id: str
+    workspace: why.Workspace | None = None  # the workspace the command came from
+    home: why.Workspace | None = None  # the installation's, as auth.test told Bolt
 
 
 @dataclass(frozen=True)
@@ -373,6 +377,22 @@ async def _runbook(inv: Invocation) -> Reply:
     return report_cards.runbook_card(book)
 
 
+async def _why(inv: Invocation) -> Reply:
+    services = inv.services
+    why.insider(inv.workspace, inv.home)  # anyone in the workspace; nobody from outside it
+    asked = " ".join(inv.args)  # a target's id may hold spaces
+    if not asked:
+        raise _usage(inv, "Give an id: a target's, an approval's (`apr_…`), an action's (`act_…`) or a run's.")
+    if len(asked) > why.MAX_ID:
+        raise _usage(inv, f"An id is at most {why.MAX_ID} characters.")
+    chain = await services.run(why.why, config=services.config, asked=asked)
+    try:
+        workspace_url: str | None = await services.slack.workspace_url()  # auth.test, once per process
+    except SlackError:  # the answer without links to the cards beats no answer
+        workspace_url = None
+    return why_card.why_card(services.config, chain, workspace_url)
+
+
 COMMANDS: dict[str, Subcommand] = {
     "help": Subcommand("/agent help", "anyone", "this list", "/agent help", _help),
     "status": Subcommand(
@@ -466,6 +486,15 @@ COMMANDS: dict[str, Subcommand] = {
         "/agent runbook lead-router",
         _runbook,
     ),
+    "why": Subcommand(
+        "/agent why <target id|approval id|action id|run id>",
+        "anyone in the workspace",
+        f"why a record changed, newest first: each action on it (field before → after, agent, version, run, undo, "
+        f"rollbacks) with the approval behind it (who asked, policy, who approved or edited, reason, evidence, the "
+        f"card); the newest {why.SHOWN} of each",
+        "/agent why 006XYZ",
+        _why,
+    ),
 }
 
 
@@ -484,8 +513,23 @@ async def answered(services: Services, name: str, work: Callable[[], Awaitable[R
         return reply_text(services, error, f"/agent {name}")
 
 
-async def run(services: Services, command: dict[str, Any]) -> Reply:
-    """One /agent command: its answer, or the work to finish after acknowledging it."""
+def _workspace(fields: Any) -> why.Workspace | None:
+    """The workspace a command came from (its team, organisation, and whether the app is installed
+    organisation-wide), or the installation's from Bolt's authorize result (auth.test)."""
+    if not isinstance(fields, dict):
+        return None
+
+    def text(key: str) -> str | None:
+        value = fields.get(key)
+        return value if isinstance(value, str) and value else None
+
+    org_install = fields.get("is_enterprise_install") in (True, "true")
+    return why.Workspace(team_id=text("team_id"), enterprise_id=text("enterprise_id"), org_install=org_install)
+
+
+async def run(services: Services, command: dict[str, Any], home: why.Workspace | None = None) -> Reply:
+    """One /agent command: its answer, or the work to finish after acknowledging it. `home` is the
+    installation's workspace (what Bolt learned from auth.test)."""
     parsed = parse(Command, command)
     if parsed is None:
         return "This command came without a user or with malformed fields; nothing was done."
@@ -493,7 +537,7 @@ async def run(services: Services, command: dict[str, Any]) -> Reply:
     name = words[0].lower() if words else "help"
     if name not in COMMANDS:
         return f"Unknown command {mrkdwn.code(words[0], 45)}.\n" + help_text()
-    inv = Invocation(services, name, words[1:], parsed.user_id, parsed.trigger_id)
+    inv = Invocation(services, name, words[1:], parsed.user_id, parsed.trigger_id, _workspace(command), home)
     return await answered(services, name, lambda: COMMANDS[name].run(inv))
 
 
@@ -521,9 +565,11 @@ def register(app: AsyncApp, services: Services) -> None:
     reply_errors = replies_with_errors(services)
 
     @app.command("/agent")
-    async def agent_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+    async def agent_command(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
         with control_first():
-            answer = asyncio.create_task(run(services, command))
+            answer = asyncio.create_task(run(services, command, _workspace(context.authorize_result)))
             done, _ = await asyncio.wait([answer], timeout=ACK_WITHIN)
             # Slack must hear back within 3 s: an answer not ready by then is finished later.
             reply = answer.result() if done else Later(STILL_WORKING, lambda: answer)
