@@ -40,7 +40,7 @@ class InvalidEdit(HandrailError):
 
     def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{name}: {problem}" for name, problem in problems.items()), code=self.code)
+        super().__init__("; ".join(f"{name}: {problem}" for name, problem in problems.items()))
 
 
 def kind_of(value: Any) -> Kind | None:

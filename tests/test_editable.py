@@ -62,13 +62,14 @@ def test_choices_belong_to_an_editable_param_hold_its_value_and_share_its_type()
 
 def test_the_request_and_its_policy_name_editable_params_once_each_in_order() -> None:
     found = editable_params(
-        PARAMS, ["pct", "stage"], {"stage": ["Negotiation", "Won"]}, ("stage", "rate", "gone", "nested")
+        PARAMS, ["pct", "stage"], {"stage": ["Negotiation", "Won"]}, ("stage", "nested", "gone", "rate")
     )
     assert [EditableParam.model_validate(p) for p in found] == [
         EditableParam(name="pct", kind="integer"),
         EditableParam(name="stage", kind="choice", choices=("Negotiation", "Won")),
         EditableParam(name="rate", kind="number"),
     ]
+    assert found[1]["choices"] == ["Negotiation", "Won"]  # stored as JSON
     many = {f"p{i}": i for i in range(EDITABLE_MAX + 5)}
     assert len(editable_params(many, list(many), {}, ())) == EDITABLE_MAX
     assert editable_of(found)[0] == EditableParam(name="pct", kind="integer")
@@ -99,6 +100,7 @@ def test_what_a_reviewer_entered_is_read_by_its_params_type() -> None:
         ({"stage": "c-1"}, "choose one of the options"),
         ({"stage": "Won"}, "choose one of the options"),
         ({"stage": ""}, "choose one of the options"),
+        ({"stage": "x1"}, "choose one of the options"),
         ({"notify": "yes"}, "choose true or false"),
         ({"notify": "True"}, "choose true or false"),
         ({"pct": "8.5"}, "a whole number, e.g. 8"),
@@ -128,3 +130,8 @@ def test_the_limits_themselves_are_accepted() -> None:
 
 def test_every_bad_input_is_reported_at_once() -> None:
     assert set(problems(stage="c9", pct="x", rate="y", notify="z")) == {"stage", "pct", "rate", "notify"}
+    assert set(problems(stage=None, pct=None)) == {"stage", "pct"}
+    with pytest.raises(InvalidEdit) as raised:
+        parse_values(STORED, GOOD | {"stage": "c9", "pct": "x"})
+    assert raised.value.code == "invalid_edit"
+    assert str(raised.value) == "stage: choose one of the options; pct: a whole number, e.g. 8"

@@ -20,7 +20,7 @@ from bot.approvals.records import get as get_approval
 from bot.cards.approval import note_text
 from bot.cards.errors import error_text
 from bot.clock import ManualClock
-from bot.config import HandrailConfig, parse_config
+from bot.config import ConfigError, HandrailConfig, parse_config
 from bot.errors import Conflict
 from bot.escalation import next_step
 from bot.policy import choose
@@ -399,3 +399,44 @@ def test_a_broken_request_does_not_stall_the_sweep(db: Database, clock: ManualCl
         assert jobs.sweep_escalations(session, config=CONFIG, now=clock.now(), careful=True) == 2
     assert [m["user"] for m in sent(db, healthy.id, "dm")] == ["U0OWNER"]
     assert sent(db, broken.id, "dm") == [] and load(db, broken.id).next_at == clock.now() + jobs.RETRY_BROKEN
+
+
+def test_a_policy_freezes_its_editable_params_and_ack_timeout_onto_the_request() -> None:
+    cfg = config(
+        [
+            {"match": "quote.*", "mode": "approve", "editable": ["discount_pct"], "ack_timeout": "20m"},
+            {"match": "lead.*", "mode": "approve"},
+        ]
+    )
+    quote = choose(cfg, "lead-router", "quote.create", {})
+    assert (quote.editable, quote.ack_timeout_s) == (("discount_pct",), 1200.0)
+    assert "reviewers may edit discount_pct" in quote.explain() and "holds the ladder 20m" in quote.explain()
+    lead = choose(cfg, "lead-router", "lead.enrich", {})
+    assert (lead.editable, lead.ack_timeout_s) == ((), None)
+
+
+def test_the_default_ladder_keeps_only_steps_before_the_timeout_of_owners_the_agent_has() -> None:
+    data = config_dict()
+    data["agents"]["lead-router"]["approval_timeout"] = "30m"  # the backup's step (30m) would fall on it
+    del data["agents"]["lead-router"]["owners"]["escalation_manager"]
+    applied = choose(parse_config(data), "lead-router", "any.action", {})
+    assert [(s.after_s, s.notify) for s in applied.escalation] == [(900.0, "primary")]
+
+
+def test_a_policy_describes_itself_in_one_phrase() -> None:
+    assert choose(CONFIG, "lead-router", "lead.enrich", {}).describe() == "`policies.1` (lead.enrich: auto)"
+    assert choose(CONFIG, "lead-router", "lead.score", {}).describe() == "`policies.2` (lead.score: auto, 100% sampled)"
+    assert choose(CONFIG, "lead-router", "opportunity.update_amount", {}).describe() == (
+        "`policies.3` (opportunity.update_amount: human only)"
+    )
+    assert (
+        choose(CONFIG, "lead-router", "quote.send", {"discount_pct": 9}).describe()
+        == "`policies.0` (quote.*: 2 approvals)"
+    )
+    assert choose(CONFIG, "lead-router", "quote.send", {"discount_pct": 8}).describe() == "`default` (*: 1 approval)"
+
+
+@pytest.mark.parametrize("mode", ["auto", "human_only"])
+def test_only_requests_people_decide_have_editable_params(mode: str) -> None:
+    with pytest.raises(ConfigError, match=f"policies.0: editable cannot be used with mode {mode}"):
+        config([{"match": "quote.*", "mode": mode, "editable": ["discount_pct"]}])
