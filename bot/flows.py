@@ -56,13 +56,15 @@ async def _as_approver(
     *,
     approval_id: str,
     user_id: str,
+    read: Approval | None = None,
     pass_read: bool = False,
     **fields: Any,
 ) -> Approval:
     """Run one of the request's use cases for this Slack user, once Slack has said which of the
-    request's approver groups hold them. With `pass_read`, the use case is given the request as
-    read here (`read`), which it reads again only if it changed since."""
-    approval = await services.run(get, approval_id=approval_id)
+    request's approver groups hold them. `read`: the request as the caller read it already (else it
+    is read here). With `pass_read`, the use case is given that copy (`read`), which it reads again
+    only if it changed since."""
+    approval = read if read is not None and read.id == approval_id else await services.run(get, approval_id=approval_id)
     groups = await _approver_groups(services, approval, user_id)
     if pass_read:
         fields["read"] = approval
@@ -99,14 +101,16 @@ async def decide(
 
 
 async def edit(
-    services: Services, *, approval_id: str, user_id: str, values: dict[str, Scalar], reason: str, seen_sha256: str
+    services: Services, *, read: Approval, user_id: str, values: dict[str, Scalar], reason: str, seen_sha256: str
 ) -> Approval:
-    """Approve the edited version of a request."""
+    """Approve the edited version of a request, as the caller read it to parse the form."""
     return await _as_approver(
         services,
         editing.edit,
-        approval_id=approval_id,
+        approval_id=read.id,
         user_id=user_id,
+        read=read,
+        pass_read=True,
         values=values,
         reason=reason,
         seen_sha256=seen_sha256,

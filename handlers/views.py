@@ -35,6 +35,15 @@ EDIT_OUT_OF_DATE = (
 UNDO_OUT_OF_DATE = "This preview is out of date; nothing was undone. Run `/agent undo` again."
 
 
+def _reason_problem(reason: str, verb: str) -> str | None:
+    """What is wrong with a modal's reason (shown under it), or None."""
+    if not reason.strip():
+        return f"Please say why you {verb} this."
+    if len(reason) > card.REASON_MAX:
+        return f"Please keep the reason within {card.REASON_MAX:,} characters."
+    return None
+
+
 def register(app: AsyncApp, services: Services) -> None:
     @app.view(card.DENY_VIEW)
     async def deny_submitted(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -54,11 +63,9 @@ def register(app: AsyncApp, services: Services) -> None:
         except ValidationError:
             await start_again()
             return
-        if not reason.strip():
-            await refuse("Please say why you deny this.")
-            return
-        if len(reason) > card.DENY_REASON_MAX:
-            await refuse(f"Please keep the reason within {card.DENY_REASON_MAX:,} characters.")
+        problem = _reason_problem(reason, "deny")
+        if problem:
+            await refuse(problem)
             return
         try:
             await flows.decide(
@@ -98,17 +105,16 @@ def register(app: AsyncApp, services: Services) -> None:
         except InvalidEdit as invalid:
             errors = {blocks[name]: problem for name, problem in invalid.problems.items()}
             values = {}
-        if not reason.strip():
-            errors[card.REASON_BLOCK] = "Please say why you edit this."
-        elif len(reason) > card.EDIT_REASON_MAX:
-            errors[card.REASON_BLOCK] = f"Please keep the reason within {card.EDIT_REASON_MAX:,} characters."
+        problem = _reason_problem(reason, "edit")
+        if problem:
+            errors[card.REASON_BLOCK] = problem
         if errors:
             await ack(response_action="errors", errors=errors)
             return
         try:
             await flows.edit(
                 services,
-                approval_id=metadata.approval_id,
+                read=approval,
                 user_id=submitted.user.id,
                 values=values,
                 reason=reason,

@@ -29,12 +29,16 @@ def edit(
     reason: str,
     seen_sha256: str,
     now: datetime,
+    read: Approval | None = None,
 ) -> Approval:
     """Approve the request with the reviewer's values for its editable params. Who may, self-
     approval and the expiry are as for Approve. The edit resets the quorum: the editor's approval
     is the first of the edited version. A request edited since the reviewer's form was filled in
-    (`seen_sha256`: the params it showed) is refused, so that nobody approves values they did not see."""
-    approval = get(session, approval_id)
+    (`seen_sha256`: the params it showed) is refused, so that nobody approves values they did not see.
+    `read`: as for `decide`."""
+    approval = (
+        session.merge(read, load=False) if read is not None and read.id == approval_id else get(session, approval_id)
+    )
     check_may_decide(approval, agent_of(config, approval), user_id, user_groups, "approve")
     reason = reason.strip()
     if not reason:

@@ -24,7 +24,7 @@ def escalate(session: Session, *, config: HandrailConfig, approval: Approval, no
     fired = []
     steps_done = approval.steps_done
     shift_s, held = approval.ladder_shift_s or 0.0, approval.ack_until
-    acked_by, acked_at, shift_before = approval.acked_by, approval.acked_at, shift_s
+    acked_by, acked_at, ack_until, shift_before = approval.acked_by, approval.acked_at, approval.ack_until, shift_s
     resumed = False
     expire = False
     while due := next_step(
@@ -61,7 +61,6 @@ def escalate(session: Session, *, config: HandrailConfig, approval: Approval, no
                 held_until=held,
             ).at,
         )
-    ack_until = approval.ack_until
     if not change(session, approval, **values):
         return False
 

@@ -33,7 +33,7 @@ REASON_BLOCK = "reason"
 REASON_INPUT = "reason"
 
 THREAD_TEXT_MAX = mrkdwn.MESSAGE_TEXT_MAX
-DENY_REASON_MAX = 2000  # the Deny modal's max_length; a longer submission is refused
+REASON_MAX = 2000  # the Deny and Edit & approve modals' reason max_length; a longer one is refused
 CARD_REASON_MAX = 1000  # a decision's reason on the card (escaped); the thread note has all of it
 PAUSE_REASON_MAX = 800  # a pause's reason beside the status (escaped; the command takes 500 characters)
 REASON_CUT_NOTE = " … _(cut: full reason in the thread)_"
@@ -423,14 +423,13 @@ def deny_modal(approval: Approval) -> dict[str, Any]:
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,
                     "multiline": True,
-                    "max_length": DENY_REASON_MAX,
+                    "max_length": REASON_MAX,
                 },
             },
         ],
     }
 
 
-EDIT_REASON_MAX = DENY_REASON_MAX
 LABEL_MAX = 150
 
 
@@ -486,7 +485,7 @@ def edit_modal(approval: Approval) -> dict[str, Any]:
                 "type": "plain_text_input",
                 "action_id": REASON_INPUT,
                 "multiline": True,
-                "max_length": EDIT_REASON_MAX,
+                "max_length": REASON_MAX,
             },
         },
     ]
