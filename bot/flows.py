@@ -267,7 +267,7 @@ async def unready_for_auto(services: Services, *, agent_id: str, mode: str) -> r
     mode) and is not met; None when nothing stands in the way."""
     if mode != "auto":
         return None
-    if await services.run(versions.mode_of, agent_id=agent_id) == "auto":
+    if await services.run(versions.mode_of, config=services.config, agent_id=agent_id) == "auto":
         return None
     found = await readiness(services, agent_id=agent_id)
     return None if found.ready else found

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bot.config import HandrailConfig
-from bot.control.state import DEFAULT_MODE, EVERY_AGENT, PauseView
+from bot.control.state import EVERY_AGENT, PauseView
 from bot.measures import WEEK, feedback
 from bot.readiness import LOOKBACK
 from bot.runs import counted
@@ -276,7 +276,7 @@ def home_facts(
         everyone = next((p for p in own if p.customer is None), None)
         answered = feedback(session, agent_id=agent_id, since=week_end - ACCEPTANCE_PERIOD, until=week_end)
         health = Health(
-            mode=modes.get(agent_id, DEFAULT_MODE),
+            mode=modes.get(agent_id, config.agents[agent_id].mode),
             version=entry.version if (entry := versions.get(agent_id)) else None,
             paused=everyone,
             customers_paused=sum(p.customer is not None for p in own),

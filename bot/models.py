@@ -22,7 +22,8 @@ from pydantic import (
 from bot.config import USER_ID
 from bot.editable import CHOICE_TEXT_MAX, CHOICES_MAX, EDITABLE_MAX, request_problems
 
-Status = Literal["pending", "approved", "denied", "expired", "cancelled"]
+# `shadow`: asked by an agent in shadow, recorded and answered at once, never shown to people.
+Status = Literal["pending", "approved", "denied", "expired", "cancelled", "shadow"]
 
 # Bounds on what agents send (the README's API section lists them). The whole body is at most 1 MB.
 MAX_DEPTH = 20  # objects and arrays nested in one JSON value (params, a change's before/after, config)
@@ -220,15 +221,19 @@ class GateOut(BaseModel):
     """GET /v1/agents/{agent}/gate: may the agent act now? Treat an error or a timeout as `false`."""
 
     allowed: bool
-    reason: Literal["paused", "volume_cap", "state_unavailable"] | None = Field(
-        description="Why not: `paused`, `volume_cap`, or `state_unavailable` (Handrail could not read its state)"
+    reason: Literal["paused", "volume_cap", "shadow", "state_unavailable"] | None = Field(
+        description="Why not: `paused`, `volume_cap`, `shadow` (run, but write nothing: report the would-be "
+        "actions to POST /v1/actions), or `state_unavailable` (Handrail could not read its state)"
     )
     message: str | None = Field(description="The same for people: who paused it and why, which cap, what failed")
     paused_by: str | None = Field(description="Slack user id of whoever paused the agent")
     until: datetime | None = Field(description="When the pause or the cap lifts by itself, if it does")
     customer: str | None = Field(description="Set when only this customer is paused")
     mode: OperatingMode | None
-    version: str | None = Field(description="The active version; after a rollback, the one to run")
+    version: str | None = Field(
+        description="The version to run: a canary's for the customers (else runs) in its share, else the active "
+        "version (after a rollback, the one it restored)"
+    )
 
 
 class VersionIn(_In):
@@ -238,6 +243,70 @@ class VersionIn(_In):
     notes: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
     prompt_sha: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{7,128}$")] | None = None
     config: JsonObject | None = None
+    rollout: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        default=None,
+        description="Release it gradually: 0 runs it in shadow (served to nobody), 1-99 serves it to that percent of "
+        "customers as a canary (then PATCH .../versions/{version} to widen it); left out or 100, it becomes the "
+        "active version at once",
+    )
+
+
+class PromoteIn(_In):
+    """Body of PATCH /v1/agents/{agent}/versions/{version}: widen (or halt) the release."""
+
+    rollout: Annotated[int, Field(ge=0, le=100)] = Field(
+        description="the percent of customers it serves: above the current one, or 0 to halt it"
+    )
+    force: bool = Field(default=False, description="promote a canary that compares worse (needs a reason)")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000), Clean] | None = None
+
+
+class RateOut(BaseModel):
+    """A rate with its 95% Wilson interval (null when nothing was counted)."""
+
+    count: int
+    of: int
+    rate: float | None
+    low: float | None
+    high: float | None
+
+
+class SideOut(BaseModel):
+    """One version's numbers over the release's period."""
+
+    version: str | None
+    runs: int
+    failure_rate: RateOut
+    cost_per_run_usd: float | None
+    acceptance: RateOut
+    reversal_rate: RateOut
+
+
+class ComparisonOut(BaseModel):
+    """A canary against the stable version over the same period."""
+
+    since: datetime
+    until: datetime
+    canary: SideOut
+    stable: SideOut
+    conclusive: bool = Field(description="both versions have at least `min_runs` finished runs")
+    worse: list[str] = Field(description="what is worse beyond its margin: failure_rate, cost_per_run, ...")
+
+
+class ReleaseOut(BaseModel):
+    """An agent's release of a new version."""
+
+    agent: str
+    version: str
+    stage: Literal["shadow", "canary", "halted", "done"]
+    rollout: int
+    stable: str | None = Field(description="the version everyone else runs")
+    started_at: datetime
+    canary_since: datetime | None
+    updated_at: datetime
+    updated_by: str
+    halted_reason: str | None
+    comparison: ComparisonOut | None = None
 
 
 class VersionOut(BaseModel):

@@ -21,6 +21,7 @@ from storage.tables import (
     ConfigState,
     OutboxMessage,
     Pause,
+    Release,
     Run,
     Suggestion,
 )
@@ -498,6 +499,37 @@ class Modes:
         else:
             row.mode, row.changed_by, row.changed_at = mode, by, at
         self.session.flush()
+
+
+class Releases:
+    """One release row per agent, changed only by compare-and-set on its `state_version`, so that
+    replicas racing to halt or promote it change it once."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, agent: str) -> Release | None:
+        return self.session.get(Release, agent)
+
+    def of(self, agents: list[str]) -> list[Release]:
+        return list(self.session.scalars(select(Release).where(Release.agent.in_(agents))))
+
+    def add(self, release: Release) -> None:
+        self.session.add(release)
+        self.session.flush()
+
+    def change(self, release: Release, **values: Any) -> bool:
+        """Apply `values` if nobody changed the row since it was read; False if someone did."""
+        done = self.session.execute(
+            update(Release)
+            .where(Release.agent == release.agent, Release.state_version == release.state_version)
+            .values(state_version=release.state_version + 1, **values)
+            .execution_options(synchronize_session=False)
+        )
+        if not _rowcount(done):
+            return False
+        self.session.refresh(release)
+        return True
 
 
 class Actions:

@@ -251,6 +251,79 @@ class AgentMode(Base):
     changed_at: Mapped[datetime]
 
 
+class Release(Base):
+    """An agent's release of a new version: in `shadow` (rollout 0: never served, what it would
+    write is recorded and compared with what people did), a `canary` served to `rollout` percent of
+    customers, `halted` (back to 0%), or `done` (at 100% it became the active version). One row per
+    agent: the next release replaces a halted or done one."""
+
+    __tablename__ = "releases"
+
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(100))
+    notes: Mapped[str | None] = mapped_column(Text)
+    prompt_sha: Mapped[str | None] = mapped_column(String(128))
+    config: Mapped[dict[str, Any] | None]
+    stage: Mapped[str] = mapped_column(String(8))  # shadow, canary, halted, done
+    rollout: Mapped[int] = mapped_column(Integer)  # percent of customers served
+    stable: Mapped[str | None] = mapped_column(String(100))  # the active version when it started
+    started_at: Mapped[datetime]
+    canary_since: Mapped[datetime | None]  # first served: the comparisons' period starts here
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(100))  # agent:<id>, user:<Slack id>, or system
+    halted_reason: Mapped[str | None] = mapped_column(Text)
+    state_version: Mapped[int] = mapped_column(Integer)
+
+
+class EvalRun(Base):
+    """One evaluation run of a version against a suite (POST /v1/agents/{agent}/versions/{version}/evals)."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (Index("ix_eval_runs_version", "agent", "version", "suite", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(100))
+    suite: Mapped[str] = mapped_column(String(100))
+    cases: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    critical_failures: Mapped[int] = mapped_column(Integer)
+    results: Mapped[list[Any] | None]
+    link: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class ShadowAction(Base):
+    """A write an agent would have made in shadow (refused, recorded), and, once a person did the
+    same action on the same target, what they wrote and the field-by-field comparison."""
+
+    __tablename__ = "shadow_actions"
+    __table_args__ = (
+        UniqueConstraint("agent", "dedup_key", name="uq_shadow_actions_dedup"),
+        Index("ix_shadow_actions_target", "agent", "action", "target_id", "created_at"),
+        Index("ix_shadow_actions_agent_time", "agent", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(200))
+    target: Mapped[dict[str, Any]]
+    target_id: Mapped[str] = mapped_column(String(200))
+    changes: Mapped[list[Any]]
+    version: Mapped[str | None] = mapped_column(String(100))
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    customer: Mapped[str | None] = mapped_column(String(200))
+    dedup_key: Mapped[str | None] = mapped_column(String(200))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    human_changes: Mapped[list[Any] | None]
+    human_by: Mapped[str | None] = mapped_column(String(200))
+    human_at: Mapped[datetime | None]
+    matched: Mapped[bool | None] = mapped_column(Boolean)
+    comparison: Mapped[list[Any] | None]
+
+
 class ActionRecord(Base):
     """A write an agent made (recorded with POST /v1/actions), with what it changed, so that it
     can be undone: `undo_status` is NULL, then `claimed` while an undo is under way, then `undone`."""

@@ -25,6 +25,7 @@ from pydantic import (
 from bot.config.alerts import Alerts, PagerDuty, effective_alerts
 from bot.config.durations import Duration, format_duration
 from bot.config.problems import Problem, shown
+from bot.config.releases import Releases, effective_releases
 
 USER_ID = r"^[UW][A-Z0-9]{2,}$"
 CHANNEL_ID = r"^[CGD][A-Z0-9]{2,}$"
@@ -276,6 +277,11 @@ class AgentConfig(_Strict):
     alerts: Alerts | None = None
     summary: Annotated[SummaryConfig, BeforeValidator(_summary)] = SummaryConfig()
     targets: Targets = Targets()
+    # The operating mode until someone sets one with /agent mode: shadow (runs, writes nothing),
+    # suggest (every auto policy asks people), auto (policies as written).
+    mode: Literal["shadow", "suggest", "auto"] = "auto"
+    # Overrides of the top-level `releases:`, key by key.
+    releases: Releases | None = None
 
     @field_validator("callback_urls")
     @classmethod
@@ -321,11 +327,13 @@ class HandrailConfig(_Strict):
     roles: Roles = Roles()
     limits: RateLimits = RateLimits()
     alerts: Alerts = Alerts()
+    releases: Releases = Releases()
     pagerduty: PagerDuty | None = None
     owner_digest: OwnerDigest = None
     # SHA-256 of the token that reads the whole audit trail (GET /v1/audit); none: agents only.
     admin_token_sha256: str | None = None
     _alerts: dict[str, Alerts] = PrivateAttr(default_factory=dict)
+    _releases: dict[str, Releases] = PrivateAttr(default_factory=dict)
 
     @field_validator("admin_token_sha256")
     @classmethod
@@ -352,6 +360,12 @@ class HandrailConfig(_Strict):
                 for found in error.errors():
                     where = ".".join(str(part) for part in found["loc"])
                     problems.append(Problem(f"agents.{agent_id}.alerts.{where}".rstrip("."), found["msg"]))
+            try:
+                self._releases[agent_id] = effective_releases(self.releases, agent.releases)
+            except ValidationError as error:
+                for found in error.errors():
+                    where = ".".join(str(part) for part in found["loc"])
+                    problems.append(Problem(f"agents.{agent_id}.releases.{where}".rstrip("."), found["msg"]))
         if problems:
             raise Problems(problems)
         return self
@@ -359,6 +373,10 @@ class HandrailConfig(_Strict):
     def alerts_of(self, agent_id: str) -> Alerts:
         """The agent's alert rules in effect: its own keys over the top-level `alerts:`."""
         return self._alerts[agent_id]
+
+    def releases_of(self, agent_id: str) -> Releases:
+        """The agent's release settings in effect: its own keys over the top-level `releases:`."""
+        return self._releases[agent_id]
 
     def rate_limit(self, agent_id: str, name: str) -> tuple[int | None, str]:
         """An agent's rate limit `name` (None: no limit) and the key that set it: the agent's own

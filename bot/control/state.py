@@ -3,6 +3,7 @@ caps, read from SQL, and the verdict for one check."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,12 +13,25 @@ from sqlalchemy.orm import Session
 
 from bot.config import HandrailConfig
 from bot.models import GateOut, OperatingMode
-from storage.repositories import Actions, Modes, Pauses, Versions
+from storage.repositories import Actions, Modes, Pauses, Releases, Versions
 from storage.tables import Pause
 
 EVERY_AGENT = "*"
 DEFAULT_MODE: OperatingMode = "auto"
 RUN_CAP_WINDOW = timedelta(days=1)  # runs older than this no longer hold their per-run cap
+BUCKETS = 10_000  # a canary's share is counted in hundredths of a percent
+
+
+def bucket(agent: str, version: str, key: str) -> int:
+    """Where a customer (or run) falls for a release, 0 to BUCKETS - 1: the same for the whole
+    release, so widening a canary only adds customers, and independent from one release to the next."""
+    digest = hashlib.sha256(f"{agent}\x00{version}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def in_canary(agent: str, version: str, key: str | None, rollout: int) -> bool:
+    """Whether this customer (or run) runs the canary at `rollout` percent; without either, no."""
+    return key is not None and bucket(agent, version, key) < rollout * (BUCKETS // 100)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class ControlState:
     pauses: tuple[PauseView, ...]
     modes: dict[str, OperatingMode]  # set only through set_mode, which takes an OperatingMode
     versions: dict[str, str]
+    canaries: dict[str, tuple[str, int]]  # agent -> (canary version, percent served), while it serves any
     capped_until: dict[str, datetime]  # agent -> when its hourly cap lifts
     capped_runs: frozenset[tuple[str, str]]  # (agent, run_id) at their per-run cap
     limits: dict[str, tuple[int | None, int | None]]
@@ -63,9 +78,16 @@ class ControlState:
     def pause_for(self, agent: str, customer: str | None, now: datetime) -> PauseView | None:
         return covering(self.pauses, agent, customer, now)
 
+    def version_for(self, agent: str, customer: str | None, run_id: str | None) -> str | None:
+        """The version this customer's run (else this run) runs: the canary's within its share."""
+        canary = self.canaries.get(agent)
+        if canary is not None and in_canary(agent, canary[0], customer if customer is not None else run_id, canary[1]):
+            return canary[0]
+        return self.versions.get(agent)
+
     def verdict(self, agent: str, customer: str | None, run_id: str | None, now: datetime) -> GateOut:
         mode = self.modes.get(agent, DEFAULT_MODE)
-        version = self.versions.get(agent)
+        version = self.version_for(agent, customer, run_id)
         pause = self.pause_for(agent, customer, now)
         if pause is not None:
             where = "every agent" if pause.agent == EVERY_AGENT else "this agent"
@@ -99,6 +121,17 @@ class ControlState:
                 allowed=False,
                 reason="volume_cap",
                 message=f"{per_run} actions in run {run_id}",
+                paused_by=None,
+                until=None,
+                customer=None,
+                mode=mode,
+                version=version,
+            )
+        if mode == "shadow":
+            return GateOut(
+                allowed=False,
+                reason="shadow",
+                message="shadow mode: run, but write nothing; report each would-be write to POST /v1/actions",
                 paused_by=None,
                 until=None,
                 customer=None,
@@ -139,10 +172,20 @@ def snapshot(
             capped_runs |= {
                 (agent_id, run) for run in Actions(session).runs_with_at_least(agent_id, now - RUN_CAP_WINDOW, per_run)
             }
+    set_modes = Modes(session).of(ids)
     return ControlState(
         pauses=tuple(PauseView.of(p) for p in Pauses(session).unlifted(None if agents is None else ids)),
-        modes={agent: cast(OperatingMode, mode) for agent, mode in Modes(session).of(ids).items()},
+        modes={
+            agent: cast(OperatingMode, set_modes.get(agent, config.agents[agent].mode))
+            for agent in ids
+            if agent in config.agents
+        },
         versions={agent: entry.version for agent, entry in Versions(session).active(ids).items()},
+        canaries={
+            release.agent: (release.version, release.rollout)
+            for release in Releases(session).of(ids)
+            if release.stage == "canary" and release.rollout > 0
+        },
         capped_until=capped_until,
         capped_runs=frozenset(capped_runs),
         limits=limits,

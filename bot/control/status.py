@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from bot.config import AgentConfig, HandrailConfig
 from bot.config_changes import ConfigChange, last_change
 from bot.control.access import known_agent
-from bot.control.state import DEFAULT_MODE, EVERY_AGENT, PauseView, snapshot
+from bot.control.state import EVERY_AGENT, PauseView, snapshot
 from storage.alert_store import Mutes
 from storage.repositories import Approvals, Runs, Versions
 from storage.tables import AgentVersion, AlertMute, Run
@@ -42,7 +42,7 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
     return AgentStatus(
         agent_id=agent_id,
         agent=agent,
-        mode=state.modes.get(agent_id, DEFAULT_MODE),
+        mode=state.modes[agent_id],
         version=history[0] if history else None,
         pauses=[p for p in state.pauses if p.agent in (agent_id, EVERY_AGENT) and p.active(now)],
         pending=Approvals(session).count_pending(agent_id),

@@ -4,7 +4,7 @@ version; the history is never rewritten)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
@@ -12,17 +12,16 @@ from bot import effects, outbound
 from bot.config import HandrailConfig
 from bot.control.access import known_agent
 from bot.control.records import announce, audit
-from bot.control.state import DEFAULT_MODE
 from bot.errors import Conflict, NotFound
 from bot.models import OperatingMode, VersionOut
 from storage.repositories import Modes, Versions
 from storage.tables import AgentVersion
 
 
-def mode_of(session: Session, *, agent_id: str) -> str:
-    """The operating mode people set, or the default."""
+def mode_of(session: Session, *, config: HandrailConfig, agent_id: str) -> OperatingMode:
+    """The operating mode people set, else the config's `agents.<id>.mode`."""
     current = Modes(session).get(agent_id)
-    return current.mode if current else DEFAULT_MODE
+    return cast(OperatingMode, current.mode) if current else config.agents[agent_id].mode
 
 
 def set_mode(
@@ -31,7 +30,7 @@ def set_mode(
     """Set the operating mode the gate returns. Setting the mode it has changes nothing (the note's
     `before` is then the same mode)."""
     known_agent(config, agent_id)
-    before = mode_of(session, agent_id=agent_id)
+    before = mode_of(session, config=config, agent_id=agent_id)
     note = outbound.ModeSet(agent=agent_id, by=user_id, mode=mode, before=before)
     if before == mode:
         return note
