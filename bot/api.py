@@ -33,7 +33,9 @@ from bot.models import (
     ErrorOut,
     ExecuteRequest,
     GateOut,
+    PromoteIn,
     ReadinessOut,
+    ReleaseOut,
     RunsBody,
     RunsIn,
     StatsOut,
@@ -43,7 +45,9 @@ from bot.models import (
     VersionOut,
     text_problem,
 )
+from bot.releases import canary
 from bot.services import Services
+from storage.tables import Release
 
 MAX_WAIT_SECONDS = 60
 APPROVAL_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")  # ids are `apr_` and 20 hex digits; anything else is not one
@@ -278,24 +282,52 @@ def router(services: Services) -> APIRouter:
         )
         return to_out(approval)
 
-    @api.post("/agents/{agent}/versions", status_code=201, response_model=VersionOut)
-    async def register_version(agent: str, body: VersionIn, agent_id: Agent, response: Response) -> VersionOut:
-        """Register the version the agent now runs; the newest is the active one. Registering the
-        active version again with the same details is a no-op (200)."""
+    @api.post("/agents/{agent}/versions", status_code=201, response_model=VersionOut | ReleaseOut)
+    async def register_version(
+        agent: str, body: VersionIn, agent_id: Agent, response: Response
+    ) -> VersionOut | ReleaseOut:
+        """Register a version. Without `rollout` (or at 100) it is the active version at once (a
+        VersionOut); with 0 it runs in shadow, with 1-99 as a canary for that share of customers (a
+        ReleaseOut). Registering the same again is a no-op (200)."""
         own_agent(agent_id, agent)
         entry, created = await services.run(
-            versions.register_version,
+            canary.register,
             config=services.config,
             agent_id=agent,
             version=body.version,
             notes=body.notes,
             prompt_sha=body.prompt_sha,
             settings=body.config,
+            rollout=body.rollout,
             now=services.clock.now(),
         )
         if not created:
             response.status_code = 200
+        if isinstance(entry, Release):
+            return canary.release_out(entry)
         return versions.version_out(entry, active=True)
+
+    @api.patch("/agents/{agent}/versions/{version}", response_model=ReleaseOut)
+    async def promote_version(agent: str, version: str, body: PromoteIn, agent_id: Agent) -> ReleaseOut:
+        """Widen a release to `rollout` percent of customers (above its share now), or halt it (0).
+        Refused (409) while its evaluations miss `pass_criteria` (`eval_criteria_unmet`) and, once
+        both versions have enough runs, when the canary compares worse beyond the margins
+        (`canary_worse`) unless `force` with a `reason`. At 100 it becomes the active version."""
+        own_agent(agent_id, agent)
+        if not 0 < len(version) <= 100 or text_problem(version):
+            raise NotFound(f"no release of version {version[:60]!r}", code="no_release")
+        release, note = await services.run(
+            canary.promote,
+            config=services.config,
+            agent_id=agent,
+            version=version,
+            rollout=body.rollout,
+            force=body.force,
+            reason=body.reason,
+            by=f"agent:{agent}",
+            now=services.clock.now(),
+        )
+        return canary.release_out(release, note.comparison)
 
     @api.get("/agents/{agent}/versions", response_model=list[VersionOut])
     async def version_history(agent: str, agent_id: Agent) -> list[VersionOut]:

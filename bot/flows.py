@@ -25,6 +25,7 @@ from bot.approvals.decide import Decision
 from bot.approvals.records import agent_of, get
 from bot.control import access, undo, versions
 from bot.editable import Scalar
+from bot.releases import canary
 from bot.services import Services
 from bot.slack_gateway import SlackError
 from storage.tables import AlertEpisode, AlertMute, Approval
@@ -231,6 +232,14 @@ async def rollback(
         agent_id,
         {"action": "rollback", "to_version": new.version, "from_version": old.version, "requested_by": user_id},
     )
+    await services.run(
+        canary.halt_serving,
+        config=services.config,
+        agent_id=agent_id,
+        reason=f"the agent was rolled back to {new.version}",
+        by=f"user:{user_id}",
+        now=services.clock.now(),
+    )
     note = outbound.RolledBack(
         agent=agent_id,
         by=user_id,
@@ -241,6 +250,28 @@ async def rollback(
         hook_detail=hook.detail,
     )
     return await services.run(versions.rollback_told, config=services.config, note=note, now=services.clock.now())
+
+
+# --- releases ---
+
+
+async def promote(
+    services: Services, *, agent_id: str, rollout: int | None, force: bool, reason: str | None, user_id: str
+) -> outbound.ReleaseChanged:
+    """`/agent promote`: widen the agent's release (the plan's next step when `rollout` is None)."""
+    await authorize(services, user_id=user_id, permission="promote", agent_id=agent_id)
+    _, note = await services.run(
+        canary.promote,
+        config=services.config,
+        agent_id=agent_id,
+        version=None,
+        rollout=rollout,
+        force=force,
+        reason=reason,
+        by=f"user:{user_id}",
+        now=services.clock.now(),
+    )
+    return note
 
 
 # --- readiness ---

@@ -26,6 +26,7 @@ from bot.approvals.ladder import escalate
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.control.pause import lift_expired
+from bot.releases import canary
 from bot.slack_gateway import SlackError, SlackGateway
 from storage.repositories import Approvals
 
@@ -137,14 +138,18 @@ class Evaluator:
                 log.exception("alert evaluation failed")
 
     async def evaluate_all(self) -> int:
-        """Evaluate every agent due now, batch after batch; returns how many were evaluated."""
+        """Evaluate every agent due now, batch after batch, then the halt rules of the canaries
+        serving (their runs, actions or alerts may just have arrived); returns how many agents
+        were evaluated."""
         total = 0
         async with self._one:
             while True:
                 claimed = await self.run(episodes.evaluate_due, config=self.config, now=self.clock.now())
                 total += claimed
                 if claimed < episodes.BATCH:
-                    return total
+                    break
+            await self.run(canary.check_halts, config=self.config, now=self.clock.now())
+        return total
 
 
 class Summarizer:

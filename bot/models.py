@@ -243,7 +243,7 @@ class VersionIn(_In):
     notes: Annotated[str, StringConstraints(max_length=5000), Clean] | None = None
     prompt_sha: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{7,128}$")] | None = None
     config: JsonObject | None = None
-    rollout: Annotated[int, Field(ge=0, le=100)] | None = Field(
+    rollout: Annotated[int, Field(ge=0, le=100, strict=True)] | None = Field(
         default=None,
         description="Release it gradually: 0 runs it in shadow (served to nobody), 1-99 serves it to that percent of "
         "customers as a canary (then PATCH .../versions/{version} to widen it); left out or 100, it becomes the "
@@ -254,7 +254,7 @@ class VersionIn(_In):
 class PromoteIn(_In):
     """Body of PATCH /v1/agents/{agent}/versions/{version}: widen (or halt) the release."""
 
-    rollout: Annotated[int, Field(ge=0, le=100)] = Field(
+    rollout: Annotated[int, Field(ge=0, le=100, strict=True)] = Field(
         description="the percent of customers it serves: above the current one, or 0 to halt it"
     )
     force: bool = Field(default=False, description="promote a canary that compares worse (needs a reason)")

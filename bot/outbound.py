@@ -212,8 +212,125 @@ class Undid(_Note):
     skipped: int
 
 
+class Side(BaseModel):
+    """One version's numbers over a release's period (a canary's, or the stable version's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str | None
+    runs: int  # finished
+    failed: int
+    cost_usd: float
+    accepted: int
+    answered: int  # feedback answered: Good, Needs edit, Bad
+    actions: int
+    undone: int
+
+
+class Compared(BaseModel):
+    """A canary against the stable version over the same period, and what is worse beyond its
+    margin (failure_rate, cost_per_run, acceptance, reversal_rate), when both had enough runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    since: datetime
+    until: datetime
+    canary: Side
+    stable: Side
+    min_runs: int
+    conclusive: bool
+    worse: tuple[str, ...]
+
+
+class ReleaseChanged(_Note):
+    """A release started, was promoted, halted, or finished (at 100% it became the active version)."""
+
+    kind: Literal["release"] = "release"
+    agent: str
+    version: str
+    event: Literal["started", "promoted", "halted", "done"]
+    by: str  # agent:<id>, user:<Slack id>, or system
+    rollout: int
+    before: int
+    stable: str | None
+    reason: str | None = None
+    forced: bool = False
+    comparison: Compared | None = None
+
+
+class EvalCounts(BaseModel):
+    """One evaluation run's numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    version: str
+    cases: int
+    passed: int
+    failed: int
+    critical_failures: int
+    at: datetime
+
+
+class SuiteVerdict(BaseModel):
+    """One suite against `pass_criteria`: the version's newest run of it (None: never run)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    suite: str
+    run: EvalCounts | None
+    rate_met: bool | None  # None: no minimum_success_rate
+    critical_met: bool | None  # None: zero_critical not set
+    met: bool
+
+
+class Evaluated(_Note):
+    """An evaluation run was recorded (`run`, of `suite`): the version's standing against the
+    agent's `pass_criteria` (`required` False: none set) and the previous version's newest run of the
+    same suite (`previous_version` None: there is none; `previous` None: it never ran the suite)."""
+
+    kind: Literal["evaluated"] = "evaluated"
+    agent: str
+    suite: str
+    run: EvalCounts
+    link: str | None
+    required: bool
+    minimum_success_rate: float | None
+    zero_critical: bool
+    suites: tuple[str, ...]  # as the criteria name them (empty: every suite the version ran)
+    checks: tuple[SuiteVerdict, ...]
+    met: bool
+    previous_version: str | None
+    previous: EvalCounts | None
+
+
+class SmokeFailed(_Note):
+    """A smoke test the agent reported failed; `paused`: it paused the agent for every customer
+    (`on_smoke_failure: pause`), `already_paused`: a pause of the whole agent was on already."""
+
+    kind: Literal["smoke_failed"] = "smoke_failed"
+    agent: str
+    name: str | None
+    version: str | None
+    detail: str | None
+    link: str | None
+    on_failure: Literal["pause", "notify"]
+    paused: bool
+    already_paused: bool
+
+
 AgentNote = Annotated[
-    Paused | Resumed | PauseEnded | ModeSet | VersionRegistered | RolledBack | Undid | Written,
+    Paused
+    | Resumed
+    | PauseEnded
+    | ModeSet
+    | VersionRegistered
+    | RolledBack
+    | Undid
+    | Written
+    | ReleaseChanged
+    | Evaluated
+    | SmokeFailed,
     Field(discriminator="kind"),
 ]
 

@@ -26,6 +26,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot import flows, mrkdwn, why
 from bot.alerts import actions as alert_actions
 from bot.cards import agent as replies
+from bot.cards import releases as release_cards
 from bot.cards import reports as report_cards
 from bot.cards import undo as undo_card
 from bot.cards import why as why_card
@@ -34,6 +35,7 @@ from bot.control import access, pause, status, undo, versions
 from bot.control.state import EVERY_AGENT
 from bot.lanes import control_first
 from bot.measures import WEEK, measure
+from bot.releases.canary import CanaryWorse
 from bot.reports import RUNS_SHOWN, recent_runs, run_detail, runbook
 from bot.services import Services
 from bot.slack_gateway import SlackError
@@ -258,6 +260,32 @@ async def _rollback(inv: Invocation) -> Reply:
     return Later(":rewind: Rolling back…", finish)
 
 
+async def _promote(inv: Invocation) -> Reply:
+    services = inv.services
+    agent_id = _agent(inv)
+    words = inv.args[1:]
+    if not words:
+        raise _usage(inv, "Give a percentage (5, 15%, …), or `next` for the plan's next step.")
+    step = words[0].lower()
+    match = re.fullmatch(r"(\d{1,3})%?", step)
+    if step != "next" and (match is None or int(match.group(1)) > 100):
+        raise _usage(inv, f"{mrkdwn.code(words[0], 45)} is not a percentage from 0 to 100, nor `next`.")
+    rollout = None if step == "next" else int(step.rstrip("%"))
+    force = len(words) > 1 and words[1].lower() == "force"
+    reason = " ".join(words[2:] if force else words[1:]) or None
+    if reason and len(reason) > MAX_REASON:
+        raise _usage(inv, f"Keep the reason under {MAX_REASON} characters.")
+    if force and not reason:
+        raise _usage(inv, "`force` needs a reason: it is kept in the audit trail.")
+    try:
+        note = await flows.promote(
+            services, agent_id=agent_id, rollout=rollout, force=force, reason=reason, user_id=inv.user_id
+        )
+    except CanaryWorse as refused:
+        return release_cards.refused_worse(refused.comparison, agent_id)
+    return replies.announcement(services.config, note)
+
+
 async def _undo(inv: Invocation) -> Reply:
     services = inv.services
     agent_id = _agent(inv)
@@ -431,6 +459,15 @@ COMMANDS: dict[str, Subcommand] = {
         "make the previous (or named) version active and tell the agent's platform",
         "/agent rollback lead-router to v41 bad routing since v42",
         _rollback,
+    ),
+    "promote": Subcommand(
+        "/agent promote <agent> <percent>|next [force] [reason]",
+        access.WHO_MAY["promote"],
+        "serve the agent's canary to more customers (`next`: the plan's next step, 5 → 15 → 40 → 80 → 100 by "
+        "default; 0 halts it), with its numbers beside the stable version's; a canary that compares worse needs "
+        "`force` and a reason; at 100 it becomes the active version",
+        "/agent promote lead-router next",
+        _promote,
     ),
     "undo": Subcommand(
         "/agent undo <agent> <N>",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from bot import mrkdwn, outbound
 from bot.alerts.actions import MuteLength
+from bot.cards import releases as release_cards
 from bot.cards.blocks import Card, button, section
 from bot.config import AgentConfig, HandrailConfig
 from bot.config_changes import ConfigChange
@@ -151,6 +152,8 @@ def announcement(config: HandrailConfig, note: outbound.AgentNote) -> str:
             return text + (f" ({', '.join(extra)})" if extra else "") + "."
         case outbound.Written(text=text):
             return text
+        case outbound.ReleaseChanged():
+            return release_cards.release_text(agent_name(config, note.agent), note)
 
 
 def pause_reply(config: HandrailConfig, done: PauseDone) -> str:
@@ -209,6 +212,8 @@ def status_text(status: AgentStatus) -> str:
         line += f"version {mrkdwn.code(version.version, 220)} since {mrkdwn.date(version.created_at)}"
         line += " (a rollback)" if version.restores_id else ""
     lines.append(line)
+    if status.release is not None:
+        lines.append(release_cards.status_line(status.release))
     lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
     lines += [f"• {_mute_text(m)}" for m in status.mutes[:10]]
     if len(status.mutes) > 10:

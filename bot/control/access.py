@@ -9,11 +9,12 @@ from typing import Literal
 from bot.config import AgentConfig, HandrailConfig
 from bot.errors import Forbidden, NotFound
 
-Permission = Literal["pause", "pause_all", "rollback", "mode"]
+Permission = Literal["pause", "pause_all", "rollback", "promote", "mode"]
 WHO_MAY = {
     "pause": "owners, on-call, managers",
     "pause_all": "on-call, managers",
     "rollback": "managers, the agent's primary owner",
+    "promote": "managers, the agent's primary owner",
     "mode": "managers",
 }
 Principals = list[tuple[str, tuple[str, ...]]]  # (who, users and user groups)
@@ -50,7 +51,7 @@ def principals(config: HandrailConfig, permission: Permission, agent_id: str | N
     if agent is not None and permission == "pause":
         owners = tuple(u for u in (agent.owners.primary, agent.owners.backup, agent.owners.escalation_manager) if u)
         found.append((f"the owners of {agent.name}", owners))
-    if agent is not None and permission == "rollback":
+    if agent is not None and permission in ("rollback", "promote"):
         found.append((f"the primary owner of {agent.name}", (agent.owners.primary,)))
     if permission in ("pause", "pause_all"):
         found.append(("on-call", roles.oncall))

@@ -13,8 +13,8 @@ from bot.config_changes import ConfigChange, last_change
 from bot.control.access import known_agent
 from bot.control.state import EVERY_AGENT, PauseView, snapshot
 from storage.alert_store import Mutes
-from storage.repositories import Approvals, Runs, Versions
-from storage.tables import AgentVersion, AlertMute, Run
+from storage.repositories import Approvals, Releases, Runs, Versions
+from storage.tables import AgentVersion, AlertMute, Release, Run
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class AgentStatus:
     capped_until: datetime | None
     mutes: list[AlertMute]  # alert rules muted now, ending last first
     config_change: ConfigChange | None = None  # when the config last changed (None: never recorded)
+    release: Release | None = None  # the release under way, or the last one
 
 
 def status(session: Session, *, config: HandrailConfig, agent_id: str, now: datetime) -> AgentStatus:
@@ -53,6 +54,7 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
         capped_until=t if (t := state.capped_until.get(agent_id)) and t > now else None,
         mutes=Mutes(session).active([agent_id], now),
         config_change=last_change(session),
+        release=Releases(session).get(agent_id),
     )
 
 

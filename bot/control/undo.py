@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bot import outbound
+from bot import effects, outbound
 from bot.config import HandrailConfig
 from bot.control.access import known_agent
 from bot.control.records import announce, audit
@@ -75,6 +75,7 @@ def finish_undo(
     actions = Actions(session)
     if error is None:
         actions.set_undo(action_id, expected="claimed", undo_status="undone", undone_at=now, undo_error=None)
+        effects.of(session).alerts = True  # a reversal: a canary's halt rules look again
     else:
         actions.set_undo(action_id, expected="claimed", undo_status=None, undone_by=None, undo_error=error)
     action = actions.get(action_id)
