@@ -5,7 +5,10 @@ then a summary table:
   redis-server, the fake Slack Web API) answering GET /v1/agents/lead-router/gate?customer=acme
   against the bare endpoint of the same process (GET /healthz), driven by the same load generator
   at the same concurrency in one run: bare, then gate, then bare again, a fixed number of requests
-  each. Requests per second, latency p50/p99, the gate/bare ratio (target: at least 0.8), and the
+  each; then the gate with a canary serving 5% of customers (each answer hashes the customer into
+  its bucket), alternating with the plain gate (the canary halted): canary, gate, canary. Requests
+  per second, latency p50/p99, the gate/bare ratio (target: at least 0.8), the canary/gate ratio
+  (target: at least 0.9), and the
   CPU the server and the load generator used in each phase (the load generator is a few client
   processes, each keeping several keep-alive connections busy with raw sockets: one request in
   flight per connection, no pipelining). The same request headers (a bearer token) go to both.
@@ -75,6 +78,7 @@ CUSTOMER = "acme"
 GATE_PATH = f"/v1/agents/{AGENT}/gate?customer={CUSTOMER}"
 BARE_PATH = "/healthz"
 RATIO_TARGET = 0.8
+CANARY_TARGET = 0.9  # the gate with a canary serving, against the plain gate in the same run
 PROPAGATION_TARGET_MS = 1000.0
 POLL_LIMIT_S = 10.0  # a round fails when B has not changed its answer this long after the command
 
@@ -256,10 +260,18 @@ def throughput(work: Path, fake: FakeSlack, requests: int, processes: int, conne
             load.phase("gate", port, GATE_PATH, gate_expect, requests, server.pid),
             load.phase("bare", port, BARE_PATH, bare_expect, requests, server.pid),
         ]
+        # The same gate with a canary serving 5% of customers (each answer hashes the customer),
+        # alternating with the plain gate (the canary halted) so that drift shows.
+        canary_version = release(url)
+        for rollout, name in ((5, "canary"), (0, "gate"), (5, "canary")):
+            rollout_to(url, rollout)
+            phases.append(load.phase(name, port, GATE_PATH, gate_expect, requests, server.pid))
         peak = peak_memory_mb(server.pid)
     bare_rate = statistics.mean(p["requests_per_s"] for p in phases if p["phase"] == "bare")
-    gate_rate = phases[1]["requests_per_s"]
+    gate_rate = statistics.mean(p["requests_per_s"] for p in phases if p["phase"] == "gate")
+    canary_rate = statistics.mean(p["requests_per_s"] for p in phases if p["phase"] == "canary")
     ratio = gate_rate / bare_rate
+    canary_ratio = canary_rate / gate_rate
     return {
         "load_generator": {
             "client_processes": processes,
@@ -271,11 +283,35 @@ def throughput(work: Path, fake: FakeSlack, requests: int, processes: int, conne
         "bare_requests_per_s_mean": round(bare_rate, 1),
         "gate_requests_per_s": gate_rate,
         "gate_to_bare_ratio": round(ratio, 3),
+        "canary_requests_per_s": round(canary_rate, 1),
+        "canary_to_gate_ratio": round(canary_ratio, 3),
+        "canary_answer_for_customer": canary_version,
         "server_peak_rss_mb": peak,
         "server_errors_logged": server_errors(log_path),
         "server_warnings_logged": server_warnings(log_path),
-        "target_met": ratio >= RATIO_TARGET and not any(p["errors"] for p in phases),
+        "target_met": ratio >= RATIO_TARGET and canary_ratio >= CANARY_TARGET and not any(p["errors"] for p in phases),
     }
+
+
+def release(url: str) -> str:
+    """Register v1 (active) and start v2 as a canary; return the version the gate gives CUSTOMER."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for body in ({"version": "v1"}, {"version": "v2", "rollout": 5}):
+        response = httpx.post(f"{url}/v1/agents/{AGENT}/versions", json=body, headers=headers)
+        if response.status_code not in (200, 201):
+            raise SystemExit(f"registering {body} failed: {response.status_code} {response.text}")
+    return str(httpx.get(f"{url}{GATE_PATH}", headers=headers).json()["version"])
+
+
+def rollout_to(url: str, rollout: int) -> None:
+    """Promote the canary to `rollout` percent (0 halts it); the server's gate reloads before answering."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    response = httpx.patch(f"{url}/v1/agents/{AGENT}/versions/v2", json={"rollout": rollout}, headers=headers)
+    if response.status_code != 200 and response.json().get("error", {}).get("code") not in (
+        "already_halted",
+        "not_above",
+    ):
+        raise SystemExit(f"setting the canary to {rollout}% failed: {response.status_code} {response.text}")
 
 
 # --- pause propagation ----------------------------------------------------------------------
@@ -448,6 +484,13 @@ def table(figures: dict[str, Any]) -> str:
                     "",
                 )
             )
+        rows.append(
+            (
+                "canary gate / plain gate (means of their phases)",
+                f"{t['canary_to_gate_ratio']:.2f} (customer {CUSTOMER} runs {t['canary_answer_for_customer']})",
+                f">= {CANARY_TARGET}: {'met' if t['canary_to_gate_ratio'] >= CANARY_TARGET else 'NOT met'}",
+            )
+        )
         rows.append(
             (
                 "gate / bare (mean of both bare phases)",

@@ -30,7 +30,8 @@ from storage.repositories import Versions
 from storage.tables import AgentVersion, AlertEpisode, Release
 
 LIVE = ("shadow", "canary")
-INSTANT = timedelta(microseconds=1)  # a release under way: another cannot start
+INSTANT = timedelta(microseconds=1)
+TOLERANCE = 1e-9  # a release under way: another cannot start
 
 
 class CriteriaUnmet(Conflict):
@@ -81,22 +82,32 @@ def _rate(part: float, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+def _beyond(value: float, limit: float) -> bool:
+    """`value > limit`, where a difference of rates that equals the limit on paper (5% - 2% = 3
+    points) is not beyond it in floating point either."""
+    return value - limit > TOLERANCE
+
+
 def worse(canary: outbound.Side, stable: outbound.Side, margins: Margins) -> tuple[str, ...]:
     """What the canary does worse than the stable version beyond each margin: failure and reversal
     rates and acceptance in points, cost per run as a share of the stable version's. A rate either
     side cannot give (nothing counted) is not compared."""
     found = []
     failure = _rate(canary.failed, canary.runs), _rate(stable.failed, stable.runs)
-    if failure[0] is not None and failure[1] is not None and failure[0] - failure[1] > margins.failure_rate:
+    if failure[0] is not None and failure[1] is not None and _beyond(failure[0] - failure[1], margins.failure_rate):
         found.append("failure_rate")
     cost = _rate(canary.cost_usd, canary.runs), _rate(stable.cost_usd, stable.runs)
-    if cost[0] is not None and cost[1] is not None and cost[0] > cost[1] * (1 + margins.cost_per_run):
+    if cost[0] is not None and cost[1] is not None and _beyond(cost[0], cost[1] * (1 + margins.cost_per_run)):
         found.append("cost_per_run")
     accepted = _rate(canary.accepted, canary.answered), _rate(stable.accepted, stable.answered)
-    if accepted[0] is not None and accepted[1] is not None and accepted[1] - accepted[0] > margins.acceptance:
+    if accepted[0] is not None and accepted[1] is not None and _beyond(accepted[1] - accepted[0], margins.acceptance):
         found.append("acceptance")
     reversal = _rate(canary.undone, canary.actions), _rate(stable.undone, stable.actions)
-    if reversal[0] is not None and reversal[1] is not None and reversal[0] - reversal[1] > margins.reversal_rate:
+    if (
+        reversal[0] is not None
+        and reversal[1] is not None
+        and _beyond(reversal[0] - reversal[1], margins.reversal_rate)
+    ):
         found.append("reversal_rate")
     return tuple(found)
 
@@ -456,7 +467,7 @@ def tripped(rule: HaltWhen, comparison: outbound.Compared, min_runs: int, fired:
         if canary.runs < needed or stable.runs < needed:
             return None
         ours, theirs = canary.failed / canary.runs, stable.failed / stable.runs
-        if ours - theirs > rule.failure_rate_above_stable:
+        if _beyond(ours - theirs, rule.failure_rate_above_stable):
             return (
                 f"failure rate {ours:.1%} over {canary.runs} runs, more than {rule.failure_rate_above_stable:.1%} "
                 f"points above {theirs:.1%} of the stable version"
@@ -466,7 +477,7 @@ def tripped(rule: HaltWhen, comparison: outbound.Compared, min_runs: int, fired:
         if canary.actions < needed:
             return None
         rate = canary.undone / canary.actions
-        if rate > rule.reversal_rate_above:
+        if _beyond(rate, rule.reversal_rate_above):
             return f"reversal rate {rate:.1%} of {canary.actions} actions, above {rule.reversal_rate_above:.1%}"
         return None
     if rule.alert is not None and rule.alert in fired:
