@@ -23,7 +23,7 @@ from local.slack import FakeSlack
 from storage.repositories import Audit
 from storage.tables import EvalRun
 from tests import slackreq
-from tests.helpers import AGENT_TOKENS, T0, Running, config_dict, serve
+from tests.helpers import T0, Running, config_dict, serve
 
 LEAD, BILLING = "lead-router", "billing-bot"
 ROLES = {"managers": ["U0BOSS"], "admins": ["U0ADMIN"]}
@@ -169,7 +169,8 @@ def test_a_canary_serves_its_share_of_customers_and_the_stable_version_the_rest(
     assert "release.started" in events(running)
     [started] = [t for t in posts(running, "C0APPROVALS") if "canary" in t]
     assert started == (
-        ":hatching_chick: Lead router (`lead-router`) started a canary of `v2` at 5% of customers; `v1` serves the rest."
+        ":hatching_chick: Lead router (`lead-router`) started a canary of `v2` at 5% of customers;"
+        " `v1` serves the rest."
     )
     assert started in posts(running, "C0OWNERS")
 
@@ -427,6 +428,7 @@ def test_a_reversal_rate_above_the_rule_halts_the_canary_once_enough_actions_exi
                 "version": "v2",
             }
             ids.append(c.post("/v1/actions", json=body).json()["id"])
+
     def undone(action_id: str) -> None:
         with running.services.db.transaction() as session:
             assert undo.claim_undo(session, action_id=action_id, agent_id=LEAD, user_id="U0OWNER", now=T0)
