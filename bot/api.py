@@ -20,7 +20,8 @@ from bot.approvals.create import create as create_approval
 from bot.approvals.records import get, to_out
 from bot.config import HandrailConfig
 from bot.control import versions
-from bot.errors import Forbidden, HandrailError, Invalid, NotFound, Unauthenticated
+from bot.errors import Conflict, Forbidden, HandrailError, Invalid, NotFound, Unauthenticated
+from bot.lanes import control_first
 from bot.limits import RateLimiter
 from bot.models import (
     ActionIn,
@@ -31,6 +32,8 @@ from bot.models import (
     CancelRequest,
     CheckOut,
     ErrorOut,
+    EvalIn,
+    EvalOut,
     ExecuteRequest,
     GateOut,
     PromoteIn,
@@ -38,6 +41,10 @@ from bot.models import (
     ReleaseOut,
     RunsBody,
     RunsIn,
+    ShadowActionOut,
+    ShadowOutcomeIn,
+    SmokeIn,
+    SmokeOut,
     StatsOut,
     SuggestionIn,
     SuggestionOut,
@@ -45,7 +52,7 @@ from bot.models import (
     VersionOut,
     text_problem,
 )
-from bot.releases import canary
+from bot.releases import canary, evals, shadow
 from bot.services import Services
 from storage.tables import Release
 
@@ -143,6 +150,19 @@ def counted_routes(config: HandrailConfig, limiter: RateLimiter) -> type[APIRout
     return CountedRoute
 
 
+def version_problem(version: str) -> str | None:
+    """Why a version in a path cannot be one (as `version` in a body: 1 to 100 characters, text),
+    nor a control character in it; None when it can."""
+    if not 0 < len(version) <= 100:
+        return f"between 1 and 100 characters, not {len(version)}"
+    problem = text_problem(version)
+    if problem:
+        return problem
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in version):
+        return "contains a control character"
+    return None
+
+
 MAX_STATS_PERIOD = timedelta(days=400)
 
 
@@ -205,7 +225,10 @@ def router(services: Services) -> APIRouter:
 
     @api.post("/approvals", status_code=201, response_model=ApprovalOut)
     async def request_approval(body: ApprovalRequest, agent_id: Agent, response: Response) -> ApprovalOut:
-        """Ask for a human decision. Replays with the same idempotency_key return the first request."""
+        """Ask for a human decision. Replays with the same idempotency_key return the first request.
+        In shadow mode (or from the version a release tries in shadow) the request is recorded with
+        status `shadow` and answered at once: nobody is asked, and it cannot be executed. In suggest
+        mode an `auto` policy asks people as `approve` does."""
         own(agent_id, body.agent)
         if body.callback_url and not services.settings.handrail_webhook_secret:
             raise HandrailError(
@@ -213,8 +236,9 @@ def router(services: Services) -> APIRouter:
             )
         await check_callback(services.config, body, services.destinations)
         now = services.clock.now()
+        operating = services.gate.operating(body.agent)
         approval, created = await once_more_after_a_race(
-            lambda: services.run(create_approval, config=services.config, request=body, now=now)
+            lambda: services.run(create_approval, config=services.config, request=body, now=now, operating=operating)
         )
         if not created:
             response.status_code = 200
@@ -329,6 +353,38 @@ def router(services: Services) -> APIRouter:
         )
         return canary.release_out(release, note.comparison)
 
+    @api.post("/agents/{agent}/versions/{version}/evals", status_code=201, response_model=EvalOut)
+    async def record_eval(agent: str, version: str, body: EvalIn, agent_id: Agent) -> EvalOut:
+        """Record an evaluation run of a version (registered or not yet): its suite, cases passed and
+        failed, critical failures, optional per-case results and a link. The answer says where the
+        version stands against `releases.pass_criteria`, which decide whether it may leave shadow or
+        be promoted past the plan's first step; the owner channel gets the run's card."""
+        own_agent(agent_id, agent)
+        problem = version_problem(version)
+        if problem:
+            raise Invalid(f"version: {problem}")
+        run, found = await services.run(
+            evals.record_eval,
+            config=services.config,
+            agent_id=agent,
+            version=version,
+            body=body,
+            now=services.clock.now(),
+        )
+        return evals.eval_out(run, found)
+
+    @api.post("/agents/{agent}/smoke", response_model=SmokeOut)
+    async def smoke_test(agent: str, body: SmokeIn, agent_id: Agent) -> SmokeOut:
+        """Report a smoke test's result. A failure is told in the agent's channel and, with
+        `releases.on_smoke_failure: pause`, pauses the agent for every customer until someone
+        resumes it, with the result as the reason: the gate then answers paused on every replica."""
+        own_agent(agent_id, agent)
+        with control_first():  # a pause comes before work, as /agent pause does
+            done = await services.run(
+                evals.smoke_test, config=services.config, agent_id=agent, body=body, now=services.clock.now()
+            )
+        return SmokeOut(passed=done.passed, paused=done.paused, already_paused=done.already_paused)
+
     @api.get("/agents/{agent}/versions", response_model=list[VersionOut])
     async def version_history(agent: str, agent_id: Agent) -> list[VersionOut]:
         """The version history, newest (active) first, rollbacks included."""
@@ -375,18 +431,49 @@ def router(services: Services) -> APIRouter:
             ],
         )
 
-    @api.post("/actions", status_code=201, response_model=ActionOut)
-    async def record_action(body: ActionIn, agent_id: Agent, response: Response) -> ActionOut:
+    @api.post(
+        "/actions",
+        status_code=201,
+        response_model=ActionOut | ShadowActionOut,
+        responses={200: {"model": ActionOut | ShadowActionOut, "description": "a replay, or a person's write"}},
+    )
+    async def record_action(body: ActionIn, agent_id: Agent, response: Response) -> ActionOut | ShadowActionOut:
         """Record a write right before making it, with each field's value before and after, so
-        that it can be undone. A 429 (`volume_cap`) means the agent must not make it."""
+        that it can be undone; make it only on a 201 (or a 200 for a replay of the same
+        dedup_key). A 429 (`volume_cap`) means the agent must not make it. In shadow mode (or from
+        the version a release tries in shadow) the write is recorded as a shadow action and refused
+        with a 409 `shadow_mode`: do not make it. With `by_human: true` the agent's platform
+        reports a person's write instead: nothing is recorded as an action, and the newest shadow
+        action of the same action on the same target is compared with it, field by field (200 with
+        the shadow action; 404 `no_shadow_action` when none waits)."""
         own_agent(agent_id, body.agent)
         now = services.clock.now()
-        action, created = await once_more_after_a_race(
-            lambda: services.run(runs.record_action, config=services.config, request=body, now=now)
+        operating = services.gate.operating(body.agent)
+        recorded = await once_more_after_a_race(
+            lambda: services.run(
+                shadow.record_action, config=services.config, request=body, now=now, operating=operating
+            )
         )
+        if isinstance(recorded, shadow.Shadowed):  # committed: refused only now
+            raise Conflict(shadow.refusal(recorded.row), code="shadow_mode")
+        if isinstance(recorded, shadow.Compared):
+            response.status_code = 200
+            return shadow.to_out(recorded.row)
+        action, created = recorded
         if not created:
             response.status_code = 200
         return runs.to_out(action)
+
+    @api.post("/shadow/outcomes", response_model=ShadowActionOut)
+    async def shadow_outcome(body: ShadowOutcomeIn, agent_id: Agent) -> ShadowActionOut:
+        """What a person wrote for an action the agent proposed in shadow mode: compared, field by
+        field, with the newest shadow action of the same action on the same target (from the last
+        30 days) that no person's write was compared with yet. Answers that shadow action with
+        `human_changes`, `matched` and `comparison`; 404 `no_shadow_action` when none waits."""
+        own_agent(agent_id, body.agent)
+        now = services.clock.now()
+        row = await services.run(shadow.record_outcome, request=body, now=now)
+        return shadow.to_out(row)
 
     @api.post("/runs", status_code=202)
     async def report_runs(body: RunsBody, agent_id: Agent) -> dict[str, int]:

@@ -25,7 +25,7 @@ from bot.approvals.decide import Decision
 from bot.approvals.records import agent_of, get
 from bot.control import access, undo, versions
 from bot.editable import Scalar
-from bot.releases import canary
+from bot.releases import canary, evals
 from bot.services import Services
 from bot.slack_gateway import SlackError
 from storage.tables import AlertEpisode, AlertMute, Approval
@@ -302,6 +302,13 @@ async def unready_for_auto(services: Services, *, agent_id: str, mode: str) -> r
         return None
     found = await readiness(services, agent_id=agent_id)
     return None if found.ready else found
+
+
+async def held_in_shadow(services: Services, *, agent_id: str, mode: str) -> evals.ShadowExit | None:
+    """What keeps an agent in shadow mode from switching to `mode` (its active version's evaluations
+    against `pass_criteria`); None when nothing does. Checked before the readiness check: leaving
+    shadow is refused outright, not confirmed."""
+    return await services.run(evals.shadow_exit, config=services.config, agent_id=agent_id, mode=mode)
 
 
 # --- alerts ---

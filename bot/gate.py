@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from bot.clock import Clock
 from bot.config import HandrailConfig
-from bot.control.state import ControlState, snapshot, unavailable
+from bot.control.state import ControlState, Operating, snapshot, unavailable
 from bot.lanes import Lane
 from bot.models import GateOut
 from storage.memory_store import ChangeFeed
@@ -84,6 +84,13 @@ class Gate:
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
         await self.reload()
+
+    def operating(self, agent: str) -> Operating | None:
+        """The agent's mode and shadow version from memory while the copy is trusted (the SQL work
+        of a request or an action stays as it was); None when it is not: read them from SQL then."""
+        if self.fresh and self.state is not None:
+            return self.state.operating(agent)
+        return None
 
     async def check(self, agent: str, customer: str | None = None, run_id: str | None = None) -> GateOut:
         now = self.clock.now()

@@ -26,8 +26,9 @@ from storage.tables import ActionRecord, Approval, Suggestion
 
 NO_VERSION = ""
 WEEK = timedelta(days=7)
-# How an approval ended, as the stats count it: by a policy (auto, human_only) or as it stands.
-OUTCOMES = ("pending", "approved", "denied", "expired", "cancelled", "auto", "human_only")
+# How an approval ended, as the stats count it: by a policy (auto, human_only) or as it stands
+# (shadow: recorded in shadow mode, nobody asked).
+OUTCOMES = ("pending", "approved", "denied", "expired", "cancelled", "auto", "human_only", "shadow")
 
 
 def _rate(part: float, whole: float) -> float | None:

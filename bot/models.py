@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from bot.config import USER_ID
+from bot.config.releases import SUITE
 from bot.editable import CHOICE_TEXT_MAX, CHOICES_MAX, EDITABLE_MAX, request_problems
 
 # `shadow`: asked by an agent in shadow, recorded and answered at once, never shown to people.
@@ -170,7 +171,10 @@ class ApprovalOut(BaseModel):
 
     id: str
     status: Status
-    code: str | None = Field(description="Set when a policy decided: `auto` (approved) or `human_only` (denied)")
+    code: str | None = Field(
+        description="Set when a policy decided: `auto` (approved) or `human_only` (denied); `shadow` when the agent "
+        "was in shadow mode (recorded, nobody asked: do not act)"
+    )
     agent: str
     action: str
     summary: str
@@ -261,6 +265,115 @@ class PromoteIn(_In):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000), Clean] | None = None
 
 
+Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+MAX_EVAL_RESULTS = 1000
+
+
+class EvalCase(_In):
+    """One case of an evaluation run, as the agent's harness reports it."""
+
+    id: Short
+    passed: Annotated[bool, Field(strict=True)]
+    score: Annotated[float, Field(strict=True, allow_inf_nan=False, description="a finite number")] | None = None
+    note: Annotated[str, StringConstraints(max_length=500), Clean] | None = None
+
+
+class EvalIn(_In):
+    """Body of POST /v1/agents/{agent}/versions/{version}/evals: one evaluation run of the version."""
+
+    suite: Annotated[str, StringConstraints(pattern=SUITE)] = Field(
+        description="the suite's name (letters, digits, `_.:/-`, up to 100 characters), as "
+        "`releases.pass_criteria.suites` names it"
+    )
+    cases: Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+    passed: Count
+    failed: Count
+    critical_failures: Count = Field(default=0, description="failed cases that count as critical (at most `failed`)")
+    results: Annotated[list[EvalCase], Field(max_length=MAX_EVAL_RESULTS)] | None = Field(
+        default=None, description="per-case results (ids unique, at most `cases` of them)"
+    )
+    link: HttpUrl | None = Field(default=None, description="where the run's report is")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalIn:
+        problems = []
+        if self.passed + self.failed > self.cases:
+            problems.append(
+                f"passed ({self.passed}) and failed ({self.failed}) add up to more than cases ({self.cases})"
+            )
+        if self.critical_failures > self.failed:
+            problems.append(f"critical_failures ({self.critical_failures}) is more than failed ({self.failed})")
+        if self.results is not None:
+            if len(self.results) > self.cases:
+                problems.append(f"results has {len(self.results)} cases, more than cases ({self.cases})")
+            seen: set[str] = set()
+            for case in self.results:
+                if case.id in seen:
+                    problems.append(f"results: case id {case.id[:60]!r} appears more than once")
+                    break
+                seen.add(case.id)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class SuiteCheckOut(BaseModel):
+    """One suite against `pass_criteria`: the version's newest run of it."""
+
+    suite: str
+    met: bool
+    success_rate: float | None = Field(description="passed / cases of the newest run (null: never run)")
+    critical_failures: int | None
+    run_id: str | None = Field(description="the newest run of the suite (null: never run)")
+
+
+class CriteriaOut(BaseModel):
+    """The version's evaluations against the agent's `releases.pass_criteria`."""
+
+    required: bool = Field(description="false when the agent has no pass_criteria (then nothing holds it)")
+    met: bool = Field(description="it may leave shadow and be promoted past the plan's first step")
+    checks: list[SuiteCheckOut]
+
+
+class EvalOut(BaseModel):
+    """A recorded evaluation run, with where the version stands against the criteria now."""
+
+    id: str
+    agent: str
+    version: str
+    suite: str
+    cases: int
+    passed: int
+    failed: int
+    critical_failures: int
+    success_rate: float = Field(description="passed / cases")
+    link: str | None
+    created_at: datetime
+    criteria: CriteriaOut
+
+
+class SmokeIn(_In):
+    """Body of POST /v1/agents/{agent}/smoke: the result of a smoke test."""
+
+    passed: Annotated[bool, Field(strict=True)]
+    version: Version | None = Field(default=None, description="the version tested")
+    name: Short | None = Field(default=None, description="the smoke test's name")
+    detail: Annotated[str, StringConstraints(max_length=2000), Clean] | None = Field(
+        default=None, description="what failed (kept in the audit trail, and the pause's reason)"
+    )
+    link: HttpUrl | None = None
+
+
+class SmokeOut(BaseModel):
+    passed: bool
+    paused: bool = Field(
+        description="this failure paused the agent for every customer (`releases.on_smoke_failure: pause`)"
+    )
+    already_paused: bool = Field(
+        default=False, description="the agent was paused for every customer already: that pause stays as it is"
+    )
+
+
 class RateOut(BaseModel):
     """A rate with its 95% Wilson interval (null when nothing was counted)."""
 
@@ -337,6 +450,56 @@ class ActionIn(_In):
     approval_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = Field(
         default=None, description="the approval (`apr_…`, of this agent) the write carries out"
     )
+    by_human: bool = Field(
+        default=False,
+        description="a person made this write, not the agent (its platform reports it): nothing is recorded as an "
+        "action; it is compared with the newest shadow action of the same action on the same target",
+    )
+    by: Short | None = Field(default=None, description="with by_human: who made it (a Slack user id or a name)")
+
+
+class ShadowOutcomeIn(_In):
+    """Body of POST /v1/shadow/outcomes: what a person wrote for an action the agent proposed in shadow."""
+
+    agent: Short
+    action: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,200}$")]
+    target: Target
+    changes: Annotated[list[Change], Field(min_length=1, max_length=500)]
+    by: Short | None = Field(default=None, description="who made it (a Slack user id or a name)")
+
+
+class ShadowFieldOut(BaseModel):
+    """One field of a shadow comparison: what the agent would have written beside what the person wrote."""
+
+    field: str
+    agent: Any = Field(description="the value the agent would have written (`after`); null when it left the field")
+    human: Any = Field(description="the value the person wrote (`after`); null when they left the field")
+    agent_changed: bool
+    human_changed: bool
+    same: bool = Field(description="both changed the field, to the same JSON value")
+
+
+class ShadowActionOut(BaseModel):
+    """A write the agent would have made in shadow mode (it made none), and once a person did the
+    same action on the same target, what they wrote and the comparison, field by field."""
+
+    shadow: Literal[True] = True
+    id: str = Field(description="`sha_` and 20 hex digits")
+    agent: str
+    action: str
+    target: dict[str, Any]
+    changes: list[dict[str, Any]] = Field(description="what the agent would have written")
+    version: str | None
+    run_id: str | None
+    customer: str | None
+    created_at: datetime
+    human_changes: list[dict[str, Any]] | None = Field(description="what the person wrote, once compared")
+    human_by: str | None
+    human_at: datetime | None
+    matched: bool | None = Field(description="every field the same (null until compared)")
+    comparison: list[ShadowFieldOut] | None = Field(
+        description="the agent's fields, then the ones only the person changed"
+    )
 
 
 class ActionOut(BaseModel):
@@ -405,7 +568,8 @@ class MeasuresOut(BaseModel):
     mean_duration_s: float | None = Field(description="over finished runs that gave started_at and finished_at")
     approvals: dict[str, int] = Field(
         description="requests created in the period by outcome: pending, approved, denied, expired, cancelled "
-        "(as people left them), auto and human_only (decided by policy)"
+        "(as people left them), auto and human_only (decided by policy), shadow (recorded in shadow mode, nobody "
+        "asked)"
     )
     median_time_to_decision_s: float | None = Field(description="a person's approvals and denials")
     p90_time_to_decision_s: float | None

@@ -57,6 +57,7 @@ class AppliedPolicy(BaseModel):
     note: str | None = None  # e.g. why the default applied
     ack_timeout_s: float | None = None  # how long "I'm on it" holds the ladder; None: the next step's interval
     editable: tuple[str, ...] = ()  # params reviewers may edit, where a request has them
+    suggest: bool = False  # an auto policy that asks people because the agent was in suggest mode
 
     @property
     def timeout(self) -> timedelta:
@@ -71,7 +72,10 @@ class AppliedPolicy(BaseModel):
             return f"`{self.source}` ({self.match}: auto" + (f", {self.sample:.0%} sampled)" if self.sample else ")")
         if self.mode == "human_only":
             return f"`{self.source}` ({self.match}: human only)"
-        return f"`{self.source}` ({self.match}: {self.quorum} approval{'s' if self.quorum > 1 else ''})"
+        approvals = f"{self.quorum} approval{'s' if self.quorum > 1 else ''}"
+        if self.suggest:
+            return f"`{self.source}` ({self.match}: auto, {approvals} in suggest mode)"
+        return f"`{self.source}` ({self.match}: {approvals})"
 
     def explain(self) -> str:
         """Every setting on one line, for `handrail config-check --action`."""
@@ -168,6 +172,16 @@ def choose(config: HandrailConfig, agent_id: str, action: str, facts: Mapping[st
         if all(verdicts):
             return _applied(source, policy, agent)
     return _applied("default", DEFAULT_POLICY, agent)
+
+
+def supervised(applied: AppliedPolicy) -> AppliedPolicy:
+    """An auto policy as suggest mode applies it: people see every write, so it asks them as an
+    approve policy that sets nothing of its own does (the agent's approvers, quorum 1, its timeout,
+    the default ladder and the policy's execute window, which `choose` already filled in), and
+    nothing is sampled. Approve and human_only policies are returned as they are."""
+    if applied.mode != "auto":
+        return applied
+    return applied.model_copy(update={"mode": "approve", "sample": 0.0, "suggest": True})
 
 
 def sampled(approval_id: str, rate: float) -> bool:

@@ -51,8 +51,9 @@ def to_out(action: ActionRecord) -> ActionOut:
 
 def action_sha256(request: ActionIn) -> str:
     """What a replay under the same dedup_key must match. Without a version (or an approval_id),
-    hashed as before actions carried one, so that older replays still match."""
-    body = request.model_dump(mode="json")
+    hashed as before actions carried one, so that older replays still match; `by_human` and `by`
+    never are (a person's write is compared, not recorded)."""
+    body = request.model_dump(mode="json", exclude={"by_human", "by"})
     if not request.version:
         del body["version"]
     if request.approval_id is None:
@@ -120,7 +121,7 @@ def record_action(
         dedup_key=request.dedup_key,
         request_sha256=request_sha256,
         created_at=now,
-        version=_version_of(session, request),
+        version=version_of(session, request),
         approval_id=request.approval_id,
     )
     actions.add(action)
@@ -152,7 +153,7 @@ def record_action(
     return action, True
 
 
-def _version_of(session: Session, request: ActionIn) -> str | None:
+def version_of(session: Session, request: ActionIn) -> str | None:
     """The version that made an action: as the agent said, else its run's, else the active one."""
     if request.version:
         return request.version

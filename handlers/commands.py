@@ -26,15 +26,17 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncResp
 from bot import flows, mrkdwn, why
 from bot.alerts import actions as alert_actions
 from bot.cards import agent as replies
+from bot.cards import evals as eval_cards
 from bot.cards import releases as release_cards
 from bot.cards import reports as report_cards
 from bot.cards import undo as undo_card
 from bot.cards import why as why_card
 from bot.cards.blocks import Card
-from bot.control import access, pause, status, undo, versions
+from bot.control import access, pause, status, undo
 from bot.control.state import EVERY_AGENT
 from bot.lanes import control_first
 from bot.measures import WEEK, measure
+from bot.releases import evals
 from bot.releases.canary import CanaryWorse
 from bot.reports import RUNS_SHOWN, recent_runs, run_detail, runbook
 from bot.services import Services
@@ -343,6 +345,9 @@ async def _mode(inv: Invocation) -> Reply:
         raise _usage(inv, f"Give one mode: {', '.join(f'`{m}`' for m in MODES)}.")
     mode = inv.args[1].lower()
     await flows.authorize(services, user_id=inv.user_id, permission="mode", agent_id=agent_id)
+    held = await flows.held_in_shadow(services, agent_id=agent_id, mode=mode)
+    if held is not None:  # refused, not confirmed: the evaluation criteria decide
+        return eval_cards.shadow_refused(replies.agent_name(services.config, agent_id), held)
     unready = await flows.unready_for_auto(services, agent_id=agent_id, mode=mode)
     if unready is not None:  # a person may still decide to: they confirm, knowing what is missing
         return report_cards.mode_auto_confirm(services.config.agents[agent_id], agent_id, unready)
@@ -351,7 +356,7 @@ async def _mode(inv: Invocation) -> Reply:
 
 async def _set_mode(services: Services, agent_id: str, mode: str, user_id: str) -> str:
     note = await services.run(
-        versions.set_mode,
+        evals.set_mode,  # versions.set_mode, once the evaluation criteria let the agent leave shadow
         config=services.config,
         agent_id=agent_id,
         mode=mode,
@@ -488,7 +493,8 @@ COMMANDS: dict[str, Subcommand] = {
     "mode": Subcommand(
         "/agent mode <agent> shadow|suggest|auto",
         access.WHO_MAY["mode"],
-        "the operating mode the gate returns to the agent; `auto` asks to confirm when `/agent readiness` is not met",
+        "the operating mode the gate returns to the agent; `auto` asks to confirm when `/agent readiness` is not met; "
+        "leaving `shadow` needs the active version to meet `releases.pass_criteria`",
         "/agent mode lead-router shadow",
         _mode,
     ),

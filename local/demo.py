@@ -285,10 +285,14 @@ class _Agent:
             "reversible": write.reversible,
             "dedup_key": f"{run_id}-{write.target['id']}",
         }
-        response = await self.call("POST", "/v1/actions", json=body, expect=(200, 201, 429))
+        response = await self.call("POST", "/v1/actions", json=body, expect=(200, 201, 409, 429))
         if response.status_code == 429:
             self.demo.say(f"{self.id}: held by a volume cap, not writing {write.what} ({_message(response)})")
-        return response.status_code != 429
+        elif response.status_code == 409 and _code(response) == "shadow_mode":
+            self.demo.say(f"{self.id}: in shadow mode, not writing {write.what} ({_message(response)})")
+        elif response.status_code == 409:
+            raise DemoFailed(f"Handrail answered 409 to POST /v1/actions: {_message(response)}")
+        return response.status_code in (200, 201)
 
     async def report(self, runs: list[dict[str, Any]]) -> None:
         """Runs carry no times: Handrail stamps them with its own clock, whatever the demo's says."""
@@ -412,6 +416,8 @@ class _Demo:
             return f"{agent_id}: {write.what} was denied by {by}: {approval.get('reason')}"
         if status == "expired":
             return f"{agent_id}: nobody decided on {write.what} in time: it expired, so the agent does not do it"
+        if status == "shadow":
+            return f"{agent_id}: in shadow mode, {write.what} was only recorded: nobody was asked, and it is not done"
         return f"{agent_id}: {write.what} was {status}"
 
 

@@ -183,6 +183,12 @@ def hostile_bodies(poison: str) -> list[tuple[str, str, str]]:
         ("/v1/approvals/{id}/cancel", f'{{"reason": {poison}}}', "reason"),
         ("/v1/agents/lead-router/versions", f'{{"version": {poison}}}', "version"),
         ("/v1/agents/lead-router/versions", f'{{"version": "v1", "config": {{"k": {poison}}}}}', "config"),
+        (
+            "/v1/agents/lead-router/versions/v2/evals",
+            f'{{"suite": "s", "cases": 1, "passed": 1, "failed": 0, "results": [{{"id": {poison}, "passed": true}}]}}',
+            "results.0.id",
+        ),
+        ("/v1/agents/lead-router/smoke", f'{{"passed": false, "detail": {poison}}}', "detail"),
         ("/v1/actions", action_with(dedup_key=poison), "dedup_key"),
         ("/v1/actions", action_with(changes=f'[{{"field": "f", "after": {{"x": {poison}}}}}]'), "changes.0.after"),
         ("/v1/runs", f'{{"run_id": {poison}, "status": "running"}}', "run.run_id"),

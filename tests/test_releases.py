@@ -21,7 +21,6 @@ from bot.control import undo
 from bot.control.state import in_canary
 from local.slack import FakeSlack
 from storage.repositories import Audit
-from storage.tables import EvalRun
 from tests import slackreq
 from tests.helpers import T0, Running, config_dict, serve
 
@@ -104,23 +103,15 @@ def customers(version: str, percent: int, inside: bool, count: int = 3, agent: s
     return found[:count]
 
 
-def add_eval(running: Running, version: str, suite: str, passed: int, cases: int, critical: int, agent: str) -> None:
-    with running.services.db.transaction() as session:
-        session.add(
-            EvalRun(
-                id=f"evl_{suite}_{passed}_{critical}",
-                agent=agent,
-                version=version,
-                suite=suite,
-                cases=cases,
-                passed=passed,
-                failed=cases - passed,
-                critical_failures=critical,
-                results=None,
-                link=None,
-                created_at=running.clock.now(),
-            )
-        )
+def add_eval(
+    running: Running, version: str, suite: str, passed: int, cases: int, critical: int, agent: str
+) -> dict[str, Any]:
+    """Record an evaluation run as the agent's harness does, and answer where the version stands."""
+    run = {"suite": suite, "cases": cases, "passed": passed, "failed": cases - passed, "critical_failures": critical}
+    with client(running, agent) as c:
+        response = c.post(f"/v1/agents/{agent}/versions/{version}/evals", json=run)
+    assert response.status_code == 201, response.text
+    return dict(response.json()["criteria"])
 
 
 # --- buckets -------------------------------------------------------------------------------------
@@ -299,6 +290,60 @@ def test_a_version_in_shadow_leaves_it_only_with_its_criteria_met(running: Runni
     add_eval(running, "v2", "production-readiness", passed=100, cases=100, critical=0, agent=BILLING)
     response = promote(running, "v2", agent=BILLING, rollout=5)
     assert (response.status_code, response.json()["stage"], response.json()["rollout"]) == (200, "canary", 5)
+
+
+@pytest.mark.both_databases
+def test_a_version_goes_from_shadow_through_every_step_of_the_plan_to_every_customer(running: Running) -> None:
+    """The whole lifecycle, as an agent's pipeline and its owner drive it: registered in shadow,
+    its writes refused and compared with a person's; evaluated through the API until it meets the
+    criteria; then promoted step by step (5, 15, 40, 80, 100), each step announced with its runs
+    beside the stable version's, until it is the active version for every customer."""
+    register(running, "v1", agent=BILLING)
+    shadowed = register(running, "v2", agent=BILLING, rollout=0)
+    assert (shadowed.status_code, shadowed.json()["stage"], shadowed.json()["rollout"]) == (201, "shadow", 0)
+    write = {
+        "agent": BILLING,
+        "action": "invoice.void",
+        "target": {"system": "stripe", "object": "Invoice", "id": "in_1"},
+        "changes": [{"field": "status", "before": "open", "after": "void"}],
+    }
+    with client(running, BILLING) as c:
+        refused = c.post("/v1/actions", json=write | {"version": "v2", "dedup_key": "v2-in_1"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (409, "shadow_mode")
+        assert c.post("/v1/actions", json=write | {"version": "v1", "dedup_key": "v1-in_1"}).status_code == 201
+        compared = c.post("/v1/shadow/outcomes", json={k: write[k] for k in ("agent", "action", "target", "changes")})
+        assert (compared.status_code, compared.json()["matched"]) == (200, True), compared.text
+
+    assert (
+        add_eval(running, "v2", "production-readiness", passed=90, cases=100, critical=0, agent=BILLING)["met"] is False
+    )
+    refused = promote(running, "v2", agent=BILLING, rollout=5)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "eval_criteria_unmet")
+    running.clock.advance(timedelta(seconds=1))
+    met = add_eval(running, "v2", "production-readiness", passed=99, cases=100, critical=0, agent=BILLING)
+    assert (met["required"], met["met"], [c["success_rate"] for c in met["checks"]]) == (True, True, [0.99])
+
+    steps = []
+    for runs in (0, 20, 25, 30, 35):
+        if runs:
+            report(running, "v1", ok=4 * runs, failed=0, agent=BILLING, prefix=f"s{runs}-")
+            report(running, "v2", ok=runs, failed=0, agent=BILLING, prefix=f"s{runs}-")
+        steps.append(command(running, f"promote {BILLING} next"))
+    assert [text.splitlines()[0] for text in steps] == [
+        ":arrow_up: <@U0OWNER> promoted Billing bot (`billing-bot`) `v2` to 5% of customers (was 0%).",
+        ":arrow_up: <@U0OWNER> promoted Billing bot (`billing-bot`) `v2` to 15% of customers (was 5%).",
+        ":arrow_up: <@U0OWNER> promoted Billing bot (`billing-bot`) `v2` to 40% of customers (was 15%).",
+        ":arrow_up: <@U0OWNER> promoted Billing bot (`billing-bot`) `v2` to 80% of customers (was 40%).",
+        ":white_check_mark: <@U0OWNER> promoted Billing bot (`billing-bot`) `v2` to every customer: "
+        "it is the active version now (was `v1`).",
+    ]
+    assert "• Runs: 20 · 80" in steps[1] and "Within the margins on every measure." in steps[1]
+    assert "• Runs: 110 · 440" in steps[4] and "• Failure rate: 0.0% (0.0%–3.4%, 0 of 110)" in steps[4]
+    announced = [t.splitlines()[0] for t in posts(running, "C0BILLING") if "> promoted " in t.splitlines()[0]]
+    assert announced == [text.splitlines()[0] for text in steps]
+    with client(running, BILLING) as c:
+        assert {gate(c, f"c{i}", BILLING)["version"] for i in range(100)} == {"v2"}
+    assert events(running, BILLING).count("release.promoted") == 4 and "release.done" in events(running, BILLING)
 
 
 # --- halting -------------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ def execute(session: Session, *, approval_id: str, agent_id: str, params: dict[s
     """The agent claims its approval right before acting: once, within the window after the
     decision, and only for the exact params that were approved."""
     approval = get(session, approval_id)
+    if approval.status == "shadow":
+        raise Conflict(
+            f"request {approval.id} was recorded in shadow mode (nobody was asked), not approved; the agent must not "
+            "act",
+            code="not_approved",
+        )
     if approval.status != "approved":
         raise Conflict(
             f"request {approval.id} is {approval.status}, not approved; the agent must not act", code="not_approved"

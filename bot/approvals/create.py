@@ -13,12 +13,14 @@ from sqlalchemy.orm import Session
 from bot import effects, policy
 from bot.approvals.records import audit, has_card, sha256_of, show
 from bot.config import HandrailConfig
+from bot.control.state import Operating
+from bot.control.versions import operating as operating_of
 from bot.destinations import Guard
 from bot.editable import editable_params
 from bot.errors import Conflict
 from bot.escalation import upcoming
-from bot.models import ApprovalRequest
-from storage.repositories import Approvals
+from bot.models import ApprovalRequest, OperatingMode
+from storage.repositories import Approvals, Runs
 from storage.tables import Approval
 
 
@@ -41,15 +43,37 @@ def request_sha256_of(body: dict[str, Any]) -> str:
     return sha256_of({k: v for k, v in body.items() if v or k not in ("editable", "choices")})
 
 
+def mode_of_request(
+    session: Session, *, config: HandrailConfig, request: ApprovalRequest, operating: Operating | None
+) -> OperatingMode:
+    """The mode a request is handled under: shadow when the agent is in shadow or the request
+    comes from the version its release tries in shadow (the request's version, else its run's),
+    else the agent's mode. `operating` is the gate's copy; None reads SQL."""
+    known = operating or operating_of(session, config=config, agent_id=request.agent)
+    version = request.version
+    if version is None and known.shadow_version is not None and request.run_id:
+        run = Runs(session).get(request.agent, request.run_id)
+        version = run.version if run is not None else None
+    return known.mode_for(version)
+
+
 def create(
-    session: Session, *, config: HandrailConfig, request: ApprovalRequest, now: datetime
+    session: Session,
+    *,
+    config: HandrailConfig,
+    request: ApprovalRequest,
+    now: datetime,
+    operating: Operating | None = None,
 ) -> tuple[Approval, bool]:
     """Store a new request under the policy that matches it. With an idempotency key already used
     by this agent, return that request instead (created=False); reusing the key for a different
     request is a conflict.
 
     `approve` requests wait for people; `auto` ones are approved at once (posted for review when
-    sampled); `human_only` ones are denied to the agent at once and posted as a task for a person."""
+    sampled); `human_only` ones are denied to the agent at once and posted as a task for a person.
+    In suggest mode `auto` policies ask people as `approve` ones do; in shadow mode every request
+    is recorded as `shadow` and answered at once: no card, no ladder, nothing to execute.
+    `operating` is the gate's copy of the agent's mode (None: read it from SQL)."""
     body = request.model_dump(mode="json")
     request_sha256 = request_sha256_of(body)
     repo = Approvals(session)
@@ -64,7 +88,10 @@ def create(
             return existing, False
 
     agent = config.agents[request.agent]
+    mode = mode_of_request(session, config=config, request=request, operating=operating)
     applied = policy.choose(config, request.agent, request.action, request.facts)
+    if mode == "suggest":
+        applied = policy.supervised(applied)
     approval = Approval(
         id="apr_" + secrets.token_hex(10),
         agent=request.agent,
@@ -97,7 +124,13 @@ def create(
         state_version=1,
         card_version=0,
     )
-    if applied.mode == "auto":
+    if mode == "shadow":
+        approval.status, approval.decision_code, approval.decided_by, approval.decided_at = "shadow", "shadow", [], now
+        approval.decision_reason = (
+            "Recorded in shadow mode: nobody was asked, and the agent must not act on it "
+            f"(policy {applied.describe()} would have applied)."
+        )
+    elif applied.mode == "auto":
         approval.status, approval.decision_code, approval.decided_by, approval.decided_at = "approved", "auto", [], now
         approval.decision_reason = f"Approved automatically by policy {applied.describe()}."
         approval.execute_by = now + applied.execute_window
@@ -138,7 +171,7 @@ def create(
             session,
             approval,
             now,
-            "policy",
+            "system" if approval.status == "shadow" else "policy",
             f"approval.{approval.status}",
             before={"status": "pending"},
             after={"status": approval.status, "code": approval.decision_code},

@@ -71,7 +71,10 @@ def approvers_of(approval: Approval, agent: AgentConfig) -> tuple[str, ...]:
 
 
 def has_card(approval: Approval) -> bool:
-    """Every request has a card but the auto-approved ones not drawn for review."""
+    """Every request has a card but the auto-approved ones not drawn for review, and those recorded
+    in shadow mode (nobody is asked)."""
+    if approval.status == "shadow":
+        return False
     return approval.decision_code != "auto" or policy.sampled(approval.id, policy_of(approval).sample)
 
 

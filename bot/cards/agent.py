@@ -6,18 +6,20 @@ Handrail's sentences: identifiers as code, reasons on one line with their format
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
 from bot import mrkdwn, outbound
 from bot.alerts.actions import MuteLength
+from bot.cards import evals as eval_cards
 from bot.cards import releases as release_cards
 from bot.cards.blocks import Card, button, section
 from bot.config import AgentConfig, HandrailConfig
 from bot.config_changes import ConfigChange
 from bot.control.pause import PauseDone, PauseLength, ResumeDone, pause_length
 from bot.control.state import EVERY_AGENT, PauseView
-from bot.control.status import AgentStatus
+from bot.control.status import SHADOW_PERIOD, AgentStatus
 from storage.tables import AlertMute
 
 PAUSE_ALL_ACTION = "control.pause_all"
@@ -115,7 +117,8 @@ def announcement(config: HandrailConfig, note: outbound.AgentNote) -> str:
         case outbound.Paused():
             ending = f" until {mrkdwn.date(note.until)}" if note.until else " until someone resumes it"
             scope = scope_text(config, note.agent, note.customer)
-            return f":double_vertical_bar: {mrkdwn.user(note.by)} paused {scope}{ending}{_reason(note.reason)}"
+            who = "Handrail" if note.by == "system" else mrkdwn.user(note.by)  # system: a rule, a smoke test
+            return f":double_vertical_bar: {who} paused {scope}{ending}{_reason(note.reason)}"
         case outbound.Resumed():
             return f":arrow_forward: {mrkdwn.user(note.by)} resumed {scope_text(config, note.agent, note.customer)}"
         case outbound.PauseEnded():
@@ -154,6 +157,17 @@ def announcement(config: HandrailConfig, note: outbound.AgentNote) -> str:
             return text
         case outbound.ReleaseChanged():
             return release_cards.release_text(agent_name(config, note.agent), note)
+        case outbound.Evaluated():
+            return eval_cards.evaluated_text(agent_name(config, note.agent), note)
+        case outbound.SmokeFailed():
+            return eval_cards.smoke_failed_text(agent_name(config, note.agent), note)
+
+
+def announcement_blocks(config: HandrailConfig, note: outbound.AgentNote) -> list[dict[str, Any]] | None:
+    """The blocks of an announcement that is a card (an evaluation's); None for a line of text."""
+    if isinstance(note, outbound.Evaluated):
+        return eval_cards.evaluated_blocks(agent_name(config, note.agent), note)
+    return None
 
 
 def pause_reply(config: HandrailConfig, done: PauseDone) -> str:
@@ -201,6 +215,18 @@ def _pause_text(pause: PauseView) -> str:
     return f":double_vertical_bar: Paused ({scope}) {by}{until}{reason}"
 
 
+def _shadow_text(status: AgentStatus) -> str:
+    """The would-be writes of the last SHADOW_PERIOD and how they compared with people's."""
+    assert status.shadow is not None
+    shadow, days = status.shadow, SHADOW_PERIOD.days
+    writes = f"{shadow.recorded:,} would-be write" + ("s" if shadow.recorded != 1 else "")
+    line = f"• :ghost: Shadow, last {days} days: {writes}"
+    if not shadow.compared:
+        return line + " recorded, none compared with a person's yet"
+    share = f" ({shadow.rate:.0%})" if shadow.rate is not None else ""
+    return line + f" recorded · {shadow.compared:,} compared with people's · {shadow.matched:,} matched{share}"
+
+
 def status_text(status: AgentStatus) -> str:
     """`/agent status <agent>` in a few lines."""
     version = status.version
@@ -214,6 +240,8 @@ def status_text(status: AgentStatus) -> str:
     lines.append(line)
     if status.release is not None:
         lines.append(release_cards.status_line(status.release))
+    if status.shadow is not None and status.shadow.recorded:
+        lines.append(_shadow_text(status))
     lines += [f"• {_pause_text(p)}" for p in status.pauses[:10]] or ["• :white_check_mark: Not paused"]
     lines += [f"• {_mute_text(m)}" for m in status.mutes[:10]]
     if len(status.mutes) > 10:

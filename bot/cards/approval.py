@@ -100,6 +100,8 @@ def outcome_sentence(approval: Approval | Settled, reason_limit: int = THREAD_TE
         return ":raised_hand: *Agent proposes; a person must do this.* The agent was told not to act: " + mrkdwn.escape(
             approval.decision_reason or ""
         )
+    if approval.status == "shadow":
+        return ":ghost: Recorded in shadow mode: nobody was asked, and the agent may not act on it."
     if approval.status == "approved":
         assert approval.decided_at is not None
         return f":white_check_mark: Approved by {deciders} at {mrkdwn.time(approval.decided_at)}" + because(
@@ -141,6 +143,11 @@ def _progress(approval: Approval, agent: AgentConfig) -> list[str]:
         lines.append(f":gear: The agent acted on it at {mrkdwn.time(approval.executed_at)}")
     if policy.get("note"):
         lines.append(f":information_source: Default policy: {mrkdwn.escape(policy['note'])}")
+    if policy.get("suggest"):
+        lines.append(
+            f":eyes: Suggest mode: policy `{mrkdwn.escape(policy['source'])}` would approve this automatically; "
+            "while the agent is in suggest mode, people review every write."
+        )
     return lines
 
 

@@ -9,10 +9,12 @@ from bot.approvals import acknowledge as acking
 from bot.approvals.decide import AlreadyDecided, NotAnApprover
 from bot.cards.agent import agent_name, not_paused_text
 from bot.cards.approval import already_acknowledged_text, outcome_sentence
+from bot.cards.evals import shadow_refused
 from bot.config import HandrailConfig
 from bot.control.access import NotAllowed
 from bot.control.pause import NotPaused
 from bot.errors import HandrailError
+from bot.releases.evals import ShadowExitRefused
 
 
 def error_text(config: HandrailConfig, error: HandrailError) -> str:
@@ -44,6 +46,8 @@ def error_text(config: HandrailConfig, error: HandrailError) -> str:
                 f"{scope} paused already, by {mrkdwn.user(pause.paused_by)} {mrkdwn.date(pause.created_at)}; "
                 "nothing was changed."
             )
+        case ShadowExitRefused():
+            return shadow_refused(agent_name(config, error.held.agent_id), error.held)
         case UnknownRule():
             rules = ", ".join(f"`{rule}`" for rule in error.rules)
             return f"{mrkdwn.code(error.rule, 45)} is not an alert rule. Rules: {rules}."

@@ -132,7 +132,7 @@ def _measures_text(part: Measures) -> str:
         f"Runs: {part.runs} ({part.failed} failed, {part.partial} partial) · failure rate {_share(part.failure_rate)}",
         f"Cost per run: {_money(part.cost_per_run_usd, 4)} · total {_money(part.cost_usd)} · tokens {part.tokens:,}",
         f"Approvals: {part.asked} asked · {a['approved']} approved · {a['denied']} denied · {a['expired']} expired "
-        f"· {a['auto']} auto",
+        f"· {a['auto']} auto" + (f" · {a['shadow']} in shadow" if a.get("shadow") else ""),
         f"Time to decision: median {_seconds(part.median_time_to_decision_s)}, "
         f"p90 {_seconds(part.p90_time_to_decision_s)}",
         f"Exceptions (runs needing a person): {_share(part.exception_rate)}",

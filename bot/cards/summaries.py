@@ -30,6 +30,7 @@ OUTCOMES = (
     ("human_only", "for a person"),
     ("pending", "pending"),
     ("cancelled", "cancelled"),
+    ("shadow", "in shadow"),
 )
 
 

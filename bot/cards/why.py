@@ -54,7 +54,7 @@ def _card_link(approval: Approval, workspace_url: str | None) -> str:
         return f"card in {mrkdwn.channel(approval.channel)}"
     return (
         "no card posted"
-        if approval.decision_code == "auto"
+        if approval.decision_code in ("auto", "shadow")
         else f"card not posted yet ({mrkdwn.channel(approval.channel)})"
     )
 
@@ -89,6 +89,8 @@ def _decision(approval: Approval) -> str:
         return f":robot_face: Approved by policy, automatically{when}"
     if approval.decision_code == "human_only":
         return f":raised_hand: Only a person may do this; the agent was told not to{when}"
+    if approval.status == "shadow":
+        return f":ghost: Recorded in shadow mode: nobody was asked, and the agent may not act on it{when}"
     if approval.status == "approved":
         return f":white_check_mark: Approved by {deciders or 'nobody recorded'}{when}{reason}"
     if approval.status == "denied":

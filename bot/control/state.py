@@ -64,6 +64,20 @@ def covering(pauses: Iterable[PauseView], agent: str, customer: str | None, now:
 
 
 @dataclass(frozen=True)
+class Operating:
+    """How an agent's requests and actions are handled: its mode, and the version its release tries
+    in shadow (served to nobody), if any."""
+
+    mode: OperatingMode
+    shadow_version: str | None = None
+
+    def mode_for(self, version: str | None) -> OperatingMode:
+        """The mode for work of `version`: shadow for the version tried in shadow, whatever the
+        agent's mode; the agent's mode for every other version (and for work that names none)."""
+        return "shadow" if version is not None and version == self.shadow_version else self.mode
+
+
+@dataclass(frozen=True)
 class ControlState:
     """Pauses, modes, active versions and volume caps: everything the gate needs, read from SQL."""
 
@@ -71,12 +85,16 @@ class ControlState:
     modes: dict[str, OperatingMode]  # set only through set_mode, which takes an OperatingMode
     versions: dict[str, str]
     canaries: dict[str, tuple[str, int]]  # agent -> (canary version, percent served), while it serves any
+    shadows: dict[str, str]  # agent -> the version its release tries in shadow
     capped_until: dict[str, datetime]  # agent -> when its hourly cap lifts
     capped_runs: frozenset[tuple[str, str]]  # (agent, run_id) at their per-run cap
     limits: dict[str, tuple[int | None, int | None]]
 
     def pause_for(self, agent: str, customer: str | None, now: datetime) -> PauseView | None:
         return covering(self.pauses, agent, customer, now)
+
+    def operating(self, agent: str) -> Operating:
+        return Operating(self.modes.get(agent, DEFAULT_MODE), self.shadows.get(agent))
 
     def version_for(self, agent: str, customer: str | None, run_id: str | None) -> str | None:
         """The version this customer's run (else this run) runs: the canary's within its share."""
@@ -173,6 +191,7 @@ def snapshot(
                 (agent_id, run) for run in Actions(session).runs_with_at_least(agent_id, now - RUN_CAP_WINDOW, per_run)
             }
     set_modes = Modes(session).of(ids)
+    releases = Releases(session).of(ids)
     return ControlState(
         pauses=tuple(PauseView.of(p) for p in Pauses(session).unlifted(None if agents is None else ids)),
         modes={
@@ -183,9 +202,10 @@ def snapshot(
         versions={agent: entry.version for agent, entry in Versions(session).active(ids).items()},
         canaries={
             release.agent: (release.version, release.rollout)
-            for release in Releases(session).of(ids)
+            for release in releases
             if release.stage == "canary" and release.rollout > 0
         },
+        shadows={release.agent: release.version for release in releases if release.stage == "shadow"},
         capped_until=capped_until,
         capped_runs=frozenset(capped_runs),
         limits=limits,

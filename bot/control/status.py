@@ -14,7 +14,10 @@ from bot.control.access import known_agent
 from bot.control.state import EVERY_AGENT, PauseView, snapshot
 from storage.alert_store import Mutes
 from storage.repositories import Approvals, Releases, Runs, Versions
+from storage.shadow_store import Agreement, ShadowActions
 from storage.tables import AgentVersion, AlertMute, Release, Run
+
+SHADOW_PERIOD = timedelta(days=7)  # the shadow actions /agent status counts
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class AgentStatus:
     mutes: list[AlertMute]  # alert rules muted now, ending last first
     config_change: ConfigChange | None = None  # when the config last changed (None: never recorded)
     release: Release | None = None  # the release under way, or the last one
+    shadow: Agreement | None = None  # the shadow actions of the last SHADOW_PERIOD, compared with people's
 
 
 def status(session: Session, *, config: HandrailConfig, agent_id: str, now: datetime) -> AgentStatus:
@@ -55,6 +59,7 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
         mutes=Mutes(session).active([agent_id], now),
         config_change=last_change(session),
         release=Releases(session).get(agent_id),
+        shadow=ShadowActions(session).agreement(agent_id, now - SHADOW_PERIOD),
     )
 
 

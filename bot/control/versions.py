@@ -12,9 +12,10 @@ from bot import effects, outbound
 from bot.config import HandrailConfig
 from bot.control.access import known_agent
 from bot.control.records import announce, audit
+from bot.control.state import Operating
 from bot.errors import Conflict, NotFound
 from bot.models import OperatingMode, VersionOut
-from storage.repositories import Modes, Versions
+from storage.repositories import Modes, Releases, Versions
 from storage.tables import AgentVersion
 
 
@@ -22,6 +23,14 @@ def mode_of(session: Session, *, config: HandrailConfig, agent_id: str) -> Opera
     """The operating mode people set, else the config's `agents.<id>.mode`."""
     current = Modes(session).get(agent_id)
     return cast(OperatingMode, current.mode) if current else config.agents[agent_id].mode
+
+
+def operating(session: Session, *, config: HandrailConfig, agent_id: str) -> Operating:
+    """The agent's mode and the version its release tries in shadow, read from SQL (what the gate
+    holds in memory, for when its copy is not trusted)."""
+    release = Releases(session).get(agent_id)
+    shadow = release.version if release is not None and release.stage == "shadow" else None
+    return Operating(mode_of(session, config=config, agent_id=agent_id), shadow)
 
 
 def set_mode(

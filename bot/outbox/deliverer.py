@@ -12,7 +12,7 @@ from datetime import timedelta
 import httpx
 
 from bot import mrkdwn, outbound, pagerduty, webhooks
-from bot.cards.agent import announcement
+from bot.cards.agent import announcement, announcement_blocks
 from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
 from bot.cards.approval import approval_card, dm_blocks, fallback_card, note_text
 from bot.cards.blocks import Card
@@ -208,7 +208,8 @@ class Deliverer:
         """An announcement in a channel (who paused or rolled back which agent, and why)."""
         payload = row.payload
         assert isinstance(payload, outbound.PostPayload)
-        await self.slack.post(payload.channel, announcement(self.config, payload.note))
+        note = payload.note
+        await self.slack.post(payload.channel, announcement(self.config, note), announcement_blocks(self.config, note))
         posted = {"actor": "system", "event": "announcement.posted", "after": {"channel": payload.channel}}
         group.delivered.append((row, posted))
 
