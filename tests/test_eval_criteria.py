@@ -345,6 +345,10 @@ def test_an_agent_in_shadow_leaves_it_only_once_its_active_version_meets_the_cri
     held = evals.shadow_exit(session, config=cfg, agent_id=LEAD, mode="suggest")
     assert held == evals.ShadowExit(LEAD, "suggest", None, None)
     assert held.missing == ["no version registered"]
+    assert evals.ShadowExitRefused(held).message == (
+        "'lead-router' stays in shadow mode: it has no version registered: register a version and record its "
+        "evaluations first"
+    )
     assert evals.shadow_exit(session, config=cfg, agent_id=LEAD, mode="shadow") is None  # staying
     register(session, "v1")
     held = evals.shadow_exit(session, config=cfg, agent_id=LEAD, mode="auto")
@@ -355,7 +359,11 @@ def test_an_agent_in_shadow_leaves_it_only_once_its_active_version_meets_the_cri
     with pytest.raises(evals.ShadowExitRefused) as refused_:
         evals.set_mode(session, config=cfg, agent_id=LEAD, mode="suggest", user_id="U0BOSS", now=T0)
     assert refused_.value.code == "eval_criteria_unmet" and refused_.value.status == 409
-    assert "production-readiness: 1 critical failure" in refused_.value.message
+    assert refused_.value.held.agent_id == LEAD
+    assert refused_.value.message == (
+        "'lead-router' stays in shadow mode: its active version 'v1' does not meet the evaluation criteria yet "
+        "(production-readiness: 1 critical failure): record its evaluations first"
+    )
     assert versions.mode_of(session, config=cfg, agent_id=LEAD) == "shadow"
     add_run(session, "production-readiness", 95, 100, version="v1", minutes=1)
     assert evals.shadow_exit(session, config=cfg, agent_id=LEAD, mode="suggest") is None

@@ -220,6 +220,16 @@ def test_evaluating_the_active_version_compares_it_with_the_one_before(running: 
     ) in card
     assert evaluate(running, "v1", **run_of("production-readiness", 98)).status_code == 201
     assert "*Previous version* `v2`: 93 passed" in texts(running, "C0OWNERS")[-1]  # v1 is not active: against v2
+    # Against the previous version's newest run of the suite: not an older one, nor another agent's.
+    running.clock.advance(timedelta(minutes=1))
+    assert evaluate(running, "v2", **run_of("production-readiness", 95)).status_code == 201
+    running.clock.advance(timedelta(minutes=1))
+    register(running, "v2", BILLING)
+    for _ in range(3):
+        assert evaluate(running, "v2", BILLING, **run_of("production-readiness", 50)).status_code == 201
+    answer = evaluate(running, "v3", **run_of("production-readiness", 99))
+    assert (answer.status_code, answer.json()["link"]) == (201, None)
+    assert "*Previous version* `v2`: 95 passed" in texts(running, "C0OWNERS")[-1]
 
 
 def test_an_agent_without_an_owner_channel_gets_the_card_in_its_channel(running: Running) -> None:
@@ -324,7 +334,8 @@ def test_a_failed_smoke_test_with_notify_is_told_and_pauses_nothing(running: Run
     ]
     [event] = [e for e in events(running) if e.event == "agent.smoke_tested"]
     assert event.reason == "smoke test checkout failed on version v2: 502 from the CRM"
-    assert event.after is not None and event.after["passed"] is False
+    assert event.after is not None and (event.after["passed"], event.after["link"]) == (False, "https://ci.example/s/9")
+    assert event.source == {"agent": LEAD, "version": "v2"}
 
 
 def test_a_failed_smoke_test_with_pause_closes_the_gate_with_its_result_as_the_reason(running: Running) -> None:

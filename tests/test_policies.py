@@ -23,7 +23,7 @@ from bot.clock import ManualClock
 from bot.config import ConfigError, HandrailConfig, parse_config
 from bot.errors import Conflict
 from bot.escalation import next_step
-from bot.policy import choose
+from bot.policy import choose, supervised
 from storage.db import Database
 from storage.repositories import Audit
 from storage.tables import Approval, OutboxMessage
@@ -434,6 +434,22 @@ def test_a_policy_describes_itself_in_one_phrase() -> None:
         == "`policies.0` (quote.*: 2 approvals)"
     )
     assert choose(CONFIG, "lead-router", "quote.send", {"discount_pct": 8}).describe() == "`default` (*: 1 approval)"
+
+
+def test_suggest_mode_asks_people_for_auto_policies_and_samples_nothing() -> None:
+    scored = choose(CONFIG, "lead-router", "lead.score", {})  # auto, every one sampled
+    asked = supervised(scored)
+    assert (asked.mode, asked.sample, asked.suggest, asked.source, asked.quorum) == (
+        "approve",
+        0.0,
+        True,
+        "policies.2",
+        1,
+    )
+    assert asked.describe() == "`policies.2` (lead.score: auto, 1 approval in suggest mode)"
+    for action, facts in (("opportunity.update_amount", {}), ("quote.send", {"discount_pct": 9})):
+        written = choose(CONFIG, "lead-router", action, facts)
+        assert supervised(written) == written  # approve and human_only stay as written
 
 
 @pytest.mark.parametrize("mode", ["auto", "human_only"])

@@ -3,16 +3,22 @@ worse by, the halt rules and their minimums, and the config that writes them."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from bot import outbound
+from bot.config import parse_config
 from bot.config.releases import HaltWhen, Margins, Releases, effective_releases
-from bot.releases.canary import tripped, worse
-from tests.helpers import T0
+from bot.releases.canary import check_halts, tripped, worse
+from storage.db import Database, migrate
+from storage.tables import AlertEpisode, Release
+from tests.helpers import T0, config_dict
 
 MARGINS = Margins(failure_rate=0.03, cost_per_run=0.25, acceptance=0.05, reversal_rate=0.02)
 
@@ -123,6 +129,8 @@ def test_the_failure_rule_needs_min_runs_of_each_and_more_than_its_points() -> N
     own = HaltWhen(failure_rate_above_stable=0.10, min_runs=5)
     assert tripped(own, compared(side(runs=5, failed=5), side("v1", runs=5)), 20, set()) is not None
     assert tripped(own, compared(side(runs=4, failed=4), side("v1", runs=5)), 20, set()) is None
+    # Points above the stable version's rate, not above zero: 25% beside 20% is 5 points.
+    assert tripped(rule, compared(side(runs=20, failed=5), side("v1", runs=20, failed=4)), 20, set()) is None
 
 
 def test_the_reversal_rule_needs_min_runs_of_the_canarys_actions_and_more_than_its_share() -> None:
@@ -141,3 +149,72 @@ def test_an_alert_rule_trips_only_for_its_own_alert() -> None:
     assert tripped(rule, both, 20, {"duplicates"}) == "the duplicates alert fired"
     assert tripped(rule, both, 20, {"failure_rate", "cost_spike"}) is None
     assert tripped(rule, both, 20, set()) is None
+    assert tripped(HaltWhen(alert="failure_rate"), both, 20, {"failure_rate"}) == "the failure rate alert fired"
+
+
+# --- alerts that halt a canary -------------------------------------------------------------------
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    database = Database(f"sqlite:///{tmp_path / 'halts.db'}")
+    migrate(database.engine)
+    with database.transaction() as opened:
+        yield opened
+    database.dispose()
+
+
+def episode(session: Session, agent: str, started: datetime, status: str = "firing") -> None:
+    session.add(
+        AlertEpisode(
+            id=f"alr_{agent}_{started.timestamp():.0f}_{status}",
+            agent=agent,
+            rule="duplicates",
+            subject="crm.update_owner",
+            open_key=None,
+            severity="page",
+            status=status,
+            started_at=started,
+            resolved_at=None if status == "firing" else started + timedelta(minutes=1),
+            clear_since=None,
+            finding={},
+            version=None,
+            reminded_at=started,
+        )
+    )
+    session.flush()
+
+
+def test_only_the_agents_own_alert_still_firing_since_the_canary_first_served_halts_it(session: Session) -> None:
+    data = config_dict()
+    data["agents"]["lead-router"]["releases"] = {"halt_when": [{"alert": "duplicates"}]}
+    config = parse_config(data)
+    since = T0 + timedelta(hours=1)
+    canary = Release(
+        agent="lead-router",
+        version="v2",
+        stage="canary",
+        rollout=5,
+        stable="v1",
+        started_at=since,
+        canary_since=since,
+        updated_at=since,
+        updated_by="agent:lead-router",
+        state_version=1,
+    )
+    session.add(canary)
+    episode(session, "billing-bot", since)  # another agent's
+    episode(session, "lead-router", since - timedelta(seconds=1))  # fired before the canary served
+    episode(session, "lead-router", since + timedelta(minutes=5), status="resolved")  # over already
+    now = since + timedelta(minutes=10)
+    assert check_halts(session, config=config, now=now) == []
+    assert canary.stage == "canary"
+    episode(session, "lead-router", since)  # the canary's first instant counts
+    [note] = check_halts(session, config=config, now=now)
+    assert (note.event, note.by, note.reason, canary.stage, canary.rollout) == (
+        "halted",
+        "system",
+        "the duplicates alert fired",
+        "halted",
+        0,
+    )

@@ -21,6 +21,7 @@ from bot.control import undo
 from bot.control.state import in_canary
 from local.slack import FakeSlack
 from storage.repositories import Audit
+from storage.tables import Release
 from tests import slackreq
 from tests.helpers import T0, Running, config_dict, serve
 
@@ -354,14 +355,46 @@ def test_a_manual_halt_and_a_rollback_stop_the_canary(running: Running) -> None:
     register(running, "v1")
     register(running, "v2", rollout=40)
     customer = customers("v2", 40, True, 1)[0]
+    report(running, "v1", ok=3, failed=1)
+    report(running, "v2", ok=1, failed=1)
     response = promote(running, "v2", rollout=0, reason="checking a report")
-    assert (response.status_code, response.json()["stage"]) == (200, "halted")
+    assert (response.status_code, response.json()["stage"], response.json()["rollout"]) == (200, "halted", 0)
+    canary, stable = response.json()["comparison"]["canary"], response.json()["comparison"]["stable"]
+    assert (canary["version"], stable["version"]) == ("v2", "v1")
+    assert canary["failure_rate"] == {
+        "count": 1,
+        "of": 2,
+        "rate": 0.5,
+        "low": pytest.approx(0.0945, abs=1e-4),
+        "high": pytest.approx(0.9055, abs=1e-4),
+    }
+    with running.services.db.transaction() as session:
+        [halted] = [e for e in Audit(session).for_object("agent", LEAD) if e.event == "release.halted"]
+        assert (halted.actor, halted.reason, halted.before) == (
+            "agent:lead-router",
+            "checking a report",
+            {"rollout": 40},
+        )
+        assert (halted.after["version"], halted.after["rollout"], halted.after["comparison"]["canary"]["failed"]) == (
+            "v2",
+            0,
+            1,
+        )
+    with running.services.db.transaction() as session:
+        row = session.get(Release, LEAD)
+        assert row is not None and (row.rollout, row.updated_by, row.updated_at) == (0, "agent:lead-router", T0)
+    [announced] = [t for t in posts(running, "C0APPROVALS") if "was halted" in t]
+    assert announced.startswith(
+        ":octagonal_sign: Lead router (`lead-router`)'s canary `v2` was halted by the agent (`lead-router`)"
+        " at 40% → 0%: checking a report. `v1` serves every customer."
+    )
+    assert "• Runs: 2 · 4" in announced
     with client(running) as c:
         assert gate(c, customer)["version"] == "v1"
     assert "already halted" in promote(running, "v2", rollout=0).json()["error"]["message"]
-    assert promote(running, "v2", rollout=5).json()["stage"] == "canary"  # resumed from 0
+    assert promote(running, "v2", rollout=1).json()["stage"] == "canary"  # resumed from 0
     with client(running) as c:
-        assert gate(c, customers("v2", 5, True, 1)[0])["version"] == "v2"
+        assert gate(c, customers("v2", 1, True, 1)[0])["version"] == "v2"
     url = running.slack.response_url()
     response = running.slack_post(
         slackreq.slash_command(text=f"rollback {LEAD} bad release", user_id="U0OWNER", response_url=url)
@@ -372,6 +405,31 @@ def test_a_manual_halt_and_a_rollback_stop_the_canary(running: Running) -> None:
         assert {gate(c, f"cust-{i}")["version"] for i in range(100)} == {"v0"}
     status = command(running, f"status {LEAD}")
     assert "• Release: `v2` halted" in status and "the agent was rolled back to v0" in status
+
+
+def rollback(running: Running, to: str) -> None:
+    url = running.slack.response_url()
+    text = f"rollback {LEAD} to {to}"
+    assert running.slack_post(slackreq.slash_command(text=text, user_id="U0OWNER", response_url=url)).status_code == 200
+    running.slack.wait_for(lambda calls: any(c.method == "response_url" and c.params["url"] in url for c in calls))
+    with client(running) as c:
+        assert gate(c, "cust-1")["version"] == to
+
+
+@pytest.mark.parametrize("rollout", [0, 100])
+def test_a_rollback_leaves_a_release_in_shadow_or_done_as_it_is(running: Running, rollout: int) -> None:
+    """Only a serving canary is halted by a rollback: a version tried in shadow serves nobody, and
+    one promoted to every customer is history (the rollback moves away from it)."""
+    register(running, "v0")
+    register(running, "v1")
+    register(running, "v2", rollout=0)
+    if rollout:
+        assert promote(running, "v2", rollout=rollout).status_code == 200
+    rollback(running, "v0")
+    assert "release.halted" not in events(running)
+    with running.services.db.transaction() as session:
+        row = session.get(Release, LEAD)
+        assert row is not None and (row.stage, row.version) == ("shadow" if rollout == 0 else "done", "v2")
 
 
 @pytest.fixture

@@ -41,7 +41,6 @@ class CriteriaUnmet(Conflict):
     code = "eval_criteria_unmet"
 
     def __init__(self, found: Criteria) -> None:
-        self.criteria = found
         missing = ", ".join(check.suite for check in found.missing) or "no evaluation run recorded"
         super().__init__(
             f"version {found.version!r} does not meet the evaluation criteria yet ({missing}): record its "
