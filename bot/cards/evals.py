@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot import mrkdwn, outbound
-from bot.cards.blocks import Card, context, section
+from bot.cards.blocks import context, section
 from bot.releases.evals import ShadowExit, SuiteCheck, shortfall
 
 VERSION_MAX = 60
@@ -144,10 +144,6 @@ def evaluated_blocks(name: str, note: outbound.Evaluated) -> list[dict[str, Any]
     blocks: list[dict[str, Any]] = [section(part) for part in evaluated_parts(name, note)]
     blocks.append(context(f"Run `{note.run.run_id}` recorded {mrkdwn.date(note.run.at)}"))
     return blocks
-
-
-def evaluated_card(name: str, note: outbound.Evaluated) -> Card:
-    return Card(text=evaluated_text(name, note), blocks=evaluated_blocks(name, note))
 
 
 # --- smoke tests ---
