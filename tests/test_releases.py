@@ -214,6 +214,11 @@ def test_promote_follows_the_plan_shows_the_numbers_and_at_100_makes_the_version
         assert {gate(c, customer)["version"] for customer in customers("v2", 5, False, 20)} == {"v2"}
     assert events(running).count("release.promoted") == 2 and "release.done" in events(running)
     assert "already serves every customer" in command(running, f"promote {LEAD} next")
+    response = promote(running, "v2", rollout=100)
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "already_full")
+    response = promote(running, "v9", rollout=50)  # not the version being released
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "no_release")
+    assert "no release of version 'v9'" in response.json()["error"]["message"]
     assert register(running, "v3", rollout=5).status_code == 201  # a done release makes room for the next
 
 
@@ -391,7 +396,9 @@ def test_a_manual_halt_and_a_rollback_stop_the_canary(running: Running) -> None:
     assert "• Runs: 2 · 4" in announced
     with client(running) as c:
         assert gate(c, customer)["version"] == "v1"
-    assert "already halted" in promote(running, "v2", rollout=0).json()["error"]["message"]
+    again = promote(running, "v2", rollout=0)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "already_halted")
+    assert again.json()["error"]["message"] == "'v2' is already halted"
     assert promote(running, "v2", rollout=1).json()["stage"] == "canary"  # resumed from 0
     with client(running) as c:
         assert gate(c, customers("v2", 1, True, 1)[0])["version"] == "v2"
@@ -430,6 +437,16 @@ def test_a_rollback_leaves_a_release_in_shadow_or_done_as_it_is(running: Running
     with running.services.db.transaction() as session:
         row = session.get(Release, LEAD)
         assert row is not None and (row.stage, row.version) == ("shadow" if rollout == 0 else "done", "v2")
+
+
+def test_a_halt_without_a_reason_says_it_was_halted_by_hand(running: Running) -> None:
+    register(running, "v1")
+    register(running, "v2", rollout=5)
+    assert command(running, f"promote {LEAD} 0").startswith(
+        ":octagonal_sign: Lead router (`lead-router`)'s canary `v2` was halted by <@U0OWNER> at 5% → 0%: halted by "
+        "hand."
+    )
+    assert "• Release: `v2` halted" in command(running, f"status {LEAD}")
 
 
 @pytest.fixture
