@@ -288,14 +288,11 @@ def current(session: Session, *, config: HandrailConfig, agent_id: str, version:
 
 
 def target_of(release: Release, settings: Releases, wanted: int | None) -> int:
-    """The percentage a promotion goes to: `wanted`, or the plan's next step (None)."""
-    base = 0 if release.stage == "halted" else release.rollout
-    if wanted is None:
-        step = settings.next_step(base)
-        if step is None:
-            raise Conflict(f"{release.version!r} already serves every customer", code="already_full")
-        return step
-    return wanted
+    """The percentage a promotion goes to: `wanted`, or the plan's next step above the share
+    served now (0 in shadow and after a halt; a release at 100 is done, which promote refuses)."""
+    if wanted is not None:
+        return wanted
+    return settings.next_step(release.rollout) or 100
 
 
 def promote(
@@ -325,7 +322,7 @@ def promote(
         if halted is None:
             raise Conflict("the release changed meanwhile: try again", code="release_changed")
         return release, halted
-    base = 0 if release.stage == "halted" else release.rollout
+    base = release.rollout  # 0 in shadow and after a halt
     if to <= base:
         raise Invalid(
             f"{release.version!r} serves {base}% now: promote to a higher percentage (or 0 to halt)",
