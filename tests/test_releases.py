@@ -305,7 +305,8 @@ def test_a_version_goes_from_shadow_through_every_step_of_the_plan_to_every_cust
     criteria; then promoted step by step (5, 15, 40, 80, 100), each step announced with its runs
     beside the stable version's, until it is the active version for every customer."""
     register(running, "v1", agent=BILLING)
-    shadowed = register(running, "v2", agent=BILLING, rollout=0)
+    details = {"notes": "stricter refunds", "prompt_sha": "9f2c01a", "config": {"max_refund_usd": 50}}
+    shadowed = register(running, "v2", agent=BILLING, rollout=0, **details)
     assert (shadowed.status_code, shadowed.json()["stage"], shadowed.json()["rollout"]) == (201, "shadow", 0)
     write = {
         "agent": BILLING,
@@ -349,6 +350,9 @@ def test_a_version_goes_from_shadow_through_every_step_of_the_plan_to_every_cust
     assert announced == [text.splitlines()[0] for text in steps]
     with client(running, BILLING) as c:
         assert {gate(c, f"c{i}", BILLING)["version"] for i in range(100)} == {"v2"}
+        active = c.get(f"/v1/agents/{BILLING}/versions").json()[0]
+    assert (active["version"], active["active"]) == ("v2", True)
+    assert {key: active[key] for key in details} == details  # as registered in shadow
     assert events(running, BILLING).count("release.promoted") == 4 and "release.done" in events(running, BILLING)
 
 
