@@ -61,6 +61,12 @@ def action_sha256(request: ActionIn) -> str:
     return sha256_of(body)
 
 
+def same_replay(recorded_sha256: str, request_sha256: str, dedup_key: str) -> None:
+    """A write sent again under a dedup_key already used must be the same write (dedup_conflict)."""
+    if recorded_sha256 != request_sha256:
+        raise Conflict(f"dedup_key {dedup_key!r} was already used for a different action", code="dedup_conflict")
+
+
 def record_action(
     session: Session, *, config: HandrailConfig, request: ActionIn, now: datetime
 ) -> tuple[ActionRecord, bool]:
@@ -73,10 +79,7 @@ def record_action(
     if request.dedup_key:
         existing = actions.by_dedup_key(request.agent, request.dedup_key)
         if existing is not None:
-            if existing.request_sha256 != request_sha256:
-                raise Conflict(
-                    f"dedup_key {request.dedup_key!r} was already used for a different action", code="dedup_conflict"
-                )
+            same_replay(existing.request_sha256, request_sha256, request.dedup_key)
             stats.add_action(session, request.agent, request.action, now, actions=0, duplicates=1)
             Checks(session).due_at([request.agent], now)
             effects.of(session).alerts = True

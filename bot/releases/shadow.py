@@ -24,7 +24,7 @@ from bot import runs
 from bot.config import HandrailConfig
 from bot.control.state import Operating
 from bot.control.versions import operating as operating_of
-from bot.errors import Conflict, NotFound
+from bot.errors import NotFound
 from bot.models import ActionIn, ShadowActionOut, ShadowFieldOut, ShadowOutcomeIn
 from storage.repositories import Audit
 from storage.shadow_store import ShadowActions
@@ -142,10 +142,7 @@ def _shadow_action(session: Session, *, request: ActionIn, version: str | None, 
     if request.dedup_key:
         existing = rows.by_dedup_key(request.agent, request.dedup_key)
         if existing is not None:
-            if existing.request_sha256 != request_sha256:
-                raise Conflict(
-                    f"dedup_key {request.dedup_key!r} was already used for a different action", code="dedup_conflict"
-                )
+            runs.same_replay(existing.request_sha256, request_sha256, request.dedup_key)
             return Shadowed(existing, created=False)
     body = request.model_dump(mode="json")
     row = ShadowAction(
