@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.installed
+$(VENV)/.dev: $(VENV)/.installed client/pyproject.toml client/pins.txt
 	$(BIN)/pip install -q -e '.[test,lint]'
+	$(BIN)/pip install -q -e './client[openai-agents,pydantic-ai,langgraph,mcp]' -c client/pins.txt
 	touch $@
 
 # Serves until stopped (Ctrl-C). Without Slack credentials it starts local mode (the page at
