@@ -457,3 +457,23 @@ def test_the_async_client_has_every_method(running: Running, slack: FakeSlack) -
 
     with Reviewer(running, slack, approve()):
         run(scenario())
+
+
+def test_guard_asks_for_a_call_the_framework_runs_and_answers_the_params_to_run_it_with(
+    running: Running, slack: FakeSlack, hr: Handrail
+) -> None:
+    with Reviewer(running, slack, edit("12 at most", discount_pct="12"), deny("no")) as reviewer:
+        params = hr.guard(
+            "quote.create", {"account": "acme", "discount_pct": 20}, tool="create_quote", editable=["discount_pct"]
+        )
+        with pytest.raises(Denied, match="no"):
+            run(
+                AsyncHandrail(running.url, AGENT_TOKENS["lead-router"], agent="lead-router").guard(
+                    "quote.create", {"account": "acme", "discount_pct": 5}
+                )
+            )
+    assert params == {"account": "acme", "discount_pct": 12}
+    first, second = (hr.get_approval(approval_id) for approval_id in reviewer.decided)
+    assert first.summary == "create_quote(account='acme', discount_pct=20)" and first.executed_at is not None
+    assert first.model_extra and first.model_extra["request_reason"] == "lead-router calls create_quote"
+    assert second.target["id"] == "quote.create" and second.executed_at is None

@@ -94,14 +94,14 @@ class _Base:
         call = Call("POST", "/v1/suggestions", json=_ops.body(agent=self.agent, **fields))
         return _ops.single(call, Suggestion.model_validate)
 
-    def _tool(self, action: str, function: Callable[..., Any], options: dict[str, Any]) -> Tool:
-        doc = inspect.getdoc(function)
-        default_reason = doc.splitlines()[0] if doc else f"{self.agent} calls {function.__name__}"
+    def _tool(self, action: str, name: str, doc: str | None, options: dict[str, Any]) -> Tool:
+        """How calls of the tool `name` (documented by `doc`) are described to Handrail."""
+        default_reason = doc.strip().splitlines()[0] if doc and doc.strip() else f"{self.agent} calls {name}"
         return Tool(
             agent=self.agent,
             action=action,
-            summary=options["summary"] or (lambda **params: _call_text(function.__name__, params)),
-            target=options["target"] or {"system": self.agent, "object": "tool", "id": function.__name__},
+            summary=options["summary"] or (lambda **params: _call_text(name, params)),
+            target=options["target"] or {"system": self.agent, "object": "tool", "id": name[:200]},
             reason=options["reason"] or default_reason,
             changes=options["changes"],
             facts=options["facts"],
@@ -230,12 +230,23 @@ class Handrail(_Base):
     def suggest(self, to: str, text: str, **fields: Any) -> Suggestion:
         return self._run(self._suggest({"to": to, "text": text, **fields}))
 
+    def guard(
+        self, action: str, params: Mapping[str, Any], *, tool: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Everything require_approval does before it runs a function, for a call described by
+        `action` and its `params` (for adapters, whose framework runs the tool): check the gate, ask,
+        wait, claim, record. Returns the params to run it with (a reviewer may have edited them);
+        raises Denied, Expired, Cancelled or Paused instead. `tool` names it in the default summary
+        and target (default: the action); the options are require_approval's."""
+        described = self._tool(action, tool or action, None, _options(**options))
+        return self._run(described.approve(dict(params)))
+
     def require_approval(self, action: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
         settings = _options(**options)
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
             signature = check_signature(function)
-            tool = self._tool(action, function, settings)
+            tool = self._tool(action, function.__name__, inspect.getdoc(function), settings)
             if inspect.iscoroutinefunction(function):  # the blocking calls wait in a worker thread
 
                 @functools.wraps(function)
@@ -328,12 +339,18 @@ class AsyncHandrail(_Base):
     async def suggest(self, to: str, text: str, **fields: Any) -> Suggestion:
         return await self._run(self._suggest({"to": to, "text": text, **fields}))
 
+    async def guard(
+        self, action: str, params: Mapping[str, Any], *, tool: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        described = self._tool(action, tool or action, None, _options(**options))
+        return await self._run(described.approve(dict(params)))
+
     def require_approval(self, action: str, **options: Any) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
         settings = _options(**options)
 
         def decorate(function: Callable[P, Any]) -> Callable[P, Any]:
             signature = check_signature(function)
-            tool = self._tool(action, function, settings)
+            tool = self._tool(action, function.__name__, inspect.getdoc(function), settings)
             is_async = inspect.iscoroutinefunction(function)
 
             @functools.wraps(function)
