@@ -96,8 +96,11 @@ class Reviewer:
     queued decision each, on a thread of its own; `decided` lists the approval ids it answered. Use
     it as a context manager: leaving it checks that every queued decision was used and none failed."""
 
-    def __init__(self, running: Running, slack: FakeSlack, *decisions: Decision, timeout: float = 20) -> None:
+    def __init__(
+        self, running: Running, slack: FakeSlack, *decisions: Decision, user: str = REVIEWER, timeout: float = 20
+    ) -> None:
         self.running, self.slack, self.decisions, self.timeout = running, slack, list(decisions), timeout
+        self.user = user
         self.decided: list[str] = []
         self._seen = len(_cards(slack.calls))
         self._error: BaseException | None = None
@@ -107,7 +110,7 @@ class Reviewer:
         try:
             for number, decision in enumerate(self.decisions, start=self._seen + 1):
                 post = posted_card(self.slack, number)
-                self.decided.append(decide(self.running, self.slack, post, decision))
+                self.decided.append(decide(self.running, self.slack, post, decision, self.user))
         except BaseException as failed:  # reported by __exit__, in the test's thread
             self._error = failed
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -477,3 +480,16 @@ def test_guard_asks_for_a_call_the_framework_runs_and_answers_the_params_to_run_
     assert first.summary == "create_quote(account='acme', discount_pct=20)" and first.executed_at is not None
     assert first.model_extra and first.model_extra["request_reason"] == "lead-router calls create_quote"
     assert second.target["id"] == "quote.create" and second.executed_at is None
+
+
+FRAMEWORKS = {"agents", "pydantic_ai", "langgraph", "mcp", "bot"}
+
+
+def test_the_client_needs_only_httpx_and_pydantic_and_loads_no_framework() -> None:
+    from importlib.metadata import requires
+
+    needed = {re.split(r"[<>=;\[ ]", r)[0] for r in requires("handrail-client") or [] if "extra ==" not in r}
+    assert needed == {"httpx", "pydantic"}
+    script = f"import sys, handrail_client; print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -1,0 +1,72 @@
+"""The agent authors' examples under examples/, each run as a user runs it (its own process)
+against the real server with local mode's demo config (the tokens the examples use by default),
+while a reviewer answers the cards in Slack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from handrail_client import Handrail
+from local.demo import CONFIG_PATH, DEMO_TOKENS, PEOPLE_PATH
+from local.slack import FakeSlack
+from tests.helpers import ROOT, Running, handrail_env
+from tests.reviewer import Decision, Reviewer, approve, deny
+
+EXAMPLES = ROOT / "examples"
+PRIYA = "U0PRIYA"  # an approver of lead-router in demo.yml
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    data = yaml.safe_load(CONFIG_PATH.read_text())
+    del data["limits"]  # the server's clock stands still in tests: a one-second window would never end
+    path = tmp_path / "handrail.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def running(running: Running) -> Running:
+    """The server, its fake Slack knowing the demo's user groups as local mode's does."""
+    for group_id, group in yaml.safe_load(PEOPLE_PATH.read_text())["usergroups"].items():
+        running.slack.usergroup_members[group_id] = list(group["members"])
+    return running
+
+
+def demo_agent(running: Running) -> Handrail:
+    return Handrail(running.url, DEMO_TOKENS["lead-router"], agent="lead-router")
+
+
+def run_example(
+    running: Running, slack: FakeSlack, name: str, *decisions: Decision, args: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run examples/<name> to its end while a reviewer gives `decisions`; its output and the ids
+    of the requests decided."""
+    with Reviewer(running, slack, *decisions, user=PRIYA) as reviewer:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / name), *args],
+            env=handrail_env(HANDRAIL_URL=running.url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    return done, reviewer.decided
+
+
+def test_the_decorator_example_updates_the_stage_once_approved(running: Running, slack: FakeSlack) -> None:
+    done, [approval_id] = run_example(running, slack, "decorator_agent.py", approve())
+    assert done.returncode == 0, done.stderr
+    assert "updated 006ACME: StageName = Closed Won" in done.stdout
+    approval = demo_agent(running).get_approval(approval_id)
+    assert approval.executed_at is not None and approval.params == {"opp": "006ACME", "stage": "Closed Won"}
+    assert approval.summary == "Move 006ACME to Closed Won"
+
+
+def test_the_decorator_example_reports_a_denial_with_its_reason(running: Running, slack: FakeSlack) -> None:
+    done, _ = run_example(running, slack, "decorator_agent.py", deny("Wait for the countersignature"))
+    assert done.returncode == 1 and "not done:" in done.stdout and "Wait for the countersignature" in done.stdout
