@@ -34,6 +34,7 @@ from handrail_client import (
     Paused,
     Release,
     ShadowMode,
+    ShadowOutcome,
     StillPending,
     Unreachable,
     Version,
@@ -265,6 +266,11 @@ def test_writes_in_shadow_mode_raise_shadow_mode_naming_the_shadow_action(runnin
         hr.record_action(action="lead.update_owner", target=TARGET, changes=[{"field": "OwnerId", "after": "005B"}])
     assert shadowed.value.status == 409 and (shadowed.value.shadow_action_id or "").startswith("sha_")
     assert isinstance(shadowed.value, Paused)
+    person = hr.record_action(
+        action="lead.update_owner", target=TARGET, changes=[{"field": "OwnerId", "after": "005C"}], by_human=True
+    )
+    assert isinstance(person, ShadowOutcome) and person.id == shadowed.value.shadow_action_id
+    assert person.matched is False and person.human_changes == [{"field": "OwnerId", "before": None, "after": "005C"}]
     with pytest.raises(ShadowMode):
         hr.wait(hr.request_approval(**ASK).id)  # recorded as `shadow`, asked of nobody
 
