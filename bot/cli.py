@@ -1,19 +1,40 @@
-"""`handrail` command line: web (serve everything on $PORT), worker (the sweeps alone), migrate,
-config-check, webhook-key.
+"""`handrail` command line (`handrail <command> --help` tells each one's options):
 
-A problem with the environment or the config file stops it with exit code 2 and one line per
-problem on stderr, naming the variable or the key; it never ends in a traceback."""
+  web             serve Slack events, the agents' API and health checks on $PORT; without Slack
+                  credentials, local mode (the page at /local)
+  worker          the escalation and outbox sweeps without the web server
+  migrate         bring the database schema up to date, saying from which revision to which
+  config check    validate a config file (`config-check` is the same command)
+  token create    a new agent token (or with --admin the admin token) and the line to paste
+  webhook-key     the key an agent uses to verify callbacks
+  approvals list  the newest approval requests in the database
+  audit export    the audit trail as JSON lines or CSV; `audit verify` checks an export
+  demo            the demo agents against a Handrail in local mode
+  mcp-proxy       the MCP proxy of the client package (handrail-client[mcp]), given the rest of the line
+  version         the installed version (as --version)
+
+What scripts read goes to stdout; notes, warnings and progress bars (only on a terminal) go to
+stderr. Exit codes: 0 done; 2 a usage mistake, or a problem with the environment, the config file
+or the database: one line per problem on stderr, naming the variable or the key, never a
+traceback (`audit verify` also exits 2 when the export does not match); `mcp-proxy` exits with the
+proxy's own code."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import logging
 import os
+import re
+import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from bot import logs
 from bot.config import (
@@ -29,6 +50,7 @@ from bot.config import (
     where,
 )
 from bot.config.durations import format_duration
+from bot.models import Status
 from bot.webhooks import agent_key
 
 SWITCH_INTERVAL = 0.001  # seconds
@@ -36,7 +58,7 @@ DESCRIPTION = "Handrail: human approval gates, escalation and incident control f
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine, Row
     from sqlalchemy.orm import Session
 
     from bot.config_changes import ConfigChange
@@ -69,14 +91,14 @@ def _config(settings: Settings) -> CheckedConfig:
     return checked
 
 
-def _migrate(engine: Engine, url: str) -> None:
-    """Bring the database up to date; one that cannot be reached is a sentence, not a traceback."""
+@contextmanager
+def _database(engine: Engine, url: str) -> Iterator[None]:
+    """A database that cannot be reached (or whose driver is missing) is a ConfigError naming
+    DATABASE_URL in a sentence, not a traceback."""
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from storage.db import migrate
-
     try:
-        migrate(engine)
+        yield
     except (DBAPIError, ArgumentError, ImportError) as error:
         cause = error.orig if isinstance(error, DBAPIError) else error
         reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
@@ -88,6 +110,60 @@ def _migrate(engine: Engine, url: str) -> None:
             "postgresql://user:password@host:5432/dbname or sqlite:///handrail.db"
         )
         raise ConfigError("", [Problem("DATABASE_URL", message)]) from None
+
+
+def _migrate(engine: Engine, url: str) -> None:
+    """Bring the database up to date."""
+    from storage.db import migrate
+
+    with _database(engine, url):
+        migrate(engine)
+
+
+def _revision(connection: Connection) -> str | None:
+    """The schema's Alembic revision; None for a database never migrated (nothing is created).
+    Alembic's INFO lines about its context are left out: the migration itself writes them once."""
+    from alembic.runtime.migration import MigrationContext
+
+    alembic = logging.getLogger("alembic.runtime.migration")
+    level = alembic.level
+    alembic.setLevel(logging.WARNING)
+    try:
+        return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        alembic.setLevel(level)
+
+
+def _head(url: str) -> str | None:
+    """The newest revision this version of Handrail knows."""
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def migrate_command(settings: Settings) -> int:
+    """`handrail migrate`: one line on stdout saying what it did (the URL without its password)."""
+    from storage.db import make_engine, migrate
+
+    logs.configure()
+    url = settings.database_url
+    engine = make_engine(url, pool_size=1)
+    try:
+        with _database(engine, url):
+            with engine.connect() as connection:
+                before = _revision(connection)
+            migrate(engine)
+            with engine.connect() as connection:
+                after = _revision(connection)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"{redact(url)}: already at {after}")
+    else:
+        print(f"migrated {redact(url)} from {before or 'empty'} to {after}")
+    return 0
 
 
 def _services(settings: Settings) -> Services:
@@ -351,8 +427,7 @@ def _export(session: Session, args: argparse.Namespace, since: datetime | None, 
         )
         out.flush()
     except BrokenPipeError:  # the reader stopped reading (`| head`)
-        sys.stdout = open(os.devnull, "w")  # so that the flush at exit does not fail too
-        return 2
+        return _pipe_closed()
     finally:
         if progress:
             progress.stop()
@@ -431,26 +506,220 @@ def demo(url: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="handrail", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"handrail {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser(
-        "web",
-        help="serve Slack events, the agents' API and health checks on $PORT; without Slack credentials, "
-        "local mode (the page at /local)",
-    )
-    serve.add_argument("--host", help="the address to listen on (default 0.0.0.0; 127.0.0.1 in local mode)")
-    serve.add_argument(
-        "--expose", action="store_true", help="let local mode listen beyond loopback (its page acts as any user)"
-    )
-    sub.add_parser("worker", help="run the escalation and outbox sweeps without the web server")
-    sub.add_parser("migrate", help="bring the database schema up to date")
-    check = sub.add_parser(
-        "config-check",
-        help="validate a config file; with --agent, show the agent's alert rules; with --action too, which policy "
-        "a request would get",
-    )
+TOKEN_PREFIX = "hr_"  # makes a Handrail token recognisable (in a secret store, or a secret scanner's rules)
+
+
+def _configured_agents(path: Path) -> list[str] | None:
+    """The agent ids a config file names, read loosely (a file being edited need not pass the check
+    yet); None when there is no file to read."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    agents = data.get("agents") if isinstance(data, dict) else None
+    return [str(agent) for agent in agents] if isinstance(agents, dict) else None
+
+
+def _config_path() -> Path | None:
+    """$HANDRAIL_CONFIG (or its default); None when the environment cannot be read."""
+    try:
+        return load_settings().handrail_config
+    except ConfigError:
+        return None
+
+
+def token_create(agent: str | None) -> int:
+    """`handrail token create <agent>` (None: `--admin`): a new token on stdout, then the config's
+    line holding its SHA-256 (the digest the server compares, bot.api.token_agent). Handrail keeps
+    no token, so this one is shown once; no database is needed."""
+    from bot.config.models import AGENT_ID
+
+    if agent is not None and not re.fullmatch(AGENT_ID, agent):
+        return _fail(
+            f"{agent!r} is not an agent id: write 1 to 63 lower-case letters, digits, - or _, starting with a "
+            "letter or a digit, e.g. lead-router"
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    key = "admin_token_sha256" if agent is None else "token_sha256"
+    print(token)
+    print(f"{key}: {hashlib.sha256(token.encode()).hexdigest()}")
+    path = _config_path()
+    agents = _configured_agents(path) if path is not None else None
+    if agent is not None and agents is not None and agent not in agents:
+        print(f"handrail: warning: no agent {agent!r} in {path} yet: add it under agents:", file=sys.stderr)
+    if sys.stderr.isatty():
+        give = "it reads GET /v1/audit" if agent is None else f"give it to {agent} (Authorization: Bearer <token>)"
+        place = "at the top level" if agent is None else f"under agents.{agent}"
+        config = f"{path} ($HANDRAIL_CONFIG)" if path is not None else "$HANDRAIL_CONFIG"
+        print(
+            f"handrail: the token is shown this once: {give}; the {key} line goes {place} in {config}", file=sys.stderr
+        )
+    return 0
+
+
+APPROVAL_COLUMNS = ("id", "status", "agent", "action", "created_at", "expires/decided", "summary")
+SUMMARY_SHOWN = 60  # characters of a summary in a listing
+ACTION_SHOWN = 40
+
+
+def _listing_limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 to 1000")
+    return limit
+
+
+def _one_line(text: str | None, limit: int) -> str:
+    """Someone else's text fit for a terminal: no control, bidi or invisible characters (an escape
+    sequence could rewrite the screen), on one line, cut to `limit` characters."""
+    from bot.mrkdwn import clean
+
+    shown = " ".join(clean(text or "").split())
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _utc(when: datetime | None) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else "-"
+
+
+def _approval_table(rows: list[Row[Any]]) -> list[str]:
+    """Plain-text columns, as wide as their widest value: the same on a terminal and in a pipe."""
+    cells = [
+        (
+            row.id,
+            row.status,
+            row.agent,
+            _one_line(row.action, ACTION_SHOWN),
+            _utc(row.created_at),
+            _utc(row.decided_at or row.expires_at),
+            _one_line(row.summary, SUMMARY_SHOWN),
+        )
+        for row in rows
+    ]
+    widths = [max(map(len, column)) for column in zip(APPROVAL_COLUMNS, *cells, strict=True)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [APPROVAL_COLUMNS, *cells]
+    ]
+
+
+def _approval_record(row: Row[Any]) -> str:
+    """One JSON line; ASCII only, so no character of an agent's text reaches a terminal raw."""
+    from bot.audit import iso
+
+    record = {
+        "id": row.id,
+        "status": row.status,
+        "agent": row.agent,
+        "action": row.action,
+        "created_at": iso(row.created_at),
+        "expires_at": iso(row.expires_at),
+        "decided_at": iso(row.decided_at) if row.decided_at else None,
+        "summary": _one_line(row.summary, SUMMARY_SHOWN),
+        "target_id": row.target_id,
+        "customer": row.customer,
+        "decided_by": row.decided_by,
+    }
+    return json.dumps(record, ensure_ascii=True)
+
+
+def _newest_approvals(url: str, args: argparse.Namespace) -> list[Row[Any]]:
+    """Read in a transaction that writes nothing (read-only on PostgreSQL), from a database at
+    this version's schema; a ConfigError naming DATABASE_URL otherwise."""
+    from sqlalchemy import make_url
+    from sqlalchemy.orm import Session
+
+    from storage.db import make_engine, normalize_url
+    from storage.repositories import Approvals
+
+    unmigrated = f"{redact(url)} has no Handrail tables yet: run `handrail migrate` first"
+    database = make_url(normalize_url(url)).database
+    if url.startswith("sqlite") and database and database != ":memory:" and not Path(database).exists():
+        raise ConfigError("", [Problem("DATABASE_URL", unmigrated)])  # connecting would create the file
+    engine = make_engine(url, pool_size=1)
+    try:
+        with _database(engine, url), engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execution_options(postgresql_readonly=True)
+            else:
+                connection.exec_driver_sql("PRAGMA query_only = ON")
+            revision, head = _revision(connection), _head(url)
+            if revision is None:
+                raise ConfigError("", [Problem("DATABASE_URL", unmigrated)])
+            if revision != head:
+                message = f"{redact(url)} is at revision {revision}, not {head}: run `handrail migrate` first"
+                raise ConfigError("", [Problem("DATABASE_URL", message)])
+            with Session(connection) as session:
+                return Approvals(session).newest(agent=args.agent, status=args.status, limit=args.limit)
+    finally:
+        engine.dispose()
+
+
+def approvals_list(settings: Settings, args: argparse.Namespace) -> int:
+    """`handrail approvals list`: the newest requests first, as a table or as JSON lines."""
+    rows = _newest_approvals(settings.database_url, args)
+    if not rows:
+        if args.format == "table":
+            filters = " ".join(f"--{name} {value}" for name in ("agent", "status") if (value := getattr(args, name)))
+            print(f"handrail: no approvals{' with ' + filters if filters else ''}", file=sys.stderr)
+        return 0
+    lines = _approval_table(rows) if args.format == "table" else [_approval_record(row) for row in rows]
+    try:
+        print("\n".join(lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped reading (`| head`)
+        return _pipe_closed()
+    return 0
+
+
+def _pipe_closed() -> int:
+    """The reader of standard output stopped reading (`| head`): exit 2, without a traceback."""
+    sys.stdout = open(os.devnull, "w")  # so that the flush at exit does not fail too
+    return 2
+
+
+def mcp_proxy(argv: list[str]) -> int:
+    """`handrail mcp-proxy ...`: the client package's MCP proxy, given everything after the word
+    untouched (its --help too). It lives in handrail_client, installed apart, so it is looked up
+    only here."""
+    import importlib
+
+    try:
+        proxy = importlib.import_module("handrail_client.mcp_proxy")
+    except ImportError:
+        return _fail("the MCP proxy needs the client with its mcp extra: pip install 'handrail-client[mcp]'")
+    return int(proxy.main(argv))
+
+
+EPILOG = """\
+exit codes:
+  0  done
+  2  a usage mistake, or a problem with the environment, the config file or the database: one line
+     per problem on stderr, naming the variable or the key; also an export that audit verify finds
+     different from the database
+  mcp-proxy exits with the proxy's own code
+
+What scripts read goes to stdout; notes, warnings and progress bars (only on a terminal) to stderr."""
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, about: str, **options: Any
+) -> argparse.ArgumentParser:
+    """A subcommand whose line in its parent's list (`help`) also heads its own --help (`description`)."""
+    options.setdefault("description", _sentence(about))
+    return sub.add_parser(name, help=about, **options)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _config_check_arguments(check: argparse.ArgumentParser) -> None:
     check.add_argument("path", nargs="?", help="default: $HANDRAIL_CONFIG")
     check.add_argument("--agent", help="an agent: show its alert rules (and, with --action, a sample request's policy)")
     check.add_argument("--action", help="the action of the sample request, e.g. quote.create")
@@ -461,15 +730,81 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=NUMBER",
         help="a numeric fact of the sample request (repeatable)",
     )
-    key = sub.add_parser("webhook-key", help="print the key an agent uses to verify callbacks")
-    key.add_argument("agent")
-    trail = sub.add_parser("audit", help="export the audit trail, or check an export against the database")
-    trail_sub = trail.add_subparsers(dest="audit_command", required=True)
-    export = trail_sub.add_parser(
-        "export", help="write the events oldest first, as JSON lines or CSV, to standard output or --out"
+
+
+def _serving_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = _command(
+        sub,
+        "web",
+        "serve Slack events, the agents' API and health checks on $PORT; without Slack credentials, "
+        "local mode (the page at /local)",
     )
-    check_export = trail_sub.add_parser(
-        "verify", help="check an export against the database: every event of its range, unaltered, none besides"
+    serve.add_argument("--host", help="the address to listen on (default 0.0.0.0; 127.0.0.1 in local mode)")
+    serve.add_argument(
+        "--expose", action="store_true", help="let local mode listen beyond loopback (its page acts as any user)"
+    )
+    _command(sub, "worker", "run the escalation and outbox sweeps without the web server")
+    _command(
+        sub,
+        "migrate",
+        "bring the database schema up to date",
+        description="Bring the database at $DATABASE_URL up to date, and say from which revision to which.",
+    )
+
+
+def _config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    about = (
+        "validate a config file; with --agent, show the agent's alert rules; with --action too, which policy "
+        "a request would get"
+    )
+    config = _command(sub, "config", "check the config file")
+    _config_check_arguments(
+        _command(config.add_subparsers(dest="config_command", required=True, metavar="<command>"), "check", about)
+    )
+    _config_check_arguments(_command(sub, "config-check", "the same as config check", description=_sentence(about)))
+    token = _command(sub, "token", "make API tokens")
+    create = _command(
+        token.add_subparsers(dest="token_command", required=True, metavar="<command>"),
+        "create",
+        "print a new token once, then the line holding its SHA-256 to paste into the config",
+        description="Print a new token (shown this once: Handrail keeps only its SHA-256), then the line to "
+        "paste into $HANDRAIL_CONFIG: token_sha256 under the agent, or admin_token_sha256 at the top level.",
+    )
+    whose = create.add_mutually_exclusive_group(required=True)
+    whose.add_argument("agent", nargs="?", help="the agent's id, e.g. lead-router")
+    whose.add_argument("--admin", action="store_true", help="the admin token, which reads GET /v1/audit")
+    key = _command(sub, "webhook-key", "print the key an agent uses to verify callbacks")
+    key.add_argument("agent")
+
+
+def _data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    approvals = _command(sub, "approvals", "look at approval requests in the database")
+    listing = _command(
+        approvals.add_subparsers(dest="approvals_command", required=True, metavar="<command>"),
+        "list",
+        "print the newest approval requests first",
+        description="Print the newest approval requests first: id, status, agent, action, created_at, expires_at "
+        "(decided_at once decided) and the summary's first 60 characters.",
+    )
+    listing.add_argument("--agent", help="only this agent's requests")
+    listing.add_argument("--status", choices=get_args(Status), help="only the requests in this status")
+    listing.add_argument(
+        "--limit", type=_listing_limit, default=50, help="at most this many, 1 to 1000 (default: %(default)s)"
+    )
+    listing.add_argument(
+        "--format",
+        choices=["table", "jsonl"],
+        default="table",
+        help="table: plain-text columns; jsonl: one JSON object a line, with target_id, customer and decided_by "
+        "too (default: %(default)s)",
+    )
+    trail = _command(sub, "audit", "export the audit trail, or check an export against the database")
+    trail_sub = trail.add_subparsers(dest="audit_command", required=True, metavar="<command>")
+    export = _command(
+        trail_sub, "export", "write the events oldest first, as JSON lines or CSV, to standard output or --out"
+    )
+    check_export = _command(
+        trail_sub, "verify", "check an export against the database: every event of its range, unaltered, none besides"
     )
     check_export.add_argument("file", help="the export (.csv is read as CSV, anything else as JSON lines)")
     for command in (export, check_export):
@@ -479,43 +814,86 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="default: %(default)s")
     export.add_argument("--out", help="a file to write (default: standard output)")
     check_export.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file's name")
-    play = sub.add_parser("demo", help="run the demo agents against a Handrail in local mode, until Ctrl-C")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="handrail", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    top.add_argument("--version", action="version", version=f"handrail {package_version()}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="<command>")
+    _serving_commands(sub)
+    _config_commands(sub)
+    _data_commands(sub)
+    play = _command(sub, "demo", "run the demo agents against a Handrail in local mode, until Ctrl-C")
     play.add_argument("--url", default="http://localhost:3000", help="where Handrail answers (default: %(default)s)")
-    args = parser.parse_args(argv)
+    proxy = _command(
+        sub,
+        "mcp-proxy",
+        "run the MCP proxy of the client package (with its mcp extra)",
+        description="Run the MCP proxy of the client package, handrail-client[mcp], with the rest of the line as "
+        "its arguments: handrail mcp-proxy --help shows its own.",
+        add_help=False,
+    )
+    proxy.add_argument("args", nargs=argparse.REMAINDER, help="the proxy's arguments")
+    _command(sub, "version", "print the installed version (as --version)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mcp-proxy"]:  # the rest is the proxy's, its options and --help too
+        return mcp_proxy(argv[1:])
+    args = parser().parse_args(argv)
+    if args.command == "version":
+        print(f"handrail {package_version()}")
+        return 0
     if args.command == "demo":  # an agent of the running server: this process reads no settings
         return demo(args.url)
-
+    if args.command == "token":  # no database; the environment only to find the config file
+        return token_create(None if args.admin else args.agent)
     try:
-        if args.command == "config-check" and args.path:  # a file named: the environment plays no part
-            checked = check_config(Path(args.path))
-            return config_check(checked, args.path, args.agent, args.action, args.fact)
-        settings = load_settings()
-        if args.command == "web":
-            return web(settings, args.host, args.expose)
-        if args.command == "worker":
-            return worker(settings)
-        if args.command == "migrate":
-            from storage.db import make_engine
-
-            logs.configure()
-            _migrate(make_engine(settings.database_url), settings.database_url)
-            return 0
-        if args.command == "audit":
-            return audit_command(settings, args)
-        if args.command == "config-check":
-            checked = check_config(settings.handrail_config)
-            return config_check(checked, str(settings.handrail_config), args.agent, args.action, args.fact)
-        if args.command == "webhook-key":
-            if args.agent not in check_config(settings.handrail_config).config.agents:
-                return _fail(f"no agent {args.agent!r} in {settings.handrail_config}")
-            secret = settings.handrail_webhook_secret
-            if secret is None or not secret.get_secret_value():
-                return _fail("set HANDRAIL_WEBHOOK_SECRET first")
-            print(agent_key(secret.get_secret_value(), args.agent))
-            return 0
+        return _run(args)
     except ConfigError as error:
         return _fail(*error.lines())
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command in ("config", "config-check"):
+        return _config_check_command(args)
+    settings = load_settings()
+    if args.command == "web":
+        return web(settings, args.host, args.expose)
+    if args.command == "worker":
+        return worker(settings)
+    if args.command == "migrate":
+        return migrate_command(settings)
+    if args.command == "audit":
+        return audit_command(settings, args)
+    if args.command == "approvals":
+        return approvals_list(settings, args)
+    if args.command == "webhook-key":
+        return webhook_key(settings, args.agent)
     return 2
+
+
+def _config_check_command(args: argparse.Namespace) -> int:
+    """`config check` and `config-check`: a file named is checked without the environment."""
+    if args.path:
+        return config_check(check_config(Path(args.path)), args.path, args.agent, args.action, args.fact)
+    settings = load_settings()
+    checked = check_config(settings.handrail_config)
+    return config_check(checked, str(settings.handrail_config), args.agent, args.action, args.fact)
+
+
+def webhook_key(settings: Settings, agent: str) -> int:
+    if agent not in check_config(settings.handrail_config).config.agents:
+        return _fail(f"no agent {agent!r} in {settings.handrail_config}")
+    secret = settings.handrail_webhook_secret
+    if secret is None or not secret.get_secret_value():
+        return _fail("set HANDRAIL_WEBHOOK_SECRET first")
+    print(agent_key(secret.get_secret_value(), agent))
+    return 0
 
 
 if __name__ == "__main__":

@@ -173,6 +173,29 @@ class Approvals:
             .execution_options(synchronize_session=False)
         )
 
+    def newest(self, *, agent: str | None, status: str | None, limit: int) -> list[Row[Any]]:
+        """The newest requests (of an agent, in a status, or all), at most `limit`, with what a
+        listing shows: id, status, agent, action, summary, created_at, expires_at, decided_at,
+        decided_by, target_id and customer."""
+        query = select(
+            Approval.id,
+            Approval.status,
+            Approval.agent,
+            Approval.action,
+            Approval.summary,
+            Approval.created_at,
+            Approval.expires_at,
+            Approval.decided_at,
+            Approval.decided_by,
+            Approval.target_id,
+            Approval.customer,
+        )
+        if agent is not None:
+            query = query.where(Approval.agent == agent)
+        if status is not None:
+            query = query.where(Approval.status == status)
+        return list(self.session.execute(query.order_by(Approval.created_at.desc(), Approval.id.desc()).limit(limit)))
+
 
 class Audit:
     def __init__(self, session: Session) -> None:
