@@ -14,6 +14,7 @@ from typing import Any
 from handrail_client import _ops
 from handrail_client._ops import Call, Op
 from handrail_client.errors import HandrailError
+from handrail_client.models import Approval
 
 # A request field given as a value, or as a function of the tool's arguments.
 Field = Any | Callable[..., Any]
@@ -110,21 +111,34 @@ class Tool:
     def approve(self, params: dict[str, Any]) -> Op[dict[str, Any]]:
         """Everything before the function runs; returns the params to run it with."""
         request = self.request(params)
+        approval = yield from self.ask(request, params)
+        yield from self.claim(request, approval.params, approval.id)
+        return dict(approval.params)
+
+    def open_gate(self, request: Mapping[str, Any], params: Mapping[str, Any]) -> Op[None]:
+        """Paused (or CapReached, ShadowMode) unless the gate is open. In shadow mode the call is
+        recorded as the write it would have been (the server refuses it, naming the shadow action)."""
         gate = yield from _ops.gate(self.agent, request.get("customer"), request.get("run_id"), self.gate_timeout)
         if not gate.allowed:
-            if gate.reason == "shadow":  # recorded as the write it would have been; the server refuses it
+            if gate.reason == "shadow":
                 yield from _ops.single(Call("POST", "/v1/actions", json=self.action_record(request, params, None)), _ok)
             raise _ops.closed(gate)
+
+    def ask(self, request: Mapping[str, Any], params: Mapping[str, Any]) -> Op[Approval]:
+        """The gate, then the request, then the wait: the approved request (its params may be
+        edited), or Denied, Expired, Cancelled, Paused."""
+        yield from self.open_gate(request, params)
         approval = yield from _ops.single(Call("POST", "/v1/approvals", json=request), _ops.approval_of)
         if approval.decided:
-            approval = _ops.ended(approval)
-        else:
-            approval = yield from _ops.wait(approval.id, self.wait_timeout)
-        claim = Call("POST", f"/v1/approvals/{approval.id}/execute", json={"params": approval.params})
+            return _ops.ended(approval)
+        return (yield from _ops.wait(approval.id, self.wait_timeout))
+
+    def claim(self, request: Mapping[str, Any], params: Mapping[str, Any], approval_id: str) -> Op[None]:
+        """Right before the call runs with `params`: claim the approval, record the action."""
+        claim = Call("POST", f"/v1/approvals/{approval_id}/execute", json={"params": dict(params)})
         yield from _ops.single(claim, _ops.approval_of)
-        record = self.action_record(request, approval.params, approval.id)
+        record = self.action_record(request, params, approval_id)
         yield from _ops.single(Call("POST", "/v1/actions", json=record), _ops.action_of)
-        return dict(approval.params)
 
 
 def _ok(data: Any) -> Any:
