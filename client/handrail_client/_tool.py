@@ -21,6 +21,11 @@ Field = Any | Callable[..., Any]
 MAX_CHANGES = 500
 
 
+def default_action(tool_name: str) -> str:
+    """The Handrail action an adapter asks a framework's tool calls as: `agent.<tool name>`."""
+    return f"agent.{tool_name}"
+
+
 def params_of(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The call's arguments by name, defaults included: the request's `params`."""
     bound = signature.bind(*args, **kwargs)

@@ -124,3 +124,32 @@ class ParamsMismatch(HandrailError):
 
 class InvalidSignature(HandrailError):
     """A callback or control hook whose signature, timestamp or body does not check out."""
+
+
+# What a model is told about a closed gate, by its reason.
+_CLOSED = {
+    "paused": "the agent is paused",
+    "volume_cap": "the agent reached its volume cap",
+    "shadow": "the agent runs in shadow mode: its writes are recorded, not made",
+    "unreachable": "Handrail could not be reached, which counts as paused",
+    "state_unavailable": "Handrail cannot tell whether the agent may act, which counts as paused",
+}
+
+
+def refusal_message(tool: str, refused: HandrailError) -> str | None:
+    """What an LLM is told instead of the output of `tool` when Handrail's answer was no (Denied,
+    Expired, Cancelled, a closed gate), starting "Handrail:"; None for errors that are no decision
+    (the caller raises those)."""
+    if isinstance(refused, Denied):
+        who = "a reviewer" if refused.decided_by else "a policy"
+        return f"Handrail: {tool} was denied by {who}, so it did not run. Reason: {refused.reason or 'none given'}"
+    if isinstance(refused, Expired):
+        return f"Handrail: nobody approved {tool} in time (the request expired), so it did not run."
+    if isinstance(refused, Cancelled):
+        why = f" ({refused.reason})" if refused.reason else ""
+        return f"Handrail: the request to run {tool} was cancelled{why}, so it did not run."
+    if isinstance(refused, Paused):
+        until = f" It reopens at {refused.until.isoformat()}." if refused.until else ""
+        what = _CLOSED.get(refused.reason, "the agent may not act now")
+        return f"Handrail: {what}: {refused.message.rstrip('.')}. {tool} did not run.{until}"
+    return None

@@ -52,9 +52,9 @@ from agents import (
 from agents.run_config import DEFAULT_MAX_TURNS
 
 from handrail_client._ops import Op
-from handrail_client._tool import Tool
+from handrail_client._tool import Tool, default_action
 from handrail_client.client import AsyncHandrail, Handrail, _options
-from handrail_client.errors import Cancelled, Denied, Expired, HandrailError, Paused
+from handrail_client.errors import HandrailError, refusal_message
 
 __all__ = ["ApprovalPolicy", "default_action", "needs_approval", "run_with_approvals", "run_with_approvals_sync"]
 
@@ -62,15 +62,6 @@ ApprovalPolicy = Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitab
 """What the SDK takes as a tool's `needs_approval`: (run context, the call's arguments, call id)."""
 
 RunInput = str | list[TResponseInputItem] | RunState[Any]
-
-# What the model is told about a closed gate, by its reason.
-_CLOSED = {
-    "paused": "the agent is paused",
-    "volume_cap": "the agent reached its volume cap",
-    "shadow": "the agent runs in shadow mode: its writes are recorded, not made",
-    "unreachable": "Handrail could not be reached, which counts as paused",
-    "state_unavailable": "Handrail cannot tell whether the agent may act, which counts as paused",
-}
 
 
 def needs_approval(only: Callable[[dict[str, Any]], bool] | None = None) -> ApprovalPolicy:
@@ -82,11 +73,6 @@ def needs_approval(only: Callable[[dict[str, Any]], bool] | None = None) -> Appr
         return True if only is None else bool(only(params))
 
     return policy
-
-
-def default_action(tool_name: str) -> str:
-    """The Handrail action a call of a tool is asked as: `agent.<tool name>`."""
-    return f"agent.{tool_name}"
 
 
 async def run_with_approvals(
@@ -187,18 +173,11 @@ class _Gatekeeper:
         params = _arguments(item)
         try:
             return (yield from self._decide(name, tool, params))
-        except Denied as denied:
-            who = "a reviewer" if denied.decided_by else "a policy"
-            return f"Handrail: {name} was denied by {who}, so it did not run. Reason: {denied.reason or 'none given'}"
-        except Expired:
-            return f"Handrail: nobody approved {name} in time (the request expired), so it did not run."
-        except Cancelled as cancelled:
-            why = f" ({cancelled.reason})" if cancelled.reason else ""
-            return f"Handrail: the request to run {name} was cancelled{why}, so it did not run."
-        except Paused as closed:
-            until = f" It reopens at {closed.until.isoformat()}." if closed.until else ""
-            what = _CLOSED.get(closed.reason, "the agent may not act now")
-            return f"Handrail: {what}: {closed.message}. {name} did not run.{until}"
+        except HandrailError as refused:
+            message = refusal_message(name, refused)
+            if message is None:
+                raise
+            return message
 
     def _decide(self, name: str, tool: Tool, params: dict[str, Any]) -> Op[str | None]:
         request = tool.request(params)

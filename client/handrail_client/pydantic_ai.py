@@ -45,26 +45,13 @@ from pydantic_ai.capabilities import HandleDeferredToolCalls
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 
+from handrail_client._tool import default_action
 from handrail_client.client import AsyncHandrail, Handrail
-from handrail_client.errors import Cancelled, Denied, Expired, HandrailError, Paused
+from handrail_client.errors import HandrailError, refusal_message
 
 __all__ = ["approvals", "decide", "decide_sync", "default_action"]
 
 Decision = ToolApproved | ToolDenied
-
-# What the model is told about a closed gate, by its reason.
-_CLOSED = {
-    "paused": "the agent is paused",
-    "volume_cap": "the agent reached its volume cap",
-    "shadow": "the agent runs in shadow mode: its writes are recorded, not made",
-    "unreachable": "Handrail could not be reached, which counts as paused",
-    "state_unavailable": "Handrail cannot tell whether the agent may act, which counts as paused",
-}
-
-
-def default_action(tool_name: str) -> str:
-    """The Handrail action a call of a tool is asked as: `agent.<tool name>`."""
-    return f"agent.{tool_name}"
 
 
 def approvals(
@@ -204,18 +191,7 @@ def _description(ctx: RunContext[Any], name: str) -> str | None:
 
 def _refusal(name: str, refused: HandrailError) -> ToolDenied:
     """What the model gets instead of the tool's output; errors that are no decision are raised."""
-    if isinstance(refused, Denied):
-        who = "a reviewer" if refused.decided_by else "a policy"
-        return ToolDenied(
-            f"Handrail: {name} was denied by {who}, so it did not run. Reason: {refused.reason or 'none given'}"
-        )
-    if isinstance(refused, Expired):
-        return ToolDenied(f"Handrail: nobody approved {name} in time (the request expired), so it did not run.")
-    if isinstance(refused, Cancelled):
-        why = f" ({refused.reason})" if refused.reason else ""
-        return ToolDenied(f"Handrail: the request to run {name} was cancelled{why}, so it did not run.")
-    if isinstance(refused, Paused):
-        until = f" It reopens at {refused.until.isoformat()}." if refused.until else ""
-        what = _CLOSED.get(refused.reason, "the agent may not act now")
-        return ToolDenied(f"Handrail: {what}: {refused.message.rstrip('.')}. {name} did not run.{until}")
-    raise refused
+    message = refusal_message(name, refused)
+    if message is None:
+        raise refused
+    return ToolDenied(message)
