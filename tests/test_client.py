@@ -499,3 +499,22 @@ def test_the_client_needs_only_httpx_and_pydantic_and_loads_no_framework() -> No
     script = f"import sys, handrail_client; print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}))"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_wait_timeout_withdraws_the_request_and_its_idempotency_key_finds_it_again(
+    running: Running, hr: Handrail
+) -> None:
+    calls: list[str] = []
+    gated = hr.require_approval(
+        "opportunity.update_stage", wait_timeout=0.2, idempotency_key=lambda opp: f"stage-{opp}"
+    )(lambda opp: calls.append(opp))
+    with pytest.raises(StillPending) as pending:
+        gated(opp="006XYZ")
+    withdrawn = hr.get_approval(pending.value.approval.id)
+    assert withdrawn.status == "cancelled" and withdrawn.reason == "the agent stopped waiting after 0.2 s"
+    assert withdrawn.model_extra and withdrawn.model_extra["idempotency_key"] == "stage-006XYZ"
+    with pytest.raises(Cancelled) as again:  # the same call again is the same request, not a second card
+        gated(opp="006XYZ")
+    assert again.value.approval.id == withdrawn.id and calls == []
+    with pytest.raises(TypeError, match="sumary"):
+        hr.require_approval("x.y", sumary="a typo")

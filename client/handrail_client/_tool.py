@@ -13,7 +13,7 @@ from typing import Any
 
 from handrail_client import _ops
 from handrail_client._ops import Call, Op
-from handrail_client.errors import HandrailError
+from handrail_client.errors import HandrailError, StillPending
 from handrail_client.models import Approval
 
 # A request field given as a value, or as a function of the tool's arguments.
@@ -52,6 +52,13 @@ def check_signature(function: Callable[..., Any]) -> inspect.Signature:
     return signature
 
 
+def call_text(name: str, params: Mapping[str, Any]) -> str:
+    """A call as the default summary shows it: `update_stage(opp='006XYZ', stage='Closed Won')`."""
+    arguments = ", ".join(f"{key}={value!r}" for key, value in params.items())
+    text = f"{name}({arguments})"
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
 def changes_of(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """By default the request and the action list each param as a field the call sets."""
     changes = [{"field": name, "after": value} for name, value in params.items()][:MAX_CHANGES]
@@ -59,48 +66,68 @@ def changes_of(params: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class Options:
+    """How a gated call is described to Handrail: require_approval's and guard's keywords. Each
+    of `summary`, `target`, `reason`, `changes`, `facts`, `customer`, `run_id`, `evidence` and
+    `idempotency_key` is a value or a function called with the call's params by name."""
+
+    summary: Field = None
+    target: Field = None
+    reason: Field = None
+    changes: Field = None
+    facts: Field = None
+    customer: Field = None
+    run_id: Field = None
+    evidence: Field = None
+    idempotency_key: Field = None
+    editable: list[str] | None = None
+    choices: dict[str, list[Any]] | None = None
+    wait_timeout: float | None = None
+    reversible: bool = True
+
+
+@dataclass(frozen=True)
 class Tool:
-    """How to describe calls of one gated function to Handrail."""
+    """Calls of one tool (a function, or a framework's tool) as Handrail requests and actions."""
 
     agent: str
     action: str
-    summary: Field
-    target: Field
-    reason: Field
-    changes: Field
-    facts: Field
-    customer: Field
-    run_id: Field
-    editable: list[str] | None
-    choices: dict[str, list[Any]] | None
-    evidence: Field
-    wait_timeout: float | None
+    name: str
+    description: str | None  # its first line is the default reason
+    options: Options
     gate_timeout: float
-    reversible: bool
 
     def value(self, field: Field, params: Mapping[str, Any]) -> Any:
         return field(**params) if callable(field) else field
 
     def request(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        changes = self.value(self.changes, params)
+        """The approval request of a call. By default the summary shows the call, the target names
+        the tool, the reason is the description's first line and the changes list each param."""
+        options, changes = self.options, self.value(self.options.changes, params)
+        described = (self.description or "").strip().splitlines()
         return _ops.body(
             agent=self.agent,
             action=self.action,
-            summary=str(self.value(self.summary, params)),
-            target=self.value(self.target, params),
-            reason=str(self.value(self.reason, params)),
+            summary=str(self.value(options.summary, params) or call_text(self.name, params)),
+            target=self.value(options.target, params) or {"system": self.agent, "object": "tool", "id": self.name},
+            reason=str(self.value(options.reason, params) or (described[0] if described else self.default_reason)),
             changes=changes if changes is not None else changes_of(params),
-            evidence=self.value(self.evidence, params),
-            facts=self.value(self.facts, params),
-            customer=self.value(self.customer, params),
-            run_id=self.value(self.run_id, params),
+            evidence=self.value(options.evidence, params),
+            facts=self.value(options.facts, params),
+            customer=self.value(options.customer, params),
+            run_id=self.value(options.run_id, params),
+            idempotency_key=self.value(options.idempotency_key, params),
             params=dict(params),
-            editable=self.editable,
-            choices=self.choices,
+            editable=options.editable,
+            choices=options.choices,
         )
 
+    @property
+    def default_reason(self) -> str:
+        return f"{self.agent} calls {self.name}"
+
     def action_record(self, request: Mapping[str, Any], params: Mapping[str, Any], approval_id: str | None) -> Any:
-        changes = self.value(self.changes, params)
+        changes = self.value(self.options.changes, params)
         return _ops.body(
             agent=self.agent,
             action=self.action,
@@ -108,7 +135,7 @@ class Tool:
             changes=changes if changes is not None else changes_of(params),
             customer=request.get("customer"),
             run_id=request.get("run_id"),
-            reversible=self.reversible,
+            reversible=self.options.reversible,
             approval_id=approval_id,
             dedup_key=approval_id,  # the approval is carried out once: a retried record returns the first
         )
@@ -136,7 +163,13 @@ class Tool:
         approval = yield from _ops.single(Call("POST", "/v1/approvals", json=request), _ops.approval_of)
         if approval.decided:
             return _ops.ended(approval)
-        return (yield from _ops.wait(approval.id, self.wait_timeout))
+        try:
+            return (yield from _ops.wait(approval.id, self.options.wait_timeout))
+        except StillPending:  # nobody will act on a later decision: the card says it was withdrawn
+            reason = f"the agent stopped waiting after {self.options.wait_timeout:g} s"
+            cancel = Call("POST", f"/v1/approvals/{approval.id}/cancel", json={"reason": reason})
+            yield from _ops.single(cancel, _ops.approval_of)
+            raise
 
     def claim(self, request: Mapping[str, Any], params: Mapping[str, Any], approval_id: str) -> Op[None]:
         """Right before the call runs with `params`: claim the approval, record the action."""

@@ -14,7 +14,7 @@ import httpx
 
 from handrail_client import _ops
 from handrail_client._ops import Call, Op
-from handrail_client._tool import Field, Tool, check_signature, params_of
+from handrail_client._tool import Options, Tool, check_signature, params_of
 from handrail_client.errors import Unreachable
 from handrail_client.models import ActionRecord, Approval, Gate, Release, RunsReceived, ShadowOutcome, Suggestion
 from handrail_client.models import Version as VersionEntry
@@ -94,49 +94,11 @@ class _Base:
         call = Call("POST", "/v1/suggestions", json=_ops.body(agent=self.agent, **fields))
         return _ops.single(call, Suggestion.model_validate)
 
-    def _tool(self, action: str, name: str, doc: str | None, options: dict[str, Any]) -> Tool:
-        """How calls of the tool `name` (documented by `doc`) are described to Handrail."""
-        default_reason = doc.strip().splitlines()[0] if doc and doc.strip() else f"{self.agent} calls {name}"
-        return Tool(
-            agent=self.agent,
-            action=action,
-            summary=options["summary"] or (lambda **params: _call_text(name, params)),
-            target=options["target"] or {"system": self.agent, "object": "tool", "id": name[:200]},
-            reason=options["reason"] or default_reason,
-            changes=options["changes"],
-            facts=options["facts"],
-            customer=options["customer"],
-            run_id=options["run_id"],
-            editable=options["editable"],
-            choices=options["choices"],
-            evidence=options["evidence"],
-            wait_timeout=options["wait_timeout"],
-            gate_timeout=self.gate_timeout,
-            reversible=options["reversible"],
-        )
-
-
-def _call_text(name: str, params: Mapping[str, Any]) -> str:
-    arguments = ", ".join(f"{key}={value!r}" for key, value in params.items())
-    text = f"{name}({arguments})"
-    return text if len(text) <= 300 else text[:299] + "…"
-
-
-def _options(
-    summary: Field = None,
-    target: Field = None,
-    reason: Field = None,
-    changes: Field = None,
-    facts: Field = None,
-    customer: Field = None,
-    run_id: Field = None,
-    evidence: Field = None,
-    editable: list[str] | None = None,
-    choices: dict[str, list[Any]] | None = None,
-    wait_timeout: float | None = None,
-    reversible: bool = True,
-) -> dict[str, Any]:
-    return dict(locals())
+    def describe(self, action: str, *, tool: str | None = None, description: str | None = None, **options: Any) -> Tool:
+        """How calls of `tool` (default: the action) are asked as `action`; `description`'s first
+        line is the default reason; the options are require_approval's (an unknown one is a
+        TypeError)."""
+        return Tool(self.agent, action, (tool or action)[:200], description, Options(**options), self.gate_timeout)
 
 
 _options_doc = """Gate the decorated function: each call checks the gate, asks for approval with the
@@ -144,11 +106,12 @@ call's arguments as `params`, waits for the decision, claims it with `execute`, 
 and runs the function with the approved params (edited ones included). It raises Denied, Expired,
 Cancelled or Paused (CapReached, ShadowMode) instead of running it.
 
-Each of `summary`, `target`, `reason`, `changes`, `facts`, `customer`, `run_id` and `evidence` is
-a value or a function called with the call's arguments by name. Defaults: the summary shows the
-call, the target is `{system: <agent>, object: "tool", id: <function name>}`, the reason is the
-first line of the function's docstring, the changes list each param. `wait_timeout` (None: until
-the request is decided or expires) raises StillPending when it runs out."""
+Each of `summary`, `target`, `reason`, `changes`, `facts`, `customer`, `run_id`, `evidence` and
+`idempotency_key` is a value or a function called with the call's arguments by name. Defaults: the
+summary shows the call, the target is `{system: <agent>, object: "tool", id: <function name>}`,
+the reason is the first line of the function's docstring, the changes list each param. `editable`
+and `choices` offer Edit & approve. `wait_timeout` (None: until the request is decided or expires)
+raises StillPending when it runs out, and withdraws the request."""
 
 
 class Handrail(_Base):
@@ -238,15 +201,14 @@ class Handrail(_Base):
         wait, claim, record. Returns the params to run it with (a reviewer may have edited them);
         raises Denied, Expired, Cancelled or Paused instead. `tool` names it in the default summary
         and target (default: the action); the options are require_approval's."""
-        described = self._tool(action, tool or action, None, _options(**options))
-        return self._run(described.approve(dict(params)))
+        return self._run(self.describe(action, tool=tool, **options).approve(dict(params)))
 
     def require_approval(self, action: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        settings = _options(**options)
+        Options(**options)  # a misspelled option fails here, where it is written
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
             signature = check_signature(function)
-            tool = self._tool(action, function.__name__, inspect.getdoc(function), settings)
+            tool = self.describe(action, tool=function.__name__, description=inspect.getdoc(function), **options)
             if inspect.iscoroutinefunction(function):  # the blocking calls wait in a worker thread
 
                 @functools.wraps(function)
@@ -342,15 +304,14 @@ class AsyncHandrail(_Base):
     async def guard(
         self, action: str, params: Mapping[str, Any], *, tool: str | None = None, **options: Any
     ) -> dict[str, Any]:
-        described = self._tool(action, tool or action, None, _options(**options))
-        return await self._run(described.approve(dict(params)))
+        return await self._run(self.describe(action, tool=tool, **options).approve(dict(params)))
 
     def require_approval(self, action: str, **options: Any) -> Callable[[Callable[P, Any]], Callable[P, Any]]:
-        settings = _options(**options)
+        Options(**options)
 
         def decorate(function: Callable[P, Any]) -> Callable[P, Any]:
             signature = check_signature(function)
-            tool = self._tool(action, function.__name__, inspect.getdoc(function), settings)
+            tool = self.describe(action, tool=function.__name__, description=inspect.getdoc(function), **options)
             is_async = inspect.iscoroutinefunction(function)
 
             @functools.wraps(function)

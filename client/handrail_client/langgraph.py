@@ -51,7 +51,8 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command, GraphOutput, Interrupt, interrupt
 from pydantic_core import to_jsonable_python
 
-from handrail_client.client import AsyncHandrail, Handrail, _options
+from handrail_client._tool import Options
+from handrail_client.client import AsyncHandrail, Handrail
 from handrail_client.errors import Cancelled, CapReached, Denied, Expired, HandrailError, Paused, ShadowMode
 from handrail_client.models import Approval
 
@@ -73,7 +74,7 @@ def approval(action: str, params: Mapping[str, Any], *, tool: str | None = None,
     Cancelled or Paused. `tool` names the call in the default summary and target (default: the
     node's name); the options are `require_approval`'s (`summary`, `target`, `reason`, `editable`,
     ...), and one given as a function is called here with the params by name."""
-    _options(**options)  # an unknown option is a TypeError here, in the node
+    Options(**options)  # an unknown option is a TypeError here, in the node
     node = get_config().get("metadata", {}).get("langgraph_node")
     described = {name: value(**params) if callable(value) else value for name, value in options.items()}
     call = to_jsonable_python({"action": action, "tool": tool or node or action, "params": dict(params), **described})

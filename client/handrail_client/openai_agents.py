@@ -53,7 +53,7 @@ from agents.run_config import DEFAULT_MAX_TURNS
 
 from handrail_client._ops import Op
 from handrail_client._tool import Tool, default_action
-from handrail_client.client import AsyncHandrail, Handrail, _options
+from handrail_client.client import AsyncHandrail, Handrail
 from handrail_client.errors import HandrailError, refusal_message
 
 __all__ = ["ApprovalPolicy", "default_action", "needs_approval", "run_with_approvals", "run_with_approvals_sync"]
@@ -169,7 +169,7 @@ class _Gatekeeper:
         """None to approve the call; otherwise the message the model gets instead of the output."""
         name = item.tool_name or item.name or "tool"
         settings = {**self.defaults, **self.options.get(name, {})}
-        tool = self.hr._tool(self.action(name), name, _description(item, name), _options(**settings))
+        tool = self.hr.describe(self.action(name), tool=name, description=_description(item, name), **settings)
         params = _arguments(item)
         try:
             return (yield from self._decide(name, tool, params))
