@@ -45,3 +45,4 @@ bench: dev
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/insights.py
 	$(BIN)/python bench/audit_export.py
+	$(BIN)/python bench/client.py
