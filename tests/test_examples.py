@@ -15,7 +15,7 @@ from handrail_client import Handrail
 from local.demo import CONFIG_PATH, DEMO_TOKENS, PEOPLE_PATH
 from local.slack import FakeSlack
 from tests.helpers import ROOT, Running, handrail_env
-from tests.reviewer import Decision, Reviewer, approve, deny
+from tests.reviewer import Decision, Reviewer, approve, deny, edit
 
 EXAMPLES = ROOT / "examples"
 PRIYA = "U0PRIYA"  # an approver of lead-router in demo.yml
@@ -70,3 +70,53 @@ def test_the_decorator_example_updates_the_stage_once_approved(running: Running,
 def test_the_decorator_example_reports_a_denial_with_its_reason(running: Running, slack: FakeSlack) -> None:
     done, _ = run_example(running, slack, "decorator_agent.py", deny("Wait for the countersignature"))
     assert done.returncode == 1 and "not done:" in done.stdout and "Wait for the countersignature" in done.stdout
+
+
+def test_the_openai_agents_example_calls_again_with_what_the_reviewer_approved(
+    running: Running, slack: FakeSlack
+) -> None:
+    done, [approval_id] = run_example(
+        running, slack, "openai_agents_agent.py", edit("Not signed yet", stage="Negotiation")
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "updated 006ACME: StageName = Negotiation" in done.stdout and "Closed Won" not in done.stdout.split("...")[-1]
+    )
+    approval = demo_agent(running).get_approval(approval_id)
+    assert (
+        approval.edited
+        and approval.executed_at is not None
+        and approval.proposed_params == {"opp": "006ACME", "stage": "Closed Won"}
+    )
+
+
+def test_the_openai_agents_example_tells_the_model_the_reviewers_reason(running: Running, slack: FakeSlack) -> None:
+    done, _ = run_example(running, slack, "openai_agents_agent.py", deny("Wrong opportunity"))
+    assert done.returncode == 0, done.stderr
+    assert "denied by a reviewer" in done.stdout and "Reason: Wrong opportunity" in done.stdout
+    assert "updated" not in done.stdout
+
+
+def test_the_pydantic_ai_example_runs_the_tool_with_what_the_reviewer_approved(
+    running: Running, slack: FakeSlack
+) -> None:
+    done, [approval_id] = run_example(
+        running, slack, "pydantic_ai_agent.py", edit("They went with a competitor", stage="Closed Lost")
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [
+        "updated 006ACME: StageName = Closed Lost",
+        "The tool said: 006ACME is now Closed Lost",
+    ]
+    assert demo_agent(running).get_approval(approval_id).executed_at is not None
+
+
+def test_the_langgraph_example_writes_once_approved_and_not_when_denied(running: Running, slack: FakeSlack) -> None:
+    done, [approval_id] = run_example(running, slack, "langgraph_agent.py", approve())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == ["updated 006ACME: StageName = Closed Won", "updated"]
+    assert demo_agent(running).get_approval(approval_id).executed_at is not None
+
+    denied, _ = run_example(running, slack, "langgraph_agent.py", deny("Wait for the countersignature"))
+    assert denied.returncode == 1 and "updated 006ACME" not in denied.stdout
+    assert "not done:" in denied.stdout and "Wait for the countersignature" in denied.stdout
