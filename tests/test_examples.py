@@ -120,3 +120,17 @@ def test_the_langgraph_example_writes_once_approved_and_not_when_denied(running:
     denied, _ = run_example(running, slack, "langgraph_agent.py", deny("Wait for the countersignature"))
     assert denied.returncode == 1 and "updated 006ACME" not in denied.stdout
     assert "not done:" in denied.stdout and "Wait for the countersignature" in denied.stdout
+
+
+def test_the_mcp_example_passes_a_note_through_and_deletes_only_once_approved(
+    running: Running, slack: FakeSlack
+) -> None:
+    done, [approval_id] = run_example(running, slack, "mcp_proxy.py", approve())
+    assert done.returncode == 0, done.stderr
+    assert "add_note:" in done.stdout and "delete_record: record 001ACME deleted" in done.stdout
+    approval = demo_agent(running).get_approval(approval_id)
+    assert approval.action == "mcp.crm.delete_record" and approval.params == {"id": "001ACME"}
+
+    denied, _ = run_example(running, slack, "mcp_proxy.py", deny("Legal hold on ACME"))
+    assert denied.returncode == 1 and "refused: Handrail: delete_record was denied" in denied.stdout
+    assert "Legal hold on ACME" in denied.stdout
