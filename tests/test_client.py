@@ -189,6 +189,9 @@ def test_errors_carry_status_and_code_and_another_agents_requests_are_refused(ru
         Handrail(running.url, "not-a-token", agent="lead-router").get_approval(asked.id)
     assert unknown.value.status == 401
     assert "tok-" not in repr(hr), "the token stays out of reprs and logs"
+    with pytest.raises(HandrailError) as elsewhere:  # an id stays one path segment: no other route is reached
+        hr.get_approval("../agents/lead-router/gate")
+    assert elsewhere.value.status == 404
 
 
 def test_a_server_that_is_not_there_raises_unreachable() -> None:

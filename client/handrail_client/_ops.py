@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic_core import to_jsonable_python
@@ -50,6 +51,16 @@ class Call:
 
 
 Op = Generator[Call, httpx.Response, T]
+
+
+def approval_path(approval_id: str, then: str = "") -> str:
+    """`/v1/approvals/{id}[/execute|/cancel]`, the id quoted: whatever a caller passes stays one
+    path segment."""
+    return f"/v1/approvals/{quote(approval_id, safe='')}{then}"
+
+
+def agent_path(agent: str, then: str) -> str:
+    return f"/v1/agents/{quote(agent, safe='')}{then}"
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -123,7 +134,7 @@ def wait(approval_id: str, timeout: float | None, now: Callable[[], float] = tim
     deadline = None if timeout is None else now() + timeout
     while True:
         hold = MAX_WAIT if deadline is None else max(0.0, min(MAX_WAIT, deadline - now()))
-        path = f"/v1/approvals/{approval_id}"
+        path = approval_path(approval_id)
         response = yield Call("GET", path, query={"wait": math.floor(hold * 10) / 10}, timeout=hold + POLL_SLACK)
         approval = approval_of(answer(response))
         if approval.decided:
@@ -137,7 +148,7 @@ def gate(agent: str, customer: str | None, run_id: str | None, timeout: float) -
     answers with a server error, since a check that cannot be made must not let the agent act."""
     query = {name: value for name, value in (("customer", customer), ("run_id", run_id)) if value is not None}
     try:
-        response = yield Call("GET", f"/v1/agents/{agent}/gate", query=query, timeout=timeout)
+        response = yield Call("GET", agent_path(agent, "/gate"), query=query, timeout=timeout)
     except Unreachable:
         return unreachable("Handrail did not answer the gate check")
     if response.status_code >= 500:

@@ -167,13 +167,13 @@ class Tool:
             return (yield from _ops.wait(approval.id, self.options.wait_timeout))
         except StillPending:  # nobody will act on a later decision: the card says it was withdrawn
             reason = f"the agent stopped waiting after {self.options.wait_timeout:g} s"
-            cancel = Call("POST", f"/v1/approvals/{approval.id}/cancel", json={"reason": reason})
+            cancel = Call("POST", _ops.approval_path(approval.id, "/cancel"), json={"reason": reason})
             yield from _ops.single(cancel, _ops.approval_of)
             raise
 
     def claim(self, request: Mapping[str, Any], params: Mapping[str, Any], approval_id: str) -> Op[None]:
         """Right before the call runs with `params`: claim the approval, record the action."""
-        claim = Call("POST", f"/v1/approvals/{approval_id}/execute", json={"params": dict(params)})
+        claim = Call("POST", _ops.approval_path(approval_id, "/execute"), json={"params": dict(params)})
         yield from _ops.single(claim, _ops.approval_of)
         record = self.action_record(request, params, approval_id)
         yield from _ops.single(Call("POST", "/v1/actions", json=record), _ops.action_of)

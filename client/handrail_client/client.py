@@ -45,6 +45,10 @@ class _Base:
         self.timeout = timeout
         self.gate_timeout = gate_timeout
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": "handrail-client"}
+        self._http = self._connect()
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
 
     def __repr__(self) -> str:  # never the token
         return f"{type(self).__name__}({self.url!r}, agent={self.agent!r})"
@@ -65,15 +69,15 @@ class _Base:
         return _ops.single(Call("POST", "/v1/approvals", json=_ops.body(agent=self.agent, **fields)), _ops.approval_of)
 
     def _get(self, approval_id: str) -> Op[Approval]:
-        return _ops.single(Call("GET", f"/v1/approvals/{approval_id}"), _ops.approval_of)
+        return _ops.single(Call("GET", _ops.approval_path(approval_id)), _ops.approval_of)
 
     def _execute(self, approval_id: str, params: Mapping[str, Any]) -> Op[Approval]:
-        call = Call("POST", f"/v1/approvals/{approval_id}/execute", json=_ops.body(params=dict(params)))
+        call = Call("POST", _ops.approval_path(approval_id, "/execute"), json=_ops.body(params=dict(params)))
         return _ops.single(call, _ops.approval_of)
 
     def _cancel(self, approval_id: str, reason: str | None) -> Op[Approval]:
         return _ops.single(
-            Call("POST", f"/v1/approvals/{approval_id}/cancel", json=_ops.body(reason=reason)), _ops.approval_of
+            Call("POST", _ops.approval_path(approval_id, "/cancel"), json=_ops.body(reason=reason)), _ops.approval_of
         )
 
     def _gate(self, customer: str | None, run_id: str | None) -> Op[Gate]:
@@ -87,7 +91,7 @@ class _Base:
         return _ops.single(Call("POST", "/v1/actions", json=_ops.body(agent=self.agent, **fields)), _ops.action_of)
 
     def _version(self, fields: dict[str, Any]) -> Op[VersionEntry | Release]:
-        call = Call("POST", f"/v1/agents/{self.agent}/versions", json=_ops.body(**fields))
+        call = Call("POST", _ops.agent_path(self.agent, "/versions"), json=_ops.body(**fields))
         return _ops.single(call, _ops.version_of)
 
     def _suggest(self, fields: dict[str, Any]) -> Op[Suggestion]:
@@ -117,9 +121,10 @@ raises StillPending when it runs out, and withdraws the request."""
 class Handrail(_Base):
     """The blocking client: `Handrail(url, token, agent="lead-router")`."""
 
-    def __init__(self, url: str, token: str, *, agent: str, **options: Any) -> None:
-        super().__init__(url, token, agent=agent, **options)
-        self._http = httpx.Client(base_url=self.url, headers=self._headers)
+    _http: httpx.Client
+
+    def _connect(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self._headers)
 
     def __enter__(self) -> Handrail:
         return self
@@ -233,9 +238,10 @@ class Handrail(_Base):
 class AsyncHandrail(_Base):
     """The async client: `AsyncHandrail(url, token, agent="lead-router")`; the same methods, awaited."""
 
-    def __init__(self, url: str, token: str, *, agent: str, **options: Any) -> None:
-        super().__init__(url, token, agent=agent, **options)
-        self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers)
+    _http: httpx.AsyncClient
+
+    def _connect(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers=self._headers)
 
     async def __aenter__(self) -> AsyncHandrail:
         return self
