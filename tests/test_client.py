@@ -10,14 +10,17 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from bot.webhooks import agent_key
 from handrail_client import (
@@ -41,6 +44,7 @@ from handrail_client import (
     verify_callback,
 )
 from local.slack import FakeSlack
+from storage.tables import ActionRecord as ActionRow
 from tests import slackreq
 from tests.helpers import AGENT_TOKENS, WEBHOOK_SECRET, AgentEndpoint, Running, config_dict
 from tests.reviewer import Reviewer, approve, deny, edit
@@ -226,6 +230,26 @@ def test_the_gate_open_paused_and_capped(running: Running, hr: Handrail) -> None
     assert isinstance(gate_capped.value, Paused) and gate_capped.value.until is not None
 
 
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_gate_that_answers_with_a_server_error_counts_as_closed(status: int) -> None:
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gate = Handrail(f"http://127.0.0.1:{server.server_address[1]}", "t", agent="lead-router").gate()
+    finally:
+        server.shutdown()
+    assert not gate.allowed and gate.reason == "unreachable" and str(status) in (gate.message or "")
+
+
 @pytest.mark.parametrize("where", ["silent", "closed"])
 def test_a_gate_that_does_not_answer_in_time_counts_as_closed(where: str) -> None:
     ports = silent_port()
@@ -302,7 +326,8 @@ def test_verify_callback_accepts_handrails_signature_and_nothing_else(
         verify_callback(agent_key(WEBHOOK_SECRET, "billing-bot"), hook.headers, hook.body, now=sent)
     with pytest.raises(InvalidSignature, match="no X-Handrail"):
         hr.verify_callback({}, hook.body)
-    assert verify_callback(KEY, hook.headers, hook.body, now=sent + 299)["event"] == "approval.approved"
+    assert verify_callback(KEY, hook.headers, hook.body, now=sent + 300)["event"] == "approval.approved"
+    assert verify_callback(KEY, hook.headers, hook.body, now=sent - 300)["event"] == "approval.approved"
     with pytest.raises(InvalidSignature, match="away from now"):
         verify_callback(KEY, hook.headers, hook.body, now=sent + 301)
     with pytest.raises(ValueError, match="webhook_key"):
@@ -340,6 +365,9 @@ def test_the_decorator_runs_the_function_once_people_approve(running: Running, s
     )
     [recorded] = running.agent().get("/v1/audit", params={"event": "action.recorded"}).json()["events"]
     assert approval.id in json.dumps(recorded) and "006XYZ" in json.dumps(recorded)
+    with running.services.db.transaction() as session:
+        [row] = session.scalars(select(ActionRow)).all()
+        assert (row.approval_id, row.dedup_key) == (approval.id, approval.id), "a retried record is the same action"
 
 
 def test_the_decorator_raises_denied_and_never_runs_the_function(
