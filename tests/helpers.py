@@ -234,22 +234,23 @@ def _escalation_dm(call: Call) -> bool:
     return buttons == ["approval.ack"]
 
 
+def approval_cards(calls: list[Call]) -> list[Call]:
+    """The cards among Slack's calls: top-level messages with blocks (announcements and DMs about a
+    request have none), but for the escalation DM with its I'm on it button, which is not a card."""
+    return [
+        c
+        for c in calls
+        if c.method == "chat.postMessage"
+        and c.response.get("ok")
+        and "thread_ts" not in c.params
+        and "blocks" in c.params
+        and not _escalation_dm(c)
+    ]
+
+
 def posted_card(slack: FakeSlack, count: int = 1) -> Call:
-    """The count-th card Slack took (a top-level message with blocks; announcements and DMs about a
-    request have none, but for the escalation DM with its I'm on it button, which is not a card)."""
-
-    def cards(calls: list[Call]) -> list[Call]:
-        return [
-            c
-            for c in calls
-            if c.method == "chat.postMessage"
-            and c.response.get("ok")
-            and "thread_ts" not in c.params
-            and "blocks" in c.params
-            and not _escalation_dm(c)
-        ]
-
-    return cards(slack.wait_for(lambda calls: len(cards(calls)) >= count))[count - 1]
+    """The count-th card Slack took."""
+    return approval_cards(slack.wait_for(lambda calls: len(approval_cards(calls)) >= count))[count - 1]
 
 
 def card_of(slack: FakeSlack, post: Call) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from local.slack import Call, FakeSlack
 from tests import slackreq
-from tests.helpers import Running, _escalation_dm, click, posted_card, wait_calls
+from tests.helpers import Running, approval_cards, click, posted_card, wait_calls
 
 REVIEWER = "U0REVIEWER"
 
@@ -102,7 +102,7 @@ class Reviewer:
         self.running, self.slack, self.decisions, self.timeout = running, slack, list(decisions), timeout
         self.user = user
         self.decided: list[str] = []
-        self._seen = len(_cards(slack.calls))
+        self._seen = len(approval_cards(slack.calls))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._answer, daemon=True)
 
@@ -124,15 +124,3 @@ class Reviewer:
             assert not self._thread.is_alive(), f"the reviewer still waits for a card ({len(self.decided)} answered)"
             if self._error:
                 raise self._error
-
-
-def _cards(calls: list[Call]) -> list[Call]:
-    return [
-        c
-        for c in calls
-        if c.method == "chat.postMessage"
-        and c.response.get("ok")
-        and "thread_ts" not in c.params
-        and "blocks" in c.params
-        and not _escalation_dm(c)
-    ]
