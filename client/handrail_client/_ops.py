@@ -171,5 +171,9 @@ def version_of(data: Any) -> Version | Release:
     return Release.model_validate(data) if "stage" in data else Version.model_validate(data)
 
 
-def closed(gate: Gate) -> Paused:
-    return Paused.from_gate(gate)
+def open_gate(agent: str, customer: str | None, run_id: str | None, timeout: float) -> Op[Gate]:
+    """The open gate; Paused (CapReached, ShadowMode) when it is closed or cannot be asked."""
+    answered = yield from gate(agent, customer, run_id, timeout)
+    if not answered.allowed:
+        raise Paused.from_gate(answered)
+    return answered

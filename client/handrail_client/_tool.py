@@ -6,19 +6,25 @@ Anything but a clear go-ahead raises before the function runs."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from handrail_client import _ops
 from handrail_client._ops import Call, Op
-from handrail_client.errors import HandrailError, StillPending
+from handrail_client.errors import HandrailError, ShadowMode, StillPending
 from handrail_client.models import Approval
 
 # A request field given as a value, or as a function of the tool's arguments.
 Field = Any | Callable[..., Any]
 MAX_CHANGES = 500
+MOST_AT_ONCE = 16  # calls of one step an adapter asks about together
+
+A = TypeVar("A")
+T = TypeVar("T")
 
 
 def default_action(tool_name: str) -> str:
@@ -103,7 +109,7 @@ class Tool:
     def request(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The approval request of a call. By default the summary shows the call, the target names
         the tool, the reason is the description's first line and the changes list each param."""
-        options, changes = self.options, self.value(self.options.changes, params)
+        options = self.options
         described = (self.description or "").strip().splitlines()
         return _ops.body(
             agent=self.agent,
@@ -111,7 +117,7 @@ class Tool:
             summary=str(self.value(options.summary, params) or call_text(self.name, params)),
             target=self.value(options.target, params) or {"system": self.agent, "object": "tool", "id": self.name},
             reason=str(self.value(options.reason, params) or (described[0] if described else self.default_reason)),
-            changes=changes if changes is not None else changes_of(params),
+            changes=self.changes(params),
             evidence=self.value(options.evidence, params),
             facts=self.value(options.facts, params),
             customer=self.value(options.customer, params),
@@ -126,13 +132,16 @@ class Tool:
     def default_reason(self) -> str:
         return f"{self.agent} calls {self.name}"
 
-    def action_record(self, request: Mapping[str, Any], params: Mapping[str, Any], approval_id: str | None) -> Any:
+    def changes(self, params: Mapping[str, Any]) -> Any:
         changes = self.value(self.options.changes, params)
+        return changes if changes is not None else changes_of(params)
+
+    def action_record(self, request: Mapping[str, Any], params: Mapping[str, Any], approval_id: str | None) -> Any:
         return _ops.body(
             agent=self.agent,
             action=self.action,
             target=request["target"],
-            changes=changes if changes is not None else changes_of(params),
+            changes=self.changes(params),
             customer=request.get("customer"),
             run_id=request.get("run_id"),
             reversible=self.options.reversible,
@@ -150,11 +159,12 @@ class Tool:
     def open_gate(self, request: Mapping[str, Any], params: Mapping[str, Any]) -> Op[None]:
         """Paused (or CapReached, ShadowMode) unless the gate is open. In shadow mode the call is
         recorded as the write it would have been (the server refuses it, naming the shadow action)."""
-        gate = yield from _ops.gate(self.agent, request.get("customer"), request.get("run_id"), self.gate_timeout)
-        if not gate.allowed:
-            if gate.reason == "shadow":
-                yield from _ops.single(Call("POST", "/v1/actions", json=self.action_record(request, params, None)), _ok)
-            raise _ops.closed(gate)
+        try:
+            yield from _ops.open_gate(self.agent, request.get("customer"), request.get("run_id"), self.gate_timeout)
+        except ShadowMode:
+            record = Call("POST", "/v1/actions", json=self.action_record(request, params, None))
+            yield from _ops.single(record, _left_shadow)
+            raise
 
     def ask(self, request: Mapping[str, Any], params: Mapping[str, Any]) -> Op[Approval]:
         """The gate, then the request, then the wait: the approved request (its params may be
@@ -179,6 +189,28 @@ class Tool:
         yield from _ops.single(Call("POST", "/v1/actions", json=record), _ops.action_of)
 
 
-def _ok(data: Any) -> Any:
+def _left_shadow(data: Any) -> Any:
     """An action in shadow mode answered 2xx: the mode changed since the gate said shadow."""
     raise HandrailError("the agent left shadow mode during the call: call it again")
+
+
+# Several calls of one step of a framework's run, asked together so that their cards appear together.
+
+
+async def all_at_once(asks: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Their results in order; the first failure cancels the rest and is raised as itself (as the
+    blocking client raises it), not inside an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as asking:
+            tasks = [asking.create_task(ask) for ask in asks]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def each_at_once(ask: Callable[[A], T], items: Sequence[A]) -> list[T]:
+    """`ask` of each item, on threads of their own; results in order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(items), MOST_AT_ONCE)) as asking:
+        return list(asking.map(ask, items))

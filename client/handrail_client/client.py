@@ -176,10 +176,7 @@ class Handrail(_Base):
 
     def check_gate(self, customer: str | None = None, run_id: str | None = None) -> Gate:
         """The open gate, or Paused (CapReached, ShadowMode) when it is closed."""
-        gate = self.gate(customer, run_id)
-        if not gate.allowed:
-            raise _ops.closed(gate)
-        return gate
+        return self._run(_ops.open_gate(self.agent, customer, run_id, self.gate_timeout))
 
     def report_run(self, run_id: str, status: str, **fields: Any) -> RunsReceived:
         return self.report_runs([{"run_id": run_id, "status": status, **fields}])
@@ -287,10 +284,7 @@ class AsyncHandrail(_Base):
         return await self._run(self._gate(customer, run_id))
 
     async def check_gate(self, customer: str | None = None, run_id: str | None = None) -> Gate:
-        gate = await self.gate(customer, run_id)
-        if not gate.allowed:
-            raise _ops.closed(gate)
-        return gate
+        return await self._run(_ops.open_gate(self.agent, customer, run_id, self.gate_timeout))
 
     async def report_run(self, run_id: str, status: str, **fields: Any) -> RunsReceived:
         return await self.report_runs([{"run_id": run_id, "status": status, **fields}])

@@ -33,10 +33,8 @@ approval, without asking again.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agents import (
@@ -52,7 +50,7 @@ from agents import (
 from agents.run_config import DEFAULT_MAX_TURNS
 
 from handrail_client._ops import Op
-from handrail_client._tool import Tool, default_action
+from handrail_client._tool import Tool, all_at_once, default_action, each_at_once
 from handrail_client.client import AsyncHandrail, Handrail
 from handrail_client.errors import HandrailError, refusal_message
 
@@ -104,14 +102,7 @@ async def run_with_approvals(
 
 
 async def _decide_all(hr: AsyncHandrail, keeper: _Gatekeeper, items: Sequence[ToolApprovalItem]) -> list[str | None]:
-    """Every call asked at once (the cards appear together); the first failure cancels the rest
-    and is raised as itself."""
-    try:
-        async with asyncio.TaskGroup() as asking:
-            tasks = [asking.create_task(hr._run(keeper.decide(item))) for item in items]
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return [task.result() for task in tasks]
+    return await all_at_once(hr._run(keeper.decide(item)) for item in items)
 
 
 def run_with_approvals_sync(
@@ -131,8 +122,7 @@ def run_with_approvals_sync(
     keeper = _Gatekeeper(hr, action, options, customer, run_id)
     result = Runner.run_sync(agent, input, max_turns=max_turns, **run_kwargs)
     while result.interruptions:
-        with ThreadPoolExecutor(max_workers=min(len(result.interruptions), 16)) as asking:
-            messages = list(asking.map(lambda item: hr._run(keeper.decide(item)), result.interruptions))
+        messages = each_at_once(lambda item: hr._run(keeper.decide(item)), result.interruptions)
         result = Runner.run_sync(agent, _resume(result, messages), max_turns=max_turns, **run_kwargs)
     return result
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic_ai import RunContext
@@ -45,7 +44,7 @@ from pydantic_ai.capabilities import HandleDeferredToolCalls
 from pydantic_ai.messages import ToolCallPart
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
 
-from handrail_client._tool import default_action
+from handrail_client._tool import all_at_once, default_action, each_at_once
 from handrail_client.client import AsyncHandrail, Handrail
 from handrail_client.errors import HandrailError, refusal_message
 
@@ -126,12 +125,8 @@ async def _decide(
             return _refusal(call.tool_name, refused)
         return ToolApproved(override_args=approved)
 
-    try:
-        async with asyncio.TaskGroup() as asking:  # every card at once; one failure cancels the rest
-            tasks = {call.tool_call_id: asking.create_task(one(call)) for call in requests.approvals}
-    except BaseExceptionGroup as failed:  # the first error as itself, as the blocking client raises it
-        raise failed.exceptions[0] from None
-    return requests.build_results(approvals={call_id: task.result() for call_id, task in tasks.items()})
+    decisions = await all_at_once(one(call) for call in requests.approvals)
+    return _results(requests, decisions)
 
 
 def _decide_sync(
@@ -149,13 +144,13 @@ def _decide_sync(
             return _refusal(call.tool_name, refused)
         return ToolApproved(override_args=approved)
 
-    if not requests.approvals:
-        return requests.build_results()
-    with ThreadPoolExecutor(max_workers=min(len(requests.approvals), 16)) as asking:
-        decisions = list(asking.map(one, requests.approvals))
-    return requests.build_results(
-        approvals={call.tool_call_id: decision for call, decision in zip(requests.approvals, decisions, strict=True)}
-    )
+    return _results(requests, each_at_once(one, requests.approvals))
+
+
+def _results(requests: DeferredToolRequests, decisions: Sequence[Decision]) -> DeferredToolResults:
+    """The decisions, in the order of `requests.approvals`, by tool call id."""
+    approvals = {call.tool_call_id: decision for call, decision in zip(requests.approvals, decisions, strict=True)}
+    return requests.build_results(approvals=approvals)
 
 
 def _settings(
