@@ -1,4 +1,5 @@
 # make run    set up a virtualenv and start the bot on :3000 (local mode without Slack credentials)
+# make client install the Python client and its framework adapters into the virtualenv (for examples/)
 # make test   install what the tests need from the OS (scripts/test-deps), then run the whole suite
 #             (it starts its own redis-server and PostgreSQL, and drives Debian's chromium)
 # make lint   ruff (lint and format check), mypy, and the import contracts (lint-imports)
@@ -6,8 +7,9 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev run test lint bench
+.PHONY: install client dev run test lint bench
 install: $(VENV)/.installed  # what the bot needs to run
+client: $(VENV)/.client  # the Python client with every framework adapter (what examples/ needs)
 dev: $(VENV)/.dev  # and what the tests, the lint checks and the benchmarks need
 
 $(VENV)/.installed: pyproject.toml
@@ -15,9 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.installed client/pyproject.toml client/pins.txt
-	$(BIN)/pip install -q -e '.[test,lint]'
+$(VENV)/.client: $(VENV)/.installed client/pyproject.toml client/pins.txt
 	$(BIN)/pip install -q -e './client[openai-agents,pydantic-ai,langgraph,mcp]' -c client/pins.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.client
+	$(BIN)/pip install -q -e '.[test,lint]'
 	touch $@
 
 # Serves until stopped (Ctrl-C). Without Slack credentials it starts local mode (the page at

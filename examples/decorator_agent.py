@@ -1,6 +1,7 @@
 """A tool gated in one line with the client's decorator, against `make run`'s local mode.
 
     make run                                  # in one terminal: Handrail on :3000, page at /local
+    make client                               # once: the Python client and its adapters
     .venv/bin/python examples/decorator_agent.py
 
 The agent asks to move an opportunity to Closed Won; approve or deny the card on
@@ -10,7 +11,7 @@ http://localhost:3000/local (#deal-desk). HANDRAIL_URL and HANDRAIL_TOKEN point 
 import os
 import sys
 
-from handrail_client import Denied, Expired, Handrail, Paused
+from handrail_client import Cancelled, Denied, Expired, Handrail, Paused
 
 hr = Handrail(
     os.environ.get("HANDRAIL_URL", "http://localhost:3000"),
@@ -30,9 +31,9 @@ def update_stage(opp: str, stage: str) -> None:
 
 
 if __name__ == "__main__":
-    print("waiting for a decision on http://localhost:3000/local ...", flush=True)
+    print(f"waiting for a decision on {hr.url}/local ...", flush=True)
     try:
         update_stage("006ACME", "Closed Won")
-    except (Denied, Expired, Paused) as refused:  # what an LLM tool would be told
+    except (Denied, Expired, Cancelled, Paused) as refused:  # what an LLM tool would be told
         print(f"not done: {refused}")
         sys.exit(1)

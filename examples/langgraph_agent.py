@@ -1,6 +1,7 @@
 """A LangGraph graph whose write waits for a person, against `make run`'s local mode.
 
     make run                                  # in one terminal: Handrail on :3000, page at /local
+    make client                               # once: the Python client and its adapters
     .venv/bin/python examples/langgraph_agent.py
 
 The `update_stage` node asks Handrail through a LangGraph interrupt; approve, edit the stage, or

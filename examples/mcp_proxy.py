@@ -3,6 +3,7 @@ the MCP host (Claude Desktop, an IDE, an agent): it starts the proxy, which star
 examples/mcp_upstream.py, and calls two of its tools as a model would.
 
     make run                                     # in one terminal: Handrail on :3000, page at /local
+    make client                                  # once: the Python client and its adapters
     .venv/bin/python examples/mcp_proxy.py
 
 `add_note` passes straight through (only `delete_*` tools are gated here); `delete_record` waits for

@@ -2,6 +2,7 @@
 local mode.
 
     make run                                        # in one terminal: Handrail on :3000, page at /local
+    make client                                     # once: the Python client and its adapters
     .venv/bin/python examples/openai_agents_agent.py
 
 The agent asks to move ACME's opportunity to Closed Won: Approve, Deny (with a reason) or Edit &

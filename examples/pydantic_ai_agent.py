@@ -1,6 +1,7 @@
 """A Pydantic AI agent whose CRM write waits for a person, against `make run`'s local mode.
 
     make run                                  # in one terminal: Handrail on :3000, page at /local
+    make client                               # once: the Python client and its adapters
     .venv/bin/python examples/pydantic_ai_agent.py
 
 The agent asks to move an opportunity to Closed Won; Approve, Edit & approve (the stage) or Deny
