@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from sqlalchemy import select
@@ -178,6 +179,60 @@ def test_a_policy_that_decides_at_once_answers_approved(hr: Handrail) -> None:
     asked = hr.request_approval(**ASK | {"action": "note.add"})
     assert asked.status == "approved" and asked.code == "auto"
     assert hr.wait(asked.id).status == "approved"
+
+
+class Restarting(BaseHTTPRequestHandler):
+    """A front for Handrail that loses the first poll's connection, answers the second with a 503,
+    and passes every later request through: Handrail restarting under a long-poll."""
+
+    upstream = ""
+    polls: list[str] = []
+
+    def do_GET(self) -> None:
+        self.polls.append(self.path)
+        if len(self.polls) == 1:
+            self.connection.close()  # no answer at all
+            return
+        if len(self.polls) == 2:
+            self._answer(503, b'{"error": {"code": "unavailable", "message": "database restarting"}}')
+            return
+        forwarded = httpx.get(self.upstream + self.path, headers={"Authorization": self.headers["Authorization"]})
+        self._answer(forwarded.status_code, forwarded.content)
+
+    def _answer(self, status: int, content: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_wait_rides_out_a_lost_poll_and_a_503_and_other_errors_end_it(running: Running, hr: Handrail) -> None:
+    asked = hr.request_approval(**ASK)
+    hr.cancel(asked.id, reason="superseded")
+    Restarting.upstream, Restarting.polls = running.url, []
+    front = ThreadingHTTPServer(("127.0.0.1", 0), Restarting)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        through = Handrail(
+            f"http://127.0.0.1:{front.server_address[1]}", AGENT_TOKENS["lead-router"], agent="lead-router"
+        )
+        with pytest.raises(Cancelled, match="superseded"):
+            through.wait(asked.id, timeout=30)
+        assert len(Restarting.polls) == 3, "asked again after the lost poll and after the 503, then answered"
+        with pytest.raises(HandrailError) as unknown:  # a 404 is an answer, not a blip: no retry
+            through.wait("apr_" + "0" * 20, timeout=30)
+        assert unknown.value.status == 404 and len(Restarting.polls) == 4
+        Restarting.polls = []
+        started = time.monotonic()
+        with pytest.raises(HandrailError) as lost:  # never past the caller's timeout
+            through.wait(asked.id, timeout=0.3)
+        assert lost.value.status in (None, 503) and time.monotonic() - started < 5
+    finally:
+        front.shutdown()
 
 
 def test_errors_carry_status_and_code_and_another_agents_requests_are_refused(running: Running, hr: Handrail) -> None:

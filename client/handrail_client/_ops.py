@@ -3,7 +3,8 @@ the answers into results or exceptions. `Handrail` runs them with httpx.Client a
 with httpx.AsyncClient, so the two clients share every rule and differ only in how they send.
 
 A transport failure is thrown into the operation at the yield, so an operation that has a safe
-answer without Handrail (the gate: closed) can give it."""
+answer without Handrail (the gate: closed) can give it, or ask again after a pause (a long-poll
+riding out a restart)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ T = TypeVar("T")
 
 MAX_WAIT = 60.0  # seconds: the longest `?wait=` the server holds a request
 POLL_SLACK = 10.0  # seconds an HTTP call may take beyond the server's hold
+# A long-poll that loses Handrail (no answer, or 502/503/504 while it restarts or its database
+# does) asks again after 0.25 s, doubling to 5 s, for up to this long before Unreachable.
+RIDE_OUT = 300.0
+FIRST_PAUSE, LONGEST_PAUSE = 0.25, 5.0
+PASSING = frozenset({502, 503, 504})
 SHADOW_ACTION = re.compile(r"\bsha_[0-9a-f]{20}\b")
 
 
@@ -48,6 +54,7 @@ class Call:
     json: Any = None
     query: Mapping[str, str | float] | None = None
     timeout: float | None = None
+    after: float = 0.0  # seconds the driver pauses before sending it
 
 
 Op = Generator[Call, httpx.Response, T]
@@ -130,12 +137,35 @@ def single(call: Call, parse: Callable[[Any], T]) -> Op[T]:
 
 def wait(approval_id: str, timeout: float | None, now: Callable[[], float] = time.monotonic) -> Op[Approval]:
     """Long-poll until the request is decided (at most MAX_WAIT seconds per call, as the server
-    allows), then `ended()`. With `timeout`, StillPending once it runs out."""
+    allows), then `ended()`. With `timeout`, StillPending once it runs out. A poll that loses
+    Handrail is sent again after a pause, for up to RIDE_OUT seconds in a row (and never past
+    `timeout`): a restart or a database blip is not the agent's failure."""
     deadline = None if timeout is None else now() + timeout
+    lost_since: float | None = None
+    pause = 0.0
     while True:
-        hold = MAX_WAIT if deadline is None else max(0.0, min(MAX_WAIT, deadline - now()))
-        path = approval_path(approval_id)
-        response = yield Call("GET", path, query={"wait": math.floor(hold * 10) / 10}, timeout=hold + POLL_SLACK)
+        hold = MAX_WAIT if deadline is None else max(0.0, min(MAX_WAIT, deadline - now() - pause))
+        call = Call(
+            "GET",
+            approval_path(approval_id),
+            query={"wait": math.floor(hold * 10) / 10},
+            timeout=hold + POLL_SLACK,
+            after=pause,
+        )
+        try:
+            response = yield call
+            if response.status_code in PASSING:
+                raise error_of(response)
+        except (Unreachable, HandrailError) as lost:
+            if not isinstance(lost, Unreachable) and lost.status not in PASSING:
+                raise
+            lost_since = now() if lost_since is None else lost_since
+            pause = min(LONGEST_PAUSE, pause * 2 or FIRST_PAUSE)
+            out_of_time = deadline is not None and now() + pause >= deadline
+            if now() - lost_since + pause > RIDE_OUT or out_of_time:
+                raise
+            continue
+        lost_since, pause = None, 0.0
         approval = approval_of(answer(response))
         if approval.decided:
             return ended(approval)

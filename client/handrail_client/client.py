@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -139,6 +140,8 @@ class Handrail(_Base):
         try:
             call = next(op)
             while True:
+                if call.after:
+                    time.sleep(call.after)
                 try:
                     response = self._http.request(
                         call.method, call.path, json=call.json, params=call.query, timeout=self._timeout(call)
@@ -253,6 +256,8 @@ class AsyncHandrail(_Base):
         try:
             call = next(op)
             while True:
+                if call.after:
+                    await asyncio.sleep(call.after)
                 try:
                     response = await self._http.request(
                         call.method, call.path, json=call.json, params=call.query, timeout=self._timeout(call)
