@@ -21,8 +21,11 @@ from setuptools import find_namespace_packages
 
 from bot.config import Settings
 from bot.config.settings import load_settings
-from tests.helpers import ROOT, Running, handrail_env, run_handrail
-from tests.servers import free_port
+from local.slack import FakeSlack
+from storage.db import Database
+from storage.tables import ProcessRow
+from tests.helpers import ROOT, SIGNING_SECRET, Running, handrail_env, run_handrail
+from tests.servers import Process, free_port
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -174,6 +177,34 @@ def test_the_healthcheck_passes_against_a_running_server_and_fails_without_one(r
         [sys.executable, *command[1:]], env=handrail_env(PORT=str(free_port())), capture_output=True, timeout=30
     )
     assert down.returncode != 0
+
+
+def test_the_worker_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Path, slack: FakeSlack) -> None:
+    """`docker stop` (and a platform scaling down) sends SIGTERM to the container's process 1, which
+    without a handler of its own ignores it until the engine's SIGKILL 10 s later. The worker ends
+    as it does on Ctrl-C instead: exit code 0, and its heartbeat row removed at once."""
+    database_url = f"sqlite:///{tmp_path / 'handrail.db'}"
+    env = handrail_env(
+        HANDRAIL_CONFIG=str(config_file),
+        DATABASE_URL=database_url,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.base_url,
+        HANDRAIL_LOG_FORMAT="text",
+    )
+    worker = Process("worker", env, cwd=tmp_path)
+    try:
+        worker.wait_for("worker: sweeping every 5s")
+        db = Database(database_url)
+        with db.transaction() as session:
+            assert session.query(ProcessRow).count() == 1
+    finally:
+        log = worker.stop()
+    assert worker.process.returncode == 0, log
+    assert "worker: stopping" in log and "Traceback" not in log
+    with db.transaction() as session:
+        assert session.query(ProcessRow).count() == 0
+    db.dispose()
 
 
 # --- compose -----------------------------------------------------------------------------------------
