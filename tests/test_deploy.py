@@ -280,7 +280,11 @@ def test_compose_refuses_to_start_without_the_database_password() -> None:
         interpolated(COMPOSE["x-handrail-env"]["DATABASE_URL"], {})
 
 
-def test_the_env_example_is_not_ignored_and_the_env_file_is() -> None:
+def test_the_secrets_stay_out_of_git_and_out_of_the_build_context() -> None:
+    """.env (the secrets) and handrail.yml (a PagerDuty routing key, maybe) are neither committed nor
+    sent to the image's builder; .env.example is committed."""
     ignored = subprocess.run(["git", "check-ignore", ".env", ".env.example"], cwd=ROOT, capture_output=True, text=True)
     assert ignored.stdout.split() == [".env"]
     assert os.path.basename(COMPOSE["x-handrail"]["env_file"]) == ".env"
+    dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {".env", ".env.*", "handrail.yml", ".git"} <= set(dockerignore)
