@@ -2,7 +2,8 @@
 # make client install the Python client and its framework adapters into the virtualenv (for examples/)
 # make test   install what the tests need from the OS (scripts/test-deps), then run the whole suite
 #             (it starts its own redis-server and PostgreSQL, and drives Debian's chromium)
-# make lint   ruff (lint and format check), mypy, and the import contracts (lint-imports)
+# make lint   ruff (lint and format check), mypy, the import contracts (lint-imports), hadolint on the
+#             Dockerfile and compose.yaml against the Compose Specification's schema
 # make bench  print the benchmark figures
 VENV := .venv
 BIN := $(VENV)/bin
@@ -39,6 +40,8 @@ lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 bench: dev
 	$(BIN)/python bench/approvals.py

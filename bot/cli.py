@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -262,14 +263,27 @@ def worker(settings: Settings) -> int:
     from bot.scheduler import start_sweeps
 
     async def work() -> None:
+        # SIGTERM (a platform or `docker stop` stopping it) ends it as Ctrl-C does: the sweep in
+        # progress finishes and the heartbeat row goes. Without a handler, Python dies at once, and
+        # as a container's process 1 it would not die at all until the engine's SIGKILL.
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
         await services.start()
         sweeps = start_sweeps(services)
         services.deliverer.kick()
         heartbeat = asyncio.create_task(services.presence.run_forever(services.work))
+        delivering = asyncio.create_task(services.deliverer.run_forever())
+        stop = asyncio.create_task(stopping.wait())
+        log.info("worker: sweeping every %s", format_duration(settings.handrail_sweep_interval))
         try:
-            await services.deliverer.run_forever()
+            await asyncio.wait([delivering, stop], return_when=asyncio.FIRST_COMPLETED)
+            if delivering.done():
+                delivering.result()  # it ended by itself: its error ends the worker
+            log.info("worker: stopping")
         finally:
-            heartbeat.cancel()
+            for task in (delivering, stop, heartbeat):
+                task.cancel()
+            await asyncio.gather(delivering, stop, heartbeat, return_exceptions=True)
             await sweeps.stop()
             await services.aclose()
 
