@@ -49,6 +49,7 @@ class DeadSummary:
     count: int = 0
     oldest: datetime | None = None  # when the oldest died
     kinds: dict[str, int] = field(default_factory=dict)  # rows per kind
+    last_error: str | None = None  # the newest one's: someone else's text, escape it to show it
 
 
 class NotDead(HandrailError):
@@ -110,7 +111,12 @@ def summaries(session: Session, agents: list[str]) -> dict[str, DeadSummary]:
         if first is not None and (agent not in oldest or first < oldest[agent]):
             oldest[agent] = first
     return {
-        agent: DeadSummary(count=sum(kinds.values()), oldest=oldest.get(agent), kinds=dict(sorted(kinds.items())))
+        agent: DeadSummary(
+            count=sum(kinds.values()),
+            oldest=oldest.get(agent),
+            kinds=dict(sorted(kinds.items())),
+            last_error=Outbox(session).newest_dead_error(agent),
+        )
         for agent, kinds in counts.items()
     }
 

@@ -478,12 +478,17 @@ class Outbox:
             ).tuples()
         )
 
-    def statuses(self, message_ids: list[int]) -> dict[int, str]:
-        return dict(
-            self.session.execute(
-                select(OutboxMessage.id, OutboxMessage.status).where(OutboxMessage.id.in_(message_ids))
-            ).tuples()
+    def newest_dead_error(self, agent: str) -> str | None:
+        return self.session.scalar(
+            select(OutboxMessage.last_error)
+            .where(OutboxMessage.status == "dead", OutboxMessage.agent == agent)
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
         )
+
+    def statuses(self, message_ids: list[int]) -> dict[int, str]:
+        query = select(OutboxMessage.id, OutboxMessage.status).where(OutboxMessage.id.in_(message_ids))
+        return {message_id: status for message_id, status in self.session.execute(query).tuples()}
 
     def revive(self, message_ids: list[int], now: datetime) -> int:
         """Dead rows pending again, due now, their attempts counted afresh; returns how many (a row
