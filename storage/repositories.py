@@ -470,13 +470,12 @@ class Outbox:
 
     def dead_counts(self, agents: list[str]) -> list[tuple[str | None, str, int, datetime | None]]:
         """(agent, kind, rows, oldest done_at) of these agents' dead rows."""
-        return list(
-            self.session.execute(
-                select(OutboxMessage.agent, OutboxMessage.kind, func.count(), func.min(OutboxMessage.done_at))
-                .where(OutboxMessage.status == "dead", among(self.session, OutboxMessage.agent, agents))
-                .group_by(OutboxMessage.agent, OutboxMessage.kind)
-            ).tuples()
+        query = (
+            select(OutboxMessage.agent, OutboxMessage.kind, func.count(), func.min(OutboxMessage.done_at))
+            .where(OutboxMessage.status == "dead", among(self.session, OutboxMessage.agent, agents))
+            .group_by(OutboxMessage.agent, OutboxMessage.kind)
         )
+        return [(found[0], found[1], found[2], found[3]) for found in self.session.execute(query)]
 
     def newest_dead_error(self, agent: str) -> str | None:
         return self.session.scalar(
@@ -488,7 +487,7 @@ class Outbox:
 
     def statuses(self, message_ids: list[int]) -> dict[int, str]:
         query = select(OutboxMessage.id, OutboxMessage.status).where(OutboxMessage.id.in_(message_ids))
-        return {message_id: status for message_id, status in self.session.execute(query).tuples()}
+        return {found.id: found.status for found in self.session.execute(query)}
 
     def revive(self, message_ids: list[int], now: datetime) -> int:
         """Dead rows pending again, due now, their attempts counted afresh; returns how many (a row
