@@ -523,6 +523,9 @@ class ActionOut(BaseModel):
     undone_by: str | None
     undone_at: datetime | None
     approval_id: str | None = None
+    purged_at: datetime | None = Field(
+        None, description="When retention (HANDRAIL_RETENTION) emptied `changes`; null while they are as recorded"
+    )
 
 
 class RunIn(_In):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from bot.models import ApprovalOut
 from local.slack import FakeSlack
 from storage.tables import ActionRecord, Approval, AuditEvent, OutboxMessage, Run
 from tests.helpers import Running, ask, posted_card, run_handrail, serve
+from tests.test_reports import command, shown
 
 DAY = timedelta(days=1)
 
@@ -35,7 +37,7 @@ def report_run(running: Running, run_id: str, error: str, ago: timedelta = timed
     assert running.agent().post("/v1/runs", json=body).status_code in (200, 201, 202)
 
 
-def record_action(running: Running, key: str, reversible: bool) -> None:
+def record_action(running: Running, key: str, reversible: bool) -> dict[str, Any]:
     body = {
         "agent": "lead-router",
         "action": "crm.update_owner",
@@ -46,6 +48,7 @@ def record_action(running: Running, key: str, reversible: bool) -> None:
     }
     response = running.agent().post("/v1/actions", json=body)
     assert response.status_code in (200, 201), response.text
+    return dict(response.json())
 
 
 def cancel(running: Running, approval_id: str) -> None:
@@ -117,6 +120,12 @@ def test_old_raw_payloads_are_purged_in_batches_and_readers_say_so(
     got = ApprovalOut.model_validate(running.agent().get(f"/v1/approvals/{old['id']}").json())
     assert got.purged_at is not None and got.params == {}
     assert running.agent().get(f"/v1/approvals/{pending['id']}").json()["purged_at"] is None
+    runs_text = command(running, "runs lead-router failed")["text"]
+    assert runs_text.count("error text purged") == 5 and "jane@acme" not in runs_text and "still fresh" in runs_text
+    one = shown(command(running, "runs lead-router run-0"))
+    assert "Error (api): :wastebasket: _its text purged" in one
+    replayed = record_action(running, "gone-1", reversible=False)  # the agent sends it again: the record as kept
+    assert replayed["changes"] == [] and replayed["purged_at"] is not None
 
     # Nothing is left to purge: the next run changes nothing and records nothing.
     assert running.call(running.services.retention.purge) == {}
