@@ -100,8 +100,9 @@ def dead_letters(
     ]
 
 
-def summaries(session: Session, agents: list[str]) -> dict[str, DeadSummary]:
-    """The dead letters of each of these agents that has some."""
+def summaries(session: Session, agents: list[str], *, errors: bool = True) -> dict[str, DeadSummary]:
+    """The dead letters of each of these agents that has some; with `errors`, the newest one's
+    error too (one more statement per agent with dead letters)."""
     counts: dict[str, Counter[str]] = {}
     oldest: dict[str, datetime] = {}
     for agent, kind, rows, first in Outbox(session).dead_counts(agents):
@@ -115,7 +116,7 @@ def summaries(session: Session, agents: list[str]) -> dict[str, DeadSummary]:
             count=sum(kinds.values()),
             oldest=oldest.get(agent),
             kinds=dict(sorted(kinds.items())),
-            last_error=Outbox(session).newest_dead_error(agent),
+            last_error=Outbox(session).newest_dead_error(agent) if errors else None,
         )
         for agent, kinds in counts.items()
     }

@@ -272,7 +272,7 @@ def home_facts(
     modes = Modes(session).of(shown) if shown else {}
     versions = Versions(session).active(shown) if shown else {}
     week_end = stats.floor(now, HOUR) + HOUR
-    dead = deadletters.summaries(session, shown) if shown else {}
+    dead = deadletters.summaries(session, shown, errors=False) if shown else {}
     agents = []
     for agent_id in shown:
         own = [p for p in pauses if p.agent in (agent_id, EVERY_AGENT)]

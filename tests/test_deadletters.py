@@ -174,6 +174,16 @@ def test_retry_all_takes_one_agents_dead_letters(running: Running, slack: FakeSl
     assert code == 2 and "--agent and --kind go with --all" in err
 
 
+def test_the_listing_shows_a_hostile_error_without_its_controls(running: Running, cli) -> None:  # type: ignore[no-untyped-def]
+    dead_with_error(running, "lead-router", HOSTILE + "\x1b[2J\nsecond line")
+    code, out, _ = cli("outbox", "list")
+    assert code == 0 and "\u202e" not in out and "\x1b" not in out and len(out.splitlines()) == 2
+    code, out, _ = cli("outbox", "list", "--format", "jsonl")
+    [record] = [json.loads(line) for line in out.splitlines()]
+    assert record["last_error"].startswith("<!channel> *urgent*") and "\x1b" not in record["last_error"]
+    assert out.isascii()
+
+
 def test_the_commands_refuse_a_database_that_was_never_migrated(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
     for argv in (["outbox", "list"], ["outbox", "retry", "--all"], ["outbox", "drop", "1", "--reason", "x"]):
