@@ -8,6 +8,7 @@
   token create    a new agent token (or with --admin the admin token) and the line to paste
   webhook-key     the key an agent uses to verify callbacks
   approvals list  the newest approval requests in the database
+  outbox          dead letters (messages Handrail gave up sending): list, retry or drop them
   audit export    the audit trail as JSON lines or CSV; `audit verify` checks an export
   demo            the demo agents against a Handrail in local mode
   mcp-proxy       the MCP proxy of the client package (handrail-client[mcp]), given the rest of the line
@@ -16,8 +17,9 @@
 What scripts read goes to stdout; notes, warnings and progress bars (only on a terminal) go to
 stderr. Exit codes: 0 done; 2 a usage mistake, or a problem with the environment, the config file
 or the database: one line per problem on stderr, naming the variable or the key, never a
-traceback (`audit verify` also exits 2 when the export does not match); `mcp-proxy` exits with the
-proxy's own code."""
+traceback (`audit verify` also exits 2 when the export does not match); `outbox retry` and `outbox
+drop` exit 1 when a row named is unknown or not dead (then nothing is changed); `mcp-proxy` exits
+with the proxy's own code."""
 
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from bot.config_changes import ConfigChange
+    from bot.deadletters import DeadLetter
     from bot.services import Services
 
 
@@ -642,14 +645,15 @@ def _approval_record(row: Row[Any]) -> str:
     return json.dumps(record, ensure_ascii=True)
 
 
-def _newest_approvals(url: str, args: argparse.Namespace) -> list[Row[Any]]:
-    """Read in a transaction that writes nothing (read-only on PostgreSQL), from a database at
-    this version's schema; a ConfigError naming DATABASE_URL otherwise."""
+@contextmanager
+def _migrated(url: str, *, write: bool = False) -> Iterator[Session]:
+    """A session on a database at this version's schema (a ConfigError naming DATABASE_URL
+    otherwise); read-only unless `write` (on PostgreSQL a read-only transaction, on SQLite
+    query_only). With `write`, what the block did is committed when it returns."""
     from sqlalchemy import make_url
     from sqlalchemy.orm import Session
 
     from storage.db import make_engine, normalize_url
-    from storage.repositories import Approvals
 
     unmigrated = f"{redact(url)} has no Handrail tables yet: run `handrail migrate` first"
     database = make_url(normalize_url(url)).database
@@ -658,9 +662,9 @@ def _newest_approvals(url: str, args: argparse.Namespace) -> list[Row[Any]]:
     engine = make_engine(url, pool_size=1)
     try:
         with _database(engine, url), engine.connect() as connection:
-            if engine.dialect.name == "postgresql":
+            if not write and engine.dialect.name == "postgresql":
                 connection.execution_options(postgresql_readonly=True)
-            else:
+            elif not write:
                 connection.exec_driver_sql("PRAGMA query_only = ON")
             revision, head = _revision(connection), _head(url)
             if revision is None:
@@ -668,10 +672,20 @@ def _newest_approvals(url: str, args: argparse.Namespace) -> list[Row[Any]]:
             if revision != head:
                 message = f"{redact(url)} is at revision {revision}, not {head}: run `handrail migrate` first"
                 raise ConfigError("", [Problem("DATABASE_URL", message)])
+            connection.rollback()  # the revision's read ends; the block's transaction begins
             with Session(connection) as session:
-                return Approvals(session).newest(agent=args.agent, status=args.status, limit=args.limit)
+                yield session
+                if write:
+                    session.commit()
     finally:
         engine.dispose()
+
+
+def _newest_approvals(url: str, args: argparse.Namespace) -> list[Row[Any]]:
+    from storage.repositories import Approvals
+
+    with _migrated(url) as session:
+        return Approvals(session).newest(agent=args.agent, status=args.status, limit=args.limit)
 
 
 def approvals_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -689,6 +703,112 @@ def approvals_list(settings: Settings, args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader stopped reading (`| head`)
         return _pipe_closed()
     return 0
+
+
+OUTBOX_COLUMNS = ("id", "kind", "agent", "about", "attempts", "died_at", "last_error")
+ERROR_SHOWN = 80  # characters of a last error in the table
+ERROR_KEPT = 1000  # in a JSON line
+
+
+def _letter_table(letters: list[DeadLetter]) -> list[str]:
+    cells = [
+        (
+            str(letter.id),
+            letter.kind,
+            letter.agent or "-",
+            _one_line(":".join(letter.about), 60),
+            str(letter.attempts),
+            _utc(letter.died_at),
+            _one_line(letter.last_error, ERROR_SHOWN),
+        )
+        for letter in letters
+    ]
+    widths = [max(map(len, column)) for column in zip(OUTBOX_COLUMNS, *cells, strict=True)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [OUTBOX_COLUMNS, *cells]
+    ]
+
+
+def _letter_record(letter: DeadLetter) -> str:
+    from bot.audit import iso
+
+    record = {
+        "id": letter.id,
+        "kind": letter.kind,
+        "agent": letter.agent,
+        "about": {"type": letter.about[0], "id": _one_line(letter.about[1], 200)},
+        "target_id": letter.target_id,
+        "attempts": letter.attempts,
+        "created_at": iso(letter.created_at),
+        "died_at": iso(letter.died_at) if letter.died_at else None,
+        "last_error": _one_line(letter.last_error, ERROR_KEPT) if letter.last_error else None,
+    }
+    return json.dumps(record, ensure_ascii=True)
+
+
+def _print(lines: list[str]) -> int:
+    try:
+        if lines:
+            print("\n".join(lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped reading (`| head`)
+        return _pipe_closed()
+    return 0
+
+
+def _operator() -> str:
+    """`cli:<login name>`, the actor of what the command changes."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name, no $USER
+        name = "unknown"
+    return "cli:" + (_one_line(name, 90).replace(" ", "_") or "unknown")
+
+
+def outbox_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`handrail outbox list|retry|drop`."""
+    from bot import deadletters
+    from bot.clock import SystemClock
+
+    url = settings.database_url
+    if args.outbox_command == "list":
+        with _migrated(url) as session:
+            letters = deadletters.dead_letters(session, agent=args.agent, kind=args.kind, limit=args.limit)
+        if not letters and args.format == "table":
+            filters = " ".join(f"--{name} {value}" for name in ("agent", "kind") if (value := getattr(args, name)))
+            print(f"handrail: no dead letters{' with ' + filters if filters else ''}", file=sys.stderr)
+        return _print(
+            _letter_table(letters) if args.format == "table" and letters else list(map(_letter_record, letters))
+        )
+    if args.outbox_command == "retry" and args.ids and (args.agent or args.kind):
+        return _fail("--agent and --kind go with --all; to retry rows by id, name only the ids")
+    now, by = SystemClock().now(), _operator()
+    try:
+        with _migrated(url, write=True) as session:
+            if args.outbox_command == "drop":
+                done = deadletters.drop(session, args.ids, by=by, reason=args.reason, now=now)
+            elif args.all:
+                done = deadletters.retry_all(
+                    session, agent=args.agent, kind=args.kind, by=by, reason=args.reason, now=now
+                )
+            else:
+                done = deadletters.retry(session, args.ids, by=by, reason=args.reason, now=now)
+    except deadletters.NotDead as error:
+        print(f"handrail: {error.message}", file=sys.stderr)
+        return 1
+    verb = "dropped" if args.outbox_command == "drop" else "queued again"
+    lines = [f"{verb} {letter.id} ({letter.kind}, {_one_line(':'.join(letter.about), 60)})" for letter in done.letters]
+    if not done.letters:
+        print("handrail: no dead letters to retry", file=sys.stderr)
+    elif args.outbox_command == "retry":
+        lines.append(
+            f"{_count(len(done.letters), 'row')} pending again: the running server sends them within "
+            "HANDRAIL_SWEEP_INTERVAL"
+        )
+    return _print(lines)
 
 
 def _pipe_closed() -> int:
@@ -713,6 +833,7 @@ def mcp_proxy(argv: list[str]) -> int:
 EPILOG = """\
 exit codes:
   0  done
+  1  outbox retry or drop named a row that is unknown or not dead: nothing was changed
   2  a usage mistake, or a problem with the environment, the config file or the database: one line
      per problem on stderr, naming the variable or the key; also an export that audit verify finds
      different from the database
@@ -812,6 +933,7 @@ def _data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="table: plain-text columns; jsonl: one JSON object a line, with target_id, customer and decided_by "
         "too (default: %(default)s)",
     )
+    _outbox_commands(sub)
     trail = _command(sub, "audit", "export the audit trail, or check an export against the database")
     trail_sub = trail.add_subparsers(dest="audit_command", required=True, metavar="<command>")
     export = _command(
@@ -828,6 +950,76 @@ def _data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="default: %(default)s")
     export.add_argument("--out", help="a file to write (default: standard output)")
     check_export.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file's name")
+
+
+def _outbox_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**63:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: an outbox row's id is a whole number, as outbox list shows")
+    return int(text)
+
+
+def _reason(text: str) -> str:
+    if not text.strip() or len(text) > 500:
+        raise argparse.ArgumentTypeError("write a reason of 1 to 500 characters")
+    return text.strip()
+
+
+def _outbox_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from bot.outbound import Kind
+
+    kinds = [kind.value for kind in Kind]
+    outbox = _command(
+        sub,
+        "outbox",
+        "list, retry or drop dead letters: messages Handrail gave up sending",
+        description="Dead letters are outbox rows (Slack messages, agents' callbacks, PagerDuty events) that "
+        "failed 10 times or with an error no retry can mend. They stay until someone retries or drops them.",
+        epilog="exit codes: 0 done; 1 a row named is unknown or not dead (nothing was changed); 2 a usage "
+        "mistake or a problem with the database.",
+    )
+    commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="<command>")
+    listing = _command(
+        commands,
+        "list",
+        "print the dead letters, oldest first",
+        description="Print the dead letters, oldest first: id, kind, agent, what it is about, attempts, when it "
+        "died and the last error's first 80 characters (control characters removed). Reads only.",
+    )
+    listing.add_argument("--agent", help="only this agent's")
+    listing.add_argument("--kind", choices=kinds, help="only this kind")
+    listing.add_argument(
+        "--limit", type=_listing_limit, default=50, help="at most this many, 1 to 1000 (default: %(default)s)"
+    )
+    listing.add_argument(
+        "--format",
+        choices=["table", "jsonl"],
+        default="table",
+        help="table: plain-text columns; jsonl: one JSON object a line, with target_id, created_at and up to "
+        "1000 characters of the last error (default: %(default)s)",
+    )
+    retry = _command(
+        commands,
+        "retry",
+        "send dead letters again",
+        description="Make dead letters pending again, due now, with their attempts counted afresh; the running "
+        "server sends them within HANDRAIL_SWEEP_INTERVAL. Cards, alerts and suggestions show their state as it "
+        "is then; callbacks are signed when sent. Audited as outbox.retried, by cli:<your login>.",
+    )
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=_outbox_id, default=[], metavar="ID", help="rows, as outbox list shows")
+    which.add_argument("--all", action="store_true", help="every dead letter (of --agent, of --kind), up to 1000")
+    retry.add_argument("--agent", help="with --all: only this agent's")
+    retry.add_argument("--kind", choices=kinds, help="with --all: only this kind")
+    retry.add_argument("--reason", type=_reason, help="why, for the audit trail")
+    drop = _command(
+        commands,
+        "drop",
+        "give up on dead letters for good",
+        description="Mark dead letters dropped: never sent, never retried, kept in the database. Audited as "
+        "outbox.dropped, by cli:<your login>, with the reason.",
+    )
+    drop.add_argument("ids", nargs="+", type=_outbox_id, metavar="ID", help="rows, as outbox list shows")
+    drop.add_argument("--reason", type=_reason, required=True, help="why, for the audit trail (required)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -886,6 +1078,8 @@ def _run(args: argparse.Namespace) -> int:
         return audit_command(settings, args)
     if args.command == "approvals":
         return approvals_list(settings, args)
+    if args.command == "outbox":
+        return outbox_command(settings, args)
     if args.command == "webhook-key":
         return webhook_key(settings, args.agent)
     return 2

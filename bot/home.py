@@ -20,8 +20,8 @@ none of which reads runs one by one.
   (storage.stats.version_counts over whole hours: one grouped statement per week, no run rows); the
   weeks end with the current hour. Acceptance: the feedback part of bot.measures over the 30 days
   (the period readiness holds it to) up to the same end; the requests drawn for review are read
-  through their own partial index (ix_approvals_reviewed). Mode, version, alerts and pauses: one
-  statement each for all the viewer's agents.
+  through their own partial index (ix_approvals_reviewed). Mode, version, alerts, pauses and dead
+  letters: one statement each for all the viewer's agents.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from bot import deadletters
 from bot.config import HandrailConfig
 from bot.control.state import EVERY_AGENT, PauseView
 from bot.measures import WEEK, feedback
@@ -112,6 +113,7 @@ class YourAgent:
     roles: tuple[str, ...]  # OWNER_ROLES the viewer holds, then ONCALL and ADMIN
     health: Health
     open_alerts: int
+    dead_letters: int = 0  # messages about it Handrail gave up sending (`handrail outbox list`)
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,7 @@ def home_facts(
     modes = Modes(session).of(shown) if shown else {}
     versions = Versions(session).active(shown) if shown else {}
     week_end = stats.floor(now, HOUR) + HOUR
+    dead = deadletters.summaries(session, shown, errors=False) if shown else {}
     agents = []
     for agent_id in shown:
         own = [p for p in pauses if p.agent in (agent_id, EVERY_AGENT)]
@@ -285,7 +288,8 @@ def home_facts(
             accepted=answered.accepted,
             answered=answered.answered,
         )
-        agents.append(YourAgent(agent_id, roles[agent_id], health, firing.get(agent_id, 0)))
+        count = dead[agent_id].count if agent_id in dead else 0
+        agents.append(YourAgent(agent_id, roles[agent_id], health, firing.get(agent_id, 0), count))
 
     messages = AlertMessages(session)
     alerts = []

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot import summaries
+from bot import retention, summaries
 from bot.alerts import episodes
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
@@ -198,3 +198,48 @@ class Summarizer:
             total += claimed
             if claimed < summaries.BATCH:
                 return total
+
+
+class Retention:
+    """Purges raw payloads older than HANDRAIL_RETENTION (bot.retention) at most once per EVERY
+    in a process, from the sweep: batch after batch, each its own short transaction, up to
+    retention.MAX_BATCHES per table a run; one `retention.purged` event per run that purged
+    something. It never raises: a failure is logged and the next run goes on."""
+
+    EVERY = timedelta(hours=1)
+
+    def __init__(self, *, run: Runner, clock: Clock, keep: timedelta) -> None:
+        self.run = run
+        self.clock = clock
+        self.keep = keep
+        self._next: datetime | None = None
+        self._one = asyncio.Lock()
+
+    async def maybe_purge(self) -> dict[str, int]:
+        now = self.clock.now()
+        if self._one.locked() or (self._next is not None and now < self._next):
+            return {}
+        self._next = now + self.EVERY
+        return await self.purge()
+
+    async def purge(self) -> dict[str, int]:
+        """Purge what is due now; the rows purged per table."""
+        async with self._one:
+            counts: dict[str, int] = {}
+            try:
+                now = self.clock.now()
+                cutoff = now - self.keep
+                for table in retention.PURGES:
+                    for _ in range(retention.MAX_BATCHES):
+                        done = await self.run(retention.purge_batch, table=table, cutoff=cutoff, now=now)
+                        if done:
+                            counts[table] = counts.get(table, 0) + done
+                        if done < retention.BATCH:
+                            break
+                if counts:
+                    keep = self.keep.total_seconds()
+                    await self.run(retention.record, counts=counts, cutoff=cutoff, retention_s=keep, now=now)
+                    log.info("retention purged the raw payloads of %s", counts)
+            except Exception:
+                log.exception("retention failed; the next run goes on where it stopped")
+            return counts

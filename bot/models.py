@@ -201,6 +201,11 @@ class ApprovalOut(BaseModel):
     executed_at: datetime | None
     edited: bool = Field(description="A reviewer changed params with Edit & approve: `params` are the edited ones")
     proposed_params: dict[str, Any] | None = Field(description="Once edited: the params the agent proposed")
+    purged_at: datetime | None = Field(
+        None,
+        description="When retention (HANDRAIL_RETENTION) emptied `params`, `proposed_params` and `changes` and "
+        "removed the values from `edits`; null while they are as the agent sent them",
+    )
     edits: list[dict[str, Any]] = Field(
         description="Once edited: each changed param's `field`, proposed `before`, current `after` and the editor `by`"
     )
@@ -518,6 +523,9 @@ class ActionOut(BaseModel):
     undone_by: str | None
     undone_at: datetime | None
     approval_id: str | None = None
+    purged_at: datetime | None = Field(
+        None, description="When retention (HANDRAIL_RETENTION) emptied `changes`; null while they are as recorded"
+    )
 
 
 class RunIn(_In):

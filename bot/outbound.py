@@ -554,6 +554,35 @@ def send_each(session: Session, payload: Payload, *, approval_ids: list[str], no
     effects.of(session).outbox = True
 
 
+def group(approval_id: str | None, payload: Payload) -> str:
+    """Rows of one group go out in order: an approval's, an alert episode's, a suggestion's, or a
+    channel's announcements."""
+    if approval_id:
+        return approval_id
+    if isinstance(payload, (AlertPayload, AlertNotePayload, PagerDutyPayload)):
+        return "alert:" + payload.episode_id
+    if isinstance(payload, (SuggestionPayload, SuggestionNotePayload)):
+        return "suggestion:" + payload.suggestion_id
+    if isinstance(payload, WebhookPayload) and payload.suggestion_id:
+        return "suggestion:" + payload.suggestion_id
+    if isinstance(payload, SummaryPayload):  # in order with the channel's announcements
+        return payload.destination
+    assert isinstance(payload, PostPayload)
+    return payload.channel
+
+
+def about(approval_id: str | None, payload: Payload) -> tuple[str, str]:
+    """(object type, id) of what a row is about, for the audit trail."""
+    key = group(approval_id, payload)
+    if approval_id:
+        return ("approval", approval_id)
+    if key.startswith("alert:"):
+        return ("alert", key.removeprefix("alert:"))
+    if key.startswith("suggestion:"):
+        return ("suggestion", key.removeprefix("suggestion:"))
+    return ("channel", key)
+
+
 def parse(kind: str, payload: dict[str, Any]) -> Payload:
     if "text" in payload and "note" not in payload:  # queued by 0.3, with its text written already
         payload = {**payload, "note": {"kind": "written", "text": payload["text"]}}

@@ -46,6 +46,7 @@ def to_out(action: ActionRecord) -> ActionOut:
         undone_by=action.undone_by,
         undone_at=action.undone_at,
         approval_id=action.approval_id,
+        purged_at=action.purged_at,
     )
 
 

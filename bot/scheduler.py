@@ -38,6 +38,7 @@ class Sweeps:
             await self.services.evaluator.evaluate_all()
         finally:
             await self.services.summarizer.summarise()  # logs its own failures, never raises
+            await self.services.retention.maybe_purge()  # at most hourly; logs its own failures
             self.services.deliverer.kick()  # sends what the sweep queued and retries what failed
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import HandrailConfig, Settings
 from bot.destinations import Guard, Resolve, system_resolve
 from bot.gate import Gate
-from bot.jobs import Evaluator, Summarizer, Sweeper
+from bot.jobs import Evaluator, Retention, Summarizer, Sweeper
 from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
 from bot.presence import Presence
@@ -48,6 +48,7 @@ class Services:
     sweeper: Sweeper = field(init=False)
     evaluator: Evaluator = field(init=False)
     summarizer: Summarizer = field(init=False)  # run summaries (bot.summaries), on each sweep
+    retention: Retention = field(init=False)  # purges old raw payloads (bot.retention), from the sweep
     gate: Gate = field(init=False)
 
     @property
@@ -70,6 +71,7 @@ class Services:
         )
         self.evaluator = Evaluator(run=self.run, config=self.config, clock=self.clock)
         self.summarizer = Summarizer(run=self.run, config=self.config, clock=self.clock, slack=self.slack)
+        self.retention = Retention(run=self.run, clock=self.clock, keep=self.settings.handrail_retention)
         self.gate = Gate(
             lane=self.control,
             config=self.config,

@@ -408,20 +408,107 @@ class Outbox:
             self._set(message_ids, status="sent", done_at=now, lease_until=None)
 
     def set_aside(self, message_id: int, now: datetime, error: str) -> None:
-        """A row no retry can mend: dead now."""
-        self._set([message_id], status="dead", done_at=now, last_error=error)
+        """A row no retry can mend: dead now (filed under its approval's agent, if it has one)."""
+        agent = select(Approval.agent).where(Approval.id == OutboxMessage.approval_id).scalar_subquery()
+        self._set([message_id], status="dead", done_at=now, last_error=error, agent=agent)
 
     def postpone(self, message_id: int, until: datetime) -> None:
         self._set([message_id], next_at=until, lease_until=None)
 
-    def failed(self, message_id: int, *, attempts: int, error: str, retry_at: datetime | None, now: datetime) -> None:
-        """Record a failed attempt: retried at `retry_at`, or dead (None)."""
+    def failed(
+        self,
+        message_id: int,
+        *,
+        attempts: int,
+        error: str,
+        retry_at: datetime | None,
+        now: datetime,
+        agent: str | None = None,
+    ) -> None:
+        """Record a failed attempt: retried at `retry_at`, or dead (None), filed under `agent`."""
         values: dict[str, Any] = dict(attempts=attempts, last_error=error, lease_until=None)
         if retry_at is None:
-            values |= dict(status="dead", done_at=now)
+            values |= dict(status="dead", done_at=now, agent=agent)
         else:
             values["next_at"] = retry_at
         self._set([message_id], **values)
+
+    def dead(
+        self,
+        *,
+        agent: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        ids: list[int] | None = None,
+    ) -> list[Row[Any]]:
+        """Dead rows, oldest first, with the target id of their approval (if any)."""
+        query = (
+            select(
+                OutboxMessage.id,
+                OutboxMessage.kind,
+                OutboxMessage.approval_id,
+                OutboxMessage.payload,
+                OutboxMessage.attempts,
+                OutboxMessage.last_error,
+                OutboxMessage.created_at,
+                OutboxMessage.done_at,
+                OutboxMessage.agent,
+                Approval.target_id,
+            )
+            .outerjoin(Approval, Approval.id == OutboxMessage.approval_id)
+            .where(OutboxMessage.status == "dead")
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        if agent is not None:
+            query = query.where(OutboxMessage.agent == agent)
+        if kind is not None:
+            query = query.where(OutboxMessage.kind == kind)
+        if ids is not None:
+            query = query.where(OutboxMessage.id.in_(ids))
+        return list(self.session.execute(query))
+
+    def dead_counts(self, agents: list[str]) -> list[tuple[str | None, str, int, datetime | None]]:
+        """(agent, kind, rows, oldest done_at) of these agents' dead rows."""
+        query = (
+            select(OutboxMessage.agent, OutboxMessage.kind, func.count(), func.min(OutboxMessage.done_at))
+            .where(OutboxMessage.status == "dead", among(self.session, OutboxMessage.agent, agents))
+            .group_by(OutboxMessage.agent, OutboxMessage.kind)
+        )
+        return [(found[0], found[1], found[2], found[3]) for found in self.session.execute(query)]
+
+    def newest_dead_error(self, agent: str) -> str | None:
+        return self.session.scalar(
+            select(OutboxMessage.last_error)
+            .where(OutboxMessage.status == "dead", OutboxMessage.agent == agent)
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        )
+
+    def statuses(self, message_ids: list[int]) -> dict[int, str]:
+        query = select(OutboxMessage.id, OutboxMessage.status).where(OutboxMessage.id.in_(message_ids))
+        return {found.id: found.status for found in self.session.execute(query)}
+
+    def revive(self, message_ids: list[int], now: datetime) -> int:
+        """Dead rows pending again, due now, their attempts counted afresh; returns how many (a row
+        no longer dead is left alone)."""
+        result = self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(message_ids), OutboxMessage.status == "dead")
+            .values(status="pending", attempts=0, next_at=now, lease_until=None, done_at=None, agent=None)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result)
+
+    def drop(self, message_ids: list[int], now: datetime) -> int:
+        """Dead rows dropped: never sent, never retried, kept; returns how many."""
+        result = self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(message_ids), OutboxMessage.status == "dead")
+            .values(status="dropped", done_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result)
 
     def has_pending(self, approval_id: str, kind: str) -> bool:
         """Whether a row of this kind about this approval is still to be delivered."""

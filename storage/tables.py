@@ -43,6 +43,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_UNPURGED = text("purged_at IS NULL")  # the rows the retention sweep has still to look at
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
@@ -66,6 +69,9 @@ class Approval(Base):
         ),
         Index("ix_approvals_agent_run", "agent", "run_id"),
         Index("ix_approvals_target", "target_id", "created_at"),  # a record's requests, newest first
+        Index(
+            "ix_approvals_unpurged", "created_at", sqlite_where=_UNPURGED, postgresql_where=_UNPURGED
+        ),  # for the retention sweep
         # The few requests drawn for review, by agent and time: acceptance reads them without
         # visiting every request of the period (partial: the others are not in it).
         Index(
@@ -142,6 +148,8 @@ class Approval(Base):
     ack_until: Mapped[datetime | None]
     ladder_shift_s: Mapped[float] = mapped_column(Float, default=0.0)
     target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
+    # When retention cleared its raw payloads (params, proposed params, changes, edits' values).
+    purged_at: Mapped[datetime | None]
 
 
 class AuditEvent(Base):
@@ -155,6 +163,8 @@ class AuditEvent(Base):
         Index("ix_audit_target", "target_id", "id"),
         Index("ix_audit_actor", "actor", "id"),
         Index("ix_audit_event", "event", "id"),
+        # What the retention sweep has still to look at, oldest first.
+        Index("ix_audit_unpurged", "at", sqlite_where=_UNPURGED, postgresql_where=_UNPURGED),  # for the retention sweep
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -170,6 +180,7 @@ class AuditEvent(Base):
     evidence: Mapped[list[Any] | None]
     agent: Mapped[str | None] = mapped_column(String(64))  # the agent it is about, when there is one
     target_id: Mapped[str | None] = mapped_column(String(200))  # the record it is about (a target's id)
+    purged_at: Mapped[datetime | None]  # when retention cleared `before` and `after` (the rest stays)
 
 
 class ConfigState(Base):
@@ -190,7 +201,13 @@ class OutboxMessage(Base):
     transaction as the change that causes it and delivered at least once, marked sent once."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_at"),
+        Index("ix_outbox_agent", "status", "agent"),  # an agent's dead letters
+        Index(
+            "ix_outbox_unpurged", "done_at", sqlite_where=_UNPURGED, postgresql_where=_UNPURGED
+        ),  # for the retention sweep
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -203,7 +220,10 @@ class OutboxMessage(Base):
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
-    done_at: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]  # sent, dead or dropped at
+    # Set when the row dies: the agent it is about (None: none, or unreadable), for its dead letters.
+    agent: Mapped[str | None] = mapped_column(String(64))
+    purged_at: Mapped[datetime | None]  # when retention cleared `payload` and `last_error` of a finished row
 
 
 class Pause(Base):
@@ -334,6 +354,9 @@ class ActionRecord(Base):
         Index("ix_actions_agent_time", "agent", "created_at"),
         Index("ix_actions_agent_run", "agent", "run_id"),
         Index("ix_actions_target", "target_id", "created_at"),  # a record's history, newest first
+        Index(
+            "ix_actions_unpurged", "created_at", sqlite_where=_UNPURGED, postgresql_where=_UNPURGED
+        ),  # for the retention sweep
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -354,6 +377,7 @@ class ActionRecord(Base):
     undo_error: Mapped[str | None] = mapped_column(Text)
     approval_id: Mapped[str | None] = mapped_column(String(40), index=True)  # the approval it acted on
     target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
+    purged_at: Mapped[datetime | None]  # when retention cleared `changes` and `undo_error`
 
 
 class Run(Base):
@@ -363,6 +387,7 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("agent", "run_id", name="uq_runs_agent_run"),
         Index("ix_runs_agent_time", "agent", "at"),
+        Index("ix_runs_unpurged", "at", sqlite_where=_UNPURGED, postgresql_where=_UNPURGED),  # for the retention sweep
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -378,6 +403,7 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_category: Mapped[str | None] = mapped_column(String(16))
     tokens: Mapped[int | None] = mapped_column(BigInteger)
+    purged_at: Mapped[datetime | None]  # when retention cleared `error`
 
 
 ERROR_CATEGORIES = ("parsing", "validation", "api", "timeout", "permission", "other")

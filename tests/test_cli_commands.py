@@ -365,13 +365,17 @@ def test_every_command_has_help_and_a_description_and_the_exit_codes_are_told(
     found = {name: (sub, text) for name, sub, text in commands(cli.parser(), "handrail")}
     for name in ("web", "worker", "migrate", "config check", "config-check", "token create", "webhook-key"):
         assert f"handrail {name}" in found
-    for name in ("approvals list", "audit export", "audit verify", "demo", "mcp-proxy", "version"):
+    for name in ("approvals list", "outbox list", "outbox retry", "outbox drop", "audit export", "audit verify"):
+        assert f"handrail {name}" in found
+    for name in ("demo", "mcp-proxy", "version"):
         assert f"handrail {name}" in found
     for name, (sub, text) in found.items():
         assert text and sub.description, f"{name} has no help or no description"
     with pytest.raises(SystemExit):
         cli.main(["--help"])
-    assert "exit codes:\n  0  done\n  2  a usage mistake" in capsys.readouterr().out
+    told = capsys.readouterr().out
+    assert "exit codes:\n  0  done\n  1  outbox retry or drop named a row that is unknown or not dead" in told
+    assert "\n  2  a usage mistake" in told
 
 
 def test_mcp_proxy_without_the_client_extra_exits_2_with_what_to_install(

@@ -58,6 +58,7 @@ def to_out(approval: Approval) -> ApprovalOut:
         edited=bool(approval.edits),
         proposed_params=approval.proposed_params,
         edits=approval.edits or [],
+        purged_at=approval.purged_at,
     )
 
 

@@ -20,6 +20,7 @@ from bot.config_changes import ConfigChange
 from bot.control.pause import PauseDone, PauseLength, ResumeDone, pause_length
 from bot.control.state import EVERY_AGENT, PauseView
 from bot.control.status import SHADOW_PERIOD, AgentStatus
+from bot.deadletters import DeadSummary
 from storage.tables import AlertMute
 
 PAUSE_ALL_ACTION = "control.pause_all"
@@ -261,9 +262,27 @@ def status_text(status: AgentStatus) -> str:
         )
     else:
         lines.append(f"• Last hour: no finished runs, cost ${status.cost_usd:,.2f}")
+    if status.dead.count:
+        lines.append(f"• {dead_letters_text(status.agent_id, status.dead)}")
     if status.config_change is not None:
         lines.append(f"• {config_line(status.config_change)}")
     return "\n".join(lines)
+
+
+ERROR_SHOWN = 200  # characters of a dead letter's last error
+
+
+def dead_letters_text(agent_id: str, dead: DeadSummary) -> str:
+    """An agent's dead letters: how many, of which kinds, the oldest, the newest's error, and the
+    command that lists them (operators with a shell retry or drop them)."""
+    kinds = ", ".join(f"{n} {mrkdwn.escape(kind)}" for kind, n in dead.kinds.items())
+    plural = "s" if dead.count > 1 else ""
+    line = f":mailbox_with_no_mail: {dead.count} dead letter{plural} ({kinds}): messages Handrail gave up sending"
+    if dead.oldest:
+        line += f", the oldest {mrkdwn.date(dead.oldest)}"
+    if dead.last_error:
+        line += f"; last error {mrkdwn.code(dead.last_error, ERROR_SHOWN)}"
+    return line + f". `handrail outbox list --agent {agent_id}` lists them; `outbox retry` or `outbox drop` clears them"
 
 
 def config_line(change: ConfigChange) -> str:
@@ -284,9 +303,10 @@ def status_line(status: AgentStatus) -> str:
     if status.mutes:
         rules = sorted({m.rule for m in status.mutes})
         state += f" · muted: {', '.join(mrkdwn.code(rule, 40) for rule in rules)}"
+    dead = f" · {status.dead.count} dead letter{'s' if status.dead.count > 1 else ''}" if status.dead.count else ""
     return (
         f"• *{mrkdwn.escape(status.agent.name)}* (`{status.agent_id}`): {state} · mode `{status.mode}` · {version} · "
-        f"{status.pending} pending"
+        f"{status.pending} pending{dead}"
     )
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from bot import mrkdwn, outbound
 from bot.approvals.decide import Settled
-from bot.cards.blocks import Budget, Card, button, context, field, header, section
+from bot.cards.blocks import Budget, Card, button, context, field, header, purged, section
 from bot.cards.feedback import comment_text, review_buttons, review_lines
 from bot.config import AgentConfig
 from bot.control.state import PauseView
@@ -157,6 +157,9 @@ EDIT_LINES_MAX = 10  # edited params listed on the card; the thread note of each
 def edit_lines(approval: Approval, limit: int = EDIT_LINES_MAX) -> list[str]:
     """Each param a reviewer changed: "`stage`: `Prospect` → `Closed Won` (edited by @x)"."""
     edits = approval.edits or []
+    if approval.purged_at is not None:  # who edited which field is kept, not the values
+        fields = ", ".join(mrkdwn.code(str(e.get("field", "?")), 100) for e in edits[:limit] if isinstance(e, dict))
+        return [f":pencil2: Edited before approval: {fields} (values purged)"] if fields else []
     lines = [
         f":pencil2: {mrkdwn.code(e['field'], 100)}: {mrkdwn.code(mrkdwn.value(e['before']), 300)} → "
         f"{mrkdwn.code(mrkdwn.value(e['after']), 300)} (edited by {mrkdwn.user(e['by'])})"
@@ -184,6 +187,8 @@ def _target(approval: Approval, budget: Budget) -> str:
 
 
 def _changes(approval: Approval, budget: Budget) -> str | None:
+    if approval.purged_at is not None:
+        return purged("Changes and params", approval.purged_at)
     if not approval.changes:
         return None
     lines = []

@@ -8,6 +8,7 @@ header) whatever an agent sends; `section` and `field` cut to the limit as a las
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot import mrkdwn
@@ -97,3 +98,8 @@ class Budget:
             return text
         self.cut = True
         return self.fit(mrkdwn.words(label), limit - len(" (link in the thread)")) + " (link in the thread)"
+
+
+def purged(what: str, when: datetime) -> str:
+    """What retention removed (bot.retention), said as such rather than shown empty."""
+    return f":wastebasket: _{what} purged {mrkdwn.date(when)}: older than HANDRAIL_RETENTION_"

@@ -125,6 +125,12 @@ def _agent(config: HandrailConfig, agent: YourAgent) -> dict[str, Any]:
     ]
     if agent.open_alerts:
         lines.append(f":rotating_light: {agent.open_alerts} open alert{'s' if agent.open_alerts > 1 else ''}")
+    if agent.dead_letters:
+        plural = "s" if agent.dead_letters > 1 else ""
+        lines.append(
+            f":mailbox_with_no_mail: {agent.dead_letters} dead letter{plural}: messages Handrail gave up sending. "
+            f"`handrail outbox list --agent {agent.agent_id}` lists them"
+        )
     return section("\n".join(lines))
 
 

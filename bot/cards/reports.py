@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot import mrkdwn
-from bot.cards.blocks import Card, button, context, header, section
+from bot.cards.blocks import Card, button, context, header, purged, section
 from bot.config import AgentConfig
 from bot.control.access import Principals
 from bot.measures import Measures, Stats
@@ -57,7 +57,9 @@ def _run_line(run: Run) -> str:
         parts.append(_money(run.cost_usd, 4))
     parts.append(mrkdwn.code(run.version, ID_SHOWN) if run.version else "no version")
     line = "• " + " · ".join(parts)
-    if run.error:
+    if run.purged_at is not None and run.status in ("failed", "partial"):
+        line += "\n      _error text purged: older than HANDRAIL_RETENTION_"
+    elif run.error:
         line += f"\n      {mrkdwn.words(run.error, ERROR_SHOWN)}"
     return line
 
@@ -79,7 +81,7 @@ def _action_line(action: ActionRecord) -> str:
         mrkdwn.code(str(change.get("field", "?")), 60) for change in action.changes[:5] if isinstance(change, dict)
     )
     line = f"• {mrkdwn.code(action.action, ID_SHOWN)} on {mrkdwn.code(str(action.target.get('id', '?')), ID_SHOWN)}"
-    line += f" ({fields})" if fields else ""
+    line += f" ({fields})" if fields else " (changes purged)" if action.purged_at is not None else ""
     line += f" {mrkdwn.date(action.created_at)}"
     if not action.reversible:
         line += " · irreversible"
@@ -107,7 +109,9 @@ def run_card(agent: AgentConfig, agent_id: str, detail: RunDetail) -> Card:
     ]
     if run.started_at and run.finished_at:
         facts.append(f"Took {_seconds((run.finished_at - run.started_at).total_seconds())}")
-    if run.error_category or run.error:
+    if run.purged_at is not None and (run.error_category or run.status in ("failed", "partial")):
+        facts.append(f"Error ({run.error_category or 'other'}): " + purged("its text", run.purged_at))
+    elif run.error_category or run.error:
         facts.append(f"Error ({run.error_category or 'other'}): {mrkdwn.words(run.error or '', 1500)}")
     blocks: list[dict[str, Any]] = [
         section(f"{_name(agent, agent_id)} run {mrkdwn.code(run.run_id, ID_SHOWN)}\n" + "\n".join(facts))

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bot import mrkdwn
-from bot.cards.blocks import Card, context, section
+from bot.cards.blocks import Card, context, purged, section
 from bot.cards.home import message_link
 from bot.config import HandrailConfig
 from bot.why import Asked, Chain, Done, Entry, Rollback, Target
@@ -81,6 +81,12 @@ def _changes(changes: list[Any]) -> list[str]:
     return lines
 
 
+def _approval_changes(approval: Approval) -> list[str]:
+    if approval.purged_at is not None:
+        return [purged("Changes and params", approval.purged_at)]
+    return _changes(approval.changes)
+
+
 def _decision(approval: Approval) -> str:
     deciders = mrkdwn.users([u for u in approval.decided_by or [] if isinstance(u, str)])
     when = f" {mrkdwn.date(approval.decided_at)}" if approval.decided_at else ""
@@ -105,7 +111,7 @@ def _decision(approval: Approval) -> str:
 
 def _edits(approval: Approval) -> list[str]:
     edits = [e for e in approval.edits or [] if isinstance(e, dict)]
-    if not edits:
+    if not edits or approval.purged_at is not None:  # the card's changes line says they were purged
         return []
     when = f" {mrkdwn.date(approval.edited_at)}" if approval.edited_at else ""
     lines = [f":pencil2: Edited before approval{when}:"]
@@ -171,7 +177,9 @@ def _undo(action: ActionRecord) -> list[str]:
     elif action.undo_status == "claimed":
         by = f" by {mrkdwn.user(action.undone_by)}" if action.undone_by else ""
         lines.append(f":leftwards_arrow_with_hook: Undo under way{by}")
-    if action.undo_error:
+    if action.purged_at is not None:
+        lines.append(purged("What it changed (and any undo error)", action.purged_at))
+    elif action.undo_error:
         lines.append(f":warning: Undo failed: {mrkdwn.words(action.undo_error, WORDS_MAX)}")
     return lines
 
@@ -213,7 +221,7 @@ def _asked(config: HandrailConfig, asked: Asked, workspace_url: str | None, chai
     run = _run(asked.run, approval.run_id)
     if run:
         head += f" · {run}"
-    lines = [head, *_changes(approval.changes)]
+    lines = [head, *_approval_changes(approval)]
     lines += _approval(config, approval, workspace_url, matched=False, focus=chain.focus)
     if approval.status == "approved" and not chain.more:  # with more recorded than read, it may have been
         lines.append("No recorded action on this target carried it out.")
@@ -242,6 +250,7 @@ def _title(config: HandrailConfig, chain: Chain) -> str:
         when = mrkdwn.date(run.at)
         version = f" · version {mrkdwn.code(run.version, ID_MAX)}" if run.version else ""
         error = f" · {mrkdwn.words(run.error, WORDS_MAX)}" if run.error else ""
+        error = " · error text purged" if run.purged_at is not None and run.status in ("failed", "partial") else error
         lines.append(
             f"Run of {_agent(config, run.agent)}: {RUN_ICONS.get(run.status, '')} *{run.status}* {when}{version}{error}"
         )

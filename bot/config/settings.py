@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.config.durations import Duration
+from bot.config.durations import Duration, format_duration
 from bot.config.models import HandrailConfig
 from bot.config.problems import ConfigError, Problem, shown
 from bot.config.sentences import sentence
@@ -68,6 +68,9 @@ def _scheme(url: str) -> str:
     return url.partition("://")[0].lower() if "://" in url else ""
 
 
+RETENTION_MIN = timedelta(days=1)
+
+
 class Settings(BaseSettings):
     """Environment variables (names as in ARCHITECTURE.md)."""
 
@@ -83,6 +86,9 @@ class Settings(BaseSettings):
     handrail_config: Path = Path("handrail.yml")
     handrail_webhook_secret: SecretStr | None = None
     handrail_sweep_interval: Duration = timedelta(seconds=5)
+    # Raw payloads (params, changes, errors, audit bodies) of finished things older than this are
+    # purged (bot.retention); audit events keep their summary.
+    handrail_retention: Duration = timedelta(days=30)
     handrail_scheduler: bool = True  # HANDRAIL_SCHEDULER=off: this process leaves the sweeps to a worker
     # Approval requests (and as many run reports, and action records) one process works on at
     # once; past it, 503 with Retry-After at once instead of a queue that grows without bound.
@@ -90,6 +96,16 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
     # Who deployed this process's config (a person, a pipeline): the `config.changed` event's actor.
     handrail_deployed_by: str | None = None
+
+    @field_validator("handrail_retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        if value < RETENTION_MIN:
+            raise ValueError(
+                f"{format_duration(value)} is shorter than a day: raw payloads must outlive the requests, "
+                "undo windows and retries they serve; write e.g. HANDRAIL_RETENTION=30d (at least 1d)"
+            )
+        return value
 
     @field_validator("handrail_deployed_by")
     @classmethod

@@ -1,5 +1,5 @@
 """`/agent status`: one agent's mode, version, pauses, alert mutes, pending approvals, the last
-hour's runs, and when the config last changed."""
+hour's runs, its dead letters, and when the config last changed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bot.config import AgentConfig, HandrailConfig
 from bot.config_changes import ConfigChange, last_change
 from bot.control.access import known_agent
 from bot.control.state import EVERY_AGENT, PauseView, snapshot
+from bot.deadletters import DeadSummary, summaries
 from storage.alert_store import Mutes
 from storage.repositories import Approvals, Releases, Runs, Versions
 from storage.shadow_store import Agreement, ShadowActions
@@ -37,6 +38,7 @@ class AgentStatus:
     config_change: ConfigChange | None = None  # when the config last changed (None: never recorded)
     release: Release | None = None  # the release under way, or the last one
     shadow: Agreement | None = None  # the shadow actions of the last SHADOW_PERIOD, compared with people's
+    dead: DeadSummary = DeadSummary()  # messages about it Handrail gave up sending
 
 
 def status(session: Session, *, config: HandrailConfig, agent_id: str, now: datetime) -> AgentStatus:
@@ -60,6 +62,7 @@ def status(session: Session, *, config: HandrailConfig, agent_id: str, now: date
         config_change=last_change(session),
         release=Releases(session).get(agent_id),
         shadow=ShadowActions(session).agreement(agent_id, now - SHADOW_PERIOD),
+        dead=summaries(session, [agent_id]).get(agent_id, DeadSummary()),
     )
 
 

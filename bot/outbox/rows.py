@@ -74,31 +74,13 @@ class Row:
 
     @property
     def group(self) -> str:
-        """Rows of one group go out in order: an approval's, an alert episode's, or a channel's
-        announcements."""
-        if self.approval_id:
-            return self.approval_id
-        if isinstance(self.payload, (outbound.AlertPayload, outbound.AlertNotePayload, outbound.PagerDutyPayload)):
-            return "alert:" + self.payload.episode_id
-        if isinstance(self.payload, (outbound.SuggestionPayload, outbound.SuggestionNotePayload)):
-            return "suggestion:" + self.payload.suggestion_id
-        if isinstance(self.payload, outbound.WebhookPayload) and self.payload.suggestion_id:
-            return "suggestion:" + self.payload.suggestion_id
-        if isinstance(self.payload, outbound.SummaryPayload):  # in order with the channel's announcements
-            return self.payload.destination
-        assert isinstance(self.payload, outbound.PostPayload)
-        return self.payload.channel
+        """Rows of one group go out in order (outbound.group)."""
+        return outbound.group(self.approval_id, self.payload)
 
     @property
     def about(self) -> tuple[str, str]:
         """(object type, id) for the audit trail."""
-        if self.approval_id:
-            return ("approval", self.approval_id)
-        if self.group.startswith("alert:"):
-            return ("alert", self.group.removeprefix("alert:"))
-        if self.group.startswith("suggestion:"):
-            return ("suggestion", self.group.removeprefix("suggestion:"))
-        return ("channel", self.group)
+        return outbound.about(self.approval_id, self.payload)
 
 
 @dataclass(frozen=True)
@@ -221,10 +203,10 @@ class Rows:
         delay = timedelta(seconds=retry_after) if retry_after else retry_delay(attempts)
         retry_at = None if dead else now + delay
         with self.db.transaction() as session:
-            Outbox(session).failed(row.id, attempts=attempts, error=error, retry_at=retry_at, now=now)
+            agent, target_id = subject_of(session, row) if dead else (None, None)
+            Outbox(session).failed(row.id, attempts=attempts, error=error, retry_at=retry_at, now=now, agent=agent)
             if dead:
                 object_type, object_id = row.about
-                agent, target_id = subject_of(session, row)
                 Audit(session).record(
                     at=now,
                     actor="system",
