@@ -142,6 +142,8 @@ class Approval(Base):
     ack_until: Mapped[datetime | None]
     ladder_shift_s: Mapped[float] = mapped_column(Float, default=0.0)
     target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
+    # The X-Request-Id of the POST that created it: its card, decision and callback log with it.
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEvent(Base):
