@@ -240,7 +240,8 @@ class Json(JsonFormatter):
         for name in _FIRST:
             if name in fields:
                 log_data[name] = fields.pop(name)
-        log_data.update(fields)
+        for name, value in fields.items():  # an extra= field named like one of these does not replace it
+            log_data[f"{name}_" if name in log_data else name] = value
 
     def formatException(self, ei: Any) -> str:
         # The library formats the traceback again from exc_info: redacted as the filter's copy.

@@ -144,7 +144,7 @@ class Approvals:
         if not approval_ids:
             return {}
         found = self.session.execute(select(Approval.id, Approval.request_id).where(Approval.id.in_(approval_ids)))
-        return {approval_id: request_id for approval_id, request_id in found.tuples()}
+        return {approval_id: request_id for approval_id, request_id in found}
 
     def take_card_leases(self, approval_ids: list[str], now: datetime, hold: timedelta) -> list[Approval]:
         """Only one sender at a time may post or update an approval's card: lease the cards of

@@ -163,7 +163,7 @@ class Deliverer:
         shown = await self.lane.call(self.rows.card_shown, row, group, new_ts, cut, refused)
         fields = {"approval_id": approval.id, "agent": approval.agent, "channel": approval.channel}
         if new_ts:
-            log.info("card for %s posted in %s", approval.id, approval.channel, extra=fields | {"ts": new_ts})
+            log.info("card for %s posted in %s", approval.id, approval.channel, extra=fields | {"message_ts": new_ts})
         elif due:
             log.info(
                 "card for %s updated: %s", approval.id, approval.status, extra=fields | {"status": approval.status}
@@ -267,8 +267,7 @@ class Deliverer:
             payload.body["event"],
             row.approval_id or payload.suggestion_id,
             extra={
-                "approval_id": row.approval_id,
-                "suggestion_id": payload.suggestion_id,
+                "approval_id" if row.approval_id else "suggestion_id": row.approval_id or payload.suggestion_id,
                 "agent": payload.agent,
                 "event": payload.body["event"],
             },
