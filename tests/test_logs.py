@@ -435,3 +435,50 @@ def serve_once(headers: list[tuple[bytes, bytes]]) -> tuple[list[str | None], di
     scope = {"type": "http", "method": "GET", "path": "/healthz", "headers": headers}
     asyncio.run(RequestIds(app)(scope, receive, send))
     return seen, sent[0]
+
+
+class Records(logging.Handler):
+    """What the one setup's filter leaves of each record, kept in a list."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.addFilter(logs.Redact())
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    handler, root = Records(), logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_a_callback_retried_later_logs_with_its_approvals_request_id(
+    running: Running, slack: FakeSlack, agent_endpoint: AgentEndpoint, records: list[logging.LogRecord]
+) -> None:
+    answer = running.agent().post(
+        "/v1/approvals", json=REQUEST | {"callback_url": agent_endpoint.url}, headers={"X-Request-Id": "trace-7"}
+    )
+    approval_id = answer.json()["id"]
+    agent_endpoint.statuses = [500]
+    assert click(running, posted_card(slack), "U0REVIEWER", "approval.approve", approval_id).status_code == 200
+    agent_endpoint.wait_for(1)
+    running.deliver_due()
+    running.clock.advance(timedelta(seconds=5))
+    running.deliver_due()  # a pass started by nobody's request: the approval's id comes from its row
+    [hook] = agent_endpoint.wait_for(2)[1:]
+    assert {name.lower(): value for name, value in hook.headers.items()}["x-request-id"] == "trace-7"
+    about = {r.getMessage(): r.__dict__.get("request_id") for r in records if r.name.startswith("bot.")}
+    failed = next(m for m in about if m.startswith("outbox ") and f"webhook for {approval_id} failed" in m)
+    recovered = next(m for m in about if m.endswith(f"webhook for {approval_id} delivered after 1 failed attempts"))
+    assert about[failed] == about[recovered] == "trace-7"
+    assert about[f"callback approval.approved for {approval_id} delivered"] == "trace-7"
