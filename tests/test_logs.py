@@ -371,6 +371,9 @@ def test_one_request_id_follows_an_approval_from_the_api_to_its_card_decision_an
         [hook] = agent_endpoint.wait_for(1)
         assert {name.lower(): value for name, value in hook.headers.items()}["x-request-id"] == "abc-123"
         server.wait_for("callback approval.approved for")
+        # An answer given at the door (no token, so before the body is read) carries one too.
+        refused = httpx.post(f"{url}/v1/approvals", json=REQUEST, headers={"X-Request-Id": "door-1"})
+        assert (refused.status_code, refused.headers["x-request-id"]) == (401, "door-1")
         for hostile in ("<script>alert(1)</script>", "x" * 65, "abc-123 def", "abc-123;x"):
             answer = httpx.get(f"{url}/healthz", headers={"X-Request-Id": hostile})
             assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"]), hostile
@@ -395,6 +398,8 @@ def test_one_request_id_follows_an_approval_from_the_api_to_its_card_decision_an
     # The click's own access line carries the click's id; the decision it made carries the approval's.
     [click_line] = [r for r in records if r["logger"] == "uvicorn.access" and "/slack/events" in r["message"]]
     assert click_line["request_id"] == slack_request_id
+    [door] = [r for r in records if r.get("request_id") == "door-1"]
+    assert door["logger"] == "uvicorn.access" and door["message"].endswith('"POST /v1/approvals HTTP/1.1" 401')
     # No personal data or reviewer text on the way: the request's summary and target are not logged.
     assert REQUEST["summary"] not in log and REQUEST["target"]["id"] not in log
 
