@@ -251,6 +251,7 @@ def lateness(
             "HANDRAIL_CONFIG": str(work / "handrail.yml"),
             "PORT": str(web_port),
             "HANDRAIL_SWEEP_INTERVAL": f"{interval_s:g}s",
+            "HANDRAIL_LOG_FORMAT": "text",  # errors are counted by their LEVEL prefix
         }
         launch = datetime.now(UTC)
         rows, due_at = plan_lateness(ids, steps, window_s, launch)

@@ -61,6 +61,7 @@ def server_env(
         "REDIS_URL": redis_url,
         "HANDRAIL_CONFIG": str(config),
         "PORT": str(port),
+        "HANDRAIL_LOG_FORMAT": "text",  # the log is a file; its problems are counted by their LEVEL prefix
     }
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
-from bot import audit, feedback, flows, measures, runs
+from bot import audit, feedback, flows, logs, measures, runs
 from bot import readiness as ready
 from bot.approvals.agent import cancel, execute
 from bot.approvals.create import check_callback, check_callback_url
@@ -60,6 +61,7 @@ MAX_WAIT_SECONDS = 60
 APPROVAL_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")  # ids are `apr_` and 20 hex digits; anything else is not one
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def once_more_after_a_race(write: Callable[[], Awaitable[T]]) -> T:
@@ -237,11 +239,30 @@ def router(services: Services) -> APIRouter:
         await check_callback(services.config, body, services.destinations)
         now = services.clock.now()
         operating = services.gate.operating(body.agent)
+        request_id = logs.current_request_id()
         approval, created = await once_more_after_a_race(
-            lambda: services.run(create_approval, config=services.config, request=body, now=now, operating=operating)
+            lambda: services.run(
+                create_approval,
+                config=services.config,
+                request=body,
+                now=now,
+                operating=operating,
+                request_id=request_id,
+            )
         )
-        if not created:
+        fields = {"approval_id": approval.id, "agent": approval.agent, "action": approval.action}
+        if created:
+            log.info(
+                "approval %s requested by %s for %s: %s",
+                approval.id,
+                approval.agent,
+                approval.action,
+                approval.status,
+                extra=fields | {"status": approval.status},
+            )
+        else:
             response.status_code = 200
+            log.info("approval %s asked for again with its idempotency key", approval.id, extra=fields)
         return to_out(approval)
 
     def known_shape(approval_id: str) -> None:

@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import api
+from bot import api, logs
 from bot.clock import Clock
 from bot.config import HandrailConfig, package_version
 from bot.errors import HandrailError, TooMany, Unauthenticated
@@ -175,6 +175,35 @@ class Edge:
             await _error(413, "too_large", TOO_LARGE)(scope, receive, send)
 
 
+class RequestIds:
+    """Every HTTP request gets a request id, in scope while it is served (bot.logs: its log lines,
+    uvicorn's access line among them, carry it) and sent back as `X-Request-Id`: the caller's own
+    when well-formed (1 to 64 of A-Z a-z 0-9 . _ : -), else a new one. Outermost, so that answers
+    Edge gives at the door carry it too."""
+
+    HEADER = b"x-request-id"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == self.HEADER), b"")
+        text = given.decode("latin-1")
+        request_id = text if logs.REQUEST_ID.fullmatch(text) else logs.new_request_id()
+        header = (self.HEADER, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        with logs.request_scope(request_id):
+            await self.app(scope, receive, send_with_id)
+
+
 def _field_errors(error: RequestValidationError) -> tuple[str, str]:
     problems = []
     for item in error.errors():
@@ -295,6 +324,7 @@ def create_app(services: Services) -> FastAPI:
         queue_limit=settings.handrail_queue_limit,
         cards_behind=lambda: services.deliverer.behind,
     )
+    app.add_middleware(RequestIds)  # added last: the outermost
     app.include_router(api.router(services))
 
     @app.exception_handler(HandrailError)

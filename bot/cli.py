@@ -151,7 +151,7 @@ def migrate_command(settings: Settings) -> int:
     """`handrail migrate`: one line on stdout saying what it did (the URL without its password)."""
     from storage.db import make_engine, migrate
 
-    logs.configure()
+    logs.configure(log_format=settings.handrail_log_format)
     url = settings.database_url
     engine = make_engine(url, pool_size=1)
     try:
@@ -174,7 +174,8 @@ def _services(settings: Settings) -> Services:
     """Config checked before anything else is touched, then the database brought up to date."""
     from bot.services import build_services
 
-    logs.configure()  # before anything logs: the config's warnings, the migration, uvicorn, the scheduler
+    # Before anything logs: the config's warnings, the migration, uvicorn, the scheduler.
+    logs.configure(log_format=settings.handrail_log_format)
     # The event loop gives up the GIL at every socket call; while worker threads run SQL, it waits
     # up to this long to take it back, for each request it answers (Python's default: 5 ms).
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -227,13 +228,14 @@ def web(settings: Settings, host: str | None, expose: bool) -> int:
     services = _services(settings)
     from bot.app import create_app
 
-    return _serve(create_app(services), host or "0.0.0.0", settings.port)
+    return _serve(create_app(services), host or "0.0.0.0", settings)
 
 
-def _serve(app: FastAPI, host: str, port: int) -> int:
+def _serve(app: FastAPI, host: str, settings: Settings) -> int:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_config=logs.config(), log_level="info")
+    log_config = logs.config(log_format=settings.handrail_log_format)
+    uvicorn.run(app, host=host, port=settings.port, log_config=log_config, log_level="info")
     return 0
 
 
@@ -253,7 +255,7 @@ def local_web(settings: Settings, host: str, expose: bool) -> int:
     mode.mount(app, services, local)
     shown = "localhost" if host in ("127.0.0.1", "localhost", "0.0.0.0", "::") else host
     print(f"handrail: local mode, no Slack workspace: open http://{shown}:{settings.port}/local", file=sys.stderr)
-    return _serve(app, host, settings.port)
+    return _serve(app, host, settings)
 
 
 def worker(settings: Settings) -> int:

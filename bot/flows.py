@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import feedback, home, outbound, webhooks
+from bot import feedback, home, logs, outbound, webhooks
 from bot import readiness as ready
 from bot.alerts import actions as alert_actions
 from bot.approvals import acknowledge as acking
@@ -59,25 +59,43 @@ async def _as_approver(
     user_id: str,
     read: Approval | None = None,
     pass_read: bool = False,
+    what: str,
     **fields: Any,
 ) -> Approval:
     """Run one of the request's use cases for this Slack user, once Slack has said which of the
-    request's approver groups hold them. `read`: the request as the caller read it already (else it
+    request's approver groups hold them, with the request's own request id in scope (its log lines
+    follow the request that created it). `read`: the request as the caller read it already (else it
     is read here). With `pass_read`, the use case is given that copy (`read`), which it reads again
-    only if it changed since."""
+    only if it changed since. `what`: the decision, for the log line."""
     approval = read if read is not None and read.id == approval_id else await services.run(get, approval_id=approval_id)
-    groups = await _approver_groups(services, approval, user_id)
-    if pass_read:
-        fields["read"] = approval
-    return await services.run(
-        use_case,
-        config=services.config,
-        approval_id=approval_id,
-        user_id=user_id,
-        user_groups=groups,
-        now=services.clock.now(),
-        **fields,
-    )
+    with logs.request_scope(approval.request_id or logs.current_request_id()):
+        groups = await _approver_groups(services, approval, user_id)
+        if pass_read:
+            fields["read"] = approval
+        decided: Approval = await services.run(
+            use_case,
+            config=services.config,
+            approval_id=approval_id,
+            user_id=user_id,
+            user_groups=groups,
+            now=services.clock.now(),
+            **fields,
+        )
+        log.info(
+            "approval %s: %s by %s, now %s",
+            decided.id,
+            what,
+            user_id,
+            decided.status,
+            extra={
+                "approval_id": decided.id,
+                "agent": decided.agent,
+                "decision": what,
+                "user": user_id,
+                "status": decided.status,
+            },
+        )
+        return decided
 
 
 async def decide(
@@ -95,6 +113,7 @@ async def decide(
         approval_id=approval_id,
         user_id=user_id,
         pass_read=True,
+        what=decision,
         decision=decision,
         reason=reason,
         seen_params=seen_params,
@@ -112,6 +131,7 @@ async def edit(
         user_id=user_id,
         read=read,
         pass_read=True,
+        what="edit and approve",
         values=values,
         reason=reason,
         seen_sha256=seen_sha256,
@@ -206,6 +226,7 @@ async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> 
             key=webhooks.agent_key(secret.get_secret_value(), agent_id),
             timestamp=int(services.clock.now().timestamp()),
             body=payload,
+            request_id=logs.current_request_id(),
         )
     except webhooks.CallbackFailed as error:
         log.warning("control hook of %s failed: %s", agent_id, error)
@@ -399,7 +420,9 @@ async def undo_actions(
 
 async def review_approval(services: Services, *, approval_id: str, user_id: str, choice: feedback.Review) -> Approval:
     """Review a sampled auto-approved request."""
-    return await _as_approver(services, feedback.review, approval_id=approval_id, user_id=user_id, choice=choice)
+    return await _as_approver(
+        services, feedback.review, approval_id=approval_id, user_id=user_id, what=f"review {choice}", choice=choice
+    )
 
 
 # --- App Home ---

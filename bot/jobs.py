@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot import retention, summaries
+from bot import logs, retention, summaries
 from bot.alerts import episodes
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
@@ -54,10 +54,15 @@ def sweep_escalations(
         return len(due)
     for approval in due:
         try:  # with SQLite's driver, a savepoint is in effect a transaction per request
-            with session.begin_nested():
+            with logs.request_scope(approval.request_id), session.begin_nested():
                 escalate(session, config=config, approval=approval, now=now)
         except Exception:
-            log.exception("escalation of %s failed; retrying in %s", approval.id, RETRY_BROKEN)
+            log.exception(
+                "escalation of %s failed; retrying in %s",
+                approval.id,
+                RETRY_BROKEN,
+                extra={"approval_id": approval.id, "request_id": approval.request_id},
+            )
             approval.next_at = now + RETRY_BROKEN
     return len(due)
 

@@ -4,7 +4,8 @@ Each POST carries `X-Handrail-Timestamp` (Unix seconds) and
 `X-Handrail-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>." + raw body)>`. The key is per agent,
 derived from HANDRAIL_WEBHOOK_SECRET (`handrail webhook-key <agent>` prints it). Receivers check
 the signature with `verify()` (or the same three lines in any language) and reject timestamps more
-than five minutes old.
+than five minutes old. A callback about an approval carries `X-Request-Id`: the id of the request
+that created it, as in Handrail's log.
 
 Callbacks follow no redirects: a 3xx answer is a failed delivery, so a callback cannot be bounced
 to an address the operator did not allow (bot/destinations.py decides which those are).
@@ -19,6 +20,7 @@ import httpx
 
 TIMESTAMP_HEADER = "X-Handrail-Timestamp"
 SIGNATURE_HEADER = "X-Handrail-Signature"
+REQUEST_ID_HEADER = "X-Request-Id"  # not signed: it says which request's log to read, nothing more
 TOLERANCE_SECONDS = 300
 
 
@@ -46,13 +48,18 @@ class CallbackFailed(Exception):
     pass
 
 
-async def deliver(client: httpx.AsyncClient, *, url: str, key: str, timestamp: int, body: bytes) -> None:
+async def deliver(
+    client: httpx.AsyncClient, *, url: str, key: str, timestamp: int, body: bytes, request_id: str | None = None
+) -> None:
+    """POST the signed body; `request_id` (the approval's) goes along as X-Request-Id."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Handrail",
         TIMESTAMP_HEADER: str(timestamp),
         SIGNATURE_HEADER: sign(key, timestamp, body),
     }
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
     try:
         response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:

@@ -139,6 +139,13 @@ class Approvals:
     def get_many(self, approval_ids: list[str]) -> list[Approval]:
         return list(self.session.scalars(select(Approval).where(Approval.id.in_(approval_ids)))) if approval_ids else []
 
+    def request_ids(self, approval_ids: list[str]) -> dict[str, str | None]:
+        """The request id each of these approvals was created by (None: created without one)."""
+        if not approval_ids:
+            return {}
+        found = self.session.execute(select(Approval.id, Approval.request_id).where(Approval.id.in_(approval_ids)))
+        return {approval_id: request_id for approval_id, request_id in found}
+
     def take_card_leases(self, approval_ids: list[str], now: datetime, hold: timedelta) -> list[Approval]:
         """Only one sender at a time may post or update an approval's card: lease the cards of
         these approvals that nobody holds, and return those approvals as they are now (read by the

@@ -150,6 +150,8 @@ class Approval(Base):
     target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
     # When retention cleared its raw payloads (params, proposed params, changes, edits' values).
     purged_at: Mapped[datetime | None]
+    # The X-Request-Id of the POST that created it: its card, decision and callback log with it.
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEvent(Base):

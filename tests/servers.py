@@ -18,12 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Process:
-    """`python -m bot.cli <command>` with its stderr read line by line as it comes."""
+    """`python -m bot.cli <command>` with its stderr read line by line as it comes. Its stderr is a
+    pipe, so it would log JSON lines: it logs text (`LEVEL logger: message`) unless `env` chooses
+    with HANDRAIL_LOG_FORMAT (set, or set empty for the choice a pipe gets: JSON)."""
 
     def __init__(self, command: str, env: dict[str, str], *args: str, cwd: Path = ROOT) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", command, *args],
-            env=env,
+            env={"HANDRAIL_LOG_FORMAT": "text"} | env,
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

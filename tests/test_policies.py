@@ -387,10 +387,13 @@ def test_the_agent_can_cancel_a_pending_request_once(db: Database, clock: Manual
     assert refused.value.code == "already_approved"
 
 
-def test_a_broken_request_does_not_stall_the_sweep(db: Database, clock: ManualClock) -> None:
+def test_a_broken_request_does_not_stall_the_sweep(
+    db: Database, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     broken, healthy = create(db, clock, summary="broken"), create(db, clock, summary="healthy")
     with db.transaction() as session:
         get_approval(session, broken.id).policy = {"source": "default"}  # unreadable: no ladder, no quorum
+        get_approval(session, broken.id).request_id = "trace-9"
     clock.advance(timedelta(minutes=15))
     with pytest.raises(ValidationError), db.transaction() as session:
         jobs.sweep_escalations(session, config=CONFIG, now=clock.now())
@@ -399,6 +402,8 @@ def test_a_broken_request_does_not_stall_the_sweep(db: Database, clock: ManualCl
         assert jobs.sweep_escalations(session, config=CONFIG, now=clock.now(), careful=True) == 2
     assert [m["user"] for m in sent(db, healthy.id, "dm")] == ["U0OWNER"]
     assert sent(db, broken.id, "dm") == [] and load(db, broken.id).next_at == clock.now() + jobs.RETRY_BROKEN
+    [failed] = [r for r in caplog.records if r.getMessage().startswith(f"escalation of {broken.id} failed")]
+    assert (failed.__dict__["approval_id"], failed.__dict__["request_id"]) == (broken.id, "trace-9")
 
 
 def test_a_policy_freezes_its_editable_params_and_ack_timeout_onto_the_request() -> None:

@@ -64,6 +64,7 @@ def create(
     request: ApprovalRequest,
     now: datetime,
     operating: Operating | None = None,
+    request_id: str | None = None,
 ) -> tuple[Approval, bool]:
     """Store a new request under the policy that matches it. With an idempotency key already used
     by this agent, return that request instead (created=False); reusing the key for a different
@@ -73,7 +74,8 @@ def create(
     sampled); `human_only` ones are denied to the agent at once and posted as a task for a person.
     In suggest mode `auto` policies ask people as `approve` ones do; in shadow mode every request
     is recorded as `shadow` and answered at once: no card, no ladder, nothing to execute.
-    `operating` is the gate's copy of the agent's mode (None: read it from SQL)."""
+    `operating` is the gate's copy of the agent's mode (None: read it from SQL). `request_id`: the
+    id of the HTTP request that asks, kept for the log lines of what follows."""
     body = request.model_dump(mode="json")
     request_sha256 = request_sha256_of(body)
     repo = Approvals(session)
@@ -123,6 +125,7 @@ def create(
         channel=agent.channel,
         state_version=1,
         card_version=0,
+        request_id=request_id,
     )
     if mode == "shadow":
         approval.status, approval.decision_code, approval.decided_by, approval.decided_at = "shadow", "shadow", [], now

@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -36,6 +36,10 @@ VARIABLE_FORMS = {
     "PORT": "is not a port number: write a whole number from 1 to 65535, e.g. PORT=3000",
     "HANDRAIL_SCHEDULER": "is not on or off: write HANDRAIL_SCHEDULER=off to leave the sweeps to `handrail worker`",
     "HANDRAIL_QUEUE_LIMIT": "is not a whole number from 1 to 10000: write e.g. HANDRAIL_QUEUE_LIMIT=32",
+    "HANDRAIL_LOG_FORMAT": (
+        "is not json or text: write HANDRAIL_LOG_FORMAT=json (one JSON object a line) or text, or leave it "
+        "unset for text on a terminal and JSON otherwise"
+    ),
 }
 
 
@@ -96,6 +100,16 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
     # Who deployed this process's config (a person, a pipeline): the `config.changed` event's actor.
     handrail_deployed_by: str | None = None
+    # json: one JSON object a line; text: `LEVEL logger: message`; unset: text on a terminal only.
+    handrail_log_format: Literal["json", "text"] | None = None
+
+    @field_validator("handrail_log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        """Empty is unset; JSON and Text are json and text."""
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
 
     @field_validator("handrail_retention")
     @classmethod

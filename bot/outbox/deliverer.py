@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import httpx
 
-from bot import mrkdwn, outbound, pagerduty, webhooks
+from bot import logs, mrkdwn, outbound, pagerduty, webhooks
 from bot.cards.agent import announcement, announcement_blocks
 from bot.cards.alerts import alert_card, alert_fallback_card, alert_note_text
 from bot.cards.approval import approval_card, dm_blocks, fallback_card, note_text
@@ -105,6 +105,10 @@ class Deliverer:
                 self.behind = False  # what it claimed is sent (or failed and waits for its retry)
 
     async def _deliver_in_order(self, group: Group) -> None:
+        with logs.request_scope(group.request_id):  # each group is a task of its own: no other sees it
+            await self._deliver_group(group)
+
+    async def _deliver_group(self, group: Group) -> None:
         async with self._slots:
             try:
                 for row in group.rows:
@@ -138,8 +142,9 @@ class Deliverer:
         approval = group.approval
         assert approval is not None
         new_ts, cut, refused = None, False, None
+        due = approval.card_version < approval.state_version
         try:
-            if approval.card_version < approval.state_version:
+            if due:
                 agent = self.config.agents[approval.agent]
                 card = approval_card(approval, agent, group.paused)
                 cut = card.cut
@@ -155,7 +160,15 @@ class Deliverer:
         except BaseException:
             await self.lane.call(self.rows.release_card, group)
             raise
-        if await self.lane.call(self.rows.card_shown, row, group, new_ts, cut, refused):
+        shown = await self.lane.call(self.rows.card_shown, row, group, new_ts, cut, refused)
+        fields = {"approval_id": approval.id, "agent": approval.agent, "channel": approval.channel}
+        if new_ts:
+            log.info("card for %s posted in %s", approval.id, approval.channel, extra=fields | {"message_ts": new_ts})
+        elif due:
+            log.info(
+                "card for %s updated: %s", approval.id, approval.status, extra=fields | {"status": approval.status}
+            )
+        if shown:
             self._queued = True  # its full request, in its thread: this pass claims it next
 
     async def _place(self, row: Row, group: Group) -> tuple[Approval, bool]:
@@ -244,10 +257,21 @@ class Deliverer:
                 key=key,
                 timestamp=int(self.clock.now().timestamp()),
                 body=body,
+                request_id=logs.current_request_id(),
             )
         except Refused as refused:  # it would be refused on every try: dead now
             await self.lane.call(self.rows.fail, row, f"refused: {refused.why}", None, True)
             return
+        log.info(
+            "callback %s for %s delivered",
+            payload.body["event"],
+            row.approval_id or payload.suggestion_id,
+            extra={
+                "approval_id" if row.approval_id else "suggestion_id": row.approval_id or payload.suggestion_id,
+                "agent": payload.agent,
+                "event": payload.body["event"],
+            },
+        )
         delivered = {
             "actor": "system",
             "event": "callback.delivered",

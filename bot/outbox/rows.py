@@ -102,6 +102,7 @@ class Group:
     paused: PauseView | None = None  # the pause its card shows
     leased: bool = False  # this pass holds the approval's card lease
     delivered: list[tuple[Row, Audited]] = field(default_factory=list)  # not marked sent yet
+    request_id: str | None = None  # the approval's: its rows' deliveries log with it
 
 
 class Rows:
@@ -137,8 +138,8 @@ class Rows:
 
     def _read_approvals(self, session: Session, claimed: list[Claimed], now: datetime) -> dict[str, Group]:
         """Take the card lease of each approval with a card row here (the statement that takes
-        them reads them), and read the others whose notes need them: a group for each, its rows
-        still to come."""
+        them reads them), read the others whose notes need them, and the request ids of the rest:
+        a group for each, its rows still to come."""
         kinds: dict[str, set[str]] = defaultdict(set)
         for message in claimed:
             if message.approval_id:
@@ -150,9 +151,14 @@ class Rows:
         read = {a.id: a for a in approvals.get_many(wanted)}
         stale = sorted({a.agent for a in leased.values() if a.card_version < a.state_version})
         pauses = [PauseView.of(p) for p in Pauses(session).unlifted(stale)] if stale else []
-        groups = {key: Group([], approval=approval) for key, approval in read.items()}
+        groups = {key: Group([], approval=approval, request_id=approval.request_id) for key, approval in read.items()}
         for key, approval in leased.items():
-            groups[key] = Group([], approval, covering(pauses, approval.agent, approval.customer, now), leased=True)
+            paused = covering(pauses, approval.agent, approval.customer, now)
+            groups[key] = Group([], approval, paused, leased=True, request_id=approval.request_id)
+        # The others (a callback alone) need only the request id, for their log lines.
+        others = [key for key in kinds if key not in groups]
+        for key, request_id in approvals.request_ids(others).items():
+            groups[key] = Group([], request_id=request_id)
         return groups
 
     def _set_aside(self, unreadable: list[tuple[int, str, ValueError]], orphans: list[Group]) -> None:
