@@ -259,9 +259,11 @@ def worker(settings: Settings) -> int:
         return _fail(problem)
     services = _services(settings)
 
+    from bot import metrics
     from bot.scheduler import start_sweeps
 
     async def work() -> None:
+        metrics.process_started()
         await services.start()
         sweeps = start_sweeps(services)
         services.deliverer.kick()
@@ -272,6 +274,7 @@ def worker(settings: Settings) -> int:
             heartbeat.cancel()
             await sweeps.stop()
             await services.aclose()
+            metrics.process_stopping()
 
     asyncio.run(work())
     return 0

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot import summaries
+from bot import metrics, summaries
 from bot.alerts import episodes
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
@@ -96,6 +96,13 @@ class Sweeper:
                     log.warning("could not release the escalation sweep lock: %s", error)
 
     async def _sweep_all(self) -> int:
+        """Time the sweep (handrail_sweep_duration_seconds) and, when it gets to its end, note when."""
+        async with metrics.timed("escalations"):
+            total = await self._sweep_batches()
+        metrics.sweep_succeeded(self.clock.now())
+        return total
+
+    async def _sweep_batches(self) -> int:
         try:
             await self.run(lift_expired, config=self.config, now=self.clock.now())
         except Exception:  # the gate already ignores a pause past its end; this only records it
@@ -142,7 +149,7 @@ class Evaluator:
         serving (their runs, actions or alerts may just have arrived); returns how many agents
         were evaluated."""
         total = 0
-        async with self._one:
+        async with self._one, metrics.timed("alerts"):
             while True:
                 claimed = await self.run(episodes.evaluate_due, config=self.config, now=self.clock.now())
                 total += claimed
@@ -174,7 +181,7 @@ class Summarizer:
             return None
 
     async def summarise(self) -> int:
-        async with self._one:
+        async with self._one, metrics.timed("summaries"):
             try:
                 return await self._summarise()
             except Exception:
