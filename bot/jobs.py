@@ -53,10 +53,12 @@ def sweep_escalations(
                 escalate(session, config=config, approval=approval, now=now)
         return len(due)
     for approval in due:
+        counted = metrics.pending(session)
         try:  # with SQLite's driver, a savepoint is in effect a transaction per request
             with session.begin_nested():
                 escalate(session, config=config, approval=approval, now=now)
         except Exception:
+            metrics.forget(session, counted)  # what its rolled-back savepoint did never happened
             log.exception("escalation of %s failed; retrying in %s", approval.id, RETRY_BROKEN)
             approval.next_at = now + RETRY_BROKEN
     return len(due)

@@ -148,6 +148,16 @@ def after_commit(session: Session, count: Callable[[], None]) -> None:
     effects.of(session).counts.append(count)
 
 
+def pending(session: Session) -> int:
+    """A mark: how many counts wait for the session's commit (before a savepoint, see forget)."""
+    return len(effects.of(session).counts)
+
+
+def forget(session: Session, mark: int) -> None:
+    """Drop the counts recorded since `mark`: their savepoint rolled back."""
+    del effects.of(session).counts[mark:]
+
+
 def approval_moved(session: Session, *, status: str, mode: str, decided_in: float | None = None) -> None:
     """An approval request was created with `status` or moved to it; `decided_in`: seconds from
     its creation to a decision by people."""

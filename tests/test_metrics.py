@@ -363,3 +363,43 @@ def test_two_processes_write_one_multiprocess_directory_and_one_scrape_sees_both
     left = os.listdir(shared_dir)
     assert not [name for name in left if name.startswith("gauge_live")]
     assert [name for name in left if name.startswith("counter_")]
+
+
+def test_a_request_whose_savepoint_rolled_back_counts_nothing(
+    tmp_path: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The careful sweep takes each request in a savepoint: one that fails after its status moved
+    counts nothing; the other counts its expiry once the transaction commits."""
+    from prometheus_client import REGISTRY
+
+    from bot import effects
+    from bot.approvals import ladder
+    from bot.jobs import sweep_escalations
+
+    config = load_config(config_file)
+    db = Database(f"sqlite:///{tmp_path / 'handrail.db'}")
+    migrate(db.engine)
+    asked = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    with db.transaction() as session:
+        broken, _ = create_approval(session, config=config, request=request(idempotency_key="a"), now=asked)
+        fine, _ = create_approval(session, config=config, request=request(idempotency_key="b"), now=asked)
+    real_show = ladder.show
+
+    def show(session: Any, approval: Any, *args: Any, **kwargs: Any) -> None:
+        if approval.id == broken.id:
+            raise RuntimeError("a broken request")
+        real_show(session, approval, *args, **kwargs)
+
+    monkeypatch.setattr(ladder, "show", show)
+
+    def expired() -> float:
+        return REGISTRY.get_sample_value("handrail_approvals_total", {"status": "expired", "mode": "approve"}) or 0.0
+
+    before = expired()
+    with db.transaction() as session:
+        sweep_escalations(session, config=config, now=asked + timedelta(days=2), careful=True)
+        counts = effects.of(session).counts
+    for count in counts:  # as Services.run does after the commit
+        count()
+    assert expired() - before == 1, "the broken request's expiry rolled back, and is not counted"
+    db.dispose()
