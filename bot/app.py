@@ -1,5 +1,5 @@
-"""create_app(settings, services) -> the ASGI app: /slack/events, /v1, /healthz, /readyz; with
-SLACK_APP_TOKEN, Slack's requests come over Socket Mode instead of /slack/events."""
+"""create_app(settings, services) -> the ASGI app: /slack/events, /v1, /healthz, /readyz, /metrics;
+with SLACK_APP_TOKEN, Slack's requests come over Socket Mode instead of /slack/events."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import asyncio
 import gc
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
@@ -21,12 +23,14 @@ from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot import api, logs
+from bot import api, logs, metrics
 from bot.clock import Clock
 from bot.config import HandrailConfig, package_version
 from bot.errors import HandrailError, TooMany, Unauthenticated
+from bot.outbound import Kind
 from bot.scheduler import start_sweeps
 from bot.services import Services
 from handlers import actions, alerts, commands, events, feedback, home, views
@@ -185,6 +189,15 @@ class RequestIds:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+class Timed:
+    """Times every HTTP request into handrail_http_request_duration_seconds, labelled with the
+    template of the route that served it (`/v1/approvals/{approval_id}`, never the path itself,
+    which may hold ids or anything a client typed), its method and its status. A request Edge
+    answered before routing is matched here; one no route matches is `other`."""
+
+    def __init__(self, app: ASGIApp, *, router: Router) -> None:
+        self.app = app
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -202,6 +215,63 @@ class RequestIds:
 
         with logs.request_scope(request_id):
             await self.app(scope, receive, send_with_id)
+        started = time.perf_counter()
+        status = 500  # unless a response starts: what the server answers when the app raised
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            labels = (self._route(scope), metrics.http_method(scope["method"]), str(status))
+            metrics.HTTP_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+    def _route(self, scope: Scope) -> str:
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return path
+        for route in self.router.routes:
+            if route.matches(scope)[0] != Match.NONE:
+                return str(getattr(route, "path", metrics.OTHER))
+        return metrics.OTHER
+
+
+class Scrape:
+    """GET /metrics: the metrics of this process (or, in multiprocess mode, of every process on
+    this host), the outbox's gauges from one grouped SQL statement and readiness as /readyz
+    decides it. A database that does not answer leaves the outbox's gauges out and makes
+    handrail_ready 0; it is logged once until it answers again. Never a 500."""
+
+    KINDS = tuple(kind.value for kind in Kind)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.failing = False
+
+    async def __call__(self) -> bytes:
+        services = self.services
+        backlog = None
+        try:
+            backlog = await services.control.call(metrics.read_backlog, services.control.db, self.KINDS)
+            if self.failing:
+                log.info("metrics: the database answers again")
+            self.failing = False
+        except Exception as error:  # any driver error: the gauges it would give are left out
+            if not self.failing:
+                log.warning("metrics: the outbox could not be read, its gauges are left out: %s", type(error).__name__)
+            self.failing = True
+        redis_ok = True
+        if services.shared.redis is not None:
+            try:
+                await services.shared.ping()
+            except Exception:
+                redis_ok = False
+        families = metrics.scrape_families(backlog, services.clock.now(), ready=backlog is not None and redis_ok)
+        return await asyncio.to_thread(metrics.exposition, families)
 
 
 def _field_errors(error: RequestValidationError) -> tuple[str, str]:
@@ -282,6 +352,7 @@ def create_app(services: Services) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        metrics.process_started()
         await services.start()
         if socket:
             await socket.start()
@@ -316,6 +387,7 @@ def create_app(services: Services) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.aclose()
+            metrics.process_stopping()
 
     app = FastAPI(title="Handrail", version=package_version(), lifespan=lifespan)
     app.add_middleware(
@@ -324,6 +396,7 @@ def create_app(services: Services) -> FastAPI:
         queue_limit=settings.handrail_queue_limit,
         cards_behind=lambda: services.deliverer.behind,
     )
+    app.add_middleware(Timed, router=app.router)  # outside Edge: it times what Edge answers too
     app.add_middleware(RequestIds)  # added last: the outermost
     app.include_router(api.router(services))
 
@@ -350,6 +423,13 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    scrape = Scrape(services)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_text() -> Response:
+        """Prometheus' text format, unauthenticated like /healthz: bind it privately in production."""
+        return Response(await scrape(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:

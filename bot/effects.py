@@ -2,11 +2,13 @@
 
 Domain functions record effects on the Session they were given (`effects.of(session)`); the code
 that owns the transaction (`Services.run`) reads them after commit and carries them out: wake the
-long-polls waiting on changed approvals, have every replica's gate reload, send the outbox.
+long-polls waiting on changed approvals, have every replica's gate reload, send the outbox, count
+what happened (bot/metrics.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -20,6 +22,7 @@ class Effects:
     control: bool = False  # the control state changed: every gate reloads
     outbox: bool = False  # outbox rows were written: deliver them
     alerts: bool = False  # runs or actions arrived: evaluate the alert rules that are due
+    counts: list[Callable[[], None]] = field(default_factory=list)  # metrics to count (bot.metrics.after_commit)
 
 
 def of(session: Session) -> Effects:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from bot import metrics
 from bot.clock import Clock
 from bot.config import HandrailConfig
 from bot.control.state import ControlState, Operating, snapshot, unavailable
@@ -93,6 +94,11 @@ class Gate:
         return None
 
     async def check(self, agent: str, customer: str | None = None, run_id: str | None = None) -> GateOut:
+        verdict = await self._verdict(agent, customer, run_id)
+        metrics.GATE_CHECKS.labels("open" if verdict.allowed else "closed").inc()
+        return verdict
+
+    async def _verdict(self, agent: str, customer: str | None, run_id: str | None) -> GateOut:
         now = self.clock.now()
         if self.fresh and self.state is not None:
             return self.state.verdict(agent, customer, run_id, now)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.orm import Session
 
-from bot import logs, retention, summaries
+from bot import logs, metrics, retention, summaries
 from bot.alerts import episodes
 from bot.approvals.ladder import escalate
 from bot.clock import Clock
@@ -53,10 +53,12 @@ def sweep_escalations(
                 escalate(session, config=config, approval=approval, now=now)
         return len(due)
     for approval in due:
+        counted = metrics.pending(session)
         try:  # with SQLite's driver, a savepoint is in effect a transaction per request
             with logs.request_scope(approval.request_id), session.begin_nested():
                 escalate(session, config=config, approval=approval, now=now)
         except Exception:
+            metrics.forget(session, counted)  # what its rolled-back savepoint did never happened
             log.exception(
                 "escalation of %s failed; retrying in %s",
                 approval.id,
@@ -101,6 +103,13 @@ class Sweeper:
                     log.warning("could not release the escalation sweep lock: %s", error)
 
     async def _sweep_all(self) -> int:
+        """Time the sweep (handrail_sweep_duration_seconds) and, when it gets to its end, note when."""
+        async with metrics.timed("escalations"):
+            total = await self._sweep_batches()
+        metrics.sweep_succeeded(self.clock.now())
+        return total
+
+    async def _sweep_batches(self) -> int:
         try:
             await self.run(lift_expired, config=self.config, now=self.clock.now())
         except Exception:  # the gate already ignores a pause past its end; this only records it
@@ -147,7 +156,7 @@ class Evaluator:
         serving (their runs, actions or alerts may just have arrived); returns how many agents
         were evaluated."""
         total = 0
-        async with self._one:
+        async with self._one, metrics.timed("alerts"):
             while True:
                 claimed = await self.run(episodes.evaluate_due, config=self.config, now=self.clock.now())
                 total += claimed
@@ -179,7 +188,7 @@ class Summarizer:
             return None
 
     async def summarise(self) -> int:
-        async with self._one:
+        async with self._one, metrics.timed("summaries"):
             try:
                 return await self._summarise()
             except Exception:

@@ -21,7 +21,7 @@ from bot.jobs import Evaluator, Retention, Summarizer, Sweeper
 from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
 from bot.presence import Presence
-from bot.slack_gateway import SlackGateway
+from bot.slack_gateway import CountedClient, SlackGateway
 from storage.db import Database
 from storage.memory_store import ChangeFeed
 from storage.shared import Shared, open_shared
@@ -82,8 +82,8 @@ class Services:
 
     async def run(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a domain function in one transaction in a worker thread of its lane; after it
-        commits, send what it queued, wake whoever waits on the approvals it changed, and have
-        every gate reload when it changed the control state."""
+        commits, count what it did (bot.metrics), send what it queued, wake whoever waits on the
+        approvals it changed, and have every gate reload when it changed the control state."""
         lane = self.control if in_control() else self.work
 
         def work() -> tuple[T, effects.Effects]:
@@ -93,6 +93,8 @@ class Services:
             return result, done
 
         result, done = await lane.call(work)
+        for count in done.counts:
+            count()
         if done.outbox:
             self.deliverer.kick()
         if done.alerts:
@@ -125,7 +127,7 @@ class Services:
 
 def slack_client(settings: Settings) -> AsyncWebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
+    return CountedClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
 
 
 def build_services(

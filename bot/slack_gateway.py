@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import ClientError, FormData
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot import mrkdwn
+from bot import metrics, mrkdwn
 from storage.shared import GroupCache
 
 # Slack errors about what a message says: its blocks or its length.
@@ -72,6 +74,48 @@ def _translate(error: Exception) -> SlackError:
             return SlackError("ratelimited", retry_after=retry_after)
         return SlackError(str(response.get("error") or f"http_{response.status_code}"))
     return SlackError(f"{type(error).__name__}: {error}")
+
+
+class CountedClient(AsyncWebClient):
+    """slack_sdk's client, counting every Web API call by method and result: Handrail's own and
+    those Bolt makes with it (auth.test, responses to listeners). A result is `ok`, one of Slack's
+    known error codes (bot.metrics.SLACK_ERRORS), `other`, or `network` when Slack was not reached
+    or did not answer in time; a 429 also counts in handrail_slack_rate_limited_total."""
+
+    async def api_call(
+        self,
+        api_method: str,
+        *,
+        http_verb: str = "POST",
+        files: dict[str, Any] | None = None,
+        data: dict[str, Any] | FormData | None = None,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> AsyncSlackResponse:
+        try:
+            response = await super().api_call(
+                api_method,
+                http_verb=http_verb,
+                files=files,
+                data=data,
+                params=params,
+                json=json,
+                headers=headers,
+                auth=auth,
+            )
+        except SlackApiError as error:
+            failed = _translate(error)
+            metrics.SLACK_CALLS.labels(api_method, metrics.slack_error(failed.error)).inc()
+            if failed.retry_after is not None:
+                metrics.SLACK_RATE_LIMITED.labels(api_method).inc()
+            raise
+        except (SlackClientError, ClientError, OSError, TimeoutError):
+            metrics.SLACK_CALLS.labels(api_method, "network").inc()
+            raise
+        metrics.SLACK_CALLS.labels(api_method, "ok").inc()
+        return response
 
 
 class SlackGateway:

@@ -516,6 +516,15 @@ class Outbox:
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result)
+    def backlog(self) -> list[tuple[str, str, int, datetime | None]]:
+        """(status, kind, rows, oldest created_at) of the rows still to deliver (`pending`) and of
+        the dead ones: one grouped statement, which the status index serves."""
+        rows = self.session.execute(
+            select(OutboxMessage.status, OutboxMessage.kind, func.count(), func.min(OutboxMessage.created_at))
+            .where(OutboxMessage.status.in_(("pending", "dead")))
+            .group_by(OutboxMessage.status, OutboxMessage.kind)
+        )
+        return [(status, kind, count, oldest) for status, kind, count, oldest in rows]
 
     def has_pending(self, approval_id: str, kind: str) -> bool:
         """Whether a row of this kind about this approval is still to be delivered."""

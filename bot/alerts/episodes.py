@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot import outbound
+from bot import metrics, outbound
 from bot.alerts import messages, rules
 from bot.alerts.findings import FailingRun, Finding, RunFailureFinding
 from bot.config import HandrailConfig
@@ -272,6 +272,7 @@ def _open(
     except IntegrityError:
         return None
     _audit(session, now, "system", "alert.fired", episode, after={"rule": rule, "finding": episode.finding})
+    metrics.after_commit(session, metrics.ALERTS_FIRED.labels(rule).inc)
     if rule != "run_failure" and situation.alerts.rule(rule).on_fire == "pause" and situation.paused is None:
         reason = f"alert {episode.id}: {rule.replace('_', ' ')} fired"
         pausing.pause(
@@ -353,6 +354,7 @@ def resolve(session: Session, config: HandrailConfig, episode: AlertEpisode, now
     if not Episodes(session).transition(episode, **values):
         return
     _audit(session, now, "system", "alert.resolved", episode, reason=why)
+    metrics.after_commit(session, metrics.ALERTS_RESOLVED.labels(episode.rule).inc)
     if not quiet or _shown(session, episode):
         messages.sync(session, episode, now)
     if paged:

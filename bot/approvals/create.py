@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import AnyHttpUrl
 from sqlalchemy.orm import Session
 
-from bot import effects, policy
+from bot import effects, metrics, policy
 from bot.approvals.records import audit, has_card, sha256_of, show
 from bot.config import HandrailConfig
 from bot.control.state import Operating
@@ -151,6 +151,7 @@ def create(
     if card and approval.decision_code == "auto":
         approval.review = "pending"  # drawn for review: its card asks whether it was right
     repo.add(approval)
+    metrics.approval_moved(session, status=approval.status, mode=applied.mode)
 
     audit(
         session,

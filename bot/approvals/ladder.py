@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bot import outbound
+from bot import metrics, outbound
 from bot.approvals.records import audit, change, dm, policy_of, send, show
 from bot.config import HandrailConfig
 from bot.escalation import next_step, upcoming
@@ -96,6 +96,7 @@ def escalate(session: Session, *, config: HandrailConfig, approval: Approval, no
             "approval.escalated",
             after={"step": due.index, "notify": role, "user": user, "due_at": due.at.isoformat()},
         )
+        metrics.after_commit(session, metrics.ESCALATION_STEPS.labels(str(due.index)).inc)
     if expire:
         audit(
             session,

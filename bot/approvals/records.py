@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bot import effects, outbound, policy
+from bot import effects, metrics, outbound, policy
 from bot.config import AgentConfig, HandrailConfig
 from bot.errors import Forbidden, NotFound
 from bot.models import ApprovalOut
@@ -144,13 +144,19 @@ def audit(session: Session, approval: Approval, now: datetime, actor: str, event
 
 def change(session: Session, approval: Approval, **values: Any) -> bool:
     """Compare-and-set against the version this caller read. When it wins, the object takes the
-    values it wrote; when it loses, it is re-read."""
+    values it wrote (a new status is counted once the transaction commits); when it loses, it is
+    re-read."""
     won = Approvals(session).transition(approval.id, expected_version=approval.state_version, **values)
     if not won:
         session.refresh(approval)
         return False
     for key, value in {**values, "state_version": approval.state_version + 1}.items():
         set_committed_value(approval, key, value)
+    if "status" in values:
+        decided_in = None
+        if approval.status in ("approved", "denied") and approval.decided_by and approval.decided_at:
+            decided_in = (approval.decided_at - approval.created_at).total_seconds()
+        metrics.approval_moved(session, status=approval.status, mode=policy_of(approval).mode, decided_in=decided_in)
     return True
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from bot import effects, outbound
+from bot import effects, metrics, outbound
 from bot.config import HandrailConfig
 from bot.control.access import known_agent
 from bot.control.records import announce, audit, redraw_cards
@@ -114,6 +114,8 @@ def pause(
     )
     announce(session, config, agent_id, note, now)
     effects.control_changed(session)
+    scope = "all" if agent_id == EVERY_AGENT else "customer" if customer is not None else "agent"
+    metrics.after_commit(session, metrics.PAUSES.labels(scope).inc)
     return PauseDone(note, cards_redrawn)
 
 

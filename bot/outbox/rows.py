@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bot import outbound
+from bot import metrics, outbound
 from bot.clock import Clock
 from bot.control.state import PauseView, covering, pause_covering
 from bot.outbound import Kind
@@ -31,6 +31,7 @@ MAX_ATTEMPTS = 10  # about 85 minutes of retries: 5 s, 10 s, 20 s, ... 2560 s
 
 Audited = dict[str, Any] | None  # the audit event a delivered row leaves, if any
 _NEED_APPROVAL = {Kind.CARD.value, Kind.THREAD.value, Kind.DM.value}  # rows whose delivery reads their approval
+_KINDS = frozenset(kind.value for kind in Kind)
 
 
 def subject_of(session: Session, row: Row, approval: Approval | None = None) -> tuple[str | None, str | None]:
@@ -171,6 +172,8 @@ class Rows:
             for group in orphans:
                 assert group.approval is not None
                 Approvals(session).release_card_lease(group.approval.id)
+        for _, kind, _ in unreadable:
+            metrics.OUTBOX_DEAD.labels(kind if kind in _KINDS else metrics.OTHER).inc()
 
     def _mark_sent(
         self, session: Session, delivered: list[tuple[Row, Audited]], approval: Approval | None = None
@@ -196,6 +199,9 @@ class Rows:
             if group.leased:
                 assert group.approval is not None
                 Approvals(session).release_card_lease(group.approval.id)
+        for row, _ in group.delivered:
+            if row.kind == Kind.WEBHOOK:
+                metrics.CALLBACKS.labels("delivered").inc()
         group.delivered, group.leased = [], False
 
     def postpone(self, row: Row, delay: timedelta) -> None:
@@ -224,7 +230,10 @@ class Rows:
                     agent=agent,
                     target_id=target_id,
                 )
+        if row.kind == Kind.WEBHOOK:
+            metrics.CALLBACKS.labels("dead" if dead else "failed").inc()
         if dead:
+            metrics.OUTBOX_DEAD.labels(row.kind.value).inc()
             log.error("outbox %s %s for %s is dead after %d attempts: %s", row.id, row.kind, row.group, attempts, error)
         elif attempts == 1:  # later failures stay quiet until it is delivered or dead
             log.warning(
