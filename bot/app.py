@@ -189,15 +189,6 @@ class RequestIds:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-class Timed:
-    """Times every HTTP request into handrail_http_request_duration_seconds, labelled with the
-    template of the route that served it (`/v1/approvals/{approval_id}`, never the path itself,
-    which may hold ids or anything a client typed), its method and its status. A request Edge
-    answered before routing is matched here; one no route matches is `other`."""
-
-    def __init__(self, app: ASGIApp, *, router: Router) -> None:
-        self.app = app
-        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -215,6 +206,22 @@ class Timed:
 
         with logs.request_scope(request_id):
             await self.app(scope, receive, send_with_id)
+
+
+class Timed:
+    """Times every HTTP request into handrail_http_request_duration_seconds, labelled with the
+    template of the route that served it (`/v1/approvals/{approval_id}`, never the path itself,
+    which may hold ids or anything a client typed), its method and its status. A request Edge
+    answered before routing is matched here; one no route matches is `other`."""
+
+    def __init__(self, app: ASGIApp, *, router: Router) -> None:
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500  # unless a response starts: what the server answers when the app raised
 
@@ -256,7 +263,9 @@ class Scrape:
         services = self.services
         backlog = None
         try:
-            backlog = await services.control.call(metrics.read_backlog, services.control.db, self.KINDS)
+            backlog = await services.control.call(
+                metrics.read_backlog, services.control.db, self.KINDS, services.clock.now()
+            )
             if self.failing:
                 log.info("metrics: the database answers again")
             self.failing = False
@@ -270,7 +279,9 @@ class Scrape:
                 await services.shared.ping()
             except Exception:
                 redis_ok = False
-        families = metrics.scrape_families(backlog, services.clock.now(), ready=backlog is not None and redis_ok)
+        interval = services.settings.handrail_sweep_interval.total_seconds()
+        ready = backlog is not None and redis_ok
+        families = metrics.scrape_families(backlog, services.clock.now(), ready=ready, sweep_interval=interval)
         return await asyncio.to_thread(metrics.exposition, families)
 
 
@@ -352,7 +363,6 @@ def create_app(services: Services) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        metrics.process_started()
         await services.start()
         if socket:
             await socket.start()
@@ -387,7 +397,6 @@ def create_app(services: Services) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.aclose()
-            metrics.process_stopping()
 
     app = FastAPI(title="Handrail", version=package_version(), lifespan=lifespan)
     app.add_middleware(

@@ -265,7 +265,6 @@ def worker(settings: Settings) -> int:
         return _fail(problem)
     services = _services(settings)
 
-    from bot import metrics
     from bot.scheduler import start_sweeps
 
     async def work() -> None:
@@ -274,7 +273,6 @@ def worker(settings: Settings) -> int:
         # as a container's process 1 it would not die at all until the engine's SIGKILL.
         stopping = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-        metrics.process_started()
         await services.start()
         sweeps = start_sweeps(services)
         services.deliverer.kick()
@@ -293,7 +291,6 @@ def worker(settings: Settings) -> int:
             await asyncio.gather(delivering, stop, heartbeat, return_exceptions=True)
             await sweeps.stop()
             await services.aclose()
-            metrics.process_stopping()
 
     asyncio.run(work())
     return 0

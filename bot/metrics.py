@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -25,16 +24,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
 from bot import effects
 from storage.db import Database
-from storage.repositories import Outbox
+from storage.repositories import Approvals, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +74,6 @@ CALLBACKS = Counter(
 OUTBOX_DEAD = Counter("handrail_outbox_dead_total", "Outbox rows given up on (dead letters), by kind", ["kind"])
 SWEEP_SECONDS = Histogram(
     "handrail_sweep_duration_seconds", "How long a sweep took, by sweep", ["sweep"], buckets=FAST_BUCKETS
-)
-SWEEP_LAST_SUCCESS = Gauge(
-    "handrail_sweep_last_success_timestamp_seconds",
-    "When the escalation sweep last ran to its end (Unix time, by Handrail's clock)",
-    multiprocess_mode="max",
-)
-SWEEP_INTERVAL = Gauge(
-    "handrail_sweep_interval_seconds",
-    "HANDRAIL_SWEEP_INTERVAL of the running processes that sweep",
-    multiprocess_mode="livemax",
 )
 HTTP_SECONDS = Histogram(
     "handrail_http_request_duration_seconds",
@@ -180,13 +169,7 @@ async def timed(sweep: str) -> AsyncIterator[None]:
         SWEEP_SECONDS.labels(sweep).observe(time.perf_counter() - started)
 
 
-def sweep_succeeded(at: datetime) -> None:
-    SWEEP_LAST_SUCCESS.set(at.timestamp())
-
-
 # --- multiprocess mode ------------------------------------------------------------------------------
-
-_FILE_PID = re.compile(r"_(\d+)\.db$")
 
 
 def multiprocess_dir() -> Path | None:
@@ -194,55 +177,28 @@ def multiprocess_dir() -> Path | None:
     return Path(directory) if directory else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def process_started() -> None:
-    """In multiprocess mode, clear what processes that died on this host left of their live
-    gauges (prometheus-client's mark_process_dead; their counters stay, so totals never fall).
-    The directory is shared by processes started apart (replicas, the worker), with no parent to
-    call it when a child exits, so each process does it for those gone when it starts."""
-    directory = multiprocess_dir()
-    if directory is None:
-        return
-    pids = {int(m.group(1)) for path in directory.glob("*.db") if (m := _FILE_PID.search(path.name))}
-    for pid in pids - {os.getpid()}:
-        if not _alive(pid):
-            mark_process_dead(pid, str(directory))
-
-
-def process_stopping() -> None:
-    """In multiprocess mode, this process's live gauges leave with it."""
-    directory = multiprocess_dir()
-    if directory is not None:
-        mark_process_dead(os.getpid(), str(directory))
-
-
 # --- the scrape --------------------------------------------------------------------------------------
 
 
 @dataclass
 class Backlog:
-    """The outbox as SQL has it: rows to deliver by kind, the oldest one's creation, dead rows."""
+    """The outbox as SQL has it (rows to deliver by kind, the oldest one's creation, dead rows) and
+    the most overdue ladder step or expiry: how late the sweeps are, whichever process runs them."""
 
     pending: dict[str, int] = field(default_factory=dict)
     oldest: datetime | None = None
     dead: int = 0
+    overdue_since: datetime | None = None
 
 
-def read_backlog(db: Database, kinds: Iterable[str]) -> Backlog:
-    """One grouped statement. Kinds not in `kinds` (none are written today) count as `other`."""
+def read_backlog(db: Database, kinds: Iterable[str], now: datetime) -> Backlog:
+    """One grouped statement and one indexed minimum. Kinds not in `kinds` (none are written today)
+    count as `other`."""
     known = set(kinds)
     backlog = Backlog(pending=dict.fromkeys(sorted(known), 0))
     with db.transaction() as session:
         rows = Outbox(session).backlog()
+        backlog.overdue_since = Approvals(session).oldest_due(now)
     for status, kind, count, oldest in rows:
         if status == "dead":
             backlog.dead += count
@@ -254,9 +210,14 @@ def read_backlog(db: Database, kinds: Iterable[str]) -> Backlog:
     return backlog
 
 
-def scrape_families(backlog: Backlog | None, now: datetime, ready: bool) -> list[Metric]:
-    """The gauges read at scrape time; without a backlog (SQL did not answer) only readiness."""
-    families: list[Metric] = []
+def scrape_families(backlog: Backlog | None, now: datetime, ready: bool, sweep_interval: float) -> list[Metric]:
+    """The gauges read at scrape time; without a backlog (SQL did not answer) only readiness and
+    the configured sweep interval."""
+    families: list[Metric] = [
+        GaugeMetricFamily(
+            "handrail_sweep_interval_seconds", "HANDRAIL_SWEEP_INTERVAL (the lateness alert's unit)", sweep_interval
+        )
+    ]
     if backlog is not None:
         depth = GaugeMetricFamily("handrail_outbox_depth", "Outbox rows still to deliver, by kind", labels=["kind"])
         for kind, count in sorted(backlog.pending.items()):
@@ -268,6 +229,11 @@ def scrape_families(backlog: Backlog | None, now: datetime, ready: bool) -> list
                 "handrail_outbox_oldest_age_seconds", "Age of the oldest outbox row still to deliver (0: none)", age
             ),
             GaugeMetricFamily("handrail_outbox_dead_rows", "Outbox rows given up on (dead letters)", backlog.dead),
+            GaugeMetricFamily(
+                "handrail_sweep_lag_seconds",
+                "How long the most overdue escalation step or expiry has waited for a sweep (0: none due)",
+                max((now - backlog.overdue_since).total_seconds(), 0.0) if backlog.overdue_since else 0.0,
+            ),
         ]
     families.append(
         GaugeMetricFamily("handrail_ready", "1 when the database and Redis answer (as /readyz decides)", int(ready))

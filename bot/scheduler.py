@@ -6,7 +6,6 @@ import asyncio
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import metrics
 from bot.services import Services
 
 STOP_WAIT = 10  # seconds a sweep in progress gets to finish when the process stops
@@ -25,7 +24,6 @@ class Sweeps:
 
     def start(self) -> None:
         seconds = self.services.settings.handrail_sweep_interval.total_seconds()
-        metrics.SWEEP_INTERVAL.set(seconds)  # the alert rule on sweep lateness reads it
         self.scheduler.add_job(self._sweep, "interval", seconds=seconds, id="sweep", max_instances=1, coalesce=True)
         self.scheduler.start()
 

@@ -63,6 +63,10 @@ class Approvals:
         )
         return _rowcount(result) == 1
 
+    def oldest_due(self, now: datetime) -> datetime | None:
+        """When the most overdue ladder step or expiry fell due (None: nothing is due)."""
+        return self.session.scalar(select(func.min(Approval.next_at)).where(Approval.next_at <= now))
+
     def due(self, now: datetime, limit: int) -> list[Approval]:
         """Pending requests whose next ladder step or expiry is due, oldest first. On PostgreSQL
         the rows stay locked until the caller commits and other sweeps skip them; elsewhere the
@@ -516,6 +520,7 @@ class Outbox:
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result)
+
     def backlog(self) -> list[tuple[str, str, int, datetime | None]]:
         """(status, kind, rows, oldest created_at) of the rows still to deliver (`pending`) and of
         the dead ones: one grouped statement, which the status index serves."""
