@@ -46,13 +46,20 @@ class CallbackFailed(Exception):
     pass
 
 
-async def deliver(client: httpx.AsyncClient, *, url: str, key: str, timestamp: int, body: bytes) -> None:
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # the same on every request that asks for the same effect
+
+
+async def deliver(
+    client: httpx.AsyncClient, *, url: str, key: str, timestamp: int, body: bytes, idempotency_key: str | None = None
+) -> None:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Handrail",
         TIMESTAMP_HEADER: str(timestamp),
         SIGNATURE_HEADER: sign(key, timestamp, body),
     }
+    if idempotency_key is not None:
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
     try:
         response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:
