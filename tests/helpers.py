@@ -138,6 +138,20 @@ class Running:
     def deliver_due(self) -> int:
         return self.call(self.services.deliverer.deliver_due)
 
+    def listeners_done(self) -> None:
+        """Wait until every Slack listener still at work after its ack has finished (Bolt runs
+        a listener on in a task of its own once it acked)."""
+
+        async def wait() -> None:
+            while running := [
+                task
+                for task in asyncio.all_tasks()
+                if "run_ack_function_asynchronously" in task.get_coro().__qualname__ and not task.done()
+            ]:
+                await asyncio.gather(*running, return_exceptions=True)
+
+        self.call(wait)
+
 
 def serve(
     settings: Settings, clock: ManualClock, slack: FakeSlack, resolve: Resolve = system_resolve
