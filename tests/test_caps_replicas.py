@@ -1,8 +1,9 @@
 """The volume caps are a safety control, so they are exact across replicas: three `web` processes
-on one PostgreSQL take 150 actions of one agent, in waves of 50 at once spread over them, and
-record exactly 100 under `actions_per_hour: 100` (the rest get 429 `volume_cap`); the same for
-`actions_per_run: 100`. Without the per-agent lock around the count and the insert, two
-transactions both count 99 and both insert (this test then records more than 100).
+on one PostgreSQL take 150 actions of one agent, in waves of up to 50 at once spread over them,
+and record exactly 100 under `actions_per_hour: 100` (the rest get 429 `volume_cap`); the same for
+`actions_per_run: 100`; and one process on SQLite or PostgreSQL, whose worker threads race the
+same way. Without the per-agent lock around the count and the insert, two transactions both count
+99 and both insert (three replicas then recorded 120).
 
 Boundaries pinned: the 100th action of the hour (or of the run) is accepted, the 101st is refused,
 in every round, and the database holds exactly 100."""
@@ -22,10 +23,12 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from bot.clock import ManualClock
+from bot.config import Settings
 from local.slack import FakeSlack
 from storage.db import Database
 from storage.tables import ActionRecord, AuditEvent
-from tests.helpers import AGENT_TOKENS, T0, config_dict, reset_postgres
+from tests.helpers import AGENT_TOKENS, T0, Running, config_dict, reset_postgres, serve
 from tests.test_replicas import Cluster, assert_no_errors_logged
 
 CAP, ROUNDS = 100, 3
@@ -34,10 +37,25 @@ WAVES = (25, 50, 50, 25)
 TOTAL = sum(WAVES)
 
 
+def capped_config() -> dict[str, Any]:
+    """lead-router capped at 100 actions an hour, billing-bot at 100 a run. No rate limit on
+    requests: only the caps refuse."""
+    data = config_dict()
+    data["agents"]["lead-router"]["limits"] = {"actions_per_hour": CAP, "requests_per_second": "off"}
+    data["agents"]["billing-bot"]["limits"] = {"actions_per_run": CAP, "requests_per_second": "off"}
+    return data
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "capped.yml"
+    path.write_text(yaml.safe_dump(capped_config()))
+    return path
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Cluster]:
-    """Three replicas; lead-router capped at 100 actions an hour, billing-bot at 100 a run. No
-    rate limit on requests: only the caps refuse."""
+    """Three replicas with the capped config."""
     reset_postgres(postgres_url)
     with FakeSlack(check_blocks=False) as slack:
         started = Cluster(
@@ -48,10 +66,7 @@ def cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Clust
             policy={"match": "*", "mode": "auto"},
             sweep_interval="1",
         )
-        data = config_dict()
-        data["agents"]["lead-router"]["limits"] = {"actions_per_hour": CAP, "requests_per_second": "off"}
-        data["agents"]["billing-bot"]["limits"] = {"actions_per_run": CAP, "requests_per_second": "off"}
-        Path(started.env["HANDRAIL_CONFIG"]).write_text(yaml.safe_dump(data))
+        Path(started.env["HANDRAIL_CONFIG"]).write_text(yaml.safe_dump(capped_config()))
         try:
             started.start(3)
             yield started
@@ -68,12 +83,12 @@ def action(agent: str, n: int, **fields: Any) -> dict[str, Any]:
     } | fields
 
 
-def race(cluster: Cluster, agent: str, bodies: list[dict[str, Any]]) -> Counter[tuple[int, str]]:
-    """POST the bodies in WAVES, each wave at once, round-robin over the replicas: (status, error
+def race(urls: list[str], agent: str, bodies: list[dict[str, Any]]) -> Counter[tuple[int, str]]:
+    """POST the bodies in WAVES, each wave at once, round-robin over the servers: (status, error
     code) counts."""
     clients = [
-        httpx.Client(base_url=r.url, timeout=60, headers={"Authorization": f"Bearer {AGENT_TOKENS[agent]}"})
-        for r in cluster.replicas
+        httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {AGENT_TOKENS[agent]}"})
+        for url in urls
     ]
     seen: Counter[tuple[int, str]] = Counter()
 
@@ -92,6 +107,10 @@ def race(cluster: Cluster, agent: str, bodies: list[dict[str, Any]]) -> Counter[
         for client in clients:
             client.close()
     return seen
+
+
+def urls(cluster: Cluster) -> list[str]:
+    return [replica.url for replica in cluster.replicas]
 
 
 def stored(url: str, agent: str, **where: Any) -> tuple[int, int]:
@@ -114,7 +133,7 @@ def test_three_replicas_accept_exactly_the_hourly_cap_never_more(cluster: Cluste
     for round_ in range(ROUNDS):
         # Each round two hours after the last: the earlier actions have left the hour.
         cluster.set_time(T0 + timedelta(hours=2 * round_))
-        seen = race(cluster, "lead-router", [action("lead-router", next(counter)) for _ in range(TOTAL)])
+        seen = race(urls(cluster), "lead-router", [action("lead-router", next(counter)) for _ in range(TOTAL)])
         assert seen == Counter({(201, ""): CAP, (429, "volume_cap"): TOTAL - CAP}), f"round {round_}: {seen}"
         assert stored(postgres_url, "lead-router") == (CAP * (round_ + 1), CAP * (round_ + 1))
     assert_no_errors_logged(cluster)
@@ -125,8 +144,26 @@ def test_three_replicas_accept_exactly_the_per_run_cap_never_more(cluster: Clust
     for round_ in range(ROUNDS):
         run = f"run-{round_}"
         bodies = [action("billing-bot", next(counter), run_id=run) for _ in range(TOTAL)]
-        seen = race(cluster, "billing-bot", bodies)
+        seen = race(urls(cluster), "billing-bot", bodies)
         assert seen == Counter({(201, ""): CAP, (429, "volume_cap"): TOTAL - CAP}), f"round {round_}: {seen}"
         assert stored(postgres_url, "billing-bot", run_id=run)[0] == CAP
     assert stored(postgres_url, "billing-bot") == (CAP * ROUNDS, CAP * ROUNDS)
     assert_no_errors_logged(cluster)
+
+
+@pytest.fixture
+def one_process(settings: Settings, clock: ManualClock, slack: FakeSlack) -> Iterator[Running]:
+    """One server that takes a whole wave at once (no 503 `overloaded` before the cap decides)."""
+    yield from serve(settings.model_copy(update={"handrail_queue_limit": max(WAVES)}), clock, slack)
+
+
+@pytest.mark.both_databases
+def test_one_process_accepts_exactly_both_caps_never_more(one_process: Running) -> None:
+    running = one_process
+    url = str(running.services.db.engine.url.render_as_string(hide_password=False))
+    hourly = race([running.url], "lead-router", [action("lead-router", n) for n in range(TOTAL)])
+    assert hourly == Counter({(201, ""): CAP, (429, "volume_cap"): TOTAL - CAP}), hourly
+    per_run = race([running.url], "billing-bot", [action("billing-bot", n, run_id="r1") for n in range(TOTAL)])
+    assert per_run == Counter({(201, ""): CAP, (429, "volume_cap"): TOTAL - CAP}), per_run
+    assert stored(url, "lead-router") == (CAP, CAP)
+    assert stored(url, "billing-bot") == (CAP, CAP)
