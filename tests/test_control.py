@@ -294,7 +294,7 @@ def test_an_action_is_stored_as_sent(ctl: Control) -> None:
     first, _ = ctl.record("r1", customer="acme", target=target, dedup_key="k2")
     again, created = ctl.record("r1", customer="acme", target=target, dedup_key="k2")
     assert (created, again.id) == (False, first.id), "an action with a link is replayed like any other"
-    [stored] = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
+    [stored] = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5, now=ctl.clock.now())
     assert (stored.id, stored.target, stored.run_id, stored.customer) == (first.id, target, "r1", "acme")
     assert re.fullmatch(r"act_[0-9a-f]{20}", stored.id), "act_ and 80 random bits: within the 40 characters stored"
 
