@@ -5,6 +5,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -58,6 +59,7 @@ from bot.services import Services
 from storage.tables import Release
 
 MAX_WAIT_SECONDS = 60
+UNHEARD_POLL = 1.0  # seconds between SQL reads of a long-poll while Redis pub/sub is down
 APPROVAL_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")  # ids are `apr_` and 20 hex digits; anything else is not one
 
 T = TypeVar("T")
@@ -278,7 +280,8 @@ def router(services: Services) -> APIRouter:
             float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to hold the request while pending")
         ] = 0,
     ) -> ApprovalOut:
-        """The request's state; with `wait`, held until it is decided or `wait` seconds pass."""
+        """The request's state; with `wait`, held until it is decided or `wait` seconds pass (and
+        then read again, so a decision whose wake-up was lost is still returned)."""
         known_shape(approval_id)
         deadline = asyncio.get_running_loop().time() + wait
         async with services.feed.watch(approval_id) as changed:
@@ -288,12 +291,13 @@ def router(services: Services) -> APIRouter:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break
-                try:
-                    await asyncio.wait_for(changed.wait(), timeout=remaining)
-                except TimeoutError:
-                    break
+                # While other replicas cannot be heard (Redis is down), their decisions wake no
+                # one here: read SQL every UNHEARD_POLL seconds instead.
+                timeout = remaining if services.gate.linked else min(remaining, UNHEARD_POLL)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=timeout)
                 changed.clear()  # before the read, so a change after it wakes the next wait
-                approval = await services.run(get, approval_id=approval_id)
+                approval = await services.run(get, approval_id=approval_id)  # at the deadline too
         return to_out(approval)
 
     async def owned(approval_id: str, agent_id: str) -> None:

@@ -22,6 +22,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import Clock as SignatureClock
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +44,7 @@ TOO_LARGE = f"request bodies are limited to {MAX_BODY_BYTES} bytes"
 # The writes an agent in a loop floods the server with; each kind has its own bounded queue.
 QUEUED = {"/v1/approvals": "approval requests", "/v1/runs": "run reports", "/v1/actions": "action records"}
 RETRY_AFTER = "1"
+DATABASE_RETRY_AFTER = "5"  # seconds: a database restart or fail-over takes a few
 # Slack's headers as Slack sends them; anything else is refused before the body is read.
 SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
@@ -414,6 +417,19 @@ def create_app(services: Services) -> FastAPI:
         response = _error(error.status, error.code, error.message)
         if isinstance(error, TooMany) and error.retry_after:
             response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        """The database could not be reached (restarting, failing over, out of connections): the
+        transaction that met it was rolled back, so nothing of it is stored; ask again shortly. The
+        pool checks a connection before handing it out, so the next request after the database
+        is back succeeds without restarting Handrail."""
+        log.warning("%s %s: the database is unavailable (%s)", request.method, request.url.path, type(error).__name__)
+        response = _error(503, "unavailable", f"the database cannot be reached: retry after {DATABASE_RETRY_AFTER} s")
+        response.headers["Retry-After"] = DATABASE_RETRY_AFTER
         return response
 
     @app.exception_handler(RequestValidationError)

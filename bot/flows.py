@@ -210,15 +210,21 @@ class HookResult:
     detail: str
 
 
-async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> HookResult:
-    """POST to the agent's control hook, signed like decision callbacks."""
+async def call_hook(
+    services: Services, agent_id: str, body: dict[str, Any], idempotency_key: str | None = None
+) -> HookResult:
+    """POST to the agent's control hook, signed like decision callbacks; with an idempotency key
+    in the body and the Idempotency-Key header when the request may be repeated."""
     agent = services.config.agents[agent_id]
     if agent.control_url is None:
         return HookResult(False, f"no control hook is configured (agents.{agent_id}.control_url)")
     secret = services.settings.handrail_webhook_secret
     if secret is None:
         return HookResult(False, "HANDRAIL_WEBHOOK_SECRET is not set, so the hook cannot be signed")
-    payload = json.dumps({"agent": agent_id, **body}, separators=(",", ":")).encode()
+    fields = {"agent": agent_id, **body}
+    if idempotency_key is not None:
+        fields["idempotency_key"] = idempotency_key
+    payload = json.dumps(fields, separators=(",", ":")).encode()
     try:
         await webhooks.deliver(
             services.http,
@@ -227,6 +233,7 @@ async def call_hook(services: Services, agent_id: str, body: dict[str, Any]) -> 
             timestamp=int(services.clock.now().timestamp()),
             body=payload,
             request_id=logs.current_request_id(),
+            idempotency_key=idempotency_key,
         )
     except webhooks.CallbackFailed as error:
         log.warning("control hook of %s failed: %s", agent_id, error)
@@ -379,7 +386,9 @@ async def pause_from_alert(services: Services, *, episode_id: str, user_id: str)
 async def undo_actions(
     services: Services, *, agent_id: str, action_ids: list[str], skipped: int, user_id: str
 ) -> list[undo.UndoResult]:
-    """Undo the previewed actions one by one through the control hook, each at most once."""
+    """Undo the previewed actions one by one through the control hook, each at most once: every
+    request to undo one action carries the same idempotency key, and an answer is recorded only
+    while its claim holds."""
     results = []
     for action_id in action_ids:
         action = await services.run(
@@ -398,15 +407,22 @@ async def undo_actions(
                 "restore": undo.restore_of(action),
                 "requested_by": user_id,
             },
+            idempotency_key=undo.idempotency_key(action.id),
         )
-        await services.run(
+        assert action.undo_claimed_at is not None  # claim_undo set it
+        recorded = await services.run(
             undo.finish_undo,
             action_id=action_id,
             agent_id=agent_id,
             user_id=user_id,
+            claimed_at=action.undo_claimed_at,
             error=None if hook.ok else hook.detail,
             now=services.clock.now(),
         )
+        if not recorded:
+            detail = "the answer came after the claim expired; another undo of it took over"
+            results.append(undo.UndoResult(action_id, False, detail))
+            continue
         results.append(undo.UndoResult(action_id, hook.ok, "undone" if hook.ok else hook.detail))
     note = outbound.Undid(
         agent=agent_id, by=user_id, done=sum(r.ok for r in results), tried=len(results), skipped=skipped

@@ -18,6 +18,7 @@ from bot.errors import Conflict, Invalid, TooMany
 from bot.models import ActionIn, ActionOut, RunIn
 from storage import stats
 from storage.alert_store import Checks
+from storage.db import lock_until_commit
 from storage.repositories import Actions, Approvals, Audit, Runs, Versions
 from storage.tables import ActionRecord, Approval, Run
 
@@ -71,7 +72,8 @@ def same_replay(recorded_sha256: str, request_sha256: str, dedup_key: str) -> No
 def record_action(
     session: Session, *, config: HandrailConfig, request: ActionIn, now: datetime
 ) -> tuple[ActionRecord, bool]:
-    """Record one write, unless it would pass a volume cap (TooMany: the agent must not make it).
+    """Record one write, unless it would pass a volume cap (TooMany: the agent must not make it);
+    the caps are exact across replicas (a per-agent lock serialises the count and the insert).
     A replay with the same dedup_key returns the first record (created=False). The action that
     reaches a cap closes the gate of every replica."""
     body = request.model_dump(mode="json")
@@ -87,6 +89,10 @@ def record_action(
             return existing, False
 
     limits = config.agents[request.agent].limits
+    if limits.actions_per_hour or (limits.actions_per_run and request.run_id):
+        # The caps are a safety control: the count and the insert it allows are one step for
+        # this agent, on every replica (two transactions must not both count 99 and both insert).
+        lock_until_commit(session, f"actions:{request.agent}")
     reached = False
     if limits.actions_per_hour:
         nth = actions.nth_newest_since(request.agent, now - HOUR, limits.actions_per_hour)

@@ -48,8 +48,18 @@ class CallbackFailed(Exception):
     pass
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # the same on every request that asks for the same effect
+
+
 async def deliver(
-    client: httpx.AsyncClient, *, url: str, key: str, timestamp: int, body: bytes, request_id: str | None = None
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    key: str,
+    timestamp: int,
+    body: bytes,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> None:
     """POST the signed body; `request_id` (the approval's) goes along as X-Request-Id."""
     headers = {
@@ -60,6 +70,8 @@ async def deliver(
     }
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
+    if idempotency_key is not None:
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
     try:
         response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as error:

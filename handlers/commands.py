@@ -294,7 +294,9 @@ async def _undo(inv: Invocation) -> Reply:
     if len(inv.args) != 2 or not inv.args[1].isdigit() or not 1 <= int(inv.args[1]) <= undo.MAX_UNDO:
         raise _usage(inv, f"Say how many of the newest actions to undo: a number from 1 to {undo.MAX_UNDO}.")
     await flows.authorize(services, user_id=inv.user_id, permission="rollback", agent_id=agent_id)
-    actions = await services.run(undo.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1]))
+    actions = await services.run(
+        undo.undo_preview, config=services.config, agent_id=agent_id, count=int(inv.args[1]), now=services.clock.now()
+    )
     view = undo_card.undo_modal(agent_id, services.config.agents[agent_id], actions)
 
     async def finish() -> None:  # the trigger_id is good for 3 seconds: open the modal right after the ack

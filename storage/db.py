@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,21 @@ def among(session: Session, column: Any, values: list[str]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
     return column.in_(values)
+
+
+def lock_until_commit(session: Session, name: str) -> None:
+    """Wait for, then hold until the transaction ends, the lock called `name`: transactions that
+    take it run one after the other (a count and the insert it allows, across replicas). On
+    PostgreSQL a transaction-level advisory lock keyed by a stable hash of the name; on SQLite the
+    database's one write lock (`BEGIN IMMEDIATE`; a transaction that already wrote holds it)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        return
+    raw = connection.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:

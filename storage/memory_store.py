@@ -51,6 +51,11 @@ class ChangeFeed:
         for event in self._waiters.get(approval_id, ()):
             event.set()
 
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
     async def announce(self, approval_ids: Iterable[str]) -> None:
         for approval_id in approval_ids:
             self._wake(approval_id)

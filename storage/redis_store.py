@@ -74,6 +74,7 @@ class RedisChangeFeed(ChangeFeed):
                             delay = 0.5
             except (RedisError, OSError) as error:
                 self.on_link(False)
+                self._wake_all()  # what other replicas announce can no longer be heard: waiters re-read SQL
                 log.warning("change feed lost Redis (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)

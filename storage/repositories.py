@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import JSON, CursorResult, Result, Row, Select, Text, func, insert, or_, select, update
+from sqlalchemy import JSON, CursorResult, Result, Row, Select, Text, and_, func, insert, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -710,23 +710,49 @@ class Actions:
             )
         )
 
-    def not_undone(self, agent: str, limit: int) -> list[ActionRecord]:
+    def _undoable(self, stale_before: datetime) -> Any:
+        """Not undone nor being undone: never claimed, released, or claimed before `stale_before`
+        (the claim expired; a claim from before claims had a time has expired too)."""
+        claimed_at = ActionRecord.undo_claimed_at
+        return or_(
+            ActionRecord.undo_status.is_(None),
+            and_(
+                ActionRecord.undo_status == "claimed",
+                or_(claimed_at.is_(None), claimed_at <= stale_before),
+            ),
+        )
+
+    def not_undone(self, agent: str, limit: int, *, stale_before: datetime) -> list[ActionRecord]:
         """The newest actions of an agent that have not been undone (nor are being undone)."""
         return list(
             self.session.scalars(
                 select(ActionRecord)
-                .where(ActionRecord.agent == agent, ActionRecord.undo_status.is_(None))
+                .where(ActionRecord.agent == agent, self._undoable(stale_before))
                 .order_by(ActionRecord.created_at.desc(), ActionRecord.id.desc())
                 .limit(limit)
             )
         )
 
-    def set_undo(self, action_id: str, *, expected: str | None, **values: Any) -> bool:
-        """Move an action's undo status on from `expected`; of racing callers, one gets True."""
-        status = ActionRecord.undo_status
+    def claim_undo(self, action_id: str, *, user_id: str, now: datetime, stale_before: datetime) -> bool:
+        """Claim an undoable action at `now`; of racing callers, one gets True."""
         result = self.session.execute(
             update(ActionRecord)
-            .where(ActionRecord.id == action_id, status.is_(None) if expected is None else status == expected)
+            .where(ActionRecord.id == action_id, self._undoable(stale_before))
+            .values(undo_status="claimed", undone_by=user_id, undo_claimed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    def finish_undo(self, action_id: str, *, claimed_at: datetime, **values: Any) -> bool:
+        """Move a claimed action on, only if the claim made at `claimed_at` still holds (it did
+        not expire and get claimed again): a late answer to an older claim changes nothing."""
+        result = self.session.execute(
+            update(ActionRecord)
+            .where(
+                ActionRecord.id == action_id,
+                ActionRecord.undo_status == "claimed",
+                ActionRecord.undo_claimed_at == claimed_at,
+            )
             .values(**values)
             .execution_options(synchronize_session=False)
         )

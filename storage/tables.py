@@ -348,7 +348,9 @@ class ShadowAction(Base):
 
 class ActionRecord(Base):
     """A write an agent made (recorded with POST /v1/actions), with what it changed, so that it
-    can be undone: `undo_status` is NULL, then `claimed` while an undo is under way, then `undone`."""
+    can be undone: `undo_status` is NULL, then `claimed` while an undo is under way, then `undone`.
+    A claim older than bot.control.undo.CLAIM_TTL (its process died while the hook held the
+    request) can be claimed again; `undo_claimed_at` fences a late answer to the older claim."""
 
     __tablename__ = "actions"
     __table_args__ = (
@@ -377,6 +379,7 @@ class ActionRecord(Base):
     undone_by: Mapped[str | None] = mapped_column(String(32))
     undone_at: Mapped[datetime | None]
     undo_error: Mapped[str | None] = mapped_column(Text)
+    undo_claimed_at: Mapped[datetime | None]
     approval_id: Mapped[str | None] = mapped_column(String(40), index=True)  # the approval it acted on
     target_id: Mapped[str | None] = mapped_column(String(200))  # target["id"], for /agent why
     purged_at: Mapped[datetime | None]  # when retention cleared `changes` and `undo_error`

@@ -138,6 +138,20 @@ class Running:
     def deliver_due(self) -> int:
         return self.call(self.services.deliverer.deliver_due)
 
+    def listeners_done(self) -> None:
+        """Wait until every Slack listener still at work after its ack has finished (Bolt runs
+        a listener on in a task of its own once it acked)."""
+
+        async def wait() -> None:
+            while running := [
+                task
+                for task in asyncio.all_tasks()
+                if "run_ack_function_asynchronously" in task.get_coro().__qualname__ and not task.done()
+            ]:
+                await asyncio.gather(*running, return_exceptions=True)
+
+        self.call(wait)
+
 
 def serve(
     settings: Settings, clock: ManualClock, slack: FakeSlack, resolve: Resolve = system_resolve
@@ -169,12 +183,14 @@ class Hook:
 
 class AgentEndpoint:
     """An agent's callback endpoint on loopback: records each POST to its path, answers with
-    queued statuses (and `location`, if set, as the Location header). `server.shutdown()` takes it
-    off the session's server (other paths get 404, unrecorded)."""
+    queued statuses (and `location`, if set, as the Location header); a queued hold keeps the
+    answer to its request back until the test sets it. `server.shutdown()` takes it off the
+    session's server (other paths get 404, unrecorded)."""
 
     def __init__(self) -> None:
         self.received: list[Hook] = []
         self.statuses: list[int] = []
+        self.holds: list[threading.Event] = []
         self.location: str | None = None
         self._changed = threading.Condition()
         self.url = f"{endpoints_origin()}/hook/{next(_endpoint_paths)}"
@@ -186,7 +202,10 @@ class AgentEndpoint:
         with self._changed:
             self.received.append(hook)
             status = self.statuses.pop(0) if self.statuses else 200
+            hold = self.holds.pop(0) if self.holds else None
             self._changed.notify_all()
+        if hold is not None:
+            hold.wait(60)
         return status, self.location
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Hook]:

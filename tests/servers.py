@@ -100,22 +100,40 @@ def peak_memory_mb(pid: int) -> float:
     return float("nan")
 
 
+class RedisServer:
+    """A throwaway redis-server that a test can kill and start again on the same port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = start(self._command, ready="Ready to accept connections")
+
+    def kill(self) -> None:
+        """SIGKILL: what it held in memory is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
 def start_redis() -> tuple[str, Callable[[], None]]:
     """A throwaway redis-server: (url, stop)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
-    port = free_port()
-    process = start(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        ready="Ready to accept connections",
-    )
-
-    def stop() -> None:
-        process.terminate()
-        process.wait(10)
-
-    return f"redis://127.0.0.1:{port}/0", stop
+    server = RedisServer()
+    return server.url, server.stop
 
 
 def _postgres_bin(name: str) -> str:
@@ -125,42 +143,67 @@ def _postgres_bin(name: str) -> str:
     return found
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (run as the postgres user when running as root) that a test
+    can stop and start again on the same port and data directory."""
+
+    def __init__(self) -> None:
+        self.data = Path(tempfile.mkdtemp(prefix="handrail-pg-"))
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.data, "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(
+            [*self._as_user, _postgres_bin("initdb"), "-D", str(self.data / "db"), "-U", "handrail"]
+            + ["--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://handrail@127.0.0.1:{self.port}/postgres"
+        self.process: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = start(
+            [
+                *self._as_user,
+                _postgres_bin("postgres"),
+                "-D",
+                str(self.data / "db"),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.data),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ],
+            ready="ready to accept connections",
+        )
+
+    def stop(self) -> None:
+        """A fast shutdown, as a restart or fail-over does: open connections are cut, their
+        transactions rolled back."""
+        if self.process is None:
+            return
+        subprocess.run(
+            [*self._as_user, _postgres_bin("pg_ctl"), "-D", str(self.data / "db"), "stop", "-m", "fast", "-w"],
+            check=False,
+            capture_output=True,
+        )
+        self.process.wait(30)
+        self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 def start_postgres() -> tuple[str, Callable[[], None]]:
-    """A throwaway PostgreSQL cluster (run as the postgres user when running as root): (url, stop)."""
-    data = Path(tempfile.mkdtemp(prefix="handrail-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, _postgres_bin("initdb"), "-D", str(data / "db"), "-U", "handrail", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    process = start(
-        [
-            *as_user,
-            _postgres_bin("postgres"),
-            "-D",
-            str(data / "db"),
-            "-p",
-            str(port),
-            "-k",
-            str(data),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "max_connections=200",
-        ],
-        ready="ready to accept connections",
-    )
-
-    def stop() -> None:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(data, ignore_errors=True)
-
-    return f"postgresql+psycopg://handrail@127.0.0.1:{port}/postgres", stop
+    """A throwaway PostgreSQL cluster: (url, stop)."""
+    server = PostgresServer()
+    return server.url, server.remove

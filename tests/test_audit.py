@@ -396,7 +396,13 @@ def test_undo_claims_and_finishes_are_filed_under_the_target(db: Database) -> No
             assert claimed is not None
         with db.transaction() as session:
             undo.finish_undo(
-                session, action_id=done.id, agent_id="lead-router", user_id="U0OWNER", error=error, now=clock.now()
+                session,
+                action_id=done.id,
+                agent_id="lead-router",
+                user_id="U0OWNER",
+                claimed_at=clock.now(),
+                error=error,
+                now=clock.now(),
             )
     with db.transaction() as session:
         chain = Audit(session).newest(before_id=None, limit=10, target_id="00Q1")

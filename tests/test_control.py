@@ -294,7 +294,7 @@ def test_an_action_is_stored_as_sent(ctl: Control) -> None:
     first, _ = ctl.record("r1", customer="acme", target=target, dedup_key="k2")
     again, created = ctl.record("r1", customer="acme", target=target, dedup_key="k2")
     assert (created, again.id) == (False, first.id), "an action with a link is replayed like any other"
-    [stored] = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
+    [stored] = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5, now=ctl.clock.now())
     assert (stored.id, stored.target, stored.run_id, stored.customer) == (first.id, target, "r1", "acme")
     assert re.fullmatch(r"act_[0-9a-f]{20}", stored.id), "act_ and 80 random bits: within the 40 characters stored"
 
@@ -387,43 +387,72 @@ def test_a_closed_gate_still_tells_the_agent_its_mode_and_version(ctl: Control) 
 # --- undo -----------------------------------------------------------------------------------------
 
 
+def claim(ctl: Control, action_id: str, user: str = "U0OWNER") -> Any:
+    return ctl(undo.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user, now=ctl.clock.now())
+
+
+def finish(ctl: Control, claimed: Any, error: str | None = None) -> bool:
+    return ctl(
+        undo.finish_undo,
+        action_id=claimed.id,
+        agent_id="lead-router",
+        user_id=claimed.undone_by,
+        claimed_at=claimed.undo_claimed_at,
+        error=error,
+        now=ctl.clock.now(),
+    )
+
+
+def preview(ctl: Control) -> list[str]:
+    return [
+        a.id for a in ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5, now=ctl.clock.now())
+    ]
+
+
 def test_an_action_is_undone_at_most_once_and_a_failed_undo_can_be_tried_again(ctl: Control) -> None:
     action, _ = ctl.record()
     irreversible, _ = ctl.record(reversible=False)
 
-    def claim(action_id: str, user: str = "U0OWNER") -> Any:
-        return ctl(undo.claim_undo, action_id=action_id, agent_id="lead-router", user_id=user, now=ctl.clock.now())
-
-    assert claim(irreversible.id) is None
-    assert claim(action.id) is not None
-    assert claim(action.id, "U0BOSS") is None, "a second undo while the first is under way gets nothing"
-    ctl(
-        undo.finish_undo,
-        action_id=action.id,
-        agent_id="lead-router",
-        user_id="U0OWNER",
-        error="HTTP 500",
-        now=ctl.clock.now(),
-    )
-    assert claim(action.id) is not None, "a failed undo releases the action"
-    ctl(
-        undo.finish_undo,
-        action_id=action.id,
-        agent_id="lead-router",
-        user_id="U0OWNER",
-        error=None,
-        now=ctl.clock.now(),
-    )
-    assert claim(action.id) is None
-    preview = ctl(undo.undo_preview, config=ctl.config, agent_id="lead-router", count=5)
-    assert [a.id for a in preview] == [irreversible.id]
+    assert claim(ctl, irreversible.id) is None
+    first = claim(ctl, action.id)
+    assert first is not None and first.undo_claimed_at == ctl.clock.now()
+    assert claim(ctl, action.id, "U0BOSS") is None, "a second undo while the first is under way gets nothing"
+    assert finish(ctl, first, "HTTP 500")
+    second = claim(ctl, action.id)
+    assert second is not None, "a failed undo releases the action"
+    assert finish(ctl, second)
+    assert claim(ctl, action.id) is None
+    assert preview(ctl) == [irreversible.id]
     assert undo.restore_of(action) == {"owner": "a"}
     assert audit_events(ctl, "lead-router") == ["action.undo_failed", "action.undone"]
 
 
+def test_a_claim_expires_after_its_ttl_and_a_late_answer_to_it_records_nothing(ctl: Control) -> None:
+    action, _ = ctl.record()
+    first = claim(ctl, action.id)
+    first_at = first.undo_claimed_at
+    ctl.clock.advance(undo.CLAIM_TTL - timedelta(seconds=1))
+    assert claim(ctl, action.id, "U0BOSS") is None and preview(ctl) == [], "within the TTL the claim holds"
+    ctl.clock.advance(timedelta(seconds=1))
+    assert preview(ctl) == [action.id], "at the TTL the action is undoable again"
+    second = claim(ctl, action.id, "U0BOSS")
+    assert second is not None and second.undo_claimed_at == ctl.clock.now() != first_at
+    assert claim(ctl, action.id) is None, "the new claim holds"
+
+    assert not finish(ctl, first), "the first claim's late answer is not recorded over the second"
+    assert not finish(ctl, first, "HTTP 500"), "nor is its late failure (which would release the action)"
+    assert finish(ctl, second)
+    assert not finish(ctl, second), "an answer is recorded once"
+    assert not finish(ctl, first)
+    assert audit_events(ctl, "lead-router").count("action.undone") == 1
+    assert claim(ctl, action.id) is None
+    ctl.clock.advance(undo.CLAIM_TTL * 10)
+    assert claim(ctl, action.id) is None and preview(ctl) == [], "an undone action never expires back"
+
+
 def test_undo_needs_a_control_hook(ctl: Control) -> None:
     with pytest.raises(HandrailError) as raised:
-        ctl(undo.undo_preview, config=ctl.config, agent_id="billing-bot", count=5)
+        ctl(undo.undo_preview, config=ctl.config, agent_id="billing-bot", count=5, now=ctl.clock.now())
     assert raised.value.code == "no_control_url"
 
 

@@ -419,7 +419,9 @@ def test_undo_previews_in_a_modal_then_undoes_each_action_once_through_the_hook(
         "target": recorded[2]["target"],
         "restore": {"owner": "U0OLD2"},
         "requested_by": "U0OWNER",
+        "idempotency_key": f"undo-{recorded[2]['id']}",
     }
+    assert [h.headers["Idempotency-Key"] for h in hooks] == [f"undo-{r['id']}" for r in reversed(recorded)]
     [results] = wait_calls(slack, "views.update", 1)
     shown = json.dumps(results.params["view"])
     assert "Undid 3 of 3" in shown and "1 irreversible skipped" in shown

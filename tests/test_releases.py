@@ -556,7 +556,9 @@ def test_a_reversal_rate_above_the_rule_halts_the_canary_once_enough_actions_exi
     def undone(action_id: str) -> None:
         with running.services.db.transaction() as session:
             assert undo.claim_undo(session, action_id=action_id, agent_id=LEAD, user_id="U0OWNER", now=T0)
-            undo.finish_undo(session, action_id=action_id, agent_id=LEAD, user_id="U0OWNER", error=None, now=T0)
+            undo.finish_undo(
+                session, action_id=action_id, agent_id=LEAD, user_id="U0OWNER", claimed_at=T0, error=None, now=T0
+            )
         running.call(running.services.evaluator.evaluate_all)
 
     undone(ids[0])
