@@ -51,12 +51,12 @@ def cli(running: Running, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     return run
 
 
-def announce(running: Running, agent: str, channel: str) -> int:
-    """Queue an announcement about `agent` (not sent yet); its row's id."""
+def announce(running: Running, agent: str, channel: str, due_in: timedelta = timedelta(0)) -> int:
+    """Queue an announcement about `agent` (not sent yet), due in `due_in`; its row's id."""
     note = outbound.Undid(agent=agent, by="U0OWNER", done=1, tried=1, skipped=0)
     payload = outbound.PostPayload(channel=channel, note=note).model_dump(mode="json")
     with running.services.db.transaction() as session:
-        Outbox(session).enqueue(kind="post", approval_id=None, payload=payload, now=running.clock.now())
+        Outbox(session).enqueue(kind="post", approval_id=None, payload=payload, now=running.clock.now() + due_in)
         session.flush()
         return max(session.scalars(select(OutboxMessage.id)))
 
@@ -98,7 +98,8 @@ def dead_with_error(running: Running, agent: str, error: str) -> int:
 def test_dead_letters_are_listed_retried_and_delivered_and_dropped(running: Running, slack: FakeSlack, cli) -> None:  # type: ignore[no-untyped-def]
     billing = killed_by_slack(running, slack, "billing-bot", "C0BILLING")
     lead = killed_by_slack(running, slack, "lead-router", "C0APPROVALS")
-    waiting = announce(running, "lead-router", "C0APPROVALS")  # pending: neither retried nor dropped
+    # Pending and not due, so no delivery pass the server makes meanwhile sends it: neither retried nor dropped.
+    waiting = announce(running, "lead-router", "C0APPROVALS", due_in=timedelta(days=1))
 
     code, out, err = cli("outbox", "list")
     assert code == 0 and err == ""
