@@ -128,8 +128,8 @@ def _json_reply(outcome: Outcome) -> tuple[bytes, dict[str, str]]:
 class ThreadedServer:
     """serve_forever in a daemon thread; stop() returns once the port is closed."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def __init__(self, backend: Backend, port: int = 0) -> None:
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.backend = backend
         # serve_forever notices shutdown() between selects: a short interval makes stop() quick.
         self._thread = threading.Thread(
@@ -138,7 +138,13 @@ class ThreadedServer:
         self._thread.start()
         self.root_url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
     def stop(self) -> None:
+        """Stop listening; a connection kept alive is closed at its next request, unanswered."""
+        self._server.closed = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -146,6 +152,7 @@ class ThreadedServer:
 
 class _Server(ThreadingHTTPServer):
     backend: Backend
+    closed = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -173,6 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bytes) -> None:
         received_at = time.perf_counter()
+        if self.server.closed:  # stopped: drop the connection, as a server that went away does
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         content_type = self.headers.get("Content-Type", "")
         if url.path.startswith(HOOKS_PREFIX):

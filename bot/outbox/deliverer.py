@@ -24,12 +24,14 @@ from bot.destinations import Refused, admitted_by_prefix
 from bot.lanes import Lane
 from bot.outbound import Kind
 from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows, retry_delay
-from bot.slack_gateway import SlackError, SlackGateway
+from bot.slack_gateway import EventType, MessageTag, SlackError, SlackGateway
 from storage.tables import Approval, Suggestion
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
 WAIT_FOR_CARD = timedelta(seconds=1)
+# How far before an approval was created its card is looked for in the channel's history.
+HISTORY_MARGIN = timedelta(minutes=1)
 # Behind: a claimed row had waited this long since it was due. New approval requests are shed
 # then (bot.app.Edge): a request taken now would wait as long for its card.
 BEHIND = timedelta(seconds=1)
@@ -60,6 +62,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
         self._queued = False  # this pass queued a row (a card's full request, in its thread)
+        self._said: set[str] = set()  # warnings logged once per process
         self.behind = False  # the last claim found a row that had waited BEHIND or longer
         self._senders: dict[Kind, Callable[[Row, Group], Awaitable[None]]] = {
             Kind.CARD: self._deliver_card,
@@ -111,7 +114,11 @@ class Deliverer:
                     try:
                         await self._senders[row.kind](row, group)
                     except SlackError as error:
-                        await self.lane.call(self.rows.fail, row, error.error, error.retry_after, error.permanent)
+                        # Unreachable or rate-limited: the gateway logged it once for all the rows.
+                        quiet = error.unreachable or error.retry_after is not None
+                        await self.lane.call(
+                            self.rows.fail, row, error.error, error.retry_after, error.permanent, quiet
+                        )
                     except webhooks.CallbackFailed as error:
                         await self.lane.call(self.rows.fail, row, str(error), None, False)
             finally:
@@ -120,10 +127,40 @@ class Deliverer:
 
     async def _show_card(self, approval: Approval, card: Card) -> str | None:
         """Post the card, or update it once posted; the new message's ts when posted."""
+        tag = MessageTag(EventType.APPROVAL, approval.id)
         if approval.message_ts is None:
-            return await self.slack.post(approval.channel, card.text, card.blocks)
-        await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks)
+            return await self.slack.post(approval.channel, card.text, card.blocks, tag=tag)
+        await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks, tag)
         return None
+
+    def _once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.warning(message, *args)
+
+    async def _find_card(self, group: Group, approval: Approval) -> None:
+        """A sender before began to post this card and did not record its ts (it died, or Slack
+        did not answer): look for the card in the channel's recent history, by its metadata.
+        Found, its ts is recorded and the card is updated; not found, it is posted. When Slack
+        refuses the history (the app lacks the scope, or is not in the channel), it is posted, and
+        that is said once; when Slack does not answer, it is tried again later."""
+        tag = MessageTag(EventType.APPROVAL, approval.id)
+        try:
+            found = await self.slack.find_tagged(approval.channel, tag, approval.created_at - HISTORY_MARGIN)
+        except SlackError as error:
+            if not error.permanent:
+                raise
+            self._once(
+                "history:" + error.error,
+                "cannot look in Slack's history for cards whose post was interrupted (%s); posting them again, "
+                "which may show one twice (reinstall the app for the history scopes)",
+                error.error,
+            )
+            return
+        if found is None:
+            log.info("the interrupted card of %s is not in Slack; posting it", approval.id)
+            return
+        await self.lane.call(self.rows.card_found, group, found[1])
 
     async def _deliver_card(self, row: Row, group: Group) -> None:
         assert row.approval_id is not None
@@ -140,6 +177,8 @@ class Deliverer:
         new_ts, cut, refused = None, False, None
         try:
             if approval.card_version < approval.state_version:
+                if group.unfinished and approval.message_ts is None:
+                    await self._find_card(group, approval)
                 agent = self.config.agents[approval.agent]
                 card = approval_card(approval, agent, group.paused)
                 cut = card.cut
@@ -152,8 +191,11 @@ class Deliverer:
                     log.warning("Slack refused the card of %s (%s); showing its status only", approval.id, error.error)
                     refused = error.error
                     new_ts = await self._show_card(approval, fallback_card(approval, agent, error.error))
-        except BaseException:
-            await self.lane.call(self.rows.release_card, group)
+        except SlackError as error:
+            await self.lane.call(self.rows.release_card, group, error.unsure)
+            raise
+        except BaseException:  # cancelled mid-call, or a bug: Slack may have taken the post
+            await self.lane.call(self.rows.release_card, group, True)
             raise
         if await self.lane.call(self.rows.card_shown, row, group, new_ts, cut, refused):
             self._queued = True  # its full request, in its thread: this pass claims it next
@@ -259,9 +301,10 @@ class Deliverer:
         """Post the alert's message at its destination, or update it once posted; (channel, ts)
         when posted (for a user, Slack opens the DM and answers with its D… id)."""
         message = view.message
+        tag = MessageTag(EventType.ALERT, view.episode.id)
         if message.message_ts is None or message.channel is None:
-            return await self.slack.post_where(message.destination, card.text, card.blocks)
-        await self.slack.update(message.channel, message.message_ts, card.text, card.blocks)
+            return await self.slack.post_where(message.destination, card.text, card.blocks, tag=tag)
+        await self.slack.update(message.channel, message.message_ts, card.text, card.blocks, tag)
         return None
 
     async def _deliver_alert(self, row: Row, group: Group) -> None:
@@ -358,9 +401,10 @@ class Deliverer:
     async def _show_suggestion(self, suggestion: Suggestion, card: Card) -> tuple[str, str] | None:
         """Post the suggestion's message to its `to`, or update it once posted; (channel, ts) when
         posted (for a user, Slack opens the DM and answers with its D… id)."""
+        tag = MessageTag(EventType.SUGGESTION, suggestion.id)
         if suggestion.message_ts is None or suggestion.channel is None:
-            return await self.slack.post_where(suggestion.to, card.text, card.blocks)
-        await self.slack.update(suggestion.channel, suggestion.message_ts, card.text, card.blocks)
+            return await self.slack.post_where(suggestion.to, card.text, card.blocks, tag=tag)
+        await self.slack.update(suggestion.channel, suggestion.message_ts, card.text, card.blocks, tag)
         return None
 
     async def _deliver_suggestion(self, row: Row, group: Group) -> None:

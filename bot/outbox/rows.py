@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -119,6 +119,7 @@ class Group:
     approval: Approval | None = None  # as claimed, kept current as this pass shows its card
     paused: PauseView | None = None  # the pause its card shows
     leased: bool = False  # this pass holds the approval's card lease
+    unfinished: bool = False  # a sender before began to post the card and did not record it
     delivered: list[tuple[Row, Audited]] = field(default_factory=list)  # not marked sent yet
 
 
@@ -163,6 +164,7 @@ class Rows:
                 kinds[message.approval_id].add(message.kind)
         approvals = Approvals(session)
         cards = [key for key, found in kinds.items() if Kind.CARD in found]
+        unfinished = approvals.unfinished_posts(cards, now)
         leased = {a.id: a for a in approvals.take_card_leases(cards, now, LEASE)}
         wanted = [key for key, found in kinds.items() if key not in leased and found & _NEED_APPROVAL]
         read = {a.id: a for a in approvals.get_many(wanted)}
@@ -170,7 +172,8 @@ class Rows:
         pauses = [PauseView.of(p) for p in Pauses(session).unlifted(stale)] if stale else []
         groups = {key: Group([], approval=approval) for key, approval in read.items()}
         for key, approval in leased.items():
-            groups[key] = Group([], approval, covering(pauses, approval.agent, approval.customer, now), leased=True)
+            paused = covering(pauses, approval.agent, approval.customer, now)
+            groups[key] = Group([], approval, paused, leased=True, unfinished=key in unfinished)
         return groups
 
     def _set_aside(self, unreadable: list[tuple[int, str, ValueError]], orphans: list[Group]) -> None:
@@ -214,7 +217,9 @@ class Rows:
         with self.db.transaction() as session:
             Outbox(session).postpone(row.id, self.clock.now() + delay)
 
-    def fail(self, row: Row, error: str, retry_after: float | None, permanent: bool) -> None:
+    def fail(self, row: Row, error: str, retry_after: float | None, permanent: bool, quiet: bool = False) -> None:
+        """`quiet`: the first failure is not logged (one line elsewhere speaks for all the rows
+        that failed alike: Slack unreachable, rate-limited)."""
         now = self.clock.now()
         attempts = row.attempts + 1
         dead = permanent or attempts >= MAX_ATTEMPTS
@@ -238,7 +243,7 @@ class Rows:
                 )
         if dead:
             log.error("outbox %s %s for %s is dead after %d attempts: %s", row.id, row.kind, row.group, attempts, error)
-        elif attempts == 1:  # later failures stay quiet until it is delivered or dead
+        elif attempts == 1 and not quiet:  # later failures stay quiet until it is delivered or dead
             log.warning(
                 "outbox %s %s for %s failed, retrying in %ds (up to %d attempts): %s",
                 row.id,
@@ -253,18 +258,47 @@ class Rows:
         """Take the card lease the claim could not (or a failed attempt let go), reading the approval."""
         now = self.clock.now()
         with self.db.transaction() as session:
+            unfinished = Approvals(session).unfinished_posts([approval_id], now)
             taken = Approvals(session).take_card_leases([approval_id], now, LEASE)
             if not taken:
                 return False
-            group.approval, group.leased = taken[0], True
+            group.approval, group.leased, group.unfinished = taken[0], True, bool(unfinished)
             group.paused = pause_covering(session, taken[0].agent, taken[0].customer, now)
             return True
 
-    def release_card(self, group: Group) -> None:
+    def release_card(self, group: Group, unsure: bool = False) -> None:
+        """Let go of the card lease after a failure; `unsure`: a post may have reached Slack."""
         assert group.approval is not None
         group.leased = False
+        unsure = unsure and group.approval.message_ts is None
         with self.db.transaction() as session:
-            Approvals(session).release_card_lease(group.approval.id)
+            Approvals(session).release_card_lease(group.approval.id, unsure=unsure)
+
+    def card_found(self, group: Group, ts: str) -> None:
+        """An unfinished post was found in Slack's history: record its ts (the lease is kept), so
+        that the card is updated from now on."""
+        approval = group.approval
+        assert approval is not None
+        with self.db.transaction() as session:
+            session.execute(
+                update(Approval)
+                .where(Approval.id == approval.id, Approval.message_ts.is_(None))
+                .values(message_ts=ts)
+                .execution_options(synchronize_session=False)
+            )
+            Audit(session).record(
+                at=self.clock.now(),
+                actor="system",
+                event="approval.card_found",
+                object_type="approval",
+                object_id=approval.id,
+                after={"channel": approval.channel, "ts": ts},
+                reason="a post was interrupted before its ts was recorded; Slack had it",
+                agent=approval.agent,
+                target_id=approval.target_id,
+            )
+        group.unfinished = False
+        set_committed_value(approval, "message_ts", ts)
 
     def card_shown(self, row: Row, group: Group, new_ts: str | None, cut: bool, refused: str | None) -> bool:
         """Record what Slack took, with the rows of the approval delivered until then. A card posted
