@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import mrkdwn
-from bot.pacing import Pacer
+from bot.pacing import Busy, Pacer
 from storage.shared import GroupCache
 
 log = logging.getLogger("bot.slack")
@@ -102,11 +102,18 @@ class MessageTag:
 
 class SlackError(Exception):
     def __init__(
-        self, error: str, *, retry_after: float | None = None, unreachable: bool = False, unsure: bool = False
+        self,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        unreachable: bool = False,
+        unsure: bool = False,
+        paced: bool = False,
     ) -> None:
         super().__init__(error)
         self.error = error
         self.retry_after = retry_after
+        self.paced = paced  # not sent: this process's pacing has no turn near enough (retry_after: when)
         self.unreachable = unreachable  # no answer from Slack (its warning is logged once, by the gateway)
         self.unsure = unsure  # the request may have reached Slack: a post may have been taken
 
@@ -147,7 +154,10 @@ class SlackGateway:
     async def _call(self, method: str, **params: Any) -> Any:
         channel = params.get("channel")
         if self.pacer is not None:
-            await self.pacer.turn(method, channel)
+            try:
+                await self.pacer.turn(method, channel)
+            except Busy as busy:
+                raise SlackError("paced", retry_after=busy.wait, paced=True) from None
         return await self._answered(method, self.client.api_call(method, json=params), channel)
 
     async def _answered(self, method: str, call: Any, channel: str | None = None) -> Any:

@@ -24,6 +24,7 @@ from bot.destinations import Refused, admitted_by_prefix
 from bot.lanes import Lane
 from bot.outbound import Kind
 from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows, retry_delay
+from bot.pacing import held_slot
 from bot.slack_gateway import EventType, MessageTag, SlackError, SlackGateway
 from storage.tables import Approval, Suggestion
 
@@ -109,11 +110,16 @@ class Deliverer:
 
     async def _deliver_in_order(self, group: Group) -> None:
         async with self._slots:
+            held_slot.set(self._slots)  # this task's own context (gather runs each in a copy)
             try:
                 for row in group.rows:
                     try:
                         await self._senders[row.kind](row, group)
                     except SlackError as error:
+                        if error.paced:  # its turn is far: not a failure, it goes out then
+                            wait = timedelta(seconds=error.retry_after or 1)
+                            await self.lane.call(self.rows.postpone, row, wait)
+                            continue
                         # Unreachable or rate-limited: the gateway logged it once for all the rows.
                         quiet = error.unreachable or error.retry_after is not None
                         await self.lane.call(
