@@ -124,7 +124,9 @@ class Services:
 
 def slack_client(settings: Settings) -> AsyncWebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
+    # No retry inside the client: slack_sdk's default retries a post whose connection dropped, which
+    # may post it twice. The outbox retries instead, looking for an unsure post first.
+    return AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT, retry_handlers=[])
 
 
 def build_services(

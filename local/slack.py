@@ -32,7 +32,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from local.checks import DEFAULT_SLACK_DIR, Checks, SlackError
-from local.transport import API_PREFIX, HOOKS_PREFIX, Malformed, Outcome, ThreadedServer, asgi_router
+from local.transport import API_PREFIX, DROPPED, HOOKS_PREFIX, Malformed, Outcome, ThreadedServer, asgi_router
 from local.workspace import (
     BOT_ID,
     BOT_USER_ID,
@@ -188,6 +188,7 @@ class FakeSlack:
         self._failures: dict[str, list[Outcome]] = defaultdict(list)
         self._every: _Every | None = None
         self._holds: dict[str, list[threading.Event]] = defaultdict(list)
+        self._drops: dict[str, int] = defaultdict(int)
         self.enforced: Enforced | None = None  # Slack's rate limits, when a test asks for them
         self._port = 0
         self._response_uses: dict[str, int] = defaultdict(int)
@@ -295,6 +296,13 @@ class FakeSlack:
         with self._cond:
             self.enforced = Enforced(post, update, grace)
 
+    def drop_answer(self, method: str, times: int = 1) -> None:
+        """The next `times` calls of `method` are taken (processed and recorded, with status
+        DROPPED) and their connection closed without an answer: Slack has them, the caller
+        cannot know."""
+        with self._cond:
+            self._drops[method] += times
+
     def hold_answer(self, method: str) -> threading.Event:
         """The next call of `method` is processed and recorded as usual, but its answer waits until
         the returned event is set: Slack has taken it, the caller has not heard back yet."""
@@ -315,6 +323,7 @@ class FakeSlack:
                 for release in held:
                     release.set()
             self._holds.clear()
+            self._drops.clear()
 
     def _queue(self, method: str, failure: Outcome, times: int) -> None:
         with self._cond:
@@ -425,6 +434,9 @@ class FakeSlack:
             outcome = self._injected(method, recorded, received_at) or Outcome(
                 200, {}, self._process(method, params, token)
             )
+            if self._drops.get(method) and outcome.status == 200:
+                self._drops[method] -= 1
+                outcome = Outcome(DROPPED, {}, outcome.response)
             self._record(Call(method, recorded, token, outcome.status, outcome.response, received_at))
             held = self._holds.get(method)
             release = held.pop(0) if held and outcome.status == 200 else None

@@ -32,9 +32,12 @@ Params = dict[str, Any]
 
 @dataclass(frozen=True)
 class Outcome:
-    status: int
+    status: int  # DROPPED: the call was taken, and the connection closed without an answer
     headers: dict[str, str]
     response: dict[str, Any]
+
+
+DROPPED = -1
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
 
     def _reply(self, outcome: Outcome) -> None:
+        if outcome.status == DROPPED:
+            self.close_connection = True
+            return
         payload, headers = _json_reply(outcome)
         self.send_response(outcome.status)
         self.send_header("Content-Length", str(len(payload)))
@@ -266,5 +272,7 @@ async def _bounded_body(request: Request) -> bytes | None:
 
 
 def _response(outcome: Outcome) -> Response:
+    if outcome.status == DROPPED:  # no connection to close here: answer as a gateway that lost it
+        return Response(status_code=502)
     payload, headers = _json_reply(outcome)
     return Response(payload, status_code=outcome.status, headers=headers)

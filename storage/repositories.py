@@ -733,6 +733,28 @@ class Suggestions:
             .execution_options(synchronize_session=False)
         ).one_or_none()
 
+    def unfinished_post(self, suggestion_id: str, now: datetime) -> bool:
+        """A sender began to post this suggestion's message and did not record it (its lease ran
+        out, or was let go unsure): Slack may have it."""
+        found = self.session.scalar(
+            select(Suggestion.id).where(
+                Suggestion.id == suggestion_id,
+                Suggestion.card_lease_until.is_not(None),
+                Suggestion.card_lease_until < now,
+                Suggestion.message_ts.is_(None),
+            )
+        )
+        return found is not None
+
+    def found(self, suggestion_id: str, channel: str, message_ts: str) -> None:
+        """An unfinished post was found in Slack: where it is (the lease is kept)."""
+        self.session.execute(
+            update(Suggestion)
+            .where(Suggestion.id == suggestion_id, Suggestion.message_ts.is_(None))
+            .values(channel=channel, message_ts=message_ts)
+            .execution_options(synchronize_session=False)
+        )
+
     def release_lease(
         self,
         suggestion_id: str,
@@ -740,9 +762,11 @@ class Suggestions:
         shown_version: int | None = None,
         channel: str | None = None,
         message_ts: str | None = None,
+        unsure: bool = False,
     ) -> None:
-        """Let go of the lease, recording what was shown (and where, once posted)."""
-        values: dict[str, Any] = {"card_lease_until": None}
+        """Let go of the lease, recording what was shown (and where, once posted). `unsure`: a
+        post may have reached Slack unrecorded (the lease is left run out, UNFINISHED)."""
+        values: dict[str, Any] = {"card_lease_until": UNFINISHED if unsure else None}
         if shown_version is not None:
             values["card_version"] = shown_version
         if channel is not None:

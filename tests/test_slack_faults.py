@@ -4,6 +4,7 @@ Plus the fake Slack's conversations.history, which the last one relies on, answe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import defaultdict
@@ -14,9 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.clock import ManualClock
+from bot.config import Settings
 from local.slack import Call, FakeSlack
-from tests.helpers import T0, Running, ask, reset_postgres
+from local.transport import DROPPED
+from storage.db import Database
+from tests import test_alert_delivery as alerts
+from tests.helpers import T0, Running, ask, reset_postgres, serve
 from tests.replica import FileClock
+from tests.test_feedback import SUGGESTION
 from tests.test_replicas import Cluster, ladder
 from tests.test_replicas import ask as ask_replica
 
@@ -138,6 +145,112 @@ def test_while_slack_is_unreachable_requests_are_taken_and_their_cards_arrive_af
     assert [r.levelno for r in lines if "unreachable" in r.getMessage()] == [logging.WARNING]
     assert len([r for r in lines if "reachable again" in r.getMessage()]) == 1
     assert not [r for r in caplog.records if "failed, retrying" in r.getMessage()], "not one warning per row"
+
+
+# --- a post Slack took without answering -------------------------------------------------------------
+
+
+@pytest.fixture
+def timed_slack(clock: ManualClock) -> Iterator[FakeSlack]:
+    """A fake Slack whose message ts follow the test's clock, as Slack's follow real time (history
+    is looked up from a minute before the request, by Handrail's clock)."""
+    with FakeSlack(wall_clock=lambda: clock.now().timestamp()) as fake:
+        yield fake
+    assert fake.violations == []
+
+
+@pytest.fixture
+def timed(settings: Settings, clock: ManualClock, timed_slack: FakeSlack) -> Iterator[Running]:
+    yield from serve(settings.model_copy(update={"slack_api_url": timed_slack.base_url}), clock, timed_slack)
+
+
+def retried(running: Running, fake: FakeSlack) -> None:
+    """Once the pass that sent the unanswered post has recorded its failure, the retry's turn."""
+    fake.wait_for(lambda calls: any(c.status == DROPPED for c in calls))
+    running.deliver_due()
+    running.clock.advance(timedelta(seconds=5))
+    running.deliver_due()
+
+
+def test_a_card_slack_took_without_answering_is_found_in_history_and_updated_not_posted_again(
+    timed: Running, timed_slack: FakeSlack
+) -> None:
+    fake = timed_slack
+    fake.drop_answer("chat.postMessage")
+    approval_id = ask(timed)["id"]
+    retried(timed, fake)
+    with timed.agent() as agent:
+        assert agent.post(f"/v1/approvals/{approval_id}/cancel", json={"reason": "done"}).status_code == 200
+    fake.wait_for(lambda calls: sum(c.method == "chat.update" for c in calls) >= 2)
+
+    [card] = fake.history("C0APPROVALS")
+    assert CANCELLED in json.dumps(card["blocks"])
+    assert [c.status for c in fake.calls_to("chat.postMessage") if card_of(c)] == [DROPPED], "posted once"
+    assert {c.params["ts"] for c in fake.calls_to("chat.update")} == {card["ts"]}
+    with timed.agent() as agent:
+        events = agent.get("/v1/audit", params={"object_id": approval_id}).json()
+    assert "approval.card_found" in json.dumps(events)
+
+
+def test_a_post_slack_refuses_to_look_up_is_posted_and_why_is_logged_once(
+    timed: Running, timed_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = timed_slack
+    fake.drop_answer("chat.postMessage", times=2)
+    fake.fail_next("conversations.history", "missing_scope", times=2)
+    ask(timed, run_id="run-1")
+    ask(timed, run_id="run-2")
+    fake.wait_for(lambda calls: sum(c.status == DROPPED for c in calls) == 2)
+    timed.deliver_due()
+    timed.clock.advance(timedelta(seconds=5))
+    timed.deliver_due()
+
+    assert len(fake.calls_to("conversations.history")) == 2
+    assert len([c for c in fake.calls_to("chat.postMessage") if c.status == 200 and card_of(c)]) == 2
+    refused = [r for r in caplog.records if "missing_scope" in r.getMessage() and "history" in r.getMessage()]
+    assert len(refused) == 1, "said once, not once per card"
+
+
+def test_an_alert_slack_took_without_answering_is_found_in_the_channel_and_the_dm_and_updated(
+    db: Database, database_url: str, clock: ManualClock, timed_slack: FakeSlack
+) -> None:
+    fake, loop = timed_slack, asyncio.new_event_loop()
+    replica = alerts.Replica(database_url, clock, fake, loop)
+    replica.deliverer.slack.client.retry_handlers = []  # as bot.services builds it: no retry inside
+    try:
+        fake.drop_answer("chat.postMessage", times=2)
+        alerts.fire(db, clock)
+        replica.deliver()  # Slack takes both posts and answers neither
+        clock.advance(timedelta(seconds=5))
+        replica.deliver()
+    finally:
+        replica.close()
+        loop.close()
+
+    assert [c.status for c in alerts.posts(fake)] == [DROPPED, DROPPED], "never posted again"
+    shown = alerts.stored(db)
+    assert {d: m.channel for d, m in shown.items()} == {"C0APPROVALS": "C0APPROVALS", "U0OWNER": alerts.DM}
+    assert sorted((c.params["channel"], c.params["ts"]) for c in fake.calls_to("chat.update")) == sorted(
+        (m.channel, m.message_ts) for m in shown.values()
+    )
+    assert [c.params.get("users") for c in fake.calls_to("conversations.open")] == ["U0OWNER"]  # the DM's id
+    assert sorted(c.params["channel"] for c in fake.calls_to("conversations.history")) == ["C0APPROVALS", alerts.DM]
+
+
+def test_a_suggestion_slack_took_without_answering_is_found_in_the_dm_and_updated(
+    timed: Running, timed_slack: FakeSlack
+) -> None:
+    fake = timed_slack
+    fake.drop_answer("chat.postMessage")
+    with timed.agent() as agent:
+        assert agent.post("/v1/suggestions", json=SUGGESTION).status_code in (200, 201)
+    retried(timed, fake)
+
+    [message] = fake.history("U0REP")
+    assert message["metadata"]["event_type"] == "handrail_suggestion"
+    assert [c.status for c in fake.calls_to("chat.postMessage")] == [DROPPED]
+    [update] = fake.calls_to("chat.update")
+    assert (update.params["channel"], update.params["ts"]) == ("DU0REP", message["ts"])
 
 
 # --- SIGKILL between Slack's answer and recording it ------------------------------------------------

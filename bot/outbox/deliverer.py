@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -144,29 +144,27 @@ class Deliverer:
             self._said.add(key)
             log.warning(message, *args)
 
-    async def _find_card(self, group: Group, approval: Approval) -> None:
-        """A sender before began to post this card and did not record its ts (it died, or Slack
-        did not answer): look for the card in the channel's recent history, by its metadata.
-        Found, its ts is recorded and the card is updated; not found, it is posted. When Slack
-        refuses the history (the app lacks the scope, or is not in the channel), it is posted, and
-        that is said once; when Slack does not answer, it is tried again later."""
-        tag = MessageTag(EventType.APPROVAL, approval.id)
+    async def _find_posted(self, where: str, tag: MessageTag, since: datetime) -> tuple[str, str] | None:
+        """A sender before began to post this message and did not record its ts (it died, or Slack
+        did not answer): look for it in the conversation's recent history, by its metadata; its
+        (channel, ts) when found (then it is updated), None when not (then it is posted). When
+        Slack refuses the history (the app lacks the scope, or is not in the channel), None, and
+        that is said once; when Slack does not answer, SlackError: it is tried again later."""
         try:
-            found = await self.slack.find_tagged(approval.channel, tag, approval.created_at - HISTORY_MARGIN)
+            found = await self.slack.find_tagged(where, tag, since - HISTORY_MARGIN)
         except SlackError as error:
             if not error.permanent:
                 raise
             self._once(
                 "history:" + error.error,
-                "cannot look in Slack's history for cards whose post was interrupted (%s); posting them again, "
-                "which may show one twice (reinstall the app for the history scopes)",
+                "cannot look in Slack's history for messages whose post was interrupted (%s); posting them "
+                "again, which may show one twice (reinstall the app for the history scopes)",
                 error.error,
             )
-            return
+            return None
         if found is None:
-            log.info("the interrupted card of %s is not in Slack; posting it", approval.id)
-            return
-        await self.lane.call(self.rows.card_found, group, found[1])
+            log.info("the interrupted post of %s %s is not in Slack; posting it", tag.event_type.value, tag.id)
+        return found
 
     async def _deliver_card(self, row: Row, group: Group) -> None:
         assert row.approval_id is not None
@@ -184,7 +182,10 @@ class Deliverer:
         try:
             if approval.card_version < approval.state_version:
                 if group.unfinished and approval.message_ts is None:
-                    await self._find_card(group, approval)
+                    tag = MessageTag(EventType.APPROVAL, approval.id)
+                    found = await self._find_posted(approval.channel, tag, approval.created_at)
+                    if found is not None:
+                        await self.lane.call(self.rows.card_found, group, found[1])
                 agent = self.config.agents[approval.agent]
                 card = approval_card(approval, agent, group.paused)
                 cut = card.cut
@@ -326,6 +327,11 @@ class Deliverer:
         posted, refused = None, None
         try:
             due = view.message.shown_version < episode.state_version
+            if due and view.unfinished and view.message.message_ts is None:
+                tag = MessageTag(EventType.ALERT, episode.id)
+                found = await self._find_posted(view.message.destination, tag, episode.started_at)
+                if found is not None:
+                    await self.lane.call(self.rows.alert_found, view, *found)
             if due:
                 agent = self.config.agents.get(episode.agent)
                 if agent is None:
@@ -339,8 +345,11 @@ class Deliverer:
                     log.warning("Slack refused the alert %s (%s); showing its status only", episode.id, error.error)
                     refused = error.error
                     posted = await self._show_alert(view, alert_fallback_card(episode, agent, error.error))
-        except BaseException:
-            await self.lane.call(self.rows.release_alert, view)
+        except SlackError as error:
+            await self.lane.call(self.rows.release_alert, view, error.unsure)
+            raise
+        except BaseException:  # cancelled mid-call, or a bug: Slack may have taken the post
+            await self.lane.call(self.rows.release_alert, view, True)
             raise
         await self.lane.call(self.rows.alert_shown, row, group, view, due, posted, refused)
 
@@ -418,13 +427,19 @@ class Deliverer:
         first time, updated after; never posted twice."""
         payload = row.payload
         assert isinstance(payload, outbound.SuggestionPayload)
-        suggestion = await self.lane.call(self.rows.take_suggestion, payload.suggestion_id)
-        if suggestion is None:
+        taken = await self.lane.call(self.rows.take_suggestion, payload.suggestion_id)
+        if taken is None:
             await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
             return
+        suggestion, unfinished = taken
         posted, refused = None, None
         try:
             due = suggestion.card_version < suggestion.state_version
+            if due and unfinished and suggestion.message_ts is None:
+                tag = MessageTag(EventType.SUGGESTION, suggestion.id)
+                found = await self._find_posted(suggestion.to, tag, suggestion.created_at)
+                if found is not None:
+                    await self.lane.call(self.rows.suggestion_found, suggestion, *found)
             if due:
                 agent = self.config.agents.get(suggestion.agent)
                 try:
@@ -437,8 +452,11 @@ class Deliverer:
                     refused = error.error
                     card = suggestion_fallback_card(suggestion, agent, error.error)
                     posted = await self._show_suggestion(suggestion, card)
-        except BaseException:
-            await self.lane.call(self.rows.release_suggestion, suggestion)
+        except SlackError as error:
+            await self.lane.call(self.rows.release_suggestion, suggestion, error.unsure)
+            raise
+        except BaseException:  # cancelled mid-call, or a bug: Slack may have taken the post
+            await self.lane.call(self.rows.release_suggestion, suggestion, True)
             raise
         await self.lane.call(self.rows.suggestion_shown, row, group, suggestion, due, posted, refused)
 

@@ -109,6 +109,7 @@ class AlertView:
     message: AlertMessage
     episode: AlertEpisode
     mute: AlertMute | None
+    unfinished: bool = False  # a sender before began to post it and did not record it
 
 
 @dataclass
@@ -347,17 +348,39 @@ class Rows:
         another sender holds it."""
         now = self.clock.now()
         with self.db.transaction() as session:
+            unfinished = AlertMessages(session).unfinished(episode_id, destination, now)
             message = AlertMessages(session).take_lease(episode_id, destination, now, LEASE)
             if message is None:
                 return None
             episode = Episodes(session).get(episode_id)
             assert episode is not None  # a message row has its episode (foreign key)
             mutes = [m for m in Mutes(session).active([episode.agent], now) if m.rule == episode.rule]
-            return AlertView(message, episode, mutes[0] if mutes else None)
+            return AlertView(message, episode, mutes[0] if mutes else None, unfinished)
 
-    def release_alert(self, view: AlertView) -> None:
+    def release_alert(self, view: AlertView, unsure: bool = False) -> None:
+        """Let go of the message's lease after a failure; `unsure`: a post may have reached Slack."""
+        message = view.message
+        unsure = unsure and message.message_ts is None
         with self.db.transaction() as session:
-            AlertMessages(session).release(view.message.episode_id, view.message.destination)
+            AlertMessages(session).release(message.episode_id, message.destination, unsure=unsure)
+
+    def alert_found(self, view: AlertView, channel: str, ts: str) -> None:
+        """An unfinished post of the alert was found in Slack's history: record where it is."""
+        message, episode = view.message, view.episode
+        with self.db.transaction() as session:
+            AlertMessages(session).found(message.episode_id, message.destination, channel, ts)
+            Audit(session).record(
+                at=self.clock.now(),
+                actor="system",
+                event="alert.message_found",
+                object_type="alert",
+                object_id=episode.id,
+                after={"destination": message.destination, "channel": channel, "ts": ts},
+                reason="a post was interrupted before its ts was recorded; Slack had it",
+                agent=episode.agent,
+            )
+        set_committed_value(message, "channel", channel)
+        set_committed_value(message, "message_ts", ts)
 
     def alert_shown(
         self,
@@ -422,15 +445,37 @@ class Rows:
             waiting = messages.earlier_due(episode_id, Kind.PAGERDUTY.value, row.id, delivered)
             return Episodes(session).get(episode_id), waiting, messages.all_of(episode_id)
 
-    def take_suggestion(self, suggestion_id: str) -> Suggestion | None:
-        """Lease the suggestion's message and read the row as it is now; None when another sender
-        holds it."""
+    def take_suggestion(self, suggestion_id: str) -> tuple[Suggestion, bool] | None:
+        """Lease the suggestion's message and read the row as it is now, with whether a sender
+        before began to post it and did not record it; None when another sender holds it."""
+        now = self.clock.now()
         with self.db.transaction() as session:
-            return Suggestions(session).take_lease(suggestion_id, self.clock.now(), LEASE)
+            unfinished = Suggestions(session).unfinished_post(suggestion_id, now)
+            taken = Suggestions(session).take_lease(suggestion_id, now, LEASE)
+            return (taken, unfinished) if taken is not None else None
 
-    def release_suggestion(self, suggestion: Suggestion) -> None:
+    def release_suggestion(self, suggestion: Suggestion, unsure: bool = False) -> None:
+        """Let go of the lease after a failure; `unsure`: a post may have reached Slack."""
+        unsure = unsure and suggestion.message_ts is None
         with self.db.transaction() as session:
-            Suggestions(session).release_lease(suggestion.id)
+            Suggestions(session).release_lease(suggestion.id, unsure=unsure)
+
+    def suggestion_found(self, suggestion: Suggestion, channel: str, ts: str) -> None:
+        """An unfinished post of the suggestion was found in Slack's history: record where it is."""
+        with self.db.transaction() as session:
+            Suggestions(session).found(suggestion.id, channel, ts)
+            Audit(session).record(
+                at=self.clock.now(),
+                actor="system",
+                event="suggestion.message_found",
+                object_type="suggestion",
+                object_id=suggestion.id,
+                after={"channel": channel, "ts": ts},
+                reason="a post was interrupted before its ts was recorded; Slack had it",
+                agent=suggestion.agent,
+            )
+        set_committed_value(suggestion, "channel", channel)
+        set_committed_value(suggestion, "message_ts", ts)
 
     def suggestion_shown(
         self,
