@@ -13,6 +13,7 @@ While Slack cannot be reached, one warning says so, and one line says when it an
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -160,7 +161,7 @@ class SlackGateway:
                 raise SlackError("paced", retry_after=busy.wait, paced=True) from None
         return await self._answered(method, self.client.api_call(method, json=params), channel)
 
-    async def _answered(self, method: str, call: Any, channel: str | None = None) -> Any:
+    async def _answered(self, method: str, call: Awaitable[Any], channel: str | None = None) -> Any:
         """Await a call to Slack, translating its failure; logs once when Slack stops answering and
         once when it answers again, and pauses the method on a 429."""
         try:

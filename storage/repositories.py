@@ -178,6 +178,15 @@ class Approvals:
         )
         return set(found)
 
+    def found(self, approval_id: str, message_ts: str) -> None:
+        """An unfinished post of the card was found in Slack: its ts (the lease is kept)."""
+        self.session.execute(
+            update(Approval)
+            .where(Approval.id == approval_id, Approval.message_ts.is_(None))
+            .values(message_ts=message_ts)
+            .execution_options(synchronize_session=False)
+        )
+
     def release_card_lease(
         self,
         approval_id: str,

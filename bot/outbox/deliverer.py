@@ -31,7 +31,7 @@ from storage.tables import Approval, Suggestion
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
 WAIT_FOR_CARD = timedelta(seconds=1)
-# How far before an approval was created its card is looked for in the channel's history.
+# How long before its approval, alert episode or suggestion began a message is looked for in history.
 HISTORY_MARGIN = timedelta(minutes=1)
 # Behind: a claimed row had waited this long since it was due. New approval requests are shed
 # then (bot.app.Edge): a request taken now would wait as long for its card.

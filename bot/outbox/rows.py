@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -281,12 +281,7 @@ class Rows:
         approval = group.approval
         assert approval is not None
         with self.db.transaction() as session:
-            session.execute(
-                update(Approval)
-                .where(Approval.id == approval.id, Approval.message_ts.is_(None))
-                .values(message_ts=ts)
-                .execution_options(synchronize_session=False)
-            )
+            Approvals(session).found(approval.id, ts)
             Audit(session).record(
                 at=self.clock.now(),
                 actor="system",
