@@ -214,3 +214,20 @@ def test_a_burst_of_200_cards_across_4_channels_reaches_slack_without_a_429_in_t
     assert all(last - start >= least - GRACE for start, last in spans.values()), spans
     assert took >= least - GRACE
     assert took <= least * 1.10
+
+
+def test_the_enforcing_fake_answers_429_with_retry_after_past_a_channels_burst_as_slack_does(
+    enforcing_slack: FakeSlack,
+) -> None:
+    fake = enforcing_slack
+    fake.enforce_limits(Limit(0.001, 3), Limit(0.001, 1))  # one more every 1000 s: nothing refills here
+    with httpx.Client(base_url=fake.base_url, headers={"Authorization": "Bearer xoxb-test"}) as client:
+        answers = [client.post("chat.postMessage", json={"channel": "C1", "text": "hi"}) for _ in range(4)]
+        other = client.post("chat.postMessage", json={"channel": "C2", "text": "hi"})
+        ts = answers[0].json()["ts"]
+        updates = [client.post("chat.update", json={"channel": "C1", "ts": ts, "text": "edited"}) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[3].headers["Retry-After"] == "1" and answers[3].json() == {"ok": False, "error": "ratelimited"}
+    assert other.status_code == 200, "each channel has its own limit"
+    assert [u.status_code for u in updates] == [200, 429], "chat.update: one limit for the workspace"
+    assert len(fake.history("C1")) == 3, "a refused call changes nothing"
