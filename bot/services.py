@@ -20,6 +20,7 @@ from bot.gate import Gate
 from bot.jobs import Evaluator, Retention, Summarizer, Sweeper
 from bot.lanes import CONTROL_THREADS, WORK_THREADS, Lane, in_control
 from bot.outbox import Deliverer
+from bot.pacing import Pacer, Rate
 from bot.presence import Presence
 from bot.slack_gateway import CountedClient, SlackGateway
 from storage.db import Database
@@ -127,7 +128,9 @@ class Services:
 
 def slack_client(settings: Settings) -> AsyncWebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    return CountedClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
+    # No retry inside the client: slack_sdk's default retries a post whose connection dropped, which
+    # may post it twice. The outbox retries instead, looking for an unsure post first.
+    return CountedClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT, retry_handlers=[])
 
 
 def build_services(
@@ -137,7 +140,9 @@ def build_services(
     clock = clock or SystemClock()
     work = Lane.open(settings.database_url, WORK_THREADS)
     shared = open_shared(settings.redis_url)
-    slack = SlackGateway(slack_client(settings), shared.groups)
+    post_rate = Rate(settings.handrail_slack_post_rate, settings.handrail_slack_post_burst)
+    update_rate = Rate(settings.handrail_slack_update_rate, settings.handrail_slack_update_burst)
+    slack = SlackGateway(slack_client(settings), shared.groups, Pacer(post_rate, update_rate))
     http = httpx.AsyncClient(timeout=10, follow_redirects=False)
     guard = Guard(resolve)
     callbacks = guard.client(timeout=10)

@@ -2,19 +2,36 @@
 
 Errors come back as SlackError, which tells the outbox whether to retry and when (HTTP 429 carries
 Slack's Retry-After) and whether Slack refused what the message says (then no retry helps, but a
-plainer message may pass). A message's text is cut to Slack's limit here, whoever wrote it."""
+plainer message may pass). A message's text is cut to Slack's limit here, whoever wrote it.
+
+Messages Handrail updates later carry Slack message metadata (MessageTag: which approval, alert
+episode or suggestion they show), so that a post whose answer was lost (the process died between
+Slack's answer and recording it) is found again in the channel's history instead of posted twice.
+Posts and updates are paced (bot.pacing); a 429 pauses its method and channel for the process.
+While Slack cannot be reached, one warning says so, and one line says when it answers again."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from aiohttp import ClientError, FormData
+import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot import metrics, mrkdwn
+from bot.pacing import Busy, Pacer
 from storage.shared import GroupCache
+
+log = logging.getLogger("bot.slack")
+
+HISTORY_PAGE = 200  # messages asked of conversations.history at once (Slack allows up to 999)
+HISTORY_PAGES = 5  # pages read at most when looking for a message: a busy channel's last 1,000
 
 # Slack errors about what a message says: its blocks or its length.
 CONTENT_ERRORS = frozenset(
@@ -50,11 +67,57 @@ PERMANENT_ERRORS = CONTENT_ERRORS | frozenset(
 )
 
 
+class EventType(StrEnum):
+    """The `event_type` of the metadata on each message Handrail updates later."""
+
+    APPROVAL = "handrail_approval"
+    ALERT = "handrail_alert"
+    SUGGESTION = "handrail_suggestion"
+
+
+@dataclass(frozen=True)
+class MessageTag:
+    """What a message shows, as Slack message metadata: `{"event_type": "handrail_approval",
+    "event_payload": {"id": "<approval id>"}}`. Written on every post and update of the message,
+    read back from conversations.history."""
+
+    event_type: EventType
+    id: str
+
+    def metadata(self) -> dict[str, Any]:
+        return {"event_type": self.event_type.value, "event_payload": {"id": self.id}}
+
+    @classmethod
+    def of(cls, message: Any) -> MessageTag | None:
+        """The tag of a message as conversations.history returns it; None for any other message."""
+        metadata = message.get("metadata") if isinstance(message, dict) else None
+        if not isinstance(metadata, dict):
+            return None
+        payload = metadata.get("event_payload")
+        try:
+            event_type = EventType(str(metadata.get("event_type")))
+        except ValueError:
+            return None
+        found = payload.get("id") if isinstance(payload, dict) else None
+        return cls(event_type, found) if isinstance(found, str) and found else None
+
+
 class SlackError(Exception):
-    def __init__(self, error: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        unreachable: bool = False,
+        unsure: bool = False,
+        paced: bool = False,
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.retry_after = retry_after
+        self.paced = paced  # not sent: this process's pacing has no turn near enough (retry_after: when)
+        self.unreachable = unreachable  # no answer from Slack (its warning is logged once, by the gateway)
+        self.unsure = unsure  # the request may have reached Slack: a post may have been taken
 
     @property
     def permanent(self) -> bool:
@@ -73,7 +136,13 @@ def _translate(error: Exception) -> SlackError:
             retry_after = float(response.headers.get("Retry-After", response.headers.get("retry-after", 1)))
             return SlackError("ratelimited", retry_after=retry_after)
         return SlackError(str(response.get("error") or f"http_{response.status_code}"))
-    return SlackError(f"{type(error).__name__}: {error}")
+    # No answer. A connection that was never made took nothing; any other may have delivered the
+    # request before it broke (a timeout, a dropped connection).
+    never_sent = isinstance(error, aiohttp.ClientConnectorError)
+    return SlackError(f"{type(error).__name__}: {error}", unreachable=True, unsure=not never_sent)
+
+
+TRANSPORT_ERRORS = (SlackClientError, OSError, TimeoutError, aiohttp.ClientError)
 
 
 class CountedClient(AsyncWebClient):
@@ -88,7 +157,7 @@ class CountedClient(AsyncWebClient):
         *,
         http_verb: str = "POST",
         files: dict[str, Any] | None = None,
-        data: dict[str, Any] | FormData | None = None,
+        data: dict[str, Any] | aiohttp.FormData | None = None,
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
         headers: dict[str, Any] | None = None,
@@ -111,7 +180,7 @@ class CountedClient(AsyncWebClient):
             if failed.retry_after is not None:
                 metrics.SLACK_RATE_LIMITED.labels(api_method).inc()
             raise
-        except (SlackClientError, ClientError, OSError, TimeoutError):
+        except TRANSPORT_ERRORS:
             metrics.SLACK_CALLS.labels(api_method, "network").inc()
             raise
         metrics.SLACK_CALLS.labels(api_method, "ok").inc()
@@ -119,26 +188,66 @@ class CountedClient(AsyncWebClient):
 
 
 class SlackGateway:
-    def __init__(self, client: AsyncWebClient, groups: GroupCache) -> None:
+    def __init__(self, client: AsyncWebClient, groups: GroupCache, pacer: Pacer | None = None) -> None:
         self.client = client
         self.groups = groups
+        self.pacer = pacer
         self._workspace_url: str | None = None
+        self._unreachable = 0  # calls that got no answer since the last that did
 
     async def _call(self, method: str, **params: Any) -> Any:
+        channel = params.get("channel")
+        if self.pacer is not None:
+            try:
+                await self.pacer.turn(method, channel)
+            except Busy as busy:
+                raise SlackError("paced", retry_after=busy.wait, paced=True) from None
+        return await self._answered(method, self.client.api_call(method, json=params), channel)
+
+    async def _answered(self, method: str, call: Awaitable[Any], channel: str | None = None) -> Any:
+        """Await a call to Slack, translating its failure; logs once when Slack stops answering and
+        once when it answers again, and pauses the method on a 429."""
         try:
-            return await self.client.api_call(method, json=params)
-        except (SlackClientError, OSError, TimeoutError) as error:
-            raise _translate(error) from error
+            response = await call
+        except TRANSPORT_ERRORS as error:
+            failure = _translate(error)
+            if failure.unreachable:
+                if not self._unreachable:
+                    log.warning("Slack is unreachable (%s); messages wait in the outbox and are retried", failure.error)
+                self._unreachable += 1
+            else:
+                self._reached()
+            if failure.retry_after is not None and self.pacer is not None:
+                self.pacer.pause(method, channel, failure.retry_after)
+                log.info("Slack rate-limited %s; pausing it %.0fs", method, failure.retry_after)
+            raise failure from error
+        self._reached()
+        return response
+
+    def _reached(self) -> None:
+        if self._unreachable:
+            log.warning("Slack is reachable again (%d calls got no answer meanwhile)", self._unreachable)
+            self._unreachable = 0
 
     async def post(
-        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+        tag: MessageTag | None = None,
     ) -> str:
         """Post a message; its ts."""
-        _, ts = await self.post_where(channel, text, blocks, thread_ts)
+        _, ts = await self.post_where(channel, text, blocks, thread_ts, tag)
         return ts
 
     async def post_where(
-        self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+        tag: MessageTag | None = None,
     ) -> tuple[str, str]:
         """Post a message; the channel Slack put it in (for a user id, the DM's D… id) and its ts."""
         params: dict[str, Any] = {
@@ -151,11 +260,44 @@ class SlackGateway:
             params["blocks"] = blocks
         if thread_ts is not None:
             params["thread_ts"] = thread_ts
+        if tag is not None:
+            params["metadata"] = tag.metadata()
         response = await self._call("chat.postMessage", **params)
         return str(response.get("channel") or channel), str(response["ts"])
 
-    async def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        await self._call("chat.update", channel=channel, ts=ts, text=_text(text), blocks=blocks)
+    async def update(
+        self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]], tag: MessageTag | None = None
+    ) -> None:
+        params: dict[str, Any] = {"channel": channel, "ts": ts, "text": _text(text), "blocks": blocks}
+        if tag is not None:
+            params["metadata"] = tag.metadata()
+        await self._call("chat.update", **params)
+
+    async def find_tagged(self, channel: str, tag: MessageTag, since: datetime) -> tuple[str, str] | None:
+        """The (channel, ts) of the message tagged `tag` that Handrail posted in `channel` (a user
+        id: the DM with that user) since `since`, looking through at most HISTORY_PAGES pages of
+        the conversation's history, newest first; None when it is not there. Raises SlackError
+        when Slack refuses (`missing_scope`, `not_in_channel`) or does not answer."""
+        if channel.startswith(("U", "W")):  # a person: the DM, which conversations.open names
+            opened = await self._answered("conversations.open", self.client.conversations_open(users=channel))
+            channel = str(opened["channel"]["id"])
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            call = self.client.conversations_history(
+                channel=channel,
+                oldest=f"{since.timestamp():.6f}",
+                limit=HISTORY_PAGE,
+                include_all_metadata=True,
+                cursor=cursor,
+            )
+            page = await self._answered("conversations.history", call, channel)
+            for message in page.get("messages") or ():
+                if MessageTag.of(message) == tag and isinstance(message.get("ts"), str):
+                    return channel, message["ts"]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not page.get("has_more") or not cursor:
+                return None
+        return None
 
     async def permalink(self, channel: str, ts: str) -> str:
         response = await self._call("chat.getPermalink", channel=channel, message_ts=ts)
@@ -194,10 +336,8 @@ class SlackGateway:
     async def group_members(self, group_id: str) -> frozenset[str]:
         members = await self.groups.get(group_id)
         if members is None:
-            try:
-                response = await self.client.usergroups_users_list(usergroup=group_id)
-            except (SlackClientError, OSError, TimeoutError) as error:
-                raise _translate(error) from error
+            listed = self.client.usergroups_users_list(usergroup=group_id)
+            response = await self._answered("usergroups.users.list", listed)
             members = frozenset(response.get("users") or ())
             await self.groups.put(group_id, members)
         return members

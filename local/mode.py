@@ -126,6 +126,7 @@ def mount(app: FastAPI, services: Services, local: Local) -> None:
     settings = services.settings
     base = f"http://127.0.0.1:{settings.port}"
     fake = FakeSlack.checked_if_available()
+    services.slack.pacer = None  # the stand-in has no rate limits: the page shows each message at once
     if not fake.checking:
         log.warning("calls to the stand-in for Slack are not checked: no Slack reference data at %s", DEFAULT_SLACK_DIR)
     fake.mounted_at(base + PREFIX)

@@ -25,14 +25,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 
 from local.checks import DEFAULT_SLACK_DIR, Checks, SlackError
-from local.transport import API_PREFIX, HOOKS_PREFIX, Malformed, Outcome, ThreadedServer, asgi_router
+from local.transport import API_PREFIX, DROPPED, HOOKS_PREFIX, Malformed, Outcome, ThreadedServer, asgi_router
 from local.workspace import (
     BOT_ID,
     BOT_USER_ID,
@@ -93,6 +93,60 @@ class Call:
     received_at: float = 0.0  # time.perf_counter() when the request arrived
 
 
+@dataclass(frozen=True)
+class Limit:
+    """A rate Slack enforces: `per_second` on average, `burst` calls at once after a quiet spell."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class Enforced:
+    """Slack's rate limits, enforced on receipt times: chat.postMessage per channel (about 1 a
+    second with short bursts), chat.update per workspace (Tier 3: about 50 a minute). A call
+    arriving up to `grace` seconds early still passes: receipt times carry the network's jitter,
+    and Slack's own limits are not that sharp either."""
+
+    post: Limit
+    update: Limit
+    grace: float = 0.0
+    retry_after: int = 1
+    buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
+
+    def admits(self, method: str, params: Params, at: float) -> bool:
+        if method == "chat.postMessage":
+            limit, key = self.post, (method, conversation_id(str(params.get("channel"))))
+        elif method == "chat.update":
+            limit, key = self.update, (method, "")
+        else:
+            return True
+        bucket = self.buckets.setdefault(key, _Bucket(float(limit.burst), at))
+        tokens = min(float(limit.burst), bucket.tokens + max(0.0, at - bucket.at) * limit.per_second)
+        bucket.at = max(at, bucket.at)
+        if tokens + self.grace * limit.per_second < 1:
+            bucket.tokens = tokens
+            return False
+        bucket.tokens = tokens - 1  # below zero within the grace: the next call waits the longer
+        return True
+
+
+@dataclass
+class _Every:
+    """Fail every n-th call of the methods (all methods when empty), counting from the next one."""
+
+    n: int
+    outcome: Outcome
+    methods: frozenset[str]
+    seen: int = 0
+
+
 class FakeSlack:
     def __init__(
         self,
@@ -124,6 +178,7 @@ class FakeSlack:
             "views.update": self._views_update,
             "views.publish": self._views_publish,
             "conversations.open": self._open_conversation,
+            "conversations.history": self._conversation_history,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroup_users,
         }
@@ -131,6 +186,11 @@ class FakeSlack:
         self._cond = threading.Condition()
         self._listeners: list[Callable[[], None]] = []
         self._failures: dict[str, list[Outcome]] = defaultdict(list)
+        self._every: _Every | None = None
+        self._holds: dict[str, list[threading.Event]] = defaultdict(list)
+        self._drops: dict[str, int] = defaultdict(int)
+        self.enforced: Enforced | None = None  # Slack's rate limits, when a test asks for them
+        self._port = 0
         self._response_uses: dict[str, int] = defaultdict(int)
         self._server: ThreadedServer | None = None
         self.base_url = ""
@@ -163,8 +223,20 @@ class FakeSlack:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._server = ThreadedServer(self)
+        self._server = ThreadedServer(self, self._port)
+        self._port = self._server.port
         self.mounted_at(self._server.root_url)
+
+    def go_offline(self) -> None:
+        """Slack cannot be reached: the port refuses connections (and connections kept alive are
+        dropped) until `come_back()`."""
+        assert self._server is not None, "go_offline() needs the stand-in's own server (start())"
+        self._server.stop()
+        self._server = None
+
+    def come_back(self) -> None:
+        """Listen again, on the same port."""
+        self.start()
 
     def mounted_at(self, root_url: str) -> None:
         """Where the stand-in answers: its own server's URL, or where the app mounts `router(self)`
@@ -208,12 +280,50 @@ class FakeSlack:
     def fail_next(self, method: str, error: str, times: int = 1) -> None:
         self._queue(method, Outcome(200, {}, {"ok": False, "error": error}), times)
 
+    def rate_limit_every(self, n: int, retry_after: int = 1, methods: Iterable[str] = ()) -> None:
+        """Answer every n-th call (of `methods`, or of any method) with 429 and Retry-After, until
+        `stop_rate_limiting()`."""
+        failure = Outcome(429, {"Retry-After": str(retry_after)}, {"ok": False, "error": "ratelimited"})
+        with self._cond:
+            self._every = _Every(n, failure, frozenset(methods))
+
+    def stop_rate_limiting(self) -> None:
+        with self._cond:
+            self._every = None
+
+    def enforce_limits(self, post: Limit, update: Limit, *, grace: float = 0.0) -> None:
+        """From now on, answer 429 to calls beyond Slack's rate limits (see Enforced)."""
+        with self._cond:
+            self.enforced = Enforced(post, update, grace)
+
+    def drop_answer(self, method: str, times: int = 1) -> None:
+        """The next `times` calls of `method` are taken (processed and recorded, with status
+        DROPPED) and their connection closed without an answer: Slack has them, the caller
+        cannot know."""
+        with self._cond:
+            self._drops[method] += times
+
+    def hold_answer(self, method: str) -> threading.Event:
+        """The next call of `method` is processed and recorded as usual, but its answer waits until
+        the returned event is set: Slack has taken it, the caller has not heard back yet."""
+        release = threading.Event()
+        with self._cond:
+            self._holds[method].append(release)
+        return release
+
     def reset(self) -> None:
         """Forget calls, violations and queued failures; posted messages, users and groups stay."""
         with self._cond:
             self.calls.clear()
             self.violations.clear()
             self._failures.clear()
+            self._every = None
+            self.enforced = None
+            for held in self._holds.values():
+                for release in held:
+                    release.set()
+            self._holds.clear()
+            self._drops.clear()
 
     def _queue(self, method: str, failure: Outcome, times: int) -> None:
         with self._cond:
@@ -320,11 +430,35 @@ class FakeSlack:
 
     def answer_call(self, method: str, params: Params | Malformed, token: str | None, received_at: float) -> Outcome:
         with self._locked():
-            queued = self._failures.get(method)
-            outcome = queued.pop(0) if queued else Outcome(200, {}, self._process(method, params, token))
             recorded = params if isinstance(params, dict) else {}
+            outcome = self._injected(method, recorded, received_at) or Outcome(
+                200, {}, self._process(method, params, token)
+            )
+            if self._drops.get(method) and outcome.status == 200:
+                self._drops[method] -= 1
+                outcome = Outcome(DROPPED, {}, outcome.response)
             self._record(Call(method, recorded, token, outcome.status, outcome.response, received_at))
-            return outcome
+            held = self._holds.get(method)
+            release = held.pop(0) if held and outcome.status == 200 else None
+        if release is not None:
+            release.wait(60)
+        return outcome
+
+    def _injected(self, method: str, params: Params, received_at: float) -> Outcome | None:
+        """A failure a test queued or asked for, or a 429 past the enforced limits; None to answer."""
+        queued = self._failures.get(method)
+        if queued:
+            return queued.pop(0)
+        every = self._every
+        if every is not None and (not every.methods or method in every.methods):
+            every.seen += 1
+            if every.seen % every.n == 0:
+                return every.outcome
+        enforced = self.enforced
+        if enforced is not None and not enforced.admits(method, params, received_at):
+            headers = {"Retry-After": str(enforced.retry_after)}
+            return Outcome(429, headers, {"ok": False, "error": "ratelimited"})
+        return None
 
     def answer_hook(self, rest: str, path: str, params: Params | Malformed, received_at: float) -> Outcome:
         """A message to a response_url: text or blocks, optionally replace_original or
@@ -441,12 +575,15 @@ class FakeSlack:
 
     def _post_message(self, params: Params) -> Answer:
         self.checks.blocks(params.get("blocks"))
+        metadata = _metadata(params)
         channel = conversation_id(params["channel"])
-        message = self.workspace.post(channel, params.get("text", ""), params.get("blocks"), params.get("thread_ts"))
+        text, blocks, thread_ts = params.get("text", ""), params.get("blocks"), params.get("thread_ts")
+        message = self.workspace.post(channel, text, blocks, thread_ts, metadata)
         return {"channel": channel, "ts": message["ts"], "message": message}
 
     def _update_message(self, params: Params) -> Answer:
         self.checks.blocks(params.get("blocks"), allow_empty=True)
+        _metadata(params)
         channel, ts = conversation_id(params["channel"]), params["ts"]
         message = self.workspace.update(channel, ts, params)
         answered = {key: value for key, value in message.items() if key not in ("ts", "thread_ts")}
@@ -489,6 +626,30 @@ class FakeSlack:
             self.workspace.saw(channel, users)
         return {"channel": {"id": channel}}
 
+    def _conversation_history(self, params: Params) -> Answer:
+        """Top-level messages, newest first, between `oldest` and `latest` (exclusive); `limit` per
+        page (default 100, at most 999) with `has_more` and a cursor for the next page. Metadata is
+        in the answer only with include_all_metadata, as Slack does."""
+        channel = conversation_id(params["channel"])
+        try:
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params["latest"]) if params.get("latest") else None
+            limit = min(max(int(params.get("limit") or 100), 1), 999)
+            start = int(params["cursor"].removeprefix("next_ts:")) if params.get("cursor") else 0
+        except (TypeError, ValueError, AttributeError) as error:
+            raise SlackError("invalid_arguments", f"oldest, latest, limit or cursor cannot be read ({error})") from None
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        shown = [
+            ({k: v for k, v in message.items() if k != "metadata" or with_metadata})
+            for message in reversed(self.workspace.history(channel, None))
+            if float(message["ts"]) > oldest and (latest is None or float(message["ts"]) < latest)
+        ]
+        page = shown[start : start + limit]
+        more = start + limit < len(shown)
+        answer: Answer = {"messages": page, "has_more": more, "pin_count": 0}
+        answer["response_metadata"] = {"next_cursor": f"next_ts:{start + limit}" if more else ""}
+        return answer
+
     def _users_info(self, params: Params) -> Answer:
         return {"user": self.workspace.user(params["user"])}
 
@@ -502,6 +663,27 @@ class FakeSlack:
 def router(fake: FakeSlack) -> APIRouter:
     """The stand-in's routes, for local mode to include under its prefix (then `fake.mounted_at`)."""
     return asgi_router(fake)
+
+
+def _truthy(value: Any) -> bool:
+    """A boolean parameter as Slack reads it: JSON true, or "true" or "1" in a form or query."""
+    return value is True or (isinstance(value, str) and value.lower() in ("true", "1"))
+
+
+def _metadata(params: Params) -> dict[str, Any] | None:
+    """A message's `metadata`, checked as Slack checks it: an object with an `event_type` (a
+    string) and an `event_payload` (an object)."""
+    metadata = params.get("metadata")
+    if metadata is None:
+        return None
+    if (
+        not isinstance(metadata, dict)
+        or not isinstance(metadata.get("event_type"), str)
+        or not metadata["event_type"]
+        or not isinstance(metadata.get("event_payload"), dict)
+    ):
+        raise SlackError("invalid_metadata_format", "metadata: an event_type (text) and an event_payload (object)")
+    return metadata
 
 
 def _absent(value: Any) -> bool:

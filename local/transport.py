@@ -32,9 +32,12 @@ Params = dict[str, Any]
 
 @dataclass(frozen=True)
 class Outcome:
-    status: int
+    status: int  # DROPPED: the call was taken, and the connection closed without an answer
     headers: dict[str, str]
     response: dict[str, Any]
+
+
+DROPPED = -1
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,8 @@ def _json_reply(outcome: Outcome) -> tuple[bytes, dict[str, str]]:
 class ThreadedServer:
     """serve_forever in a daemon thread; stop() returns once the port is closed."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def __init__(self, backend: Backend, port: int = 0) -> None:
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.backend = backend
         # serve_forever notices shutdown() between selects: a short interval makes stop() quick.
         self._thread = threading.Thread(
@@ -138,7 +141,13 @@ class ThreadedServer:
         self._thread.start()
         self.root_url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
     def stop(self) -> None:
+        """Stop listening; a connection kept alive is closed at its next request, unanswered."""
+        self._server.closed = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -146,6 +155,7 @@ class ThreadedServer:
 
 class _Server(ThreadingHTTPServer):
     backend: Backend
+    closed = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -173,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bytes) -> None:
         received_at = time.perf_counter()
+        if self.server.closed:  # stopped: drop the connection, as a server that went away does
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         content_type = self.headers.get("Content-Type", "")
         if url.path.startswith(HOOKS_PREFIX):
@@ -188,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
 
     def _reply(self, outcome: Outcome) -> None:
+        if outcome.status == DROPPED:
+            self.close_connection = True
+            return
         payload, headers = _json_reply(outcome)
         self.send_response(outcome.status)
         self.send_header("Content-Length", str(len(payload)))
@@ -256,5 +272,7 @@ async def _bounded_body(request: Request) -> bytes | None:
 
 
 def _response(outcome: Outcome) -> Response:
+    if outcome.status == DROPPED:  # no connection to close here: answer as a gateway that lost it
+        return Response(status_code=502)
     payload, headers = _json_reply(outcome)
     return Response(payload, status_code=outcome.status, headers=headers)

@@ -73,7 +73,14 @@ class Workspace:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def post(self, channel: str, text: str, blocks: list[Any] | None, thread_ts: str | None) -> Message:
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[Any] | None,
+        thread_ts: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Message:
         ts = self.next_ts()
         message = {
             "type": "message",
@@ -85,6 +92,7 @@ class Workspace:
             "text": text,
             **({"blocks": self.with_block_ids(blocks)} if blocks is not None else {}),
             **({"thread_ts": thread_ts} if thread_ts is not None else {}),
+            **({"metadata": copy.deepcopy(metadata)} if metadata else {}),
         }
         self.messages[(channel, ts)] = message
         self.saw(channel, None)
@@ -98,6 +106,8 @@ class Workspace:
         message = {**self.messages[(channel, ts)], **({"text": params["text"]} if "text" in params else {})}
         if "blocks" in params:
             message["blocks"] = self.with_block_ids(params["blocks"])
+        if isinstance(params.get("metadata"), dict):
+            message["metadata"] = copy.deepcopy(params["metadata"])
         if not message.get("blocks"):
             message.pop("blocks", None)
         message["edited"] = {"user": BOT_USER_ID, "ts": self.next_ts()}  # a client shows "(edited)"

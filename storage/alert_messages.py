@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.repositories import UNFINISHED
 from storage.tables import AlertMessage, OutboxMessage
 
 
@@ -37,6 +38,28 @@ class AlertMessages:
             .execution_options(synchronize_session=False)
         ).one_or_none()
 
+    def unfinished(self, episode_id: str, destination: str, now: datetime) -> bool:
+        """A sender began to post this message and did not record it (its lease ran out, or was
+        let go unsure): Slack may have it."""
+        found = self.session.scalar(
+            select(AlertMessage.episode_id).where(
+                self._key(episode_id, destination),
+                AlertMessage.lease_until.is_not(None),
+                AlertMessage.lease_until < now,
+                AlertMessage.message_ts.is_(None),
+            )
+        )
+        return found is not None
+
+    def found(self, episode_id: str, destination: str, channel: str, message_ts: str) -> None:
+        """An unfinished post was found in Slack: where it is (the lease is kept)."""
+        self.session.execute(
+            update(AlertMessage)
+            .where(self._key(episode_id, destination), AlertMessage.message_ts.is_(None))
+            .values(channel=channel, message_ts=message_ts)
+            .execution_options(synchronize_session=False)
+        )
+
     def release(
         self,
         episode_id: str,
@@ -45,9 +68,11 @@ class AlertMessages:
         shown_version: int | None = None,
         channel: str | None = None,
         message_ts: str | None = None,
+        unsure: bool = False,
     ) -> None:
-        """Let go of the lease, recording what was shown (and where, once posted)."""
-        values: dict[str, Any] = {"lease_until": None}
+        """Let go of the lease, recording what was shown (and where, once posted). `unsure`: a
+        post may have reached Slack unrecorded (the lease is left run out, UNFINISHED)."""
+        values: dict[str, Any] = {"lease_until": UNFINISHED if unsure else None}
         if shown_version is not None:
             values["shown_version"] = shown_version
         if channel is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import JSON, CursorResult, Result, Row, Select, Text, and_, func, insert, or_, select, update
@@ -28,6 +28,10 @@ from storage.tables import (
 
 # A claimed outbox row: its id, kind, approval_id, payload, attempts and when it was due (next_at).
 Claimed = Row[tuple[int, str, str | None, dict[str, Any], int, datetime]]
+
+
+# A card lease let go after a post whose outcome is unknown: long run out, and not None.
+UNFINISHED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -169,10 +173,42 @@ class Approvals:
             )
         )
 
+    def unfinished_posts(self, approval_ids: list[str], now: datetime) -> set[str]:
+        """Those of these approvals whose card a sender began to post and did not record: its
+        lease ran out (the sender died) or was let go unsure (no answer from Slack), and no ts is
+        known. Slack may have the card: look for it before posting again."""
+        if not approval_ids:
+            return set()
+        found = self.session.scalars(
+            select(Approval.id).where(
+                Approval.id.in_(approval_ids),
+                Approval.card_lease_until.is_not(None),
+                Approval.card_lease_until < now,
+                Approval.message_ts.is_(None),
+            )
+        )
+        return set(found)
+
+    def found(self, approval_id: str, message_ts: str) -> None:
+        """An unfinished post of the card was found in Slack: its ts (the lease is kept)."""
+        self.session.execute(
+            update(Approval)
+            .where(Approval.id == approval_id, Approval.message_ts.is_(None))
+            .values(message_ts=message_ts)
+            .execution_options(synchronize_session=False)
+        )
+
     def release_card_lease(
-        self, approval_id: str, *, shown_version: int | None = None, message_ts: str | None = None
+        self,
+        approval_id: str,
+        *,
+        shown_version: int | None = None,
+        message_ts: str | None = None,
+        unsure: bool = False,
     ) -> None:
-        values: dict[str, Any] = {"card_lease_until": None}
+        """Let go of the card lease, recording what was shown. `unsure`: a post may have reached
+        Slack unrecorded; the lease is left run out (UNFINISHED) so that the next sender looks."""
+        values: dict[str, Any] = {"card_lease_until": UNFINISHED if unsure else None}
         if shown_version is not None:
             values["card_version"] = shown_version
         if message_ts is not None:
@@ -840,6 +876,28 @@ class Suggestions:
             .execution_options(synchronize_session=False)
         ).one_or_none()
 
+    def unfinished_post(self, suggestion_id: str, now: datetime) -> bool:
+        """A sender began to post this suggestion's message and did not record it (its lease ran
+        out, or was let go unsure): Slack may have it."""
+        found = self.session.scalar(
+            select(Suggestion.id).where(
+                Suggestion.id == suggestion_id,
+                Suggestion.card_lease_until.is_not(None),
+                Suggestion.card_lease_until < now,
+                Suggestion.message_ts.is_(None),
+            )
+        )
+        return found is not None
+
+    def found(self, suggestion_id: str, channel: str, message_ts: str) -> None:
+        """An unfinished post was found in Slack: where it is (the lease is kept)."""
+        self.session.execute(
+            update(Suggestion)
+            .where(Suggestion.id == suggestion_id, Suggestion.message_ts.is_(None))
+            .values(channel=channel, message_ts=message_ts)
+            .execution_options(synchronize_session=False)
+        )
+
     def release_lease(
         self,
         suggestion_id: str,
@@ -847,9 +905,11 @@ class Suggestions:
         shown_version: int | None = None,
         channel: str | None = None,
         message_ts: str | None = None,
+        unsure: bool = False,
     ) -> None:
-        """Let go of the lease, recording what was shown (and where, once posted)."""
-        values: dict[str, Any] = {"card_lease_until": None}
+        """Let go of the lease, recording what was shown (and where, once posted). `unsure`: a
+        post may have reached Slack unrecorded (the lease is left run out, UNFINISHED)."""
+        values: dict[str, Any] = {"card_lease_until": UNFINISHED if unsure else None}
         if shown_version is not None:
             values["card_version"] = shown_version
         if channel is not None:

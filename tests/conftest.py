@@ -146,6 +146,11 @@ def settings(
         redis_url=redis_url,
         handrail_config=config_file,
         handrail_webhook_secret=WEBHOOK_SECRET,
+        # Slack's pacing is tested in test_pacing.py; elsewhere it would only make tests wait.
+        handrail_slack_post_rate=1000,
+        handrail_slack_post_burst=100,
+        handrail_slack_update_rate=1000,
+        handrail_slack_update_burst=100,
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -56,6 +56,11 @@ def test_everything_slack_sends_goes_to_slack_events_with_the_scopes_handrail_ne
         "im:write",
         "users:read",
         "usergroups:read",
+        # conversations.history, to find a card whose post was interrupted (by its metadata)
+        "channels:history",
+        "groups:history",
+        "im:history",
+        "mpim:history",
     }
     assert data["settings"]["socket_mode_enabled"] is False and data["settings"]["interactivity"]["is_enabled"]
 

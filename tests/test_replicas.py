@@ -136,6 +136,11 @@ class Cluster:
             "HANDRAIL_SWEEP_INTERVAL": sweep_interval,
             CLOCK_VARIABLE: str(self.clock_file),
             "PYTHONUNBUFFERED": "1",
+            # Slack's pacing is tested in test_pacing.py; here it would only make the test wait.
+            "HANDRAIL_SLACK_POST_RATE": "1000",
+            "HANDRAIL_SLACK_POST_BURST": "100",
+            "HANDRAIL_SLACK_UPDATE_RATE": "1000",
+            "HANDRAIL_SLACK_UPDATE_BURST": "100",
         }
         self.replicas: list[Replica] = []
 

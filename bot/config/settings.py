@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     # once; past it, 503 with Retry-After at once instead of a queue that grows without bound.
     handrail_queue_limit: Annotated[int, Field(ge=1, le=10_000)] = 32
     port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    # Pacing of this process's Slack calls (bot.pacing): messages per second in one channel and
+    # the burst Slack lets pass (about 1/s with short bursts), and chat.update per second in the
+    # workspace (Tier 3: about 50 a minute). Tests raise them to run a burst quickly.
+    handrail_slack_post_rate: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    handrail_slack_post_burst: Annotated[int, Field(ge=1, le=100)] = 3
+    handrail_slack_update_rate: Annotated[float, Field(gt=0, le=1000)] = 50 / 60
+    handrail_slack_update_burst: Annotated[int, Field(ge=1, le=100)] = 5
     # Who deployed this process's config (a person, a pipeline): the `config.changed` event's actor.
     handrail_deployed_by: str | None = None
     # json: one JSON object a line; text: `LEVEL logger: message`; unset: text on a terminal only.

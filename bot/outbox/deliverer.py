@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -24,12 +24,15 @@ from bot.destinations import Refused, admitted_by_prefix
 from bot.lanes import Lane
 from bot.outbound import Kind
 from bot.outbox.rows import BATCH, AlertView, Group, Row, Rows, retry_delay
-from bot.slack_gateway import SlackError, SlackGateway
+from bot.pacing import held_slot
+from bot.slack_gateway import EventType, MessageTag, SlackError, SlackGateway
 from storage.tables import Approval, Suggestion
 
 log = logging.getLogger("bot.outbox")  # one logger for the whole outbox
 
 WAIT_FOR_CARD = timedelta(seconds=1)
+# How long before its approval, alert episode or suggestion began a message is looked for in history.
+HISTORY_MARGIN = timedelta(minutes=1)
 # Behind: a claimed row had waited this long since it was due. New approval requests are shed
 # then (bot.app.Edge): a request taken now would wait as long for its card.
 BEHIND = timedelta(seconds=1)
@@ -60,6 +63,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._pass = asyncio.Lock()  # one pass at a time in a process; approvals go out concurrently
         self._queued = False  # this pass queued a row (a card's full request, in its thread)
+        self._said: set[str] = set()  # warnings logged once per process
         self.behind = False  # the last claim found a row that had waited BEHIND or longer
         self._senders: dict[Kind, Callable[[Row, Group], Awaitable[None]]] = {
             Kind.CARD: self._deliver_card,
@@ -110,12 +114,21 @@ class Deliverer:
 
     async def _deliver_group(self, group: Group) -> None:
         async with self._slots:
+            held_slot.set(self._slots)  # this task's own context (gather runs each in a copy)
             try:
                 for row in group.rows:
                     try:
                         await self._senders[row.kind](row, group)
                     except SlackError as error:
-                        await self.lane.call(self.rows.fail, row, error.error, error.retry_after, error.permanent)
+                        if error.paced:  # its turn is far: not a failure, it goes out then
+                            wait = timedelta(seconds=error.retry_after or 1)
+                            await self.lane.call(self.rows.postpone, row, wait)
+                            continue
+                        # Unreachable or rate-limited: the gateway logged it once for all the rows.
+                        quiet = error.unreachable or error.retry_after is not None
+                        await self.lane.call(
+                            self.rows.fail, row, error.error, error.retry_after, error.permanent, quiet
+                        )
                     except webhooks.CallbackFailed as error:
                         await self.lane.call(self.rows.fail, row, str(error), None, False)
             finally:
@@ -124,10 +137,38 @@ class Deliverer:
 
     async def _show_card(self, approval: Approval, card: Card) -> str | None:
         """Post the card, or update it once posted; the new message's ts when posted."""
+        tag = MessageTag(EventType.APPROVAL, approval.id)
         if approval.message_ts is None:
-            return await self.slack.post(approval.channel, card.text, card.blocks)
-        await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks)
+            return await self.slack.post(approval.channel, card.text, card.blocks, tag=tag)
+        await self.slack.update(approval.channel, approval.message_ts, card.text, card.blocks, tag)
         return None
+
+    def _once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.warning(message, *args)
+
+    async def _find_posted(self, where: str, tag: MessageTag, since: datetime) -> tuple[str, str] | None:
+        """A sender before began to post this message and did not record its ts (it died, or Slack
+        did not answer): look for it in the conversation's recent history, by its metadata; its
+        (channel, ts) when found (then it is updated), None when not (then it is posted). When
+        Slack refuses the history (the app lacks the scope, or is not in the channel), None, and
+        that is said once; when Slack does not answer, SlackError: it is tried again later."""
+        try:
+            found = await self.slack.find_tagged(where, tag, since - HISTORY_MARGIN)
+        except SlackError as error:
+            if not error.permanent:
+                raise
+            self._once(
+                "history:" + error.error,
+                "cannot look in Slack's history for messages whose post was interrupted (%s); posting them "
+                "again, which may show one twice (reinstall the app for the history scopes)",
+                error.error,
+            )
+            return None
+        if found is None:
+            log.info("the interrupted post of %s %s is not in Slack; posting it", tag.event_type.value, tag.id)
+        return found
 
     async def _deliver_card(self, row: Row, group: Group) -> None:
         assert row.approval_id is not None
@@ -145,6 +186,11 @@ class Deliverer:
         due = approval.card_version < approval.state_version
         try:
             if due:
+                if group.unfinished and approval.message_ts is None:
+                    tag = MessageTag(EventType.APPROVAL, approval.id)
+                    found = await self._find_posted(approval.channel, tag, approval.created_at)
+                    if found is not None:
+                        await self.lane.call(self.rows.card_found, group, found[1])
                 agent = self.config.agents[approval.agent]
                 card = approval_card(approval, agent, group.paused)
                 cut = card.cut
@@ -157,8 +203,11 @@ class Deliverer:
                     log.warning("Slack refused the card of %s (%s); showing its status only", approval.id, error.error)
                     refused = error.error
                     new_ts = await self._show_card(approval, fallback_card(approval, agent, error.error))
-        except BaseException:
-            await self.lane.call(self.rows.release_card, group)
+        except SlackError as error:
+            await self.lane.call(self.rows.release_card, group, error.unsure)
+            raise
+        except BaseException:  # cancelled mid-call, or a bug: Slack may have taken the post
+            await self.lane.call(self.rows.release_card, group, True)
             raise
         shown = await self.lane.call(self.rows.card_shown, row, group, new_ts, cut, refused)
         fields = {"approval_id": approval.id, "agent": approval.agent, "channel": approval.channel}
@@ -283,9 +332,10 @@ class Deliverer:
         """Post the alert's message at its destination, or update it once posted; (channel, ts)
         when posted (for a user, Slack opens the DM and answers with its D… id)."""
         message = view.message
+        tag = MessageTag(EventType.ALERT, view.episode.id)
         if message.message_ts is None or message.channel is None:
-            return await self.slack.post_where(message.destination, card.text, card.blocks)
-        await self.slack.update(message.channel, message.message_ts, card.text, card.blocks)
+            return await self.slack.post_where(message.destination, card.text, card.blocks, tag=tag)
+        await self.slack.update(message.channel, message.message_ts, card.text, card.blocks, tag)
         return None
 
     async def _deliver_alert(self, row: Row, group: Group) -> None:
@@ -301,6 +351,11 @@ class Deliverer:
         posted, refused = None, None
         try:
             due = view.message.shown_version < episode.state_version
+            if due and view.unfinished and view.message.message_ts is None:
+                tag = MessageTag(EventType.ALERT, episode.id)
+                found = await self._find_posted(view.message.destination, tag, episode.started_at)
+                if found is not None:
+                    await self.lane.call(self.rows.alert_found, view, *found)
             if due:
                 agent = self.config.agents.get(episode.agent)
                 if agent is None:
@@ -314,8 +369,11 @@ class Deliverer:
                     log.warning("Slack refused the alert %s (%s); showing its status only", episode.id, error.error)
                     refused = error.error
                     posted = await self._show_alert(view, alert_fallback_card(episode, agent, error.error))
-        except BaseException:
-            await self.lane.call(self.rows.release_alert, view)
+        except SlackError as error:
+            await self.lane.call(self.rows.release_alert, view, error.unsure)
+            raise
+        except BaseException:  # cancelled mid-call, or a bug: Slack may have taken the post
+            await self.lane.call(self.rows.release_alert, view, True)
             raise
         await self.lane.call(self.rows.alert_shown, row, group, view, due, posted, refused)
 
@@ -382,9 +440,10 @@ class Deliverer:
     async def _show_suggestion(self, suggestion: Suggestion, card: Card) -> tuple[str, str] | None:
         """Post the suggestion's message to its `to`, or update it once posted; (channel, ts) when
         posted (for a user, Slack opens the DM and answers with its D… id)."""
+        tag = MessageTag(EventType.SUGGESTION, suggestion.id)
         if suggestion.message_ts is None or suggestion.channel is None:
-            return await self.slack.post_where(suggestion.to, card.text, card.blocks)
-        await self.slack.update(suggestion.channel, suggestion.message_ts, card.text, card.blocks)
+            return await self.slack.post_where(suggestion.to, card.text, card.blocks, tag=tag)
+        await self.slack.update(suggestion.channel, suggestion.message_ts, card.text, card.blocks, tag)
         return None
 
     async def _deliver_suggestion(self, row: Row, group: Group) -> None:
@@ -392,13 +451,19 @@ class Deliverer:
         first time, updated after; never posted twice."""
         payload = row.payload
         assert isinstance(payload, outbound.SuggestionPayload)
-        suggestion = await self.lane.call(self.rows.take_suggestion, payload.suggestion_id)
-        if suggestion is None:
+        taken = await self.lane.call(self.rows.take_suggestion, payload.suggestion_id)
+        if taken is None:
             await self.lane.call(self.rows.postpone, row, WAIT_FOR_CARD)  # another sender holds it
             return
+        suggestion, unfinished = taken
         posted, refused = None, None
         try:
             due = suggestion.card_version < suggestion.state_version
+            if due and unfinished and suggestion.message_ts is None:
+                tag = MessageTag(EventType.SUGGESTION, suggestion.id)
+                found = await self._find_posted(suggestion.to, tag, suggestion.created_at)
+                if found is not None:
+                    await self.lane.call(self.rows.suggestion_found, suggestion, *found)
             if due:
                 agent = self.config.agents.get(suggestion.agent)
                 try:
@@ -411,8 +476,11 @@ class Deliverer:
                     refused = error.error
                     card = suggestion_fallback_card(suggestion, agent, error.error)
                     posted = await self._show_suggestion(suggestion, card)
-        except BaseException:
-            await self.lane.call(self.rows.release_suggestion, suggestion)
+        except SlackError as error:
+            await self.lane.call(self.rows.release_suggestion, suggestion, error.unsure)
+            raise
+        except BaseException:  # cancelled mid-call, or a bug: Slack may have taken the post
+            await self.lane.call(self.rows.release_suggestion, suggestion, True)
             raise
         await self.lane.call(self.rows.suggestion_shown, row, group, suggestion, due, posted, refused)
 

@@ -92,6 +92,7 @@ class AlertView:
     message: AlertMessage
     episode: AlertEpisode
     mute: AlertMute | None
+    unfinished: bool = False  # a sender before began to post it and did not record it
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Group:
     approval: Approval | None = None  # as claimed, kept current as this pass shows its card
     paused: PauseView | None = None  # the pause its card shows
     leased: bool = False  # this pass holds the approval's card lease
+    unfinished: bool = False  # a sender before began to post the card and did not record it
     delivered: list[tuple[Row, Audited]] = field(default_factory=list)  # not marked sent yet
     request_id: str | None = None  # the approval's: its rows' deliveries log with it
 
@@ -147,6 +149,7 @@ class Rows:
                 kinds[message.approval_id].add(message.kind)
         approvals = Approvals(session)
         cards = [key for key, found in kinds.items() if Kind.CARD in found]
+        unfinished = approvals.unfinished_posts(cards, now)
         leased = {a.id: a for a in approvals.take_card_leases(cards, now, LEASE)}
         wanted = [key for key, found in kinds.items() if key not in leased and found & _NEED_APPROVAL]
         read = {a.id: a for a in approvals.get_many(wanted)}
@@ -155,7 +158,9 @@ class Rows:
         groups = {key: Group([], approval=approval, request_id=approval.request_id) for key, approval in read.items()}
         for key, approval in leased.items():
             paused = covering(pauses, approval.agent, approval.customer, now)
-            groups[key] = Group([], approval, paused, leased=True, request_id=approval.request_id)
+            groups[key] = Group(
+                [], approval, paused, leased=True, unfinished=key in unfinished, request_id=approval.request_id
+            )
         # The others (a callback alone) need only the request id, for their log lines.
         others = [key for key in kinds if key not in groups]
         for key, request_id in approvals.request_ids(others).items():
@@ -208,7 +213,9 @@ class Rows:
         with self.db.transaction() as session:
             Outbox(session).postpone(row.id, self.clock.now() + delay)
 
-    def fail(self, row: Row, error: str, retry_after: float | None, permanent: bool) -> None:
+    def fail(self, row: Row, error: str, retry_after: float | None, permanent: bool, quiet: bool = False) -> None:
+        """`quiet`: the first failure is not logged (one line elsewhere speaks for all the rows
+        that failed alike: Slack unreachable, rate-limited)."""
         now = self.clock.now()
         attempts = row.attempts + 1
         dead = permanent or attempts >= MAX_ATTEMPTS
@@ -235,7 +242,7 @@ class Rows:
         if dead:
             metrics.OUTBOX_DEAD.labels(row.kind.value).inc()
             log.error("outbox %s %s for %s is dead after %d attempts: %s", row.id, row.kind, row.group, attempts, error)
-        elif attempts == 1:  # later failures stay quiet until it is delivered or dead
+        elif attempts == 1 and not quiet:  # later failures stay quiet until it is delivered or dead
             log.warning(
                 "outbox %s %s for %s failed, retrying in %ds (up to %d attempts): %s",
                 row.id,
@@ -250,18 +257,42 @@ class Rows:
         """Take the card lease the claim could not (or a failed attempt let go), reading the approval."""
         now = self.clock.now()
         with self.db.transaction() as session:
+            unfinished = Approvals(session).unfinished_posts([approval_id], now)
             taken = Approvals(session).take_card_leases([approval_id], now, LEASE)
             if not taken:
                 return False
-            group.approval, group.leased = taken[0], True
+            group.approval, group.leased, group.unfinished = taken[0], True, bool(unfinished)
             group.paused = pause_covering(session, taken[0].agent, taken[0].customer, now)
             return True
 
-    def release_card(self, group: Group) -> None:
+    def release_card(self, group: Group, unsure: bool = False) -> None:
+        """Let go of the card lease after a failure; `unsure`: a post may have reached Slack."""
         assert group.approval is not None
         group.leased = False
+        unsure = unsure and group.approval.message_ts is None
         with self.db.transaction() as session:
-            Approvals(session).release_card_lease(group.approval.id)
+            Approvals(session).release_card_lease(group.approval.id, unsure=unsure)
+
+    def card_found(self, group: Group, ts: str) -> None:
+        """An unfinished post was found in Slack's history: record its ts (the lease is kept), so
+        that the card is updated from now on."""
+        approval = group.approval
+        assert approval is not None
+        with self.db.transaction() as session:
+            Approvals(session).found(approval.id, ts)
+            Audit(session).record(
+                at=self.clock.now(),
+                actor="system",
+                event="approval.card_found",
+                object_type="approval",
+                object_id=approval.id,
+                after={"channel": approval.channel, "ts": ts},
+                reason="a post was interrupted before its ts was recorded; Slack had it",
+                agent=approval.agent,
+                target_id=approval.target_id,
+            )
+        group.unfinished = False
+        set_committed_value(approval, "message_ts", ts)
 
     def card_shown(self, row: Row, group: Group, new_ts: str | None, cut: bool, refused: str | None) -> bool:
         """Record what Slack took, with the rows of the approval delivered until then. A card posted
@@ -310,17 +341,39 @@ class Rows:
         another sender holds it."""
         now = self.clock.now()
         with self.db.transaction() as session:
+            unfinished = AlertMessages(session).unfinished(episode_id, destination, now)
             message = AlertMessages(session).take_lease(episode_id, destination, now, LEASE)
             if message is None:
                 return None
             episode = Episodes(session).get(episode_id)
             assert episode is not None  # a message row has its episode (foreign key)
             mutes = [m for m in Mutes(session).active([episode.agent], now) if m.rule == episode.rule]
-            return AlertView(message, episode, mutes[0] if mutes else None)
+            return AlertView(message, episode, mutes[0] if mutes else None, unfinished)
 
-    def release_alert(self, view: AlertView) -> None:
+    def release_alert(self, view: AlertView, unsure: bool = False) -> None:
+        """Let go of the message's lease after a failure; `unsure`: a post may have reached Slack."""
+        message = view.message
+        unsure = unsure and message.message_ts is None
         with self.db.transaction() as session:
-            AlertMessages(session).release(view.message.episode_id, view.message.destination)
+            AlertMessages(session).release(message.episode_id, message.destination, unsure=unsure)
+
+    def alert_found(self, view: AlertView, channel: str, ts: str) -> None:
+        """An unfinished post of the alert was found in Slack's history: record where it is."""
+        message, episode = view.message, view.episode
+        with self.db.transaction() as session:
+            AlertMessages(session).found(message.episode_id, message.destination, channel, ts)
+            Audit(session).record(
+                at=self.clock.now(),
+                actor="system",
+                event="alert.message_found",
+                object_type="alert",
+                object_id=episode.id,
+                after={"destination": message.destination, "channel": channel, "ts": ts},
+                reason="a post was interrupted before its ts was recorded; Slack had it",
+                agent=episode.agent,
+            )
+        set_committed_value(message, "channel", channel)
+        set_committed_value(message, "message_ts", ts)
 
     def alert_shown(
         self,
@@ -385,15 +438,37 @@ class Rows:
             waiting = messages.earlier_due(episode_id, Kind.PAGERDUTY.value, row.id, delivered)
             return Episodes(session).get(episode_id), waiting, messages.all_of(episode_id)
 
-    def take_suggestion(self, suggestion_id: str) -> Suggestion | None:
-        """Lease the suggestion's message and read the row as it is now; None when another sender
-        holds it."""
+    def take_suggestion(self, suggestion_id: str) -> tuple[Suggestion, bool] | None:
+        """Lease the suggestion's message and read the row as it is now, with whether a sender
+        before began to post it and did not record it; None when another sender holds it."""
+        now = self.clock.now()
         with self.db.transaction() as session:
-            return Suggestions(session).take_lease(suggestion_id, self.clock.now(), LEASE)
+            unfinished = Suggestions(session).unfinished_post(suggestion_id, now)
+            taken = Suggestions(session).take_lease(suggestion_id, now, LEASE)
+            return (taken, unfinished) if taken is not None else None
 
-    def release_suggestion(self, suggestion: Suggestion) -> None:
+    def release_suggestion(self, suggestion: Suggestion, unsure: bool = False) -> None:
+        """Let go of the lease after a failure; `unsure`: a post may have reached Slack."""
+        unsure = unsure and suggestion.message_ts is None
         with self.db.transaction() as session:
-            Suggestions(session).release_lease(suggestion.id)
+            Suggestions(session).release_lease(suggestion.id, unsure=unsure)
+
+    def suggestion_found(self, suggestion: Suggestion, channel: str, ts: str) -> None:
+        """An unfinished post of the suggestion was found in Slack's history: record where it is."""
+        with self.db.transaction() as session:
+            Suggestions(session).found(suggestion.id, channel, ts)
+            Audit(session).record(
+                at=self.clock.now(),
+                actor="system",
+                event="suggestion.message_found",
+                object_type="suggestion",
+                object_id=suggestion.id,
+                after={"channel": channel, "ts": ts},
+                reason="a post was interrupted before its ts was recorded; Slack had it",
+                agent=suggestion.agent,
+            )
+        set_committed_value(suggestion, "channel", channel)
+        set_committed_value(suggestion, "message_ts", ts)
 
     def suggestion_shown(
         self,
