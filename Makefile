@@ -33,7 +33,7 @@ run: install
 
 test: dev
 	scripts/test-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 lint: dev
 	$(BIN)/ruff check .
