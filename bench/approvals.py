@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import SHED, Child, open_loop  # noqa: E402
+from bench.loadgen import SHED, Child, open_loop  # noqa: E402
 from bench.servers import card_posts, code_location, percentiles, server_env, start_server, wait_ready  # noqa: E402
 from local.slack import FakeSlack  # noqa: E402
 from tests import slackreq  # noqa: E402

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import storm_report  # noqa: E402
-from bench.load import Child, http_request, open_loop, poll_gates  # noqa: E402
+from bench.loadgen import Child, http_request, open_loop, poll_gates  # noqa: E402
 from bench.servers import card_posts, code_location, cpu_seconds, log_problems, server_env, start_server, wait_ready  # noqa: E402
 from local.slack import FakeSlack  # noqa: E402
 from tests import slackreq  # noqa: E402
