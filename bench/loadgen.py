@@ -5,7 +5,10 @@ fraction of what it costs the server:
 - open_loop: POST /v1/approvals started every 1/rate s whatever the earlier ones are doing (an
   open loop), spread over the replicas in turn, each on an idle keep-alive connection or a new one;
 - poll_gates: every replica's gate polled back to back on one keep-alive connection each, with a
-  signed slash command sent to the first replica at a set moment.
+  signed slash command sent to the first replica at a set moment;
+- mixed_loop: an open loop of agents' calls of every kind (approvals, some long-polled, gate checks,
+  runs, actions with some duplicates, suggestions) drawn by weight (bench/load.py);
+- review: a reviewer clicking Approve, or denying, each card it is handed, as signed Slack payloads.
 
 Times are time.perf_counter(): on Linux the machine's monotonic clock, the same in every process,
 so they compare with the fake Slack's receipt times.
@@ -14,14 +17,18 @@ so they compare with the fake Slack's receipt times.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
+import random
 import selectors
 import socket
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -29,6 +36,7 @@ HOST = "127.0.0.1"
 SHED = (429, 503)
 # Codes of requests that got no HTTP answer.
 TIMEOUT, DROPPED, REFUSED, NOT_SENT = -1, -2, -3, -4
+WRONG = -5  # a 2xx answer that says the wrong thing (an auto-approved request that is not approved)
 IDLE_REUSE_S = 1.0  # uvicorn closes a keep-alive connection after 5 s idle: reuse only fresher ones
 
 
@@ -308,12 +316,258 @@ def poll_gates(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- the mixed load (bench/load.py) ---------------------------------------------------------
+
+# What each kind of call expects; any other answer but a shed (SHED) is an error.
+EXPECTED = {
+    "approval": (201,),
+    "approval_auto": (201,),
+    "approval_wait": (200,),
+    "gate": (200,),
+    "run": (202,),
+    "action": (201,),
+    "action_duplicate": (200,),
+    "suggestion": (201,),
+    "approve_click": (200,),
+    "deny_submit": (200,),
+}
+
+
+def _iso(seconds_ago: float = 0.0) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()
+
+
+async def _mixed(job: dict[str, Any]) -> dict[str, Any]:
+    ports: list[int] = job["ports"]
+    pools = [_Pool(port) for port in ports]
+    rng = random.Random(job["seed"])
+    tokens: dict[str, str] = job["tokens"]  # agent -> token
+    agents = sorted(tokens)
+    kinds, weights = zip(*job["mix"].items(), strict=True)
+    rate, count, timeout, prefix = job["rate"], job["count"], job["timeout_s"], job["prefix"]
+    records: list[tuple[str, float, float, int]] = []  # kind, began, seconds, status/code
+    recorded: list[tuple[int, str, bytes]] = []  # actions answered 201 (replica, agent, body): sent again as duplicates
+    numbers = itertools.count()
+    late: list[float] = []
+    in_flight = 0
+
+    async def call(kind: str, replica: int, method: str, path: str, agent: str, body: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {tokens[agent]}"}
+        raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+        if raw:
+            headers["Content-Type"] = "application/json"
+        request = http_request(method, ports[replica], path, headers, raw)
+        began = time.perf_counter()
+        answer: Any = None
+        try:
+            async with asyncio.timeout(job["wait_timeout_s"] if kind == "approval_wait" else timeout):
+                code, text = await pools[replica].exchange(request)
+            if 200 <= code < 300:
+                answer = json.loads(text)
+        except TimeoutError:
+            code = TIMEOUT
+        except _Refused:
+            code = REFUSED
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            code = DROPPED
+        if kind == "approval_auto" and answer is not None and answer.get("status") != "approved":
+            code = WRONG
+        records.append((kind, began, time.perf_counter() - began, code))
+        return code, answer
+
+    async def approval(n: int, replica: int, agent: str, auto: bool) -> None:
+        body = job["approval"] | {"agent": agent, "summary": f"{prefix} request {n}"}
+        if auto:
+            body["action"] = job["auto_action"]
+        kind = "approval_auto" if auto else "approval"
+        code, answer = await call(kind, replica, "POST", "/v1/approvals", agent, body)
+        if not auto and code == 201 and rng.random() < job["long_poll_share"]:
+            path = f"/v1/approvals/{answer['id']}?wait={job['wait_s']}"
+            await call("approval_wait", (replica + 1) % len(ports), "GET", path, agent)
+
+    async def run(n: int, replica: int, agent: str) -> None:
+        failed = rng.random() < job["failure_share"].get(agent, 0.0)
+        body: dict[str, Any] = {
+            "agent": agent,
+            "run_id": f"{prefix}-run-{n}",
+            "status": "failed" if failed else "succeeded",
+            "started_at": _iso(30),
+            "finished_at": _iso(),
+            "cost_usd": 0.01,
+            "tokens": 1200,
+            "customer": f"customer-{n % 50}",
+        }
+        if failed:
+            body |= {"error_category": "api", "error": "the CRM answered 502"}
+        await call("run", replica, "POST", "/v1/runs", agent, body)
+
+    async def action(n: int, replica: int, agent: str) -> None:
+        if recorded and rng.random() < job["duplicate_share"]:
+            first_replica, agent, raw = rng.choice(recorded)
+            await call("action_duplicate", (first_replica + 1) % len(ports), "POST", "/v1/actions", agent, raw)
+            return
+        body = {
+            "agent": agent,
+            "action": "lead.update_owner",
+            "run_id": f"{prefix}-run-{n // 10}",
+            "customer": f"customer-{n % 50}",
+            "target": {"system": "salesforce", "object": "Lead", "id": f"00Q{prefix}{n}"},
+            "changes": [{"field": "OwnerId", "before": "005A", "after": "005B"}],
+            "reversible": True,
+            "dedup_key": f"{prefix}-action-{n}",
+        }
+        raw = json.dumps(body).encode()
+        code, _ = await call("action", replica, "POST", "/v1/actions", agent, raw)
+        if code == 201:
+            recorded.append((replica, agent, raw))
+
+    async def suggestion(n: int, replica: int, agent: str) -> None:
+        body = {
+            "agent": agent,
+            "to": job["suggest_to"],
+            "text": f"Route lead {n} to Dana: she owns the account.",
+            "context": [{"label": "Lead", "value": f"Lead {n}"}],
+            "suggestion_id": f"{prefix}-suggestion-{n}",
+        }
+        await call("suggestion", replica, "POST", "/v1/suggestions", agent, body)
+
+    async def gate(n: int, replica: int, agent: str) -> None:
+        await call("gate", replica, "GET", f"/v1/agents/{agent}/gate?customer=customer-{n % 50}", agent)
+
+    async def one(kind: str, replica: int, agent: str) -> None:
+        nonlocal in_flight
+        n = next(numbers)
+        try:
+            if kind in ("approval", "approval_auto"):
+                await approval(n, replica, agent, kind == "approval_auto")
+            elif kind == "run":
+                await run(n, replica, agent)
+            elif kind == "action":
+                await action(n, replica, agent)
+            elif kind == "suggestion":
+                await suggestion(n, replica, agent)
+            else:
+                await gate(n, replica, agent)
+        finally:
+            in_flight -= 1
+
+    start = job["start_at"]
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    cpu = time.process_time()
+    tasks = []
+    for i in range(count):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.perf_counter()
+        late.append(now - due)
+        kind = rng.choices(kinds, weights)[0]
+        if in_flight >= job["max_in_flight"]:
+            records.append((kind, now, 0.0, NOT_SENT))
+            continue
+        in_flight += 1
+        tasks.append(asyncio.create_task(one(kind, i % len(ports), rng.choice(agents))))
+    sending_ended = time.perf_counter()
+    await asyncio.gather(*tasks)
+    for pool in pools:
+        pool.close()
+    late.sort()
+    return {
+        "records": records,
+        "sent": len(tasks),
+        "sending_s": sending_ended - start,
+        "late_ms_p99": round(1000 * late[int(0.99 * (len(late) - 1))], 1) if late else 0.0,
+        "cpu_pct": round(100 * (time.process_time() - cpu) / max(1e-9, time.perf_counter() - start)),
+    }
+
+
+def mixed_loop(job: dict[str, Any]) -> dict[str, Any]:
+    """Agents' calls started every 1/rate s from `start_at`, `count` of them, each of a kind drawn by
+    `mix` (kind -> weight), spread over `ports` in turn; returns (kind, began, seconds, status) per
+    call. An approval that needs people is followed, `long_poll_share` of the time, by a long-poll
+    for its decision (`approval_wait`); an action is, `duplicate_share` of the time, one recorded
+    earlier sent again with its dedup key (`action_duplicate`)."""
+    return asyncio.run(_mixed(job))
+
+
+async def _review(job: dict[str, Any]) -> dict[str, Any]:
+    from tests import slackreq  # the signed payloads Slack sends (tests/slackreq.py)
+
+    ports: list[int] = job["ports"]
+    pools = [_Pool(port) for port in ports]
+    rng = random.Random(job["seed"])
+    loop = asyncio.get_running_loop()
+    cards: asyncio.Queue[tuple[str, str, str] | None] = asyncio.Queue()
+    records: list[tuple[str, float, float, int]] = []
+
+    def pump() -> None:  # the inbox is a multiprocessing queue: read it on a thread
+        while True:
+            card = job["inbox"].get()
+            loop.call_soon_threadsafe(cards.put_nowait, card)
+            if card is None:
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    async def decide(n: int, value: str, channel: str, ts: str) -> None:
+        approval_id = value.split(":", 1)[0]
+        if rng.random() < job["deny_share"]:
+            kind = "deny_submit"  # the Deny button opens a modal; this is its submission
+            body = slackreq.view_submission(
+                user_id=job["user"],
+                callback_id="approval.deny",
+                private_metadata=json.dumps({"approval_id": approval_id}),
+                values={"reason": {"reason": {"type": "plain_text_input", "value": "Not this quarter"}}},
+            )
+        else:
+            kind = "approve_click"
+            body = slackreq.block_action(
+                user_id=job["user"], action_id="approval.approve", value=value, channel_id=channel, message_ts=ts
+            )
+        headers = slackreq.sign(body, job["secret"], int(time.time()))
+        replica = n % len(ports)
+        request = http_request("POST", ports[replica], "/slack/events", headers, body)
+        began = time.perf_counter()
+        try:
+            async with asyncio.timeout(job["timeout_s"]):
+                code, _ = await pools[replica].exchange(request)
+        except TimeoutError:
+            code = TIMEOUT
+        except _Refused:
+            code = REFUSED
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            code = DROPPED
+        records.append((kind, began, time.perf_counter() - began, code))
+
+    cpu, began = time.process_time(), time.perf_counter()
+    tasks = []
+    while (card := await cards.get()) is not None:
+        tasks.append(asyncio.create_task(decide(len(tasks), *card)))
+    await asyncio.gather(*tasks)
+    for pool in pools:
+        pool.close()
+    return {
+        "records": records,
+        "cpu_pct": round(100 * (time.process_time() - cpu) / max(1e-9, time.perf_counter() - began)),
+    }
+
+
+def review(job: dict[str, Any]) -> dict[str, Any]:
+    """A reviewer (`user`) deciding each card that arrives in job["inbox"] as (the Approve button's
+    value, channel, ts), until None: Approve, or `deny_share` of the time Deny with a reason (the
+    modal's submission), as signed Slack requests spread over `ports`."""
+    return asyncio.run(_review(job))
+
+
 # --- the processes --------------------------------------------------------------------------
 
 
-def _serve(pipe: Connection) -> None:
+def _serve(pipe: Connection, inbox: Any = None) -> None:
     while (job := pipe.recv()) is not None:
         function, argument = job
+        if inbox is not None:
+            argument = argument | {"inbox": inbox}
         try:
             pipe.send(function(argument))
         except Exception as error:
@@ -321,12 +575,13 @@ def _serve(pipe: Connection) -> None:
 
 
 class Child:
-    """A process of its own that runs open_loop or poll_gates jobs, one at a time."""
+    """A process of its own that runs open_loop, poll_gates, mixed_loop or review jobs, one at a time;
+    with `inbox` (a queue of the spawn context), every job it runs gets it as job["inbox"]."""
 
-    def __init__(self, stack: ExitStack) -> None:
+    def __init__(self, stack: ExitStack, inbox: Any = None) -> None:
         context = multiprocessing.get_context("spawn")  # the parent has threads: no fork
         self.pipe, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs,), daemon=True)
+        self.process = context.Process(target=_serve, args=(theirs, inbox), daemon=True)
         self.process.start()
         stack.callback(self.stop)
 
