@@ -29,7 +29,7 @@ outbox's depth (pending rows, counted in SQL every second: its max and its value
 sending and after the drain); each server's CPU and peak memory (VmHWM), and its log's problems.
 
 Usage: python bench/load.py [--seconds 60] [--replicas 1,2] [--rate R] [--step-seconds 10]
-                            [--first-rate 10] [--factor 1.5] [--json] [--quick]
+                            [--first-rate 20] [--factor 1.5] [--json] [--quick]
 """
 
 from __future__ import annotations
@@ -438,13 +438,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
     def saturation(r: dict[str, Any]) -> str:
         found = r["saturated"]
-        return (
-            "not searched"
-            if found is None and not r["search"]
-            else (
-                "not reached" if found is None else f"{found['offered_per_s']}/s: {'; '.join(found['what_gave_out'])}"
-            )
-        )
+        if not r["search"]:
+            return "not searched (--rate)"
+        if found is None:
+            return f"not reached by {r['search'][-1]['offered_per_s']}/s"
+        return f"{found['offered_per_s']}/s: {'; '.join(found['what_gave_out'])}"
 
     row("saturated at", saturation)
     row(
@@ -497,7 +495,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="the measured run's length")
     parser.add_argument("--replicas", default="1,2", help="replica counts to run, e.g. 1,2 or 1")
     parser.add_argument("--rate", type=float, help="calls a second for the measured run: no search")
-    parser.add_argument("--first-rate", type=float, default=10, help="the search's first rate (calls a second)")
+    parser.add_argument("--first-rate", type=float, default=20, help="the search's first rate (calls a second)")
     parser.add_argument("--factor", type=float, default=1.5, help="each step of the search offers this much more")
     parser.add_argument("--max-rate", type=float, default=2000)
     parser.add_argument("--max-steps", type=int, default=12)
