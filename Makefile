@@ -3,7 +3,7 @@
 # make test   install what the tests need from the OS (scripts/test-deps), then run the whole suite
 #             (it starts its own redis-server and PostgreSQL, and drives Debian's chromium)
 # make lint   ruff (lint and format check), mypy, and the import contracts (lint-imports)
-# make bench  print the benchmark figures
+# make bench  run every benchmark (bench/run) and print their figures as one JSON object
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -40,14 +40,5 @@ lint: dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: dev
-	$(BIN)/python bench/approvals.py
-	$(BIN)/python bench/statements.py
-	$(BIN)/python bench/escalation.py
-	$(BIN)/python bench/gate.py
-	$(BIN)/python bench/storm.py
-	$(BIN)/python bench/first_run.py
-	$(BIN)/python bench/alerts.py
-	$(BIN)/python bench/insights.py
-	$(BIN)/python bench/audit_export.py
-	$(BIN)/python bench/client.py
+bench: dev  # every benchmark under bench/, one after another: one JSON object (bench/run --help)
+	$(BIN)/python bench/run

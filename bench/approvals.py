@@ -273,11 +273,14 @@ def main() -> None:
         help="how long each rate of the search is offered (a sweep falls in each)",
     )
     parser.add_argument("--before", type=Path, help="a checkout of another commit, measured first in the same run")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
 
     runs = {"before": args.before, "current": ROOT} if args.before else {"current": ROOT}
     figures = {label: measure(checkout, args) for label, checkout in runs.items()}
     print(json.dumps(figures if args.before else figures["current"], indent=2))
+    if args.json:
+        return
     for label, found in figures.items():
         search_found = found["max_rate_card_p99"]
         print(

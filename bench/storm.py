@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--queue-limit", type=int, help="HANDRAIL_QUEUE_LIMIT for every server")
     parser.add_argument("--logs", type=Path, help="copy every server's log into this directory")
     parser.add_argument("--smoke", action="store_true", help="a quick check that it works: 50/s for 4 s")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
     if args.smoke:
         args.rates, args.seconds = [50], 4
@@ -337,8 +338,9 @@ def main() -> None:
     figures["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
     figures["run_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(figures, indent=2))
-    print()
-    print(storm_report.table(results, REQUEST_TIMEOUT_S, CARD_WAIT_S))
+    if not args.json:
+        print()
+        print(storm_report.table(results, REQUEST_TIMEOUT_S, CARD_WAIT_S))
 
 
 if __name__ == "__main__":
