@@ -17,10 +17,11 @@ each card as the fake Slack receives it, or denies a fifth of them (the Deny mod
 as signed Slack requests.
 
 The rate: stepped up from --first-rate by --factor, --step-seconds each, until a step does not hold
-(any error; any shed answer, 503 or 429; a p99 over --p99-ms on some endpoint; an outbox that took
-over DRAIN_LIMIT_S to empty after the step; the generator falling behind its schedule); then the
-measured run is --seconds at 80% of the highest rate that held (--rate skips the search). What gave
-out, and at what rate, is recorded.
+(any error; any shed answer, 503 or 429; a p99 over --p99-ms, of all calls or of an endpoint with
+MIN_CALLS_FOR_P99 calls or more; an outbox that took over DRAIN_LIMIT_S to empty after the step; the
+generator falling behind its schedule) twice in a row (the machine is shared: a burst of other work
+is not saturation); then the measured run is --seconds at 80% of the highest rate that held (--rate
+skips the search). What gave out, and at what rate, is recorded, with the machine's load average.
 
 Figures per scenario: per endpoint the throughput, p50/p99 latency, shed and errors (any other
 answer than the one expected, or none: must be 0); Slack calls per approval (calls about approval
@@ -91,6 +92,7 @@ DRAIN_LIMIT_S = 5.0  # a step holds only when the outbox is empty this soon afte
 REQUEST_TIMEOUT_S = 30.0
 MAX_IN_FLIGHT = 2000
 NOT_TIMED = ("approval_wait",)  # a long-poll lasts until a person decides: not the server's latency
+MIN_CALLS_FOR_P99 = 50  # an endpoint's own p99 counts in a step from this many calls
 
 
 def config() -> dict[str, Any]:
@@ -271,6 +273,7 @@ class Scenario:
                 },
             )
         loads = [generator.result() for generator in self.generators]
+        load_avg = round(os.getloadavg()[0], 1)
         sending_ended = start + max(load["sending_s"] for load in loads)
         cpu = [
             round(100 * (cpu_seconds(pid) - before) / (time.perf_counter() - start))
@@ -294,7 +297,7 @@ class Scenario:
             outbox={"max": max(depths, default=0), "at_end_of_load": depth_at_end, "drain_s": drain_s},
             server_cpu=cpu,
             sending_s=sending_ended - start,
-        )
+        ) | {"machine_load_avg_1m": load_avg}
 
     def peaks(self) -> list[float]:
         return [peak_memory_mb(server.pid) for server, _, _ in self.servers]
@@ -329,6 +332,7 @@ def figures(
             "errors": sum(errors.values()),
             "error_codes": dict(errors),  # -1 timeout, -2 dropped, -3 refused, -4 not sent, -5 wrong answer
         }
+    timed = percentiles([r[2] * 1000 for r in records if r[0] not in NOT_TIMED and r[3] > 0], digits=1)
     approvals = sum(1 for r in records if r[0] in ("approval", "approval_auto") and r[3] == 201)
     people = sum(1 for r in records if r[0] == "approval" and r[3] == 201)
     card_calls = sum(1 for call in calls if about_cards(call))
@@ -338,6 +342,7 @@ def figures(
         "generator_late_ms_p99": max(load["late_ms_p99"] for load in loads),
         "generator_cpu_pct": [load["cpu_pct"] for load in loads] + [reviewer_cpu],
         "endpoints": endpoints,
+        "all_calls_ms": {k: timed[k] for k in ("p50", "p99", "max") if k in timed},
         "errors": sum(e["errors"] for e in endpoints.values()),
         "shed": sum(e["shed"] for e in endpoints.values()),
         "approvals_accepted": approvals,
@@ -347,7 +352,9 @@ def figures(
             "about_cards": card_calls,
             "calls_per_approval": round(card_calls / approvals, 2) if approvals else None,
             "calls_per_approval_needing_people": round(card_calls / people, 2) if people else None,
-            "alert_channel_calls": sum(1 for call in calls if call.params.get("channel") == OWNER_CHANNEL),
+            "alert_channel_calls": dict(
+                Counter(call.method for call in calls if call.params.get("channel") == OWNER_CHANNEL)
+            ),
             "by_method": dict(Counter(call.method for call in calls).most_common()),
             "not_ok": sum(1 for call in calls if call.status != 200 or not call.response.get("ok")),
         },
@@ -363,8 +370,10 @@ def gave_out(step: dict[str, Any], p99_ms: float) -> list[str]:
         reasons.append(f"{step['errors']} errors")
     if step["shed"]:
         reasons.append(f"{step['shed']} shed (503/429)")
-    for kind, found in step["endpoints"].items():
-        if kind not in NOT_TIMED and found["ms"].get("p99", 0) > p99_ms:
+    if step["all_calls_ms"].get("p99", 0) > p99_ms:
+        reasons.append(f"p99 of all calls {step['all_calls_ms']['p99']} ms")
+    for kind, found in step["endpoints"].items():  # an endpoint with few calls: its p99 is its max
+        if kind not in NOT_TIMED and found["calls"] >= MIN_CALLS_FOR_P99 and found["ms"].get("p99", 0) > p99_ms:
             reasons.append(f"{kind} p99 {found['ms']['p99']} ms")
     drain = step["outbox_pending"]["drain_s"]
     if drain is None or drain > DRAIN_LIMIT_S:
@@ -389,8 +398,19 @@ def run_scenario(work: Path, fake: FakeSlack, postgres: Postgres, replicas: int,
                 step = scenario.step(trying, args.step_seconds)
                 step["gave_out"] = gave_out(step, args.p99_ms)
                 search.append(step)
+                if step["gave_out"]:  # once more: the machine is shared, and one burst elsewhere is not saturation
+                    again = scenario.step(trying, args.step_seconds)
+                    again["gave_out"] = gave_out(again, args.p99_ms)
+                    again["repeated"] = True
+                    search.append(again)
+                    if not again["gave_out"]:
+                        step = again
                 if step["gave_out"]:
-                    saturated = {"offered_per_s": step["offered_per_s"], "what_gave_out": step["gave_out"]}
+                    saturated = {
+                        "offered_per_s": step["offered_per_s"],
+                        "what_gave_out": step["gave_out"],
+                        "and_again": again["gave_out"],
+                    }
                     if held:
                         break
                     trying /= 2  # the first rate did not hold: down until one does
@@ -410,11 +430,13 @@ def run_scenario(work: Path, fake: FakeSlack, postgres: Postgres, replicas: int,
     return {
         "replicas": replicas,
         "search": [
-            {k: step[k] for k in ("offered_per_s", "achieved_per_s", "errors", "shed", "gave_out")}
+            {k: step[k] for k in ("offered_per_s", "achieved_per_s", "errors", "shed", "gave_out", "all_calls_ms")}
             | {
+                "repeated": step.get("repeated", False),
                 "p99_ms": {kind: e["ms"].get("p99") for kind, e in step["endpoints"].items()},
                 "outbox_pending": step["outbox_pending"],
                 "server_cpu_pct": step["server_cpu_pct"],
+                "machine_load_avg_1m": step["machine_load_avg_1m"],
             }
             for step in search
         ],

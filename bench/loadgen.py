@@ -541,7 +541,7 @@ async def _review(job: dict[str, Any]) -> dict[str, Any]:
         records.append((kind, began, time.perf_counter() - began, code))
 
     cpu, began = time.process_time(), time.perf_counter()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     while (card := await cards.get()) is not None:
         tasks.append(asyncio.create_task(decide(len(tasks), *card)))
     await asyncio.gather(*tasks)
