@@ -434,6 +434,7 @@ def run_scenario(work: Path, fake: FakeSlack, postgres: Postgres, replicas: int,
             | {
                 "repeated": step.get("repeated", False),
                 "p99_ms": {kind: e["ms"].get("p99") for kind, e in step["endpoints"].items()},
+                "shed_by_endpoint": {kind: e["shed"] for kind, e in step["endpoints"].items() if e["shed"]},
                 "outbox_pending": step["outbox_pending"],
                 "server_cpu_pct": step["server_cpu_pct"],
                 "machine_load_avg_1m": step["machine_load_avg_1m"],
