@@ -11,7 +11,7 @@ API and a local redis-server, drives it at a fixed rate, and prints figures as J
 
 Answers of 503 or 429 (a server shedding load) are counted as shed, not as failures.
 
-Usage: python bench/approvals.py [--rate 50] [--count 500] [--step-seconds 5] [--before PATH]
+Usage: python bench/approvals.py [--rate 50] [--count 500] [--step-seconds 5] [--before PATH] [--json]
 """
 
 from __future__ import annotations

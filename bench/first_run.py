@@ -8,7 +8,7 @@ this machine are out of reach. The clock starts before the clone and stops when 
 200. `--cold` runs pip without its download cache (PIP_NO_CACHE_DIR=1), as on a machine that never
 installed these packages; without it pip's cache is used, as on a second try.
 
-Usage: python bench/first_run.py [--runs N] [--cold]
+Usage: python bench/first_run.py [--runs N] [--cold] [--json]
 """
 
 from __future__ import annotations

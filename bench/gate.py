@@ -26,7 +26,7 @@ Every server is started as `handrail web` starts in production (real clock, uvic
 on, written to a file in the temporary directory). Takes about a minute; --smoke about 20 s.
 
 Usage: python bench/gate.py [--requests 20000] [--clients 2] [--connections 4] [--rounds 100]
-                            [--database postgresql|sqlite] [--smoke]
+                            [--database postgresql|sqlite] [--smoke] [--json]
    or: .venv/bin/python -m bench.gate ...
 """
 

@@ -17,7 +17,7 @@ split into SELECT, INSERT, UPDATE, DELETE and other), and connection checkouts f
 PostgreSQL each one is also a ping, which no statement event sees). One approval runs first to warm
 up; the figures are those of the next ones (they must agree).
 
-Usage: python bench/statements.py [--skip-postgres] [--before PATH]
+Usage: python bench/statements.py [--skip-postgres] [--before PATH] [--json]
   --before PATH  also measure the code checked out at PATH (e.g. `git archive 5f93218 | tar -x -C PATH`)
                  and print it beside this checkout's figures; without it, the figures recorded for
                  0.4.0 (commit 5f93218) are printed beside them.

@@ -26,7 +26,7 @@ import their `bot` from there. --limits and --global-limits (config keys of serv
 rate limits) go to this checkout's config only; --queue-limit sets HANDRAIL_QUEUE_LIMIT for both.
 
 Usage: python bench/storm.py [--database sqlite|postgresql|both] [--replicas 1 2] [--rates 25 150 450]
-                             [--seconds 16] [--before PATH] [--smoke]
+                             [--seconds 16] [--before PATH] [--smoke] [--json]
 """
 
 from __future__ import annotations
