@@ -87,8 +87,12 @@ async def bench(url: str, fake: FakeSlack, rate: float, count: int) -> dict[str,
         posted = card_posts(fake)
         to_card = [(posted[i] - began) * 1000 for i, began in sent.items()]
 
-        messages = {
-            block["elements"][0]["value"]: (call.response["channel"], call.response["ts"])
+        messages = {  # the Approve button's value is "apr_…:<params>"
+            block["elements"][0]["value"].split(":", 1)[0]: (
+                block["elements"][0]["value"],
+                call.response["channel"],
+                call.response["ts"],
+            )
             for call in fake.calls_to("chat.postMessage")
             if call.status == 200
             for block in call.params.get("blocks", [])
@@ -97,9 +101,9 @@ async def bench(url: str, fake: FakeSlack, rate: float, count: int) -> dict[str,
         ids = list(sent)
 
         async def approve(i: int) -> float:
-            channel, ts = messages[ids[i]]
+            value, channel, ts = messages[ids[i]]
             body = slackreq.block_action(
-                user_id="U0REVIEWER", action_id="approval.approve", value=ids[i], channel_id=channel, message_ts=ts
+                user_id="U0REVIEWER", action_id="approval.approve", value=value, channel_id=channel, message_ts=ts
             )
             began = time.perf_counter()
             response = await client.post(
