@@ -41,7 +41,8 @@ def test_a_bench_that_fails_is_recorded_with_its_error_and_the_others_still_run(
     python.write_text(
         "#!/bin/sh\n"
         'case "$1" in\n'
-        '  */gate.py) echo "half a table"; echo "gate broke" >&2; exit 3;;\n'
+        '  */gate.py) echo "half a table"\n'
+        '    printf "Traceback (most recent call last):\\n  File x\\nRuntimeError: gate broke\\n" >&2; exit 3;;\n'
         '  *) printf \'{"args": "%s"}\\n\' "$*";;\n'
         "esac\n"
     )
@@ -51,7 +52,12 @@ def test_a_bench_that_fails_is_recorded_with_its_error_and_the_others_still_run(
 
     assert code == 1
     assert output["failed"] == ["gate"]
-    assert output["gate"] == {"error": "exited with 3", "stderr_tail": "gate broke\n", "stdout_tail": "half a table\n"}
+    assert output["gate"] == {
+        "error": "exited with 3",
+        "raised": "RuntimeError: gate broke",
+        "stderr_tail": "Traceback (most recent call last):\n  File x\nRuntimeError: gate broke\n",
+        "stdout_tail": "half a table\n",
+    }
     # client prints only JSON (no --json flag); its quick flags are its own
     assert output["client"] == {"args": f"{ROOT / 'bench' / 'client.py'} --calls 200 --phases 1"}
     assert set(output["seconds"]) == {"gate", "client"}
