@@ -170,17 +170,25 @@ class Watch:
         row = self.connection.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()
         return int(row[0]) if row else 0
 
-    def drained(self, most_s: float) -> float | None:
-        """Wait until the outbox is empty and Slack has had no call for half a second; the seconds
-        that took, or None when it was not within `most_s`."""
+    def pending_by_kind(self) -> dict[str, int]:
+        rows = self.connection.execute("SELECT kind, count(*) FROM outbox WHERE status = 'pending' GROUP BY kind")
+        return {str(kind): int(count) for kind, count in rows.fetchall()}
+
+    def drained(self, most_s: float) -> tuple[float | None, dict[str, int]]:
+        """Wait until the outbox is empty and Slack has had no call for half a second: the seconds
+        that took (None when it was not within `most_s`), and the kinds of the rows pending when the
+        outbox was last seen not empty (those that were last to go)."""
         began = time.perf_counter()
         calls = -1
+        last: dict[str, int] = {}
         while time.perf_counter() - began < most_s:
-            if self.pending() == 0 and len(self.fake.calls) == calls:
-                return round(time.perf_counter() - began, 1)
+            kinds = self.pending_by_kind()
+            if not kinds and len(self.fake.calls) == calls:
+                return round(time.perf_counter() - began, 1), last
+            last = kinds or last
             calls = len(self.fake.calls)
             time.sleep(0.5)
-        return None
+        return None, last
 
 
 # --- one scenario ----------------------------------------------------------------------------
@@ -280,7 +288,7 @@ class Scenario:
             for pid, before in zip(pids, cpu_before, strict=True)
         ]
         depth_at_end = self.watch.pending()
-        drain_s = self.watch.drained(30)  # every card posted, so the reviewer has had them all
+        drain_s, last_to_go = self.watch.drained(30)  # every card posted: the reviewer has had them all
         self.inbox.put(None)
         clicks = self.reviewer.result()
         self.watch.drained(30)  # the decisions' card updates
@@ -294,7 +302,12 @@ class Scenario:
             seconds=seconds,
             loads=loads,
             reviewer_cpu=clicks["cpu_pct"],
-            outbox={"max": max(depths, default=0), "at_end_of_load": depth_at_end, "drain_s": drain_s},
+            outbox={
+                "max": max(depths, default=0),
+                "at_end_of_load": depth_at_end,
+                "drain_s": drain_s,
+                "last_to_go_by_kind": last_to_go,
+            },
             server_cpu=cpu,
             sending_s=sending_ended - start,
         ) | {"machine_load_avg_1m": load_avg}
