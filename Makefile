@@ -4,7 +4,7 @@
 #             (it starts its own redis-server and PostgreSQL, and drives Debian's chromium)
 # make lint   ruff (lint and format check), mypy, the import contracts (lint-imports), hadolint on the
 #             Dockerfile and compose.yaml against the Compose Specification's schema
-# make bench  print the benchmark figures
+# make bench  run every benchmark (bench/run) and print their figures as one JSON object
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -43,14 +43,5 @@ lint: dev
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
-bench: dev
-	$(BIN)/python bench/approvals.py
-	$(BIN)/python bench/statements.py
-	$(BIN)/python bench/escalation.py
-	$(BIN)/python bench/gate.py
-	$(BIN)/python bench/storm.py
-	$(BIN)/python bench/first_run.py
-	$(BIN)/python bench/alerts.py
-	$(BIN)/python bench/insights.py
-	$(BIN)/python bench/audit_export.py
-	$(BIN)/python bench/client.py
+bench: dev  # every benchmark under bench/, one after another: one JSON object (bench/run --help)
+	$(BIN)/python bench/run

@@ -11,7 +11,7 @@ API and a local redis-server, drives it at a fixed rate, and prints figures as J
 
 Answers of 503 or 429 (a server shedding load) are counted as shed, not as failures.
 
-Usage: python bench/approvals.py [--rate 50] [--count 500] [--step-seconds 5] [--before PATH]
+Usage: python bench/approvals.py [--rate 50] [--count 500] [--step-seconds 5] [--before PATH] [--json]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import SHED, Child, open_loop  # noqa: E402
+from bench.loadgen import SHED, Child, open_loop  # noqa: E402
 from bench.servers import card_posts, code_location, percentiles, server_env, start_server, wait_ready  # noqa: E402
 from local.slack import FakeSlack  # noqa: E402
 from tests import slackreq  # noqa: E402
@@ -87,8 +87,12 @@ async def bench(url: str, fake: FakeSlack, rate: float, count: int) -> dict[str,
         posted = card_posts(fake)
         to_card = [(posted[i] - began) * 1000 for i, began in sent.items()]
 
-        messages = {
-            block["elements"][0]["value"]: (call.response["channel"], call.response["ts"])
+        messages = {  # the Approve button's value is "apr_…:<params>"
+            block["elements"][0]["value"].split(":", 1)[0]: (
+                block["elements"][0]["value"],
+                call.response["channel"],
+                call.response["ts"],
+            )
             for call in fake.calls_to("chat.postMessage")
             if call.status == 200
             for block in call.params.get("blocks", [])
@@ -97,9 +101,9 @@ async def bench(url: str, fake: FakeSlack, rate: float, count: int) -> dict[str,
         ids = list(sent)
 
         async def approve(i: int) -> float:
-            channel, ts = messages[ids[i]]
+            value, channel, ts = messages[ids[i]]
             body = slackreq.block_action(
-                user_id="U0REVIEWER", action_id="approval.approve", value=ids[i], channel_id=channel, message_ts=ts
+                user_id="U0REVIEWER", action_id="approval.approve", value=value, channel_id=channel, message_ts=ts
             )
             began = time.perf_counter()
             response = await client.post(
@@ -273,11 +277,14 @@ def main() -> None:
         help="how long each rate of the search is offered (a sweep falls in each)",
     )
     parser.add_argument("--before", type=Path, help="a checkout of another commit, measured first in the same run")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
 
     runs = {"before": args.before, "current": ROOT} if args.before else {"current": ROOT}
     figures = {label: measure(checkout, args) for label, checkout in runs.items()}
     print(json.dumps(figures if args.before else figures["current"], indent=2))
+    if args.json:
+        return
     for label, found in figures.items():
         search_found = found["max_rate_card_p99"]
         print(

@@ -8,7 +8,7 @@ this machine are out of reach. The clock starts before the clone and stops when 
 200. `--cold` runs pip without its download cache (PIP_NO_CACHE_DIR=1), as on a machine that never
 installed these packages; without it pip's cache is used, as on a second try.
 
-Usage: python bench/first_run.py [--runs N] [--cold]
+Usage: python bench/first_run.py [--runs N] [--cold] [--json]
 """
 
 from __future__ import annotations
@@ -88,14 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--cold", action="store_true", help="pip without its download cache")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
-    if shutil.which("redis-server"):
+    if shutil.which("redis-server") and not args.json:
         print("redis-server is installed here; the runs cannot reach it (PATH holds only python3, make, touch)")
     runs = []
     for number in range(args.runs):
         run = one_run(args.cold)
         runs.append(run)
-        print(f"run {number + 1}: cloned in {run['clone_s']} s, page answered {run['page_s']} s after the start")
+        if not args.json:
+            print(f"run {number + 1}: cloned in {run['clone_s']} s, page answered {run['page_s']} s after the start")
     print(json.dumps({"bench": "first_run", "cold": args.cold, "runs": runs}))
 
 

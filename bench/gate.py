@@ -26,7 +26,7 @@ Every server is started as `handrail web` starts in production (real clock, uvic
 on, written to a file in the temporary directory). Takes about a minute; --smoke about 20 s.
 
 Usage: python bench/gate.py [--requests 20000] [--clients 2] [--connections 4] [--rounds 100]
-                            [--database postgresql|sqlite] [--smoke]
+                            [--database postgresql|sqlite] [--smoke] [--json]
    or: .venv/bin/python -m bench.gate ...
 """
 
@@ -556,6 +556,7 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-propagation", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="a quick run: 2,000 requests a phase, 10 rounds")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
     if args.smoke:
         args.requests, args.rounds = min(args.requests, 2000), min(args.rounds, 10)
@@ -579,8 +580,9 @@ def main() -> None:
         )
         figures["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
         print(json.dumps(figures, indent=2))
-        print()
-        print(table(figures))
+        if not args.json:
+            print()
+            print(table(figures))
     finally:
         fake.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -17,7 +17,7 @@ split into SELECT, INSERT, UPDATE, DELETE and other), and connection checkouts f
 PostgreSQL each one is also a ping, which no statement event sees). One approval runs first to warm
 up; the figures are those of the next ones (they must agree).
 
-Usage: python bench/statements.py [--skip-postgres] [--before PATH]
+Usage: python bench/statements.py [--skip-postgres] [--before PATH] [--json]
   --before PATH  also measure the code checked out at PATH (e.g. `git archive 5f93218 | tar -x -C PATH`)
                  and print it beside this checkout's figures; without it, the figures recorded for
                  0.4.0 (commit 5f93218) are printed beside them.
@@ -283,6 +283,7 @@ def main() -> None:
     parser.add_argument("--before", metavar="PATH", help="a checkout of older code to measure too")
     parser.add_argument("--code", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
     after = measure_all(args.skip_postgres)
     if args.json_only:
@@ -300,7 +301,8 @@ def main() -> None:
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd=args.before)
         before, before_name = json.loads(done.stdout.splitlines()[-1]), "before"
     print(json.dumps({"now": after, before_name: before}, indent=2))
-    print(table(after, before, before_name))
+    if not args.json:
+        print(table(after, before, before_name))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import their `bot` from there. --limits and --global-limits (config keys of serv
 rate limits) go to this checkout's config only; --queue-limit sets HANDRAIL_QUEUE_LIMIT for both.
 
 Usage: python bench/storm.py [--database sqlite|postgresql|both] [--replicas 1 2] [--rates 25 150 450]
-                             [--seconds 16] [--before PATH] [--smoke]
+                             [--seconds 16] [--before PATH] [--smoke] [--json]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import storm_report  # noqa: E402
-from bench.load import Child, http_request, open_loop, poll_gates  # noqa: E402
+from bench.loadgen import Child, http_request, open_loop, poll_gates  # noqa: E402
 from bench.servers import card_posts, code_location, cpu_seconds, log_problems, server_env, start_server, wait_ready  # noqa: E402
 from local.slack import FakeSlack  # noqa: E402
 from tests import slackreq  # noqa: E402
@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--queue-limit", type=int, help="HANDRAIL_QUEUE_LIMIT for every server")
     parser.add_argument("--logs", type=Path, help="copy every server's log into this directory")
     parser.add_argument("--smoke", action="store_true", help="a quick check that it works: 50/s for 4 s")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
     if args.smoke:
         args.rates, args.seconds = [50], 4
@@ -337,8 +338,9 @@ def main() -> None:
     figures["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 1)
     figures["run_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(figures, indent=2))
-    print()
-    print(storm_report.table(results, REQUEST_TIMEOUT_S, CARD_WAIT_S))
+    if not args.json:
+        print()
+        print(storm_report.table(results, REQUEST_TIMEOUT_S, CARD_WAIT_S))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.load import DROPPED, NOT_SENT, REFUSED, SHED, TIMEOUT
+from bench.loadgen import DROPPED, NOT_SENT, REFUSED, SHED, TIMEOUT
 from bench.servers import percentiles
 
 SHED_TARGET_MS = 50.0
@@ -16,7 +16,7 @@ def _ms(samples: list[float]) -> dict[str, float]:
 
 
 def figures(load: dict[str, Any], gates: dict[str, Any], posted: dict[str, float], rate: float) -> dict[str, Any]:
-    """From open_loop's and poll_gates's results and the cards' receipt times (bench/load.py)."""
+    """From open_loop's and poll_gates's results and the cards' receipt times (bench/loadgen.py)."""
     records = load["records"]
     codes = [record[2] for record in records]
     accepted = [r for r in records if r[2] in (200, 201)]
