@@ -142,7 +142,9 @@ def build_services(
     shared = open_shared(settings.redis_url)
     post_rate = Rate(settings.handrail_slack_post_rate, settings.handrail_slack_post_burst)
     update_rate = Rate(settings.handrail_slack_update_rate, settings.handrail_slack_update_burst)
-    slack = SlackGateway(slack_client(settings), shared.groups, Pacer(post_rate, update_rate))
+    slack = SlackGateway(
+        slack_client(settings), shared.groups, Pacer(post_rate, update_rate, monotonic=clock.monotonic)
+    )
     http = httpx.AsyncClient(timeout=10, follow_redirects=False)
     guard = Guard(resolve)
     callbacks = guard.client(timeout=10)

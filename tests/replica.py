@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,9 @@ class FileClock:
     def now(self) -> datetime:
         when = datetime.fromisoformat(self.path.read_text(encoding="utf-8").strip())
         return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 def set_time(path: Path, when: datetime) -> None:

@@ -51,7 +51,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A directory of the test's own, without a `.env`; migrate's logging setup is left out so
     that pytest keeps its own."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.logs, "configure", lambda level="INFO": None)
+    monkeypatch.setattr(cli.logs, "configure", lambda level="INFO", log_format=None: None)
     return tmp_path
 
 
