@@ -62,6 +62,13 @@ def server_env(
         "HANDRAIL_CONFIG": str(config),
         "PORT": str(port),
         "HANDRAIL_LOG_FORMAT": "text",  # the log is a file; its problems are counted by their LEVEL prefix
+        # The fake Slack has no rate limits, and the benches measure the server: pacing is set far
+        # above Slack's limits (1 post a second per channel, about 50 updates a minute), which would
+        # otherwise be what every bench measures.
+        "HANDRAIL_SLACK_POST_RATE": "1000",
+        "HANDRAIL_SLACK_POST_BURST": "100",
+        "HANDRAIL_SLACK_UPDATE_RATE": "1000",
+        "HANDRAIL_SLACK_UPDATE_BURST": "100",
     }
 
 
