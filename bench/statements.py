@@ -130,6 +130,12 @@ def settings_for(database_url: str, redis_url: str, slack: FakeSlack, config_fil
         handrail_webhook_secret=WEBHOOK_SECRET,
         handrail_scheduler=False,
         handrail_sweep_interval=timedelta(hours=1),
+        # The fake Slack has no rate limits: pacing far above Slack's keeps a wait for a turn (and
+        # the outbox row it may postpone) out of the SQL work counted.
+        handrail_slack_post_rate=1000,
+        handrail_slack_post_burst=100,
+        handrail_slack_update_rate=1000,
+        handrail_slack_update_burst=100,
         _env_file=None,  # type: ignore[call-arg]
     )
 
