@@ -82,50 +82,9 @@ HTTP_SECONDS = Histogram(
     buckets=FAST_BUCKETS,
 )
 
-# Slack's error codes that may be labels as they are; any other is `other`.
-SLACK_ERRORS = frozenset(
-    {
-        "ratelimited",
-        "network",
-        "invalid_blocks",
-        "invalid_blocks_format",
-        "msg_too_long",
-        "msg_blocks_too_long",
-        "too_many_attachments",
-        "no_text",
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "invalid_arguments",
-        "message_not_found",
-        "cant_update_message",
-        "edit_window_closed",
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
-        "missing_scope",
-        "restricted_action",
-        "user_not_found",
-        "users_not_found",
-        "no_permission",
-        "expired_trigger_id",
-        "invalid_trigger_id",
-        "not_found",
-        "view_too_large",
-        "internal_error",
-        "fatal_error",
-        "service_unavailable",
-        "request_timeout",
-    }
-)
+
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
-
-
-def slack_error(error: str) -> str:
-    """A Slack error as a label: one of SLACK_ERRORS, or `other`."""
-    return error if error in SLACK_ERRORS else OTHER
 
 
 def http_method(method: str) -> str:

@@ -65,6 +65,12 @@ PERMANENT_ERRORS = CONTENT_ERRORS | frozenset(
         "card_never_posted",
     }
 )
+# Slack's error codes that a metric's `error` label shows as they are; any other is `other`.
+COUNTED_ERRORS = PERMANENT_ERRORS | frozenset({"ratelimited", "users_not_found", "expired_trigger_id"})
+
+
+def error_label(error: str) -> str:
+    return error if error in COUNTED_ERRORS else metrics.OTHER
 
 
 class EventType(StrEnum):
@@ -148,7 +154,7 @@ TRANSPORT_ERRORS = (SlackClientError, OSError, TimeoutError, aiohttp.ClientError
 class CountedClient(AsyncWebClient):
     """slack_sdk's client, counting every Web API call by method and result: Handrail's own and
     those Bolt makes with it (auth.test, responses to listeners). A result is `ok`, one of Slack's
-    known error codes (bot.metrics.SLACK_ERRORS), `other`, or `network` when Slack was not reached
+    known error codes (COUNTED_ERRORS), `other`, or `network` when Slack was not reached
     or did not answer in time; a 429 also counts in handrail_slack_rate_limited_total."""
 
     async def api_call(
@@ -176,7 +182,7 @@ class CountedClient(AsyncWebClient):
             )
         except SlackApiError as error:
             failed = _translate(error)
-            metrics.SLACK_CALLS.labels(api_method, metrics.slack_error(failed.error)).inc()
+            metrics.SLACK_CALLS.labels(api_method, error_label(failed.error)).inc()
             if failed.retry_after is not None:
                 metrics.SLACK_RATE_LIMITED.labels(api_method).inc()
             raise

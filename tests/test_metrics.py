@@ -16,9 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from bot import metrics
 from bot.approvals.create import create as create_approval
 from bot.config import Settings, load_config
+from bot.slack_gateway import error_label
 from local.slack import Call, FakeSlack
 from storage.db import Database, migrate
 from storage.tables import OutboxMessage
@@ -76,7 +76,7 @@ def series(values: dict[Key, float], name: str) -> dict[tuple[tuple[str, str], .
 def slack_results(calls: list[Call]) -> collections.Counter[tuple[str, str]]:
     """(method, result) of each Web API call Slack took: `ok`, or its error as a label."""
     return collections.Counter(
-        (c.method, "ok" if c.response.get("ok") else metrics.slack_error(str(c.response.get("error"))))
+        (c.method, "ok" if c.response.get("ok") else error_label(str(c.response.get("error"))))
         for c in calls
         if "." in c.method  # not the messages to response_urls
     )
