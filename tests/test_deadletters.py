@@ -63,8 +63,8 @@ def announce(running: Running, agent: str, channel: str, due_in: timedelta = tim
 
 def killed_by_slack(running: Running, slack: FakeSlack, agent: str, channel: str) -> int:
     """An announcement Slack refuses for good (channel_not_found): dead after one attempt."""
+    slack.fail_next("chat.postMessage", "channel_not_found")  # first: a pass of the server's own may send it
     row_id = announce(running, agent, channel)
-    slack.fail_next("chat.postMessage", "channel_not_found")
     running.deliver_due()
     assert row(running, row_id).status == "dead"
     return row_id
@@ -86,8 +86,9 @@ def events(running: Running, name: str) -> list[AuditEvent]:
 
 
 def dead_with_error(running: Running, agent: str, error: str) -> int:
-    """A row made dead by the outbox's own bookkeeping with `error` as its last error."""
-    row_id = announce(running, agent, "C0APPROVALS")
+    """A row made dead by the outbox's own bookkeeping with `error` as its last error (not due, so
+    no pass of the server's own sends it first)."""
+    row_id = announce(running, agent, "C0APPROVALS", due_in=timedelta(days=1))
     note = outbound.Undid(agent=agent, by="U0OWNER", done=1, tried=1, skipped=0)
     payload = outbound.PostPayload(channel="C0APPROVALS", note=note)
     Rows(running.services.db, running.clock).fail(Row(row_id, outbound.Kind.POST, None, payload, 9), error, None, False)
