@@ -137,6 +137,7 @@ def click(running: Running, message: Message, action_id: str, user: str) -> None
     )
     response = running.slack_post(body)
     assert response.status_code == 200, response.text
+    running.listeners_done()  # Bolt acks first and acts after: what the test reads next is done
 
 
 def gate(running: Running) -> dict[str, Any]:
