@@ -33,7 +33,7 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -620,10 +620,15 @@ def _approval_table(rows: list[Row[Any]]) -> list[str]:
         )
         for row in rows
     ]
-    widths = [max(map(len, column)) for column in zip(APPROVAL_COLUMNS, *cells, strict=True)]
+    return _table(APPROVAL_COLUMNS, cells)
+
+
+def _table(columns: tuple[str, ...], cells: Sequence[tuple[str, ...]]) -> list[str]:
+    """The header and the rows, each column as wide as its widest cell."""
+    widths = [max(map(len, column)) for column in zip(columns, *cells, strict=True)]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [APPROVAL_COLUMNS, *cells]
+        for line in [columns, *cells]
     ]
 
 
@@ -725,11 +730,7 @@ def _letter_table(letters: list[DeadLetter]) -> list[str]:
         )
         for letter in letters
     ]
-    widths = [max(map(len, column)) for column in zip(OUTBOX_COLUMNS, *cells, strict=True)]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [OUTBOX_COLUMNS, *cells]
-    ]
+    return _table(OUTBOX_COLUMNS, cells)
 
 
 def _letter_record(letter: DeadLetter) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -115,6 +116,14 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = start(self._command, ready="Ready to accept connections")
+
+    def freeze(self) -> Callable[[], None]:
+        """SIGSTOP: connections stay open and nothing answers, as when the network drops without
+        closing them. Returns what thaws it."""
+        assert self.process is not None
+        pid = self.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        return lambda: os.kill(pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: what it held in memory is gone."""

@@ -13,26 +13,21 @@ wait polls the real gate (or the gate's link flag between real requests) until a
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import redis
 
 from bot.clock import ManualClock
 from bot.config import Settings
 from local.slack import FakeSlack
 from tests import slackreq
 from tests.helpers import T0, Running, serve
-from tests.servers import start, start_postgres, start_redis
+from tests.servers import RedisServer, start_postgres
 
 LEAD, BILLING = "lead-router", "billing-bot"
 OWNER = "U0OWNER"
@@ -50,40 +45,6 @@ def server(settings: Settings, clock: ManualClock, slack: FakeSlack) -> Iterator
         yield next(started)
     finally:
         next(started, None)
-
-
-class RedisServer:
-    """A redis-server of this test's own, which it can stop and start again on the same port."""
-
-    def __init__(self) -> None:
-        self.url, self._stop = start_redis()
-        self.port = urlsplit(self.url).port
-
-    def stop(self) -> None:
-        self._stop()
-
-    def freeze(self) -> Callable[[], None]:
-        """SIGSTOP: connections stay open and nothing answers, as when the network drops without
-        closing them. Returns what thaws it."""
-        client = redis.Redis.from_url(self.url)
-        pid = int(client.info("server")["process_id"])
-        client.close()
-        os.kill(pid, signal.SIGSTOP)
-        return lambda: os.kill(pid, signal.SIGCONT)
-
-    def restart(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        process = start(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            ready="Ready to accept connections",
-        )
-
-        def stop() -> None:
-            process.terminate()
-            process.wait(10)
-
-        self._stop = stop
 
 
 @pytest.fixture
@@ -295,7 +256,7 @@ def test_without_redis_and_sql_the_gate_says_stop_at_once(
             assert (answer["allowed"], answer["reason"]) == (False, "state_unavailable")
             assert answer["message"] and answer["paused_by"] is None
 
-        own_redis.restart()
+        own_redis.start()
         deadline = time.monotonic() + RELINK
         while not a.services.gate.linked:
             assert time.monotonic() < deadline, "the change feed did not resubscribe"
@@ -322,7 +283,7 @@ def test_when_redis_comes_back_the_gate_trusts_memory_and_hears_pauses_again(
         until_fresh(a, False)
         until_fresh(b, False)
 
-        own_redis.restart()
+        own_redis.start()
         record_property("relink_seconds", round(until_fresh(a, True, RELINK), 3))
         until_fresh(b, True, RELINK)
         assert allowed(gate(lead))
